@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from celery.exceptions import TimeoutError as CeleryTimeout
 
-from celery_config import INTERACTIVE_QUEUE, MODELS_QUEUE, celery_app
-from celery_worker import STATUS_KEY, enrich_snippets_task, get_sentence_embedding_task, rerank_task
+from celery_config import INTERACTIVE_QUEUE, MODEL_STATUS_KEY, MODELS_QUEUE, celery_app
+from celery_worker import enrich_snippets_task, get_sentence_embedding_task, rerank_task
 from model_manager import ModelUnavailable
 from settings import get_settings
 
@@ -171,7 +171,7 @@ def worker_models() -> dict[str, dict]:
     """What each model worker holds, as published by the workers (hostname -> status)."""
     client = celery_app.backend.client
     out = {}
-    for key in client.scan_iter(match=STATUS_KEY.format(hostname="*")):
+    for key in client.scan_iter(match=MODEL_STATUS_KEY.format(hostname="*")):
         raw = client.get(key)
         if raw:
             status = json.loads(raw)

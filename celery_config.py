@@ -5,7 +5,10 @@ Importing this module must stay cheap (no torch, no Flask): monitoring commands 
 """
 from __future__ import annotations
 
+import json
+
 from celery import Celery
+from celery.worker.control import inspect_command
 from kombu import Queue
 
 from settings import get_settings
@@ -19,6 +22,9 @@ MODEL_WORKER_QUEUES = (INTERACTIVE_QUEUE, MODELS_QUEUE)
 ALL_QUEUES = (INTERACTIVE_QUEUE, MODELS_QUEUE, DOCS_QUEUE)
 
 TASK_MODULES = ["celery_worker"]
+
+# Where each model worker publishes what its pool child holds (JSON, one key per worker).
+MODEL_STATUS_KEY = "docenrich:model-status:{hostname}"
 
 
 def make_celery(settings=None) -> Celery:
@@ -91,3 +97,10 @@ def make_celery(settings=None) -> Celery:
 
 
 celery_app = make_celery()
+
+
+@inspect_command()
+def current_model(state, **_):
+    """`celery -A celery_config:celery_app inspect current_model`: the model a worker holds now."""
+    raw = celery_app.backend.client.get(MODEL_STATUS_KEY.format(hostname=state.consumer.hostname))
+    return json.loads(raw) if raw else {"resident": None, "loaded": []}

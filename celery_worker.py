@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 from celery import Task, signals
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.worker.control import inspect_command
 from kombu.exceptions import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 import model_manager
+from celery_config import MODEL_STATUS_KEY
 from celery_config import celery_app
 from model_manager import BadInput, ModelError, ModelUnavailable
 from settings import get_settings
@@ -29,7 +29,6 @@ from snippets import PDFError, Snippet
 
 log = logging.getLogger(__name__)
 
-STATUS_KEY = "docenrich:model-status:{hostname}"
 DELIVERY_KEY = "docenrich:deliveries:{task_id}:{retries}"
 
 
@@ -329,7 +328,7 @@ def _worker_role() -> str:
 def _publish_status(status: dict) -> None:
     hostname = os.environ.get("DOCENRICH_WORKER_NAME", "unknown")
     status = {**status, "hostname": hostname, "published_at": time.time()}
-    _redis().set(STATUS_KEY.format(hostname=hostname), json.dumps(status), ex=24 * 3600)
+    _redis().set(MODEL_STATUS_KEY.format(hostname=hostname), json.dumps(status), ex=24 * 3600)
 
 
 @signals.worker_init.connect
@@ -379,13 +378,7 @@ def _recover_on_start(sender=None, **_):
 @signals.worker_shutdown.connect
 def _forget_status(**_):
     try:
-        _redis().delete(STATUS_KEY.format(hostname=os.environ.get("DOCENRICH_WORKER_NAME", "unknown")))
+        _redis().delete(MODEL_STATUS_KEY.format(hostname=os.environ.get("DOCENRICH_WORKER_NAME", "unknown")))
     except Exception:
         pass
 
-
-@inspect_command()
-def current_model(state, **_):
-    """`celery inspect current_model`: which model this worker's pool child holds now."""
-    raw = _redis().get(STATUS_KEY.format(hostname=state.consumer.hostname))
-    return json.loads(raw) if raw else {"resident": None, "loaded": []}

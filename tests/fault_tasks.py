@@ -1,0 +1,41 @@
+"""Tasks that misbehave on purpose, loaded into test workers with `--include tests.fault_tasks`.
+
+They use the real task base class, so retries, delivery caps and time limits are Celery's own.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from celery_worker import DocenrichTask, celery_app, get_sentence_embedding_task
+from model_manager import ModelLoadError
+
+
+@celery_app.task(bind=True, base=DocenrichTask, name="tests.flaky_embedding", retry_backoff=1)
+def flaky_embedding(self, text: str, failures: int):
+    """Fail with a transient model-load error on the first `failures` attempts, then embed."""
+    if self.request.retries < failures:
+        raise ModelLoadError(f"simulated transient load failure, attempt {self.request.retries + 1}")
+    return get_sentence_embedding_task(text)
+
+
+@celery_app.task(bind=True, base=DocenrichTask, name="tests.slow_embedding")
+def slow_embedding(self, text: str, seconds: float):
+    """Report the child pid, sleep, then embed: a window in which to kill the child."""
+    self.update_state(state="PROGRESS", meta={"pid": os.getpid(), "retries": self.request.retries})
+    time.sleep(seconds)
+    return {"pid": os.getpid(), "embedding": get_sentence_embedding_task(text)}
+
+
+@celery_app.task(bind=True, base=DocenrichTask, name="tests.kill_worker")
+def kill_worker(self):
+    """Kill the pool child on every delivery, like a segfault or the OOM killer."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@celery_app.task(bind=True, base=DocenrichTask, name="tests.sleep")
+def sleep_task(self, seconds: float):
+    """Sleep; used to cross the soft and hard time limits."""
+    time.sleep(seconds)
+    return seconds
