@@ -60,6 +60,10 @@ def make_celery(settings=None) -> Celery:
             "visibility_timeout": settings.task_time_limit + 600,
             # Consume the listed queues strictly in order (interactive first) instead of round robin.
             "queue_order_strategy": "priority",
+            # Message priorities within a queue (0 first): a batch that is ready to store
+            # goes before the next page range is extracted, so progress moves steadily.
+            "priority_steps": [0, 3, 6, 9],
+            "sep": ":",
         },
         result_backend_transport_options={"retry_policy": {"timeout": 5.0}},
         redis_socket_connect_timeout=5,
@@ -68,10 +72,11 @@ def make_celery(settings=None) -> Celery:
         task_default_queue=MODELS_QUEUE,
         task_queues=[Queue(name) for name in ALL_QUEUES],
         task_routes={
-            "docenrich.extract_document": {"queue": DOCS_QUEUE},
-            "docenrich.extract_pages": {"queue": DOCS_QUEUE},
-            "docenrich.store_snippets": {"queue": DOCS_QUEUE},
-            "docenrich.recover_documents": {"queue": DOCS_QUEUE},
+            "docenrich.extract_document": {"queue": DOCS_QUEUE, "priority": 3},
+            "docenrich.extract_pages": {"queue": DOCS_QUEUE, "priority": 6},
+            "docenrich.store_snippets": {"queue": DOCS_QUEUE, "priority": 0},
+            "docenrich.document_failed": {"queue": DOCS_QUEUE, "priority": 0},
+            "docenrich.recover_documents": {"queue": DOCS_QUEUE, "priority": 3},
             "docenrich.enrich_snippets": {"queue": MODELS_QUEUE},
             "docenrich.get_sentence_embedding": {"queue": MODELS_QUEUE},
             "docenrich.rerank": {"queue": MODELS_QUEUE},

@@ -299,7 +299,7 @@ def store_snippets_task(self, snippets: list[Snippet], doc_id: str, batch_index:
     return {"document": doc_id, "batch": batch_index, "state": doc.state, "snippets": len(snippets)}
 
 
-@celery_app.task(name="docenrich.document_failed", queue="docs")
+@celery_app.task(name="docenrich.document_failed")
 def document_failed_task(request, exc, traceback, doc_id: str) -> None:
     """Errback: a batch failed for good, so the document is failed with the reason."""
     reason = str(exc) or type(exc).__name__
