@@ -68,8 +68,11 @@ class RerankResult:
     order: np.ndarray
 
 
-def _wait(async_result, timeout: float | None, what: str):
-    timeout = get_settings().search_timeout if timeout is None else timeout
+def _timeout(timeout: float | None) -> float:
+    return get_settings().search_timeout if timeout is None else timeout
+
+
+def _wait(async_result, timeout: float, what: str):
     try:
         return async_result.get(timeout=timeout, propagate=True, disable_sync_subtasks=False)
     except CeleryTimeout:
@@ -112,6 +115,7 @@ def embed(texts: list[str], *, timeout: float | None = None, interactive: bool =
     """
     if isinstance(texts, str):
         raise ValueError("embed() takes a list of strings; use get_sentence_embedding() for one string")
+    timeout = _timeout(timeout)
     result = get_sentence_embedding_task.apply_async((list(texts),), queue=_queue(interactive), expires=timeout)
     return _wait(result, timeout, "embedding")
 
@@ -125,6 +129,7 @@ def get_sentence_embedding(text: str, *, timeout: float | None = None, interacti
     Raises:
         WorkerUnavailable: no worker answered within the timeout.
     """
+    timeout = _timeout(timeout)
     result = get_sentence_embedding_task.apply_async((text,), queue=_queue(interactive), expires=timeout)
     return _wait(result, timeout, "embedding")
 
@@ -136,6 +141,7 @@ def embed_query(text: str, *, timeout: float | None = None) -> tuple[np.ndarray,
         ``(vector, embedder)``: the (dim,) vector and the name of the embedder that made it,
         which is the vector space the stored snippets must be searched in.
     """
+    timeout = _timeout(timeout)
     result = get_sentence_embedding_task.apply_async(
         (text,), {"with_model": True}, queue=INTERACTIVE_QUEUE, expires=timeout
     )
@@ -153,6 +159,7 @@ def rerank(query: str, passages: list[str], *, timeout: float | None = None, int
         RerankerUnavailable: the worker has no usable reranker.
         WorkerUnavailable: no worker answered within the timeout.
     """
+    timeout = _timeout(timeout)
     result = rerank_task.apply_async((query, list(passages)), queue=_queue(interactive), expires=timeout)
     try:
         raw = np.asarray(_wait(result, timeout, "reranking"), dtype=np.float32)
@@ -164,7 +171,7 @@ def rerank(query: str, passages: list[str], *, timeout: float | None = None, int
 
 def enrich(snippets: list, *, timeout: float | None = None) -> list:
     """Embed a list of `snippets.Snippet` objects; returns them with `embedding` filled in."""
-    return _wait(enrich_snippets_task.delay(list(snippets)), timeout, "snippet enrichment")
+    return _wait(enrich_snippets_task.delay(list(snippets)), _timeout(timeout), "snippet enrichment")
 
 
 def worker_models() -> dict[str, dict]:
