@@ -147,7 +147,8 @@ class SentenceTransformerEmbedder(Backend):
 
         # The folder's modules.json decides pooling (mean pooling for all-MiniLM).
         self.model = SentenceTransformer(name, device="cpu")
-        self.dim = int(self.model.get_sentence_embedding_dimension())
+        dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(dim())
 
     def module(self):
         return self.model
@@ -179,8 +180,9 @@ class FlagEmbedder(Backend):
             self.model = FlagModel(name, use_fp16=fp16, devices=[device], batch_size=batch_size)
             self.m3 = False
         self.model.model.to("cpu")
-        probe = self.encode(["dimension probe"])
-        self.dim = int(probe.shape[1])
+        # From the config, not a probe encode: encoding would move the model onto the GPU,
+        # and this runs in the worker's parent, which must not initialise CUDA before forking.
+        self.dim = _hidden_size(self.model.model)
 
     def module(self):
         return self.model.model
@@ -240,6 +242,16 @@ class FlagRerankerBackend(Backend):
         pairs = [[query, p] for p in passages]
         raw = np.asarray(self.model.compute_score(pairs, normalize=False), dtype=np.float32).reshape(-1)
         return raw, _sigmoid(raw)
+
+
+def _hidden_size(module) -> int:
+    """Embedding width of a transformers model, or of a wrapper holding one as `.model`."""
+    while module is not None:
+        config = getattr(module, "config", None)
+        if config is not None and getattr(config, "hidden_size", None):
+            return int(config.hidden_size)
+        module = getattr(module, "model", None)
+    raise ModelLoadError("cannot tell the embedding dimension of this model")
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -391,9 +403,14 @@ class ModelManager:
                 return self._models[kind]
             start = time.perf_counter()
             previous = self._resident
-            if previous is not None:
-                self._offload(previous)
-            model = self._models.get(kind) or self._load(kind)
+            model = self._models.get(kind)
+            if model is None:
+                self._make_room()
+                # Loaded into host memory while the other model still serves: a load that
+                # fails leaves the resident model in place.
+                model = self._load(kind)
+            if self._resident is not None:
+                self._offload(self._resident)
             try:
                 model.to(self.device)
             except Exception as exc:
@@ -406,16 +423,25 @@ class ModelManager:
             log.info("model %s (%s) resident on %s after %.3fs (was: %s)", kind, model.name, self.device, took, previous)
             return model
 
+    def _make_room(self) -> None:
+        """Free host memory until one more model fits MODEL_HOST_CACHE (idle models first)."""
+        limit = max(1, self.settings.model_host_cache)
+        while len(self._models) >= limit:
+            idle = [k for k in self._models if k != self._resident]
+            victim = idle[0] if idle else self._resident
+            if victim == self._resident:
+                self._offload(victim)
+            self._drop(victim)
+
     def _offload(self, kind: str) -> None:
         model = self._models.get(kind)
         start = time.perf_counter()
+        self._resident = None
         if model is not None and is_accelerator(self.device):
             model.to("cpu")
-        if len(self._models) > self.settings.model_host_cache:
-            self._drop(kind)
-        self._resident = None
-        gc.collect()
-        empty_accelerator_cache()
+            # Only an accelerator has memory to give back; on the CPU the weights stay put.
+            gc.collect()
+            empty_accelerator_cache()
         took = time.perf_counter() - start
         self._event("unload", kind, model.name if model else None, took)
         log.info("model %s unloaded from %s in %.3fs", kind, self.device, took)
