@@ -542,14 +542,22 @@ def _parse_dict(page: pymupdf.Page, d: dict, number: int, rotated_space: bool) -
                 chars += n
                 if n > best_n:
                     best_size, best_n = sp["size"], n
-                if sp["flags"] & 16 or _font_is_bold(sp["font"]):
+                if sp["flags"] & 16:
                     bold_chars += n
+                else:
+                    font = sp["font"]
+                    bold = _BOLD_FONTS.get(font)
+                    if bold is None:
+                        bold = _font_is_bold(font)
+                    if bold:
+                        bold_chars += n
             if not parts:
                 continue
             text = "".join(parts).strip()
             lines.append(_Line(text, fix(ln["bbox"]), round(best_size, 1), bold_chars * 2 > chars))
         if lines:
-            blocks.append(_Block(lines, _union(l.bbox for l in lines)))
+            # MuPDF's block box, unless lines were dropped (junk glyphs) and it would be too big.
+            blocks.append(_Block(lines, fix(b["bbox"]) if len(lines) == len(b["lines"]) else _union(l.bbox for l in lines)))
         if spans_seen > MAX_SPANS_PER_PAGE:
             log.warning("page %d: more than %d text spans, rest ignored", number, MAX_SPANS_PER_PAGE)
             break
@@ -609,9 +617,12 @@ def _load_page(doc: pymupdf.Document, number: int, render: bool = True) -> _Page
 
 # ----------------------------------------------------------- headers and footers
 
+# "12", "- 12 -", "Page 3 of 10", "Seite 3 von 10", "iv" (a well-formed roman numeral, so
+# words such as "mild" or "did" are not taken for folios).
 _PAGE_NUM_RE = re.compile(
-    r"^(?:page|seite|pg\.?|p\.|s\.)?\s*[-–—(\[]?\s*(?:\d{1,5}|[ivxlcdm]{1,7})\s*[-–—)\]]?"
-    r"(?:\s*(?:/|of|von|de|sur)\s*\d{1,5})?$", re.IGNORECASE)
+    r"^(?:page|seite|pg\.?|p\.|s\.)?\s*[-–—(\[]?\s*"
+    r"(?:\d{1,5}|(?=[ivxlcdm])m{0,3}(?:cm|cd|d?c{0,3})(?:xc|xl|l?x{0,3})(?:ix|iv|v?i{0,3}))"
+    r"\s*[-–—)\]]?(?:\s*(?:/|of|von|de|sur)\s*\d{1,5})?$", re.IGNORECASE)
 _DIGITS_RE = re.compile(r"\d+")
 
 

@@ -232,6 +232,13 @@ def test_text_cleanup_units():
     assert snippets._clean_text("zero\u200bwidth\ufffd") == "zerowidth"
 
 
+def test_page_number_pattern():
+    for folio in ("12", "- 12 -", "Page 3 of 10", "Seite 3 von 10", "iv", "xii", "(7)"):
+        assert snippets._PAGE_NUM_RE.match(folio), folio
+    for text in ("mild", "did", "civil", "Intro", "12 apples"):
+        assert not snippets._PAGE_NUM_RE.match(text), text
+
+
 # ------------------------------------------------------------- hostile input
 
 def _png_bytes() -> bytes:
@@ -311,14 +318,31 @@ def test_inspect_is_fast_and_right():
     assert snippets.page_count(path) == 117
 
 
-def test_thousand_page_document_inspects_quickly():
-    doc = pymupdf.open()
-    for i in range(3000):
-        doc.new_page(width=200, height=200).insert_text((20, 50), f"p{i}")
-    data = doc.tobytes()
+def _many_pages_pdf(n: int) -> bytes:
+    """A valid n-page PDF written by hand (pages share one content stream): fast to build."""
+    objs = [b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Count %d /Kids [%s] >>" % (n, b" ".join(b"%d 0 R" % (5 + i) for i in range(n))),
+            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    content = b"BT /F1 12 Tf 20 150 Td (Hello page) Tj ET"
+    objs.append(b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content))
+    objs += [b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] /Contents 4 0 R "
+             b"/Resources << /Font << /F1 3 0 R >> >> >>"] * n
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for i, body in enumerate(objs, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (i, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
+    return bytes(out)
+
+
+def test_five_thousand_page_document_inspects_quickly():
+    data = _many_pages_pdf(5000)
     t0 = time.perf_counter()
     info = inspect_pdf(data)
-    assert info.page_count == 3000 and time.perf_counter() - t0 < 0.5
+    assert info.page_count == 5000 and info.has_text_layer and time.perf_counter() - t0 < 0.5
 
 
 # --------------------------------------------------------- synthetic documents
@@ -468,6 +492,24 @@ def test_broken_page_does_not_kill_document(monkeypatch):
     assert pages[1] == pages[3] == pages[4] == "text"
     bad = [s for s in sn if s.page == 2]
     assert len(bad) == 1 and bad[0].kind == "page" and "synthetic" in bad[0].meta["error"]
+
+
+def test_hostile_page_with_thousands_of_objects_is_capped(monkeypatch, caplog):
+    doc = pymupdf.open()
+    page = doc.new_page()
+    rng = np.random.default_rng(3)
+    writer = pymupdf.TextWriter(page.rect)
+    for i in range(2500):  # scattered one-word text objects
+        writer.append((rng.uniform(20, 560), rng.uniform(20, 820)), f"w{i}", fontsize=4)
+    writer.write_text(page)
+    data = doc.tobytes()
+    monkeypatch.setattr(snippets, "MAX_SPANS_PER_PAGE", 300)
+    t0 = time.perf_counter()
+    with caplog.at_level("WARNING", logger="snippets"):
+        sn = extract_snippets(data)
+    assert time.perf_counter() - t0 < 10
+    assert sn and sum(len(s.text.split()) for s in sn) <= 300
+    assert any("text spans" in r.getMessage() for r in caplog.records)
 
 
 def test_images_off_and_thumbnail():
