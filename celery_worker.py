@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 import numpy as np
-from celery import Task, signals
+from celery import Task, bootsteps, signals
 from celery.exceptions import SoftTimeLimitExceeded
 from kombu.exceptions import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -365,14 +365,27 @@ def _prepare_child(**_):
     _safe_publish(manager.status())
 
 
-@signals.worker_ready.connect
-def _recover_on_start(sender=None, **_):
-    if _worker_role() == "models":
-        return
-    try:
-        recover_documents_task.delay()
-    except Exception:
-        log.warning("could not queue document recovery", exc_info=True)
+class RecoverDocuments(bootsteps.StartStopStep):
+    """Queue document recovery each time this worker (re)connects to the broker, whatever its role.
+
+    A worker killed outright, or a Redis restart, leaves the message it was running in
+    Redis' unacked set until the visibility timeout (~40 min), and a Redis crash may lose
+    the last second of queued messages. The store knows which page batches are missing,
+    so recovery re-queues them at once (stored batches are skipped). `worker_ready` fires
+    only at the first start, and a model worker must trigger it too: the lost message may
+    be an embedding whose link stores the batch.
+    """
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def start(self, consumer):
+        try:
+            recover_documents_task.delay()
+        except Exception:
+            log.warning("could not queue document recovery", exc_info=True)
+
+
+celery_app.steps["consumer"].add(RecoverDocuments)
 
 
 @signals.worker_shutdown.connect
