@@ -1,0 +1,386 @@
+"""The JSON API, a Blueprint under /api: uploads, documents, snippets, search, export, tasks.
+
+Auth rule: with API_TOKEN set, every /api request needs `Authorization: Bearer <token>` or a
+signed-in page session. CSRF rule: a state-changing request must carry the session's
+`X-CSRF-Token` whenever a browser could have sent it on someone's behalf, i.e. when it carries
+our session cookie or an Origin / Sec-Fetch-Site header (browsers add these to every
+cross-site POST). Bearer-token clients and plain clients such as `curl -F file=@x.pdf` send
+none of them, so they need no token; a forged cross-site form always has an Origin.
+"""
+from __future__ import annotations
+
+import hmac
+import io
+import json
+import logging
+import secrets
+from typing import Any
+
+import redis
+from celery.result import AsyncResult
+from flask import Blueprint, Response, current_app, jsonify, request, send_file, session, stream_with_context, url_for
+
+import search as search_mod
+import snippets
+from celery_config import celery_app
+from celery_worker import submit_document
+from store import Document, Store, StoredSnippet, sanitize_filename
+
+log = logging.getLogger(__name__)
+
+api = Blueprint("api", __name__, url_prefix="/api")
+
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+DOC_FIELDS = (
+    "id", "filename", "state", "stage", "progress", "pages", "snippet_count", "error",
+    "title", "has_text_layer", "size", "embedder", "created_at", "updated_at",
+)
+# PDFError.code -> HTTP status; every other code (encrypted, corrupt, empty) is 422.
+PDF_STATUS = {"not_pdf": 415, "too_many_pages": 413, "too_large": 413}
+IMAGE_TYPES = {"webp": "image/webp", "png": "image/png", "jpg": "image/jpeg", "gif": "image/gif"}
+YEAR = 365 * 24 * 3600
+
+
+class ApiError(Exception):
+    """An error answered as JSON `{"error": message, "code": code}` with an HTTP status."""
+
+    def __init__(self, status: int, message: str, code: str, headers: dict | None = None, **extra: Any):
+        super().__init__(message)
+        self.status, self.message, self.code, self.headers, self.extra = status, message, code, headers or {}, extra
+
+
+def services():
+    """The app's shared Services (store, vector indexes, status cache)."""
+    return current_app.extensions["docenrich"]
+
+
+def store() -> Store:
+    return services().store
+
+
+def require_queue() -> None:
+    """Fail fast while Redis is known to be down instead of waiting on Celery's retries."""
+    if not services().queue_status()["ok"]:
+        raise redis.exceptions.ConnectionError("Redis is unreachable (cached status)")
+
+
+# --------------------------------------------------------------------------- auth and CSRF
+
+
+def csrf_token() -> str:
+    """This session's CSRF token, created on first use."""
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(32)
+    return session["csrf"]
+
+
+def csrf_ok() -> bool:
+    """True when the request carries this session's CSRF token (header, or a plain form's field)."""
+    sent = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token", "")
+    return token_matches(sent, session.get("csrf", ""))
+
+
+def token_matches(sent: str, expected: str) -> bool:
+    """Constant-time comparison; an empty expected value never matches."""
+    return bool(sent and expected) and hmac.compare_digest(sent.encode(), expected.encode())
+
+
+def from_browser() -> bool:
+    """Could a browser have sent this on a user's behalf? Browsers add Origin/Sec-Fetch-Site, or our cookie."""
+    cookie = current_app.config["SESSION_COOKIE_NAME"]
+    return cookie in request.cookies or "Origin" in request.headers or "Sec-Fetch-Site" in request.headers
+
+
+@api.before_request
+def authenticate():
+    expected = current_app.config["API_TOKEN"]
+    scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
+    if expected and scheme.lower() == "bearer":
+        if token_matches(sent.strip(), expected):
+            return None  # bearer clients are not browsers riding on a cookie: no CSRF check
+        raise ApiError(401, "The API token is wrong.", "unauthorized", {"WWW-Authenticate": "Bearer"})
+    if expected and not session.get("authed"):
+        raise ApiError(401, "Send `Authorization: Bearer <API_TOKEN>`, or sign in on the page.", "unauthorized",
+                       {"WWW-Authenticate": "Bearer"})
+    if request.method in UNSAFE_METHODS and (expected or from_browser()) and not csrf_ok():
+        raise ApiError(403, "The request lacks a valid CSRF token; reload the page and try again.", "csrf")
+    return None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def doc_json(doc: Document) -> dict:
+    """The public fields of a document, with its page URL."""
+    out = {name: getattr(doc, name) for name in DOC_FIELDS}
+    out["url"] = url_for("document", doc_id=doc.id)
+    return out
+
+
+def snippet_json(snip: StoredSnippet) -> dict:
+    """A snippet as the API shows it, with its image URL."""
+    return {
+        "id": snip.id,
+        "document_id": snip.document_id,
+        "ordinal": snip.ordinal,
+        "page": snip.page,
+        "bbox": list(snip.bbox) if snip.bbox is not None else None,
+        "kind": snip.kind,
+        "text": snip.text,
+        "meta": snip.meta,
+        "has_vector": snip.has_vector,
+        "image_url": image_url(snip),
+    }
+
+
+def image_url(snip: StoredSnippet) -> str | None:
+    # `v` names the image content, so a URL never changes meaning and can be cached for good.
+    if not snip.image_path:
+        return None
+    return url_for("api.snippet_image", snippet_id=snip.id, v=snip.image_path[:16])
+
+
+def get_doc(doc_id: str) -> Document:
+    doc = store().get_document(doc_id)
+    if doc is None:
+        raise ApiError(404, f"There is no document with id {doc_id!r}; it may have been deleted.", "not_found")
+    return doc
+
+
+def int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"The parameter {name} must be a whole number.", "bad_parameter") from None
+    if not low <= value <= high:
+        raise ApiError(400, f"The parameter {name} must be between {low} and {high}.", "bad_parameter")
+    return value
+
+
+def flag_arg(name: str, default: bool = True) -> bool:
+    raw = request.args.get(name)
+    return default if raw in (None, "") else raw.lower() not in ("0", "false", "no", "off")
+
+
+# --------------------------------------------------------------------------- documents
+
+
+@api.post("/documents")
+def upload():
+    files = [f for f in request.files.getlist("file") if f.filename or f.content_length]
+    if not files:
+        raise ApiError(400, "No file was uploaded; send each PDF in a multipart field named “file”.", "no_file")
+    config = current_app.config
+    if len(files) > config["MAX_UPLOAD_FILES"]:
+        raise ApiError(413, f"Send at most {config['MAX_UPLOAD_FILES']} files per request.", "too_many_files")
+    require_queue()
+    waiting = store().queued_count()
+    accepted: list[dict] = []
+    failures: list[tuple[str, ApiError]] = []
+    for upload in files:
+        name = sanitize_filename(upload.filename)
+        try:
+            if waiting >= config["MAX_QUEUED_DOCUMENTS"]:
+                raise ApiError(
+                    429, f"{waiting} documents are already waiting to be processed; try again in a minute.",
+                    "queue_full", {"Retry-After": "60"},
+                )
+            doc, created = accept(upload, name)
+        except ApiError as exc:
+            failures.append((name, exc))
+            continue
+        waiting += created
+        accepted.append({**doc_json(doc), "duplicate": not created})
+    errors = [{"filename": n, "error": e.message, "code": e.code, "status": e.status} for n, e in failures]
+    if not accepted:
+        first = failures[0][1]
+        raise ApiError(first.status, first.message, first.code, first.headers, errors=errors)
+    return jsonify(documents=accepted, errors=errors), 202
+
+
+def accept(upload, name: str) -> tuple[Document, bool]:
+    """Validate one uploaded file, store it and queue it (once per distinct PDF)."""
+    limit_mb = current_app.config["MAX_UPLOAD_MB"]
+    limit = limit_mb * 1024 * 1024
+    data = upload.stream.read(limit + 1)
+    if len(data) > limit:
+        raise ApiError(413, f"{name} is larger than the upload limit of {limit_mb} MB.", "too_large")
+    if not data:
+        raise ApiError(422, f"{name} is empty.", "empty")
+    try:
+        info = snippets.inspect_pdf(data, max_bytes=limit, max_pages=current_app.config["MAX_PAGES"])
+    except snippets.PDFError as exc:
+        raise ApiError(PDF_STATUS.get(exc.code, 422), f"{name}: {exc.message}", exc.code) from None
+    doc, created = store().add_document(data, name, info)
+    if created:
+        try:
+            submit_document(doc.id)
+        except Exception:
+            # Failed, not queued: otherwise a retried upload would find it "queued" and never run it.
+            store().update_document(doc.id, state="failed", stage="failed", error="Could not be queued; upload it again.")
+            raise
+        log.info("queued document %s (%s)", doc.id, name)
+    return doc, created
+
+
+@api.get("/documents")
+def list_documents():
+    docs = store().list_documents()
+    return jsonify(documents=[doc_json(d) for d in docs], queued=sum(not d.finished for d in docs))
+
+
+@api.get("/documents/<doc_id>")
+def get_document(doc_id: str):
+    return jsonify(doc_json(get_doc(doc_id)))
+
+
+@api.delete("/documents/<doc_id>")
+def delete_document(doc_id: str):
+    get_doc(doc_id)
+    if not store().delete_document(doc_id):
+        raise ApiError(404, f"There is no document with id {doc_id!r}.", "not_found")
+    return jsonify(deleted=doc_id)
+
+
+@api.get("/documents/<doc_id>/snippets")
+def document_snippets(doc_id: str):
+    doc = get_doc(doc_id)
+    limit, offset = int_arg("limit", 100, 1, 1000), int_arg("offset", 0, 0, 10**9)
+    found = store().snippets(doc_id, limit=limit, offset=offset)
+    return jsonify(total=doc.snippet_count, limit=limit, offset=offset, snippets=[snippet_json(s) for s in found])
+
+
+@api.get("/snippets/<int:snippet_id>/image")
+def snippet_image(snippet_id: int):
+    snip = store().get_snippet(snippet_id)
+    path = store().image_file(snip.image_path) if snip and snip.image_path else None
+    if path is None:
+        raise ApiError(404, "This snippet has no image.", "not_found")
+    # Versioned URLs (?v=<content name>) never change meaning; bare ones may after a re-extraction.
+    immutable = request.args.get("v") == snip.image_path[:16]
+    response = send_file(path, mimetype=IMAGE_TYPES.get(path.suffix.lstrip("."), "application/octet-stream"),
+                         max_age=YEAR if immutable else 300, conditional=True, etag=True)
+    if immutable:
+        response.cache_control.immutable = True
+    return response
+
+
+@api.get("/documents/<doc_id>/pages/<int:page>/thumbnail")
+def page_thumbnail(doc_id: str, page: int):
+    doc = get_doc(doc_id)
+    if not 1 <= page <= max(doc.pages, 0):
+        raise ApiError(404, f"{doc.filename} has no page {page}.", "not_found")
+    path = store().thumb_path(doc_id, page)
+    if not path.is_file():
+        try:
+            data = snippets.render_page_thumbnail(store().pdf_path(doc_id), page, width=240)
+        except snippets.PDFError as exc:
+            raise ApiError(422, f"Page {page} of {doc.filename} cannot be drawn: {exc}", exc.code) from None
+        path = store().save_thumb(doc_id, page, data)
+    # Document ids name the PDF's content, so a page's thumbnail never changes.
+    return send_file(path, mimetype="image/png", max_age=7 * 24 * 3600, conditional=True, etag=True)
+
+
+# --------------------------------------------------------------------------- export
+
+
+@api.get("/documents/<doc_id>/export")
+def export(doc_id: str):
+    doc = get_doc(doc_id)
+    fmt = request.args.get("format", "jsonl").lower()
+    stem = doc.filename.rsplit(".", 1)[0] or doc.id
+    if fmt == "jsonl":
+        rows = store().export_rows(doc_id)
+        lines = (json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        response = Response(stream_with_context(lines), mimetype="application/x-ndjson")
+        return attachment(response, f"{stem}.jsonl")
+    if fmt == "parquet":
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ApiError(415, "Parquet export needs the pyarrow package (pip install pyarrow); use format=jsonl.",
+                           "pyarrow_missing") from None
+        rows = [{**row, "meta": json.dumps(row["meta"], ensure_ascii=False)} for row in store().export_rows(doc_id)]
+        table = pa.Table.from_pylist(rows, schema=parquet_schema(pa))
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        buffer.seek(0)
+        return attachment(send_file(buffer, mimetype="application/vnd.apache.parquet"), f"{stem}.parquet")
+    raise ApiError(400, "Unknown export format; use format=jsonl or format=parquet.", "bad_parameter")
+
+
+def parquet_schema(pa):
+    return pa.schema([
+        ("document_id", pa.string()), ("snippet_id", pa.int64()), ("ordinal", pa.int64()), ("page", pa.int32()),
+        ("bbox", pa.list_(pa.float64())), ("kind", pa.string()), ("text", pa.string()), ("meta", pa.string()),
+        ("image", pa.string()), ("embedding", pa.list_(pa.float32())), ("embedder", pa.string()),
+    ])
+
+
+def attachment(response: Response, filename: str) -> Response:
+    from werkzeug.http import dump_options_header
+
+    # filename* carries non-ASCII names; the plain one is a safe ASCII stand-in.
+    ascii_name = filename.encode("ascii", "replace").decode().replace("?", "_").replace('"', "_")
+    response.headers["Content-Disposition"] = dump_options_header(
+        "attachment", {"filename": ascii_name, "filename*": f"UTF-8''{_quote(filename)}"}
+    )
+    return response
+
+
+def _quote(text: str) -> str:
+    from urllib.parse import quote
+
+    return quote(text, safe="")
+
+
+# --------------------------------------------------------------------------- search and tasks
+
+
+@api.get("/search")
+def search():
+    q = request.args.get("q", "").strip()
+    if not q:
+        raise ApiError(400, "Type something to search for (parameter q).", "empty_query")
+    if len(q) > 1000:
+        raise ApiError(400, "The query is too long (at most 1000 characters).", "query_too_long")
+    document_id = request.args.get("document") or None
+    return jsonify(run_search(q, int_arg("k", 10, 1, search_mod.MAX_K), flag_arg("rerank"), document_id))
+
+
+def run_search(q: str, k: int, rerank: bool, document_id: str | None) -> dict:
+    """search.search with this app's store, index cache, settings and cached worker status."""
+    require_queue()
+    svc = services()
+    return search_mod.search(
+        svc.store, svc.index_for, q, k=k, rerank=rerank, document_id=document_id,
+        top_n=current_app.config["SEARCH_RERANK_TOP_N"],
+        worker_status=lambda: svc.queue_status()["models"],
+        url_for_image=image_url,
+    )
+
+
+@api.get("/tasks/<task_id>")
+def task_status(task_id: str):
+    result = AsyncResult(task_id, app=celery_app)
+    state, info = result.state, result.info
+    if isinstance(info, BaseException):
+        meta: Any = {"error": f"{type(info).__name__}: {info}"}
+    elif state == "SUCCESS" or isinstance(info, dict):
+        meta = jsonable(info)
+    else:
+        meta = None
+    return jsonify(task_id=task_id, state=state, meta=meta)
+
+
+def jsonable(value: Any) -> Any:
+    """value if it survives JSON, else a short description (results may hold arrays or images)."""
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return {"type": type(value).__name__}

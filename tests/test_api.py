@@ -1,0 +1,448 @@
+"""The web app and JSON API through Flask's test client, with a real Redis and worker."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pymupdf
+import pytest
+
+from tests.conftest import ROOT, TEST_ENV, corpus_file
+
+FOUR_PAGES = "004-pdflatex-4-pages/pdflatex-4-pages.pdf"
+MULTICOLUMN = "026-latex-multicolumn/multicolumn.pdf"
+PASSWORD = "005-libreoffice-writer-password/libreoffice-writer-password.pdf"
+TABLE_PHRASE = "EU Countries Information"
+INGEST_TIMEOUT = 240
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def make_app(**config):
+    from app import create_app
+
+    # The worker's document pipeline writes to DATA_DIR, so the app must read the same one.
+    return create_app({"TESTING": True, "SECRET_KEY": "test", "DATA_DIR": os.environ["DATA_DIR"], **config})
+
+
+@pytest.fixture(scope="module")
+def app(worker):
+    return make_app()
+
+
+@pytest.fixture()
+def client(app):
+    return app.test_client()
+
+
+def pdf_with_text(*paragraphs: str) -> bytes:
+    """A small PDF, one paragraph per page."""
+    doc = pymupdf.open()
+    for text in paragraphs:
+        page = doc.new_page()
+        page.insert_textbox(pymupdf.Rect(72, 72, 520, 770), text, fontsize=11)
+    data = doc.tobytes()
+    doc.close()
+    return data
+
+
+def post_files(client, *files: tuple[bytes, str], headers: dict | None = None):
+    data = {"file": [(io.BytesIO(content), name) for content, name in files]}
+    return client.post("/api/documents", data=data, content_type="multipart/form-data", headers=headers or {})
+
+
+def upload(client, content: bytes, name: str) -> dict:
+    response = post_files(client, (content, name))
+    assert response.status_code == 202, response.get_json()
+    return response.get_json()["documents"][0]
+
+
+def wait_ready(client, doc_id: str, timeout: float = INGEST_TIMEOUT) -> dict:
+    """Poll the document until ready; fail with its error if it failed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        doc = client.get(f"/api/documents/{doc_id}").get_json()
+        if doc["state"] == "ready":
+            return doc
+        if doc["state"] == "failed":
+            pytest.fail(f"document {doc['filename']} failed: {doc['error']}")
+        time.sleep(0.5)
+    pytest.fail(f"document {doc_id} not ready after {timeout}s (state {doc['state']}, stage {doc['stage']!r})")
+
+
+def page_of(path, phrase: str) -> int:
+    """1-based page where the phrase occurs, found independently of the app."""
+    with pymupdf.open(path) as doc:
+        pages = [i + 1 for i, page in enumerate(doc) if phrase in page.get_text()]
+    assert len(pages) == 1, f"{phrase!r} is on pages {pages}"
+    return pages[0]
+
+
+def assert_clean_error(response, status: int) -> dict:
+    """A JSON error of the given status that leaks no stack trace or internal path."""
+    assert response.status_code == status, response.data[:500]
+    assert response.is_json, response.data[:200]
+    body = response.get_json()
+    assert isinstance(body.get("error"), str) and body["error"]
+    text = response.get_data(as_text=True)
+    assert "Traceback" not in text and "/work/" not in text and str(ROOT) not in text
+    assert os.environ["DATA_DIR"] not in text
+    return body
+
+
+@pytest.fixture(scope="module")
+def corpus_docs(app):
+    """The two corpus PDFs, uploaded in one request and processed."""
+    client = app.test_client()
+    paths = {"four": corpus_file(FOUR_PAGES), "multi": corpus_file(MULTICOLUMN)}
+    response = post_files(client, *((p.read_bytes(), p.name) for p in paths.values()))
+    body = response.get_json()
+    assert response.status_code == 202, body
+    assert body["errors"] == [] and len(body["documents"]) == 2
+    docs = {key: wait_ready(client, d["id"]) for key, d in zip(paths, body["documents"])}
+    return {key: {**doc, "path": paths[key]} for key, doc in docs.items()}
+
+
+# --------------------------------------------------------------------------- uploads
+
+
+@pytest.mark.slow
+def test_corpus_pdfs_become_ready_with_pages_and_snippets(client, corpus_docs):
+    four, multi = corpus_docs["four"], corpus_docs["multi"]
+    assert (four["pages"], multi["pages"]) == (4, 3)
+    assert four["snippet_count"] > 0 and multi["snippet_count"] > 0
+    assert four["progress"] == 1.0 and four["has_text_layer"] is True
+    listed = {d["id"] for d in client.get("/api/documents").get_json()["documents"]}
+    assert {four["id"], multi["id"]} <= listed
+
+
+@pytest.mark.slow
+def test_search_finds_a_phrase_on_its_page(client, corpus_docs):
+    multi = corpus_docs["multi"]
+    expected_page = page_of(multi["path"], TABLE_PHRASE)
+    query = "EU Countries Information: population, area, capital and official language"
+    body = client.get("/api/search", query_string={"q": query, "k": 5, "rerank": 0}).get_json()
+    top = [(r["document_id"], r["page"]) for r in body["results"][:3]]
+    assert (multi["id"], expected_page) in top, body["results"][:3]
+    first = next(r for r in body["results"] if r["document_id"] == multi["id"])
+    assert first["filename"] == "multicolumn.pdf" and len(first["bbox"]) == 4
+    assert body["reranked"] is False and body["results"][0]["rerank_score"] is None
+    assert set(body["timings_ms"]) == {"embed", "retrieve", "rerank", "total"}
+
+
+@pytest.mark.slow
+def test_search_reranks_and_filters_by_document(client, corpus_docs):
+    four = corpus_docs["four"]
+    body = client.get("/api/search", query_string={"q": "a blind text without meaning", "document": four["id"]}).get_json()
+    assert body["reranked"] is True
+    assert body["results"] and {r["document_id"] for r in body["results"]} == {four["id"]}
+    scores = [r["rerank_score"] for r in body["results"]]
+    assert scores == sorted(scores, reverse=True)
+    assert all(0.0 <= r["rerank_normalized"] <= 1.0 for r in body["results"])
+    assert body["embedder"] and body["timings_ms"]["total"] >= body["timings_ms"]["embed"]
+
+
+@pytest.mark.slow
+def test_same_pdf_twice_is_one_document(client, corpus_docs):
+    path = corpus_docs["four"]["path"]
+    again = upload(client, path.read_bytes(), "renamed-copy.pdf")
+    assert again["id"] == corpus_docs["four"]["id"] and again["duplicate"] is True
+    ids = [d["id"] for d in client.get("/api/documents").get_json()["documents"]]
+    assert ids.count(again["id"]) == 1
+
+
+def test_password_protected_pdf_is_refused_in_words(client):
+    path = corpus_file(PASSWORD)
+    body = assert_clean_error(post_files(client, (path.read_bytes(), path.name)), 422)
+    assert "password" in body["error"].lower() and body["code"] == "encrypted"
+
+
+def test_non_pdf_is_refused_as_unsupported(client):
+    body = assert_clean_error(post_files(client, (PNG + b"\0" * 200, "x.pdf")), 415)
+    assert "not a PDF" in body["error"] and body["code"] == "not_pdf"
+
+
+def test_missing_file_is_a_400(client):
+    body = assert_clean_error(client.post("/api/documents", data={}, content_type="multipart/form-data"), 400)
+    assert "file" in body["error"]
+
+
+def test_mixed_upload_accepts_the_good_and_reports_the_bad(client, worker):
+    good = pdf_with_text(f"Mixed upload check {uuid.uuid4().hex}: the good file of the pair.")
+    response = post_files(client, (good, "good.pdf"), (b"hello", "notes.pdf"))
+    body = response.get_json()
+    assert response.status_code == 202
+    assert [d["filename"] for d in body["documents"]] == ["good.pdf"]
+    assert body["errors"] == [
+        {"filename": "notes.pdf", "error": body["errors"][0]["error"], "code": "not_pdf", "status": 415}
+    ]
+    wait_ready(client, body["documents"][0]["id"])
+
+
+def test_size_and_page_limits_give_413(worker):
+    client = make_app(MAX_UPLOAD_MB=1, MAX_PAGES=2).test_client()
+    big = pdf_with_text("x") + b"%" + b"0" * (1024 * 1024)
+    body = assert_clean_error(post_files(client, (big, "big.pdf")), 413)
+    assert "1 MB" in body["error"]
+    four = corpus_file(FOUR_PAGES)
+    body = assert_clean_error(post_files(client, (four.read_bytes(), "four.pdf")), 413)
+    assert body["code"] == "too_many_pages" and "pages" in body["error"]
+    # Past MAX_CONTENT_LENGTH, Flask refuses before reading the body.
+    early = make_app(MAX_UPLOAD_MB=1, MAX_CONTENT_LENGTH=50_000).test_client()
+    assert_clean_error(post_files(early, (big, "big.pdf")), 413)
+
+
+def test_backpressure_answers_429_with_retry_after(worker):
+    client = make_app(MAX_QUEUED_DOCUMENTS=0).test_client()
+    response = post_files(client, (pdf_with_text("backpressure"), "b.pdf"))
+    body = assert_clean_error(response, 429)
+    assert response.headers["Retry-After"].isdigit() and body["code"] == "queue_full"
+
+
+# --------------------------------------------------------------------------- documents
+
+
+@pytest.mark.slow
+def test_snippets_images_and_thumbnails(client, corpus_docs):
+    doc = corpus_docs["multi"]
+    listing = client.get(f"/api/documents/{doc['id']}/snippets", query_string={"limit": 2}).get_json()
+    assert listing["total"] == doc["snippet_count"] and len(listing["snippets"]) == min(2, doc["snippet_count"])
+    snippet = next(s for s in listing["snippets"] if s["image_url"])
+    image = client.get(snippet["image_url"])
+    assert image.status_code == 200 and image.mimetype.startswith("image/") and len(image.data) > 100
+    assert "immutable" in image.headers["Cache-Control"]
+
+    url = f"/api/documents/{doc['id']}/pages/2/thumbnail"
+    thumb = client.get(url)
+    assert thumb.status_code == 200 and thumb.mimetype == "image/png" and thumb.data.startswith(PNG)
+    from store import Store
+
+    assert Store(os.environ["DATA_DIR"]).thumb_path(doc["id"], 2).is_file()
+    assert client.get(url).data == thumb.data
+    assert_clean_error(client.get(f"/api/documents/{doc['id']}/pages/9/thumbnail"), 404)
+    assert_clean_error(client.get("/api/snippets/999999999/image"), 404)
+
+
+@pytest.mark.slow
+def test_export_jsonl_and_parquet(client, corpus_docs):
+    doc = corpus_docs["four"]
+    response = client.get(f"/api/documents/{doc['id']}/export", query_string={"format": "jsonl"})
+    assert response.status_code == 200 and response.mimetype == "application/x-ndjson"
+    assert "attachment" in response.headers["Content-Disposition"]
+    rows = [json.loads(line) for line in response.get_data(as_text=True).splitlines()]
+    assert len(rows) == doc["snippet_count"]
+    from store import Store
+
+    dim = Store(os.environ["DATA_DIR"]).embedder_dims()[doc["embedder"]]
+    assert dim == 384  # the bundled all-MiniLM-L6-v2
+    for row in rows:
+        assert {"text", "page", "bbox", "kind", "ordinal", "embedding", "embedder"} <= set(row)
+        assert len(row["embedding"]) == dim and row["embedder"] == doc["embedder"]
+    assert [r["ordinal"] for r in rows] == sorted(r["ordinal"] for r in rows)
+
+    pq = pytest.importorskip("pyarrow.parquet")
+    response = client.get(f"/api/documents/{doc['id']}/export", query_string={"format": "parquet"})
+    assert response.status_code == 200
+    table = pq.read_table(io.BytesIO(response.data))
+    assert table.num_rows == len(rows) and len(table.column("embedding")[0]) == dim
+    assert_clean_error(client.get(f"/api/documents/{doc['id']}/export?format=xml"), 400)
+
+
+@pytest.mark.slow
+def test_deleted_document_leaves_search(client):
+    marker = uuid.uuid4().hex[:8]
+    phrase = f"Lighthouse keepers on remote islands log the weather every hour. Logbook {marker}."
+    doc = upload(client, pdf_with_text(phrase), f"lighthouse-{marker}.pdf")
+    wait_ready(client, doc["id"])
+    search = lambda: client.get("/api/search", query_string={"q": phrase, "k": 20, "rerank": 0}).get_json()  # noqa: E731
+    assert doc["id"] in {r["document_id"] for r in search()["results"]}
+    from store import Store
+
+    pdf = Store(os.environ["DATA_DIR"]).pdf_path(doc["id"])
+    response = client.delete(f"/api/documents/{doc['id']}")
+    assert response.status_code == 200 and response.get_json() == {"deleted": doc["id"]}
+    assert doc["id"] not in {r["document_id"] for r in search()["results"]}
+    assert not pdf.exists()
+    assert_clean_error(client.get(f"/api/documents/{doc['id']}"), 404)
+    assert_clean_error(client.delete(f"/api/documents/{doc['id']}"), 404)
+    assert_clean_error(client.get(f"/api/documents/{doc['id']}/snippets"), 404)
+
+
+# --------------------------------------------------------------------------- health, tasks, errors
+
+
+def test_healthz_reports_redis_worker_and_models(client, worker):
+    response = client.get("/healthz")
+    body = response.get_json()
+    assert response.status_code == 200, body
+    assert body["redis"] == {"ok": True, "error": None}
+    assert worker.hostname in body["workers"]
+    models = body["models"][worker.hostname]["models"]
+    assert models["embedder"]["configured"] == "bundled" and models["reranker"]["unavailable"] is None
+    assert set(body["queues"]) == {"interactive", "models", "docs"}
+    assert body["documents"]["queued"] >= 0 and body["status"] == "ok"
+
+
+def test_task_status(client, worker):
+    from celery_worker import ping_task
+
+    result = ping_task.delay({"hello": "web"})
+    result.get(timeout=60)
+    body = client.get(f"/api/tasks/{result.id}").get_json()
+    assert body["state"] == "SUCCESS" and body["meta"]["payload"] == {"hello": "web"}
+    assert client.get(f"/api/tasks/{uuid.uuid4()}").get_json()["state"] == "PENDING"
+
+
+def test_errors_are_json_without_internals(client):
+    assert_clean_error(client.get("/api/nothing-here"), 404)
+    assert_clean_error(client.put("/api/documents"), 405)
+    assert_clean_error(client.get("/api/search"), 400)
+    assert_clean_error(client.get("/api/search", query_string={"q": "x", "k": "many"}), 400)
+    assert_clean_error(client.get("/api/search", query_string={"q": "x", "k": 100000}), 400)
+    assert_clean_error(client.get("/api/documents/0123456789abcdef"), 404)
+    assert_clean_error(client.get("/api/documents/../../etc/passwd/snippets"), 404)
+
+
+def test_worker_queue_and_storage_failures_map_to_503_and_507(app, monkeypatch):
+    import bge
+    from store import StorageError
+
+    client = app.test_client()
+
+    def no_worker(text, **_):
+        raise bge.WorkerUnavailable("query embedding got no answer within 1s: no worker is online")
+
+    monkeypatch.setattr(bge, "embed_query", no_worker)
+    body = assert_clean_error(client.get("/api/search?q=anything"), 503)
+    assert "no worker" in body["error"]
+
+    services = app.extensions["docenrich"]
+    monkeypatch.setattr(services, "queue_status", lambda: {"ok": False, "error": "refused", "models": {}})
+    response = client.get("/api/search?q=anything")
+    body = assert_clean_error(response, 503)
+    assert response.headers["Retry-After"] == "5" and "Redis" in body["error"]
+    page = client.get("/")
+    assert page.status_code == 200 and b"Queue unreachable" in page.data
+
+    def disk_full():
+        raise StorageError(f"Could not save the upload to {os.environ['DATA_DIR']}/pdfs/x.pdf: the disk is full.")
+
+    monkeypatch.setattr(services.store, "list_documents", disk_full)
+    body = assert_clean_error(client.get("/api/documents"), 507)
+    assert "disk is full" in body["error"]
+
+
+def test_internal_errors_hide_the_traceback(app, monkeypatch):
+    services = app.extensions["docenrich"]
+    monkeypatch.setattr(services.store, "get_document", lambda _id: 1 / 0)
+    body = assert_clean_error(app.test_client().get("/api/documents/0123456789abcdef"), 500)
+    assert "ZeroDivision" not in body["error"]
+
+
+# --------------------------------------------------------------------------- auth and CSRF
+
+
+def test_api_token_is_required_when_configured(worker):
+    client = make_app(API_TOKEN="s3cret-token").test_client()
+    assert_clean_error(client.get("/api/documents"), 401)
+    assert_clean_error(client.get("/api/documents", headers={"Authorization": "Bearer wrong"}), 401)
+    assert client.get("/api/documents", headers={"Authorization": "Bearer s3cret-token"}).status_code == 200
+    # Bearer clients need no CSRF token.
+    response = post_files(client, (PNG, "x.pdf"), headers={"Authorization": "Bearer s3cret-token"})
+    assert response.status_code == 415
+    # The pages sign in with the token, then the page's session may use the API.
+    assert client.get("/").status_code == 302
+    login = client.get("/login")
+    token = _meta_csrf(login.get_data(as_text=True))
+    assert client.post("/login", data={"token": "nope", "csrf_token": token}).status_code == 401
+    assert client.post("/login", data={"token": "s3cret-token", "csrf_token": token}).status_code == 302
+    assert client.get("/").status_code == 200
+    assert client.get("/api/documents").status_code == 200
+    assert_clean_error(client.delete("/api/documents/0123456789abcdef"), 403)
+    assert_clean_error(client.delete("/api/documents/0123456789abcdef", headers={"X-CSRF-Token": token}), 404)
+
+
+def test_csrf_rule(client):
+    # A plain client (no cookie, no Origin), like curl -F, needs no token.
+    assert post_files(client, (PNG, "x.pdf")).status_code == 415
+    # A browser-sent request (Origin header) without the token is refused...
+    assert_clean_error(post_files(client, (PNG, "x.pdf"), headers={"Origin": "https://evil.example"}), 403)
+    # ...and so is one riding on the page's session cookie.
+    token = _meta_csrf(client.get("/").get_data(as_text=True))
+    assert_clean_error(post_files(client, (PNG, "x.pdf")), 403)
+    assert post_files(client, (PNG, "x.pdf"), headers={"X-CSRF-Token": token}).status_code == 415
+
+
+def _meta_csrf(html: str) -> str:
+    import re
+
+    return re.search(r'<meta name="csrf-token" content="([^"]+)"', html).group(1)
+
+
+# --------------------------------------------------------------------------- pages
+
+
+@pytest.mark.slow
+def test_pages_render_and_escape(client, corpus_docs):
+    doc = corpus_docs["multi"]
+    home = client.get("/")
+    assert home.status_code == 200 and b'id="file-input"' in home.data
+    assert "default-src 'self'" in home.headers["Content-Security-Policy"]
+    view = client.get(f"/documents/{doc['id']}")
+    assert view.status_code == 200 and b'loading="lazy"' in view.data and b'id="page-3"' in view.data
+    page = client.get("/search", query_string={"q": "EU countries <b>capital</b>", "rerank": ["0"]})
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and 'class="result"' in html
+    assert "<mark>Countries</mark>" in html and "<b>capital</b>" not in html
+    assert client.get("/documents/0123456789abcdef").status_code == 404
+
+
+def test_highlight_escapes_before_marking():
+    from app import highlight
+
+    out = str(highlight("<script>alert(1)</script> Script & more", "script"))
+    assert out == "&lt;<mark>script</mark>&gt;alert(1)&lt;/<mark>script</mark>&gt; <mark>Script</mark> &amp; more"
+
+
+# --------------------------------------------------------------------------- process boundaries
+
+
+@pytest.mark.slow
+def test_web_process_never_imports_torch(worker, corpus_docs):
+    # A fresh interpreter: this test process imported torch to build the reranker checkpoint.
+    code = (
+        "import sys\n"
+        "from app import create_app\n"
+        "app = create_app({'TESTING': True, 'SECRET_KEY': 'x'})\n"
+        "r = app.test_client().get('/api/search?q=blind+text')\n"
+        "assert r.status_code == 200 and r.get_json()['results'], r.get_json()\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, **TEST_ENV}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_reembed_fills_missing_vectors(worker, tmp_path):
+    import reembed
+    from snippets import Snippet
+    from store import Store
+
+    store = Store(tmp_path / "data")
+    doc, _ = store.add_document(pdf_with_text("reembed"), "r.pdf")
+    store.begin_batches(doc.id, 1)
+    texts = ["Vectors for old snippets.", "A second snippet.", "And a third one."]
+    store.save_batch(doc.id, 0, [Snippet(text=t, page=1, document_id=doc.id, ordinal=i) for i, t in enumerate(texts)])
+    assert store.embedder_counts() == {}
+    bar = io.StringIO()
+    embedder, done = reembed.reembed(store, batch=2, out=bar)
+    assert done == 3 and store.embedder_counts() == {embedder: 3} and store.embedder_dims()[embedder] == 384
+    assert "\r[" in bar.getvalue() and "3/3 snippets" in bar.getvalue()
+    assert reembed.reembed(store, batch=2, out=io.StringIO())[1] == 0
+    store.close()
