@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 from celery import Task, bootsteps, signals
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from kombu.exceptions import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -205,12 +205,44 @@ def batch_range(batch_index: int, pages: int) -> tuple[int, int]:
     return start, min(pages, start + size - 1)
 
 
+class DocumentTask(DocenrichTask):
+    """A document-pipeline task taking doc_id first: failing for good fails its document.
+
+    Celery calls on_failure in the pool child when the task raises, and in the worker's
+    main process when the hard time limit killed the child (which is what happens when
+    the soft limit goes unheard inside MuPDF). Without this the document would show
+    "extracting" for ever, with no reason.
+    """
+
+    abstract = True
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        doc_id = args[0] if args else kwargs.get("doc_id")
+        try:
+            store = get_store()
+            doc = store.get_document(doc_id) if isinstance(doc_id, str) else None
+            if doc is None or doc.state in ("ready", "failed"):
+                return  # already failed with a more specific reason (PDFError, soft limit)
+            batch = args[1] if len(args) > 1 else kwargs.get("batch_index")
+            what = "processing the document"
+            if isinstance(batch, int) and doc.pages:
+                start, end = batch_range(batch, doc.pages)
+                what = f"extracting pages {start}–{end}"
+            if isinstance(exc, (TimeLimitExceeded, SoftTimeLimitExceeded)):
+                error = f"{what} took longer than the time limit"
+            else:
+                error = f"{what} failed: {exc or type(exc).__name__}"
+            store.update_document(doc_id, state="failed", stage="failed", error=error)
+        except Exception:
+            log.warning("could not mark document %s failed", doc_id, exc_info=True)
+
+
 def submit_document(doc_id: str) -> str:
     """Queue a stored document for extraction; returns the task id."""
     return extract_document_task.delay(doc_id).id
 
 
-@celery_app.task(bind=True, base=DocenrichTask, name="docenrich.extract_document")
+@celery_app.task(bind=True, base=DocumentTask, name="docenrich.extract_document")
 def extract_document_task(self, doc_id: str) -> dict:
     """Split a stored document into page batches and queue those not yet done."""
     store = get_store()
@@ -238,7 +270,7 @@ def extract_document_task(self, doc_id: str) -> dict:
     return {"document": doc_id, "queued": len(missing), "batches": total}
 
 
-@celery_app.task(bind=True, base=DocenrichTask, name="docenrich.extract_pages")
+@celery_app.task(bind=True, base=DocumentTask, name="docenrich.extract_pages")
 def extract_pages_task(self, doc_id: str, batch_index: int) -> dict:
     """Extract one page range and hand its snippets to the model worker."""
     from snippets import extract_snippets
