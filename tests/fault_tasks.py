@@ -39,3 +39,26 @@ def sleep_task(self, seconds: float):
     """Sleep; used to cross the soft and hard time limits."""
     time.sleep(seconds)
     return seconds
+
+
+@celery_app.task(bind=True, base=DocenrichTask, name="tests.ignore_soft_limit")
+def ignore_soft_limit(self, seconds: float):
+    """Swallow SoftTimeLimitExceeded and keep sleeping: only the hard time limit stops it."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    self.update_state(state="PROGRESS", meta={"pid": os.getpid()})
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(max(0.0, deadline - time.monotonic()))
+        except SoftTimeLimitExceeded:
+            continue
+    return os.getpid()
+
+
+@celery_app.task(bind=True, base=DocenrichTask, name="tests.peak_rss")
+def peak_rss(self):
+    """The pool child's pid and peak resident memory (VmHWM, kB) as the kernel reports it."""
+    with open(f"/proc/{os.getpid()}/status") as fh:
+        fields = dict(line.split(":", 1) for line in fh if ":" in line)
+    return {"pid": os.getpid(), "vm_hwm_kb": int(fields["VmHWM"].split()[0])}
