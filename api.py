@@ -85,6 +85,18 @@ def token_matches(sent: str, expected: str) -> bool:
     return bool(sent and expected) and hmac.compare_digest(sent.encode(), expected.encode())
 
 
+def signed_in() -> bool:
+    """True when this session signed in with the current API_TOKEN (rotating the token signs everyone out)."""
+    return token_matches(session.get("authed", ""), token_tag(current_app.config["API_TOKEN"]))
+
+
+def token_tag(token: str) -> str:
+    """A value for the session that proves knowledge of the token without storing it."""
+    key = current_app.secret_key
+    key = key if isinstance(key, bytes) else str(key).encode()
+    return hmac.new(key, token.encode(), "sha256").hexdigest() if token else ""
+
+
 def from_browser() -> bool:
     """Could a browser have sent this on a user's behalf? Browsers add Origin/Sec-Fetch-Site, or our cookie."""
     cookie = current_app.config["SESSION_COOKIE_NAME"]
@@ -99,7 +111,7 @@ def authenticate():
         if token_matches(sent.strip(), expected):
             return None  # bearer clients are not browsers riding on a cookie: no CSRF check
         raise ApiError(401, "The API token is wrong.", "unauthorized", {"WWW-Authenticate": "Bearer"})
-    if expected and not session.get("authed"):
+    if expected and not signed_in():
         raise ApiError(401, "Send `Authorization: Bearer <API_TOKEN>`, or sign in on the page.", "unauthorized",
                        {"WWW-Authenticate": "Bearer"})
     if request.method in UNSAFE_METHODS and (expected or from_browser()) and not csrf_ok():

@@ -24,7 +24,9 @@ from werkzeug.exceptions import HTTPException
 
 import bge
 import search as search_mod
-from api import ApiError, api, csrf_ok, csrf_token, doc_json, run_search, services, snippet_json, token_matches
+from api import (
+    ApiError, api, csrf_ok, csrf_token, doc_json, run_search, services, signed_in, snippet_json, token_matches, token_tag,
+)
 from celery_config import ALL_QUEUES, celery_app
 from settings import Settings, get_settings
 from store import StorageError, Store, VectorIndex
@@ -126,7 +128,6 @@ def create_app(test_config: dict | None = None) -> Flask:
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_HTTPONLY=True,
         MAX_UPLOAD_FILES=10,
-        JSON_SORT_KEYS=False,
     )
     app.config.from_prefixed_env()
     if test_config:
@@ -134,9 +135,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     if not app.config["SECRET_KEY"]:
         log.warning("SECRET_KEY is not set: using a random one, so sessions end when the app restarts")
         app.config["SECRET_KEY"] = secrets.token_hex(32)
-    upload_limit = int(app.config["MAX_UPLOAD_MB"]) * 1024 * 1024
-    # Refuse oversized requests before reading them; multipart framing adds a little per file.
-    app.config.setdefault("MAX_CONTENT_LENGTH", upload_limit * int(app.config["MAX_UPLOAD_FILES"]) + 1024 * 1024)
+    if app.config.get("MAX_CONTENT_LENGTH") is None:
+        # Refuse oversized requests before reading them; 1 MiB covers the multipart framing.
+        per_file = int(app.config["MAX_UPLOAD_MB"]) * 1024 * 1024
+        app.config["MAX_CONTENT_LENGTH"] = per_file * int(app.config["MAX_UPLOAD_FILES"]) + 1024 * 1024
     app.json.sort_keys = False
 
     app.extensions["docenrich"] = Services(app.config)
@@ -189,7 +191,7 @@ def _register_pages(app: Flask) -> None:
     @app.before_request
     def require_login():
         # With API_TOKEN set the pages are private too: a person signs in once with the token.
-        if not app.config["API_TOKEN"] or session.get("authed"):
+        if not app.config["API_TOKEN"] or signed_in():
             return None
         if request.endpoint in ("login", "healthz", "static") or request.blueprint == "api":
             return None
@@ -202,7 +204,7 @@ def _register_pages(app: Flask) -> None:
             if not csrf_ok():
                 error = "The form expired; please try again."
             elif token_matches(request.form.get("token", ""), app.config["API_TOKEN"]):
-                session["authed"] = True
+                session["authed"] = token_tag(app.config["API_TOKEN"])
                 target = request.args.get("next", "/")
                 # Only local paths: "//host" and "/\host" would leave the site.
                 return redirect(target if target.startswith("/") and target[1:2] not in ("/", "\\") else "/")

@@ -78,13 +78,13 @@ def search(
         note = None
     if note:
         notes.append(note)
-    if not len(index):
-        notes.append(f"No snippets are indexed with the embedder {embedder} yet.")
-    elif missing := _unindexed(store, embedder):
+    if missing := _unindexed(store, embedder):
         notes.append(
             f"{missing} snippets have no vector from {embedder} (they were embedded with another model) and "
             "cannot be found; run `python reembed.py` to make them searchable."
         )
+    elif not len(index):
+        notes.append("No documents are indexed yet: upload a PDF first.")
 
     docs: dict = {}
     results = []

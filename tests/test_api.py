@@ -191,9 +191,11 @@ def test_size_and_page_limits_give_413(worker):
     four = corpus_file(FOUR_PAGES)
     body = assert_clean_error(post_files(client, (four.read_bytes(), "four.pdf")), 413)
     assert body["code"] == "too_many_pages" and "pages" in body["error"]
-    # Past MAX_CONTENT_LENGTH, Flask refuses before reading the body.
-    early = make_app(MAX_UPLOAD_MB=1, MAX_CONTENT_LENGTH=50_000).test_client()
-    assert_clean_error(post_files(early, (big, "big.pdf")), 413)
+    # Past MAX_CONTENT_LENGTH (derived from MAX_UPLOAD_MB), Flask refuses before reading the body.
+    tiny = make_app(MAX_UPLOAD_MB=0)
+    assert tiny.config["MAX_CONTENT_LENGTH"] == 1024 * 1024
+    body = assert_clean_error(post_files(tiny.test_client(), (big, "big.pdf")), 413)
+    assert body["code"] == "request_entity_too_large"
 
 
 def test_backpressure_answers_429_with_retry_after(worker):
@@ -446,3 +448,33 @@ def test_reembed_fills_missing_vectors(worker, tmp_path):
     assert "\r[" in bar.getvalue() and "3/3 snippets" in bar.getvalue()
     assert reembed.reembed(store, batch=2, out=io.StringIO())[1] == 0
     store.close()
+
+
+FALLBACK_STATUS = {
+    "w@test": {"models": {
+        "embedder": {"configured": "BAAI/bge-m3", "effective": "bundled:all-MiniLM-L6-v2", "fallback": True},
+        "reranker": {"configured": "BAAI/bge-reranker-v2-m3", "unavailable": "no reranker available: offline"},
+    }},
+}
+
+
+@pytest.mark.slow
+def test_search_notes_for_missing_reranker_and_fallback_embedder(app, corpus_docs, monkeypatch):
+    import bge
+
+    def no_reranker(query, passages, **_):
+        raise bge.RerankerUnavailable("no reranker available: offline and not cached")
+
+    monkeypatch.setattr(bge, "rerank", no_reranker)
+    services = app.extensions["docenrich"]
+    monkeypatch.setattr(services, "queue_status", lambda: {"ok": True, "error": None, "models": FALLBACK_STATUS})
+    client = app.test_client()
+    body = client.get("/api/search", query_string={"q": TABLE_PHRASE}).get_json()
+    assert body["reranked"] is False and body["results"]
+    assert any(n.startswith("Reranking unavailable: no reranker available") for n in body["notes"]), body["notes"]
+    assert any(n.startswith("Offline fallback embedder in use") for n in body["notes"]), body["notes"]
+    html = client.get("/search", query_string={"q": TABLE_PHRASE}).get_data(as_text=True)
+    assert "Reranking unavailable: no reranker available" in html
+    # The fallback banner shows on every page, not only with search results.
+    home = client.get("/").get_data(as_text=True)
+    assert "Offline fallback embedder in use: bundled:all-MiniLM-L6-v2 instead of BAAI/bge-m3" in home
