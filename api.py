@@ -185,26 +185,19 @@ def upload():
     files = [f for f in request.files.getlist("file") if f.filename or f.content_length]
     if not files:
         raise ApiError(400, "No file was uploaded; send each PDF in a multipart field named “file”.", "no_file")
-    config = current_app.config
-    if len(files) > config["MAX_UPLOAD_FILES"]:
-        raise ApiError(413, f"Send at most {config['MAX_UPLOAD_FILES']} files per request.", "too_many_files")
+    most = current_app.config["MAX_UPLOAD_FILES"]
+    if len(files) > most:
+        raise ApiError(413, f"Send at most {most} files per request.", "too_many_files")
     require_queue()
-    waiting = store().queued_count()
     accepted: list[dict] = []
     failures: list[tuple[str, ApiError]] = []
     for upload in files:
         name = sanitize_filename(upload.filename)
         try:
-            if waiting >= config["MAX_QUEUED_DOCUMENTS"]:
-                raise ApiError(
-                    429, f"{waiting} documents are already waiting to be processed; try again in a minute.",
-                    "queue_full", {"Retry-After": "60"},
-                )
             doc, created = accept(upload, name)
         except ApiError as exc:
             failures.append((name, exc))
             continue
-        waiting += created
         accepted.append({**doc_json(doc), "duplicate": not created})
     errors = [{"filename": n, "error": e.message, "code": e.code, "status": e.status} for n, e in failures]
     if not accepted:
@@ -226,7 +219,14 @@ def accept(upload, name: str) -> tuple[Document, bool]:
         info = snippets.inspect_pdf(data, max_bytes=limit, max_pages=current_app.config["MAX_PAGES"])
     except snippets.PDFError as exc:
         raise ApiError(PDF_STATUS.get(exc.code, 422), f"{name}: {exc.message}", exc.code) from None
-    doc, created = store().add_document(data, name, info)
+    # Count and insert under one lock, or concurrent uploads would all pass the check. The lock
+    # covers this process only; several web processes would need the store to do it atomically.
+    with services().admission:
+        waiting = store().queued_count()
+        if waiting >= current_app.config["MAX_QUEUED_DOCUMENTS"]:
+            raise ApiError(429, f"{waiting} documents are already waiting to be processed; try again in a minute.",
+                           "queue_full", {"Retry-After": "60"})
+        doc, created = store().add_document(data, name, info)
     if created:
         try:
             submit_document(doc.id)
