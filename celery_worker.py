@@ -46,6 +46,8 @@ class DocenrichTask(Task):
     abstract = True
     autoretry_for = (ModelError, RedisConnectionError, RedisTimeoutError, OperationalError, ConnectionError)
     dont_autoretry_for = (ModelUnavailable, BadInput, PDFError, WorkerLostTooOften, SoftTimeLimitExceeded)
+    # Expected failures: logged as one line, without a traceback.
+    throws = (ModelUnavailable, BadInput, PDFError)
     max_retries = get_settings().task_max_retries
     retry_backoff = 2
     retry_backoff_max = 120

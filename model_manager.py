@@ -500,7 +500,7 @@ class ModelManager:
         spec.effective = model_identity(fallback)
         spec.path = path
         spec.fallback = True
-        note = f"FALLBACK: {reason}; using the bundled {spec.effective} instead"
+        note = f"FALLBACK: {reason}; using {spec.effective} instead"
         spec.notes.append(note)
         log.error(note)
         self._event("fallback", spec.kind, spec.effective, 0.0, reason=reason)
