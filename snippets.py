@@ -24,6 +24,13 @@ from PIL import Image
 
 log = logging.getLogger(__name__)
 
+# What a damaged page, its fonts or its images can raise. Anything else (a task's soft time
+# limit, an interrupt) must reach the caller instead of turning the page into an image.
+PAGE_ERRORS: tuple[type[BaseException], ...] = (
+    pymupdf.mupdf.FzErrorBase, RuntimeError, ValueError, TypeError, IndexError, KeyError, AttributeError,
+    OSError, ArithmeticError, Image.DecompressionBombError,
+)
+
 # MuPDF prints repair warnings to stderr; failures still surface as exceptions and we
 # report them as PDFError, so the console noise only hides real log lines.
 pymupdf.TOOLS.mupdf_display_warnings(False)
@@ -605,7 +612,7 @@ def _load_page(doc: pymupdf.Document, number: int, render: bool = True) -> _Page
         data.dl = dl
         data.margins = _margin_lines(data)
         return data
-    except Exception as exc:
+    except PAGE_ERRORS as exc:
         log.warning("page %d could not be read, emitting it as an image: %s", number, exc)
         try:
             r = doc[number - 1].rect
@@ -1078,7 +1085,7 @@ def _ocr_page(page: pymupdf.Page, number: int, language: str, native_dpi: float)
         pix.set_dpi(dpi, dpi)  # the OCR page then measures in the page's own points
         with pymupdf.open("pdf", pix.pdfocr_tobytes(compress=False, language=language, tessdata=tessdata)) as ocr:
             d = ocr[0].get_text("dict", flags=TEXT_FLAGS)
-    except Exception as exc:
+    except PAGE_ERRORS as exc:
         log.warning("page %d: OCR failed: %s", number, exc)
         return None
     pd = _parse_dict(page, d, number, rotated_space=False)
@@ -1153,7 +1160,7 @@ def _page_snippets(doc: pymupdf.Document, pd: _PageData, document_id: str | None
                   min(pd.width, region[2] + 2), min(pd.height, region[3] + 2))
         try:
             render = _PageRender(page, pd, region, opts["dpi"], color=bool(figures))
-        except Exception as exc:
+        except PAGE_ERRORS as exc:
             log.warning("page %d: rendering failed, snippets have no image: %s", pd.number, exc)
 
     out: list[Snippet] = []
@@ -1191,7 +1198,7 @@ def _whole_page_snippet(page: pymupdf.Page, pd: _PageData, document_id: str | No
         native = max((f.px[0] for f in pd.figures), default=0)
         try:
             img = _render_whole_page(page, opts["image_max_px"], opts["dpi"], native)
-        except Exception as exc:
+        except PAGE_ERRORS as exc:
             log.warning("page %d: could not be rendered: %s", pd.number, exc)
     r = page.rect
     return Snippet(text="", image=img, page=pd.number, bbox=(r.x0, r.y0, r.x1, r.y1), document_id=document_id,
@@ -1239,7 +1246,7 @@ def iter_snippet_batches(source: bytes | str | Path, document_id: str | None = N
                 body = max(sizes, key=sizes.get) if sizes else 0.0
                 try:
                     batch.extend(_page_snippets(doc, pd, document_id, state, opts, body))
-                except Exception as exc:
+                except PAGE_ERRORS as exc:
                     log.warning("page %d: extraction failed, emitting it as an image: %s", num, exc, exc_info=True)
                     pd_err = _PageData(num, pd.width, pd.height, [], pd.figures, error=str(exc))
                     batch.append(_whole_page_snippet(doc[num - 1], pd_err, document_id, opts, {"error": str(exc)}))
