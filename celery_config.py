@@ -34,10 +34,12 @@ def make_celery(settings=None) -> Celery:
     serializer = "auth" if settings.signing_enabled else "pickle"
     app.conf.update(
         # PIL images and numpy arrays cross the broker: pickle, and nothing else is accepted.
+        # With signing, only signed messages and results are accepted (Celery refuses to start
+        # otherwise): a client without the key cannot get pickle run by a worker or the web app.
         task_serializer=serializer,
-        result_serializer="pickle",
-        accept_content=["pickle", "auth"] if settings.signing_enabled else ["pickle"],
-        result_accept_content=["pickle"],
+        result_serializer=serializer,
+        accept_content=[serializer],
+        result_accept_content=[serializer],
         result_expires=settings.result_expires,
         result_extended=True,
         # A task is acknowledged only once done; a worker lost mid-task puts it back.
