@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             env["REDIS_URL"] = service.redis.url
             print(f"Redis on {settings.redis_host}:{settings.redis_port} (password in .env, data in {data_dir / 'redis'})")
         env.setdefault("SECRET_KEY", settings.secret_key or ensure_env_secret("SECRET_KEY"))
-        if hasattr(os, "geteuid") and os.geteuid() == 0 and not env.get("C_FORCE_ROOT"):
+        # Only over the Redis started here: an external REDIS_URL may be reachable by others.
+        if service.redis is not None and hasattr(os, "geteuid") and os.geteuid() == 0 and not env.get("C_FORCE_ROOT"):
             print("WARNING: running as root. The worker accepts pickled messages; it is allowed to run as root here "
                   "only because its Redis listens on 127.0.0.1 with a password. Run as an ordinary user in production.")
             env["C_FORCE_ROOT"] = "1"
