@@ -62,3 +62,11 @@ def peak_rss(self):
     with open(f"/proc/{os.getpid()}/status") as fh:
         fields = dict(line.split(":", 1) for line in fh if ":" in line)
     return {"pid": os.getpid(), "vm_hwm_kb": int(fields["VmHWM"].split()[0])}
+
+
+@celery_app.task(bind=True, base=DocenrichTask, name="tests.touch")
+def touch(self, path: str):
+    """Create a file: proof that a message was executed."""
+    with open(path, "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+    return path
