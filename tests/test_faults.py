@@ -441,8 +441,8 @@ def unacked_tasks(client) -> dict[str, str]:
     return out
 
 
-def wait_in_flight(stack: Stack, doc_id: str, task: str | None = None, min_batches: int = 2) -> None:
-    """Wait until a few batches are stored and a (new) message of `task` is unacked, i.e. running."""
+def wait_in_flight(stack: Stack, doc_id: str, task: str | None = None, min_batches: int = 2) -> str:
+    """Wait until a few batches are stored and a new message of `task` is unacked (running); its tag."""
     import redis
 
     client = redis.Redis.from_url(stack.redis.url)
@@ -451,26 +451,28 @@ def wait_in_flight(stack: Stack, doc_id: str, task: str | None = None, min_batch
 
         def moment():
             if stack.store.get_document(doc_id).batches_done < min_batches:
-                return False
-            return any(tag not in before and (task is None or name == task)
-                       for tag, name in unacked_tasks(client).items())
+                return None
+            return next((tag for tag, name in unacked_tasks(client).items()
+                         if tag not in before and (task is None or name == task)), None)
 
-        wait_for(moment, INGEST_TIMEOUT, 0.01, f"{min_batches} stored batches and a {task or 'task'} in flight")
+        return wait_for(moment, INGEST_TIMEOUT, 0.005, f"{min_batches} stored batches and a {task or 'task'} in flight")
     finally:
         client.close()
 
 
-def kill_mid_task(stack: Stack, worker: WorkerProcess, doc_id: str, task: str | None = None) -> list[str]:
+def kill_mid_task(stack: Stack, worker: WorkerProcess, doc_id: str, task: str) -> list[str]:
     """SIGKILL the whole worker while it runs `task` for the document; returns the unacked task names."""
     import redis
 
-    wait_in_flight(stack, doc_id, task)
+    tag = wait_in_flight(stack, doc_id, task)
     worker.kill()  # parent and pool child at once, like the OOM killer or a power cut
     client = redis.Redis.from_url(stack.redis.url)
     try:
-        return sorted(unacked_tasks(client).values())
+        left = unacked_tasks(client)
     finally:
         client.close()
+    assert tag in left, f"the {task} finished before the kill (a slower one is needed); unacked: {left}"
+    return sorted(left.values())
 
 
 def assert_ingested_exactly_once(stack: Stack, doc_id: str, expected: list, batch_pages: int, batches: int):
@@ -492,13 +494,14 @@ def test_sigkilled_workers_mid_document_lose_and_duplicate_nothing(make_stack):
     """
     batch_pages, pages = 2, 24
     stack = make_stack(SNIPPET_BATCH_PAGES=batch_pages)
-    first_pdf, second_pdf = text_pdf(pages, seed=21, sections=1, words=12), text_pdf(pages, seed=22, sections=1, words=12)
+    # ~250 tokens a page: embedding a batch takes long enough to be caught in flight.
+    first_pdf, second_pdf = text_pdf(pages, seed=21, sections=1, words=180), text_pdf(pages, seed=22, sections=1, words=180)
 
     # 1. The `make run` topology: one worker for every queue, killed mid-document.
     doc_a = stack.add_document(first_pdf, "first.pdf")
     expected_a = reference_snippets(first_pdf, doc_a, batch_pages)
     everything = stack.worker("all1")
-    in_flight = kill_mid_task(stack, everything, doc_a)
+    in_flight = kill_mid_task(stack, everything, doc_a, "docenrich.enrich_snippets")
     at_kill = stack.store.get_document(doc_a)
     print(f"all-queues worker killed at {at_kill.batches_done}/{at_kill.batches_total} batches; unacked: {in_flight}")
     assert at_kill.state != "ready" and in_flight

@@ -160,6 +160,18 @@ def test_pdf_with_a_broken_page_tree_fails_with_a_reason(worker):
     assert celery_ping(worker)
 
 
+@pytest.mark.xfail(strict=False, reason=(
+    "known defect: iter_snippet_batches' fallback for a page that cannot be read calls doc[num - 1] again, "
+    "which raises IndexError('page 0 not in document') for a broken page tree; snippets should raise "
+    "PDFError('corrupt') (e.g. in _open: try doc.load_page(0) / every page index it reports)"
+))
+def test_broken_page_tree_is_a_pdf_error_not_an_index_error():
+    from snippets import PDFError, extract_snippets
+
+    with pytest.raises(PDFError):
+        extract_snippets(broken_page_tree(), "0" * 16)
+
+
 # --------------------------------------------------------------------------- markup in PDFs
 
 
@@ -377,7 +389,7 @@ def test_fuzzed_corpus_pdfs_raise_only_pdferror_and_never_hang():
 
     edit = st.tuples(st.sampled_from(["set", "delete", "insert"]), st.floats(0, 1), st.binary(min_size=1, max_size=64))
 
-    @settings(max_examples=600, deadline=None, database=None, derandomize=False,
+    @settings(max_examples=3000, deadline=None, database=None, derandomize=False,
               suppress_health_check=list(HealthCheck))
     @given(which=st.integers(0, len(datas) - 1), edits=st.lists(edit, min_size=1, max_size=12),
            cut=st.one_of(st.none(), st.floats(0, 1)))
