@@ -230,13 +230,26 @@ class DocumentTask(DocenrichTask):
             if isinstance(batch, int) and doc.pages:
                 start, end = batch_range(batch, doc.pages)
                 what = f"extracting pages {start}–{end}"
-            if isinstance(exc, (TimeLimitExceeded, SoftTimeLimitExceeded)):
+            if _is_time_limit(exc):
                 error = f"{what} took longer than the time limit"
             else:
                 error = f"{what} failed: {exc or type(exc).__name__}"
             store.update_document(doc_id, state="failed", stage="failed", error=error)
         except Exception:
             log.warning("could not mark document %s failed", doc_id, exc_info=True)
+
+
+def _is_time_limit(exc: BaseException | None) -> bool:
+    """A time limit, also when it struck inside a library that wrapped it (kombu's EncodeError
+    while the batch is pickled for the model worker)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, (TimeLimitExceeded, SoftTimeLimitExceeded)):
+            return True
+        seen.add(id(exc))
+        inner = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
+        exc = exc.__cause__ or exc.__context__ or inner
+    return False
 
 
 def submit_document(doc_id: str) -> str:
