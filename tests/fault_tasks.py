@@ -56,14 +56,6 @@ def ignore_soft_limit(self, seconds: float):
     return os.getpid()
 
 
-@celery_app.task(bind=True, base=DocenrichTask, name="tests.peak_rss")
-def peak_rss(self):
-    """The pool child's pid and peak resident memory (VmHWM, kB) as the kernel reports it."""
-    with open(f"/proc/{os.getpid()}/status") as fh:
-        fields = dict(line.split(":", 1) for line in fh if ":" in line)
-    return {"pid": os.getpid(), "vm_hwm_kb": int(fields["VmHWM"].split()[0])}
-
-
 @celery_app.task(bind=True, base=DocenrichTask, name="tests.touch")
 def touch(self, path: str):
     """Create a file: proof that a message was executed."""
