@@ -57,6 +57,9 @@ def import_model_libraries() -> None:
     # NVML-based availability checks keep CUDA uninitialised in a process that forks.
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # OpenMP threads that spin while waiting turn a 10 ms query into 500 ms in a forked pool
+    # child whenever another process wants the CPU; sleeping waits cost nothing measurable.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch  # noqa: F401
     import sentence_transformers  # noqa: F401
 
