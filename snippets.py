@@ -1205,6 +1205,14 @@ def _whole_page_snippet(page: pymupdf.Page, pd: _PageData, document_id: str | No
                    ordinal=pd.number * 1000, kind="page", meta=meta)
 
 
+def _page(doc: pymupdf.Document, number: int) -> pymupdf.Page:
+    """Page `number` (1-based); a page the page tree counts but cannot deliver means a damaged file."""
+    try:
+        return doc[number - 1]
+    except (IndexError, ValueError, RuntimeError, pymupdf.mupdf.FzErrorBase) as exc:
+        raise PDFError("corrupt", f"This PDF is damaged: its page {number} cannot be found ({exc}).") from exc
+
+
 def iter_snippet_batches(source: bytes | str | Path, document_id: str | None = None, *, start_page: int = 1,
                          end_page: int | None = None, batch_pages: int = 8, target_tokens: int = 300,
                          overlap_tokens: int = 40, image_max_px: int = 1024, ocr: bool = True,
@@ -1249,7 +1257,7 @@ def iter_snippet_batches(source: bytes | str | Path, document_id: str | None = N
                 except PAGE_ERRORS as exc:
                     log.warning("page %d: extraction failed, emitting it as an image: %s", num, exc, exc_info=True)
                     pd_err = _PageData(num, pd.width, pd.height, [], pd.figures, error=str(exc))
-                    batch.append(_whole_page_snippet(doc[num - 1], pd_err, document_id, opts, {"error": str(exc)}))
+                    batch.append(_whole_page_snippet(_page(doc, num), pd_err, document_id, opts, {"error": str(exc)}))
                 pd.dl = None  # the page's display list is only needed for its own render
             done += bend - bstart + 1
             if progress is not None:
