@@ -155,21 +155,17 @@ def test_pdf_with_a_broken_page_tree_fails_with_a_reason(worker):
         json_error(resp, 422)
         return
     doc = wait_finished(client, resp.get_json()["documents"][0]["id"])
-    assert doc["state"] == "failed" and doc["error"], doc
+    assert doc["state"] == "failed" and "damaged" in doc["error"], doc
     print(f"broken page tree: {doc['error']}")
     assert celery_ping(worker)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known defect: iter_snippet_batches' fallback for a page that cannot be read calls doc[num - 1] again, "
-    "which raises IndexError('page 0 not in document') for a broken page tree; snippets should raise "
-    "PDFError('corrupt') (e.g. in _open: try doc.load_page(0) / every page index it reports)"
-))
 def test_broken_page_tree_is_a_pdf_error_not_an_index_error():
     from snippets import PDFError, extract_snippets
 
-    with pytest.raises(PDFError):
+    with pytest.raises(PDFError) as err:
         extract_snippets(broken_page_tree(), "0" * 16)
+    assert err.value.code == "corrupt"
 
 
 # --------------------------------------------------------------------------- markup in PDFs
@@ -370,7 +366,6 @@ def test_image_bomb_memory_does_not_grow_with_declared_pixels(bomb_stack):
 
 
 FUZZ_SECONDS = 45
-KNOWN_DEFECT = re.compile(r"page -?\d+ not in document")
 
 
 def test_fuzzed_corpus_pdfs_raise_only_pdferror_and_never_hang():
@@ -385,7 +380,6 @@ def test_fuzzed_corpus_pdfs_raise_only_pdferror_and_never_hang():
     datas = [p.read_bytes() for p in seeds]
     deadline = time.monotonic() + FUZZ_SECONDS
     stats = {"examples": 0, "pdf_errors": 0, "slowest": 0.0}
-    known: list[str] = []
 
     edit = st.tuples(st.sampled_from(["set", "delete", "insert"]), st.floats(0, 1), st.binary(min_size=1, max_size=64))
 
@@ -414,10 +408,6 @@ def test_fuzzed_corpus_pdfs_raise_only_pdferror_and_never_hang():
             except PDFError as exc:
                 assert exc.code in PDFError.MESSAGES and str(exc), exc
                 stats["pdf_errors"] += 1
-            except IndexError as exc:
-                if not KNOWN_DEFECT.search(str(exc)):
-                    raise
-                known.append(str(exc))
         took = time.monotonic() - started
         stats["examples"] += 1
         stats["slowest"] = max(stats["slowest"], took)
@@ -425,7 +415,4 @@ def test_fuzzed_corpus_pdfs_raise_only_pdferror_and_never_hang():
 
     fuzz()
     print(f"fuzz: {stats['examples']} mutated PDFs from {len(seeds)} corpus files, {stats['pdf_errors']} PDFError, "
-          f"slowest {stats['slowest']:.2f}s, {len(known)} hit the known IndexError")
-    if known:
-        pytest.xfail(f"known defect hit {len(known)}x: extract_snippets raises IndexError ({known[0]}) for a PDF "
-                     "whose page tree is broken; snippets must raise PDFError('corrupt') instead")
+          f"slowest {stats['slowest']:.2f}s")
