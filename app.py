@@ -194,7 +194,9 @@ def _register_pages(app: Flask) -> None:
         # With API_TOKEN set the pages are private too: a person signs in once with the token.
         if not app.config["API_TOKEN"] or signed_in():
             return None
-        if request.endpoint in ("login", "healthz", "static") or request.blueprint == "api":
+        # /api/... answers for itself (bearer token, JSON errors), also where no route matched.
+        if request.endpoint in ("login", "healthz", "static") or request.blueprint == "api" \
+                or request.path.startswith("/api/"):
             return None
         return redirect(url_for("login", next=request.full_path if request.method == "GET" else "/"))
 
