@@ -270,11 +270,6 @@ def test_api_token_guards_the_api_and_no_error_leaks_internals(make_stack):
     assert_clean_json_error(garbled, 400)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known defect: with API_TOKEN set, app.require_login lets only requests routed to the api blueprint "
-    "through, so an unknown /api/... path or method (no endpoint, blueprint None) is redirected to the HTML /login "
-    "page even with a valid bearer token; fix: also pass `request.path.startswith('/api/')` there"
-))
 def test_unknown_api_paths_answer_json_with_a_token_set(make_stack):
     token = "t0ken-" + uuid.uuid4().hex
     stack = make_stack()
