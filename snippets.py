@@ -310,6 +310,34 @@ def _open(source: bytes | bytearray | memoryview | str | Path, *, max_bytes: int
     return doc
 
 
+INSPECT_MAX_CONTENT = 4 * 1024 * 1024
+
+
+def _inflates_small(doc: pymupdf.Document, xref: int, limit: int) -> bool:
+    """True when a content stream inflates to at most `limit` bytes (never inflating more)."""
+    import zlib
+
+    raw = doc.xref_stream_raw(xref) or b""
+    if "FlateDecode" not in (doc.xref_get_key(xref, "Filter")[1] or ""):
+        return len(raw) <= limit
+    try:
+        out = zlib.decompressobj().decompress(raw, limit + 1)
+    except zlib.error:
+        return True  # MuPDF will refuse it quickly too
+    return len(out) <= limit
+
+
+def _page_has_text(doc: pymupdf.Document, index: int) -> bool:
+    """Whether a page carries a text layer, without inflating a decompression bomb."""
+    if not doc.get_page_fonts(index):
+        return False
+    page = doc[index]
+    if not all(_inflates_small(doc, x, INSPECT_MAX_CONTENT) for x in page.get_contents()):
+        # Too big to read during an upload: fonts are named, the worker will see the rest.
+        return True
+    return _meaningful(_clean_text(page.get_text("text", flags=pymupdf.TEXT_MEDIABOX_CLIP)))
+
+
 def inspect_pdf(source: bytes | str | Path, *, max_bytes: int | None = None,
                 max_pages: int | None = None) -> DocumentInfo:
     """Validate a PDF quickly and describe it; raises PDFError for unusable input."""
@@ -322,12 +350,11 @@ def inspect_pdf(source: bytes | str | Path, *, max_bytes: int | None = None,
         has_text = False
         for i in sample:
             try:
-                text = doc[i].get_text("text", flags=pymupdf.TEXT_MEDIABOX_CLIP)
+                has_text = _page_has_text(doc, i)
             except Exception as exc:
                 log.warning("inspect_pdf: page %d unreadable: %s", i + 1, exc)
                 continue
-            if _meaningful(_clean_text(text)):
-                has_text = True
+            if has_text:
                 break
         meta = {k: _clean_meta(v) for k, v in (doc.metadata or {}).items() if v}
         return DocumentInfo(page_count=n, title=_clean_meta(meta.get("title")),
