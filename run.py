@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         if settings.redis_url:
-            print(f"Using the Redis at REDIS_URL (starting none)")
+            print("Using the Redis at REDIS_URL (starting none)")
         else:
             password = settings.redis_password or ensure_env_secret("REDIS_PASSWORD")
             service.redis = RedisServer(data_dir / "redis", port=settings.redis_port, password=password,

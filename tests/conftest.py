@@ -209,3 +209,20 @@ def clean_queues(celery_app):
     celery_app.control.purge()
     yield
     celery_app.control.purge()
+
+
+@pytest.fixture()
+def make_stack(tmp_path):
+    """make_stack(**env) -> a Stack (tests/stack.py) under tmp_path; every one is closed at teardown."""
+    from tests.stack import Stack
+
+    stacks = []
+
+    def make(**env):
+        stack = Stack(tmp_path / f"stack{len(stacks)}", **env)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in reversed(stacks):
+        stack.close()

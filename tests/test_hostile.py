@@ -22,7 +22,7 @@ import pytest
 from werkzeug.http import parse_options_header
 
 from tests.conftest import CORPUS, ROOT, wait_for
-from tests.test_faults import bomb_pdf, doubled_pdf, list_files, make_stack, multipart, text_pdf  # noqa: F401
+from tests.stack import bomb_pdf, doubled_pdf, list_files, multipart, text_pdf
 
 pytestmark = pytest.mark.slow
 
@@ -320,7 +320,7 @@ def extract_directly(stack, data: bytes, name: str, timeout: float = 120) -> dic
 @pytest.fixture(scope="module")
 def bomb_stack(tmp_path_factory):
     """A document-only worker (no model: extraction is where bombs go off) on its own Redis."""
-    from tests.test_faults import Stack
+    from tests.stack import Stack
 
     stack = Stack(tmp_path_factory.mktemp("bombs"))
     try:

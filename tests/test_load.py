@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.test_faults import assert_clean_json_error, list_files, make_stack, text_pdf  # noqa: F401 (fixture)
+from tests.stack import assert_clean_json_error, list_files, text_pdf
 
 pytestmark = pytest.mark.slow
 

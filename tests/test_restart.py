@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import wait_for
-from tests.test_faults import assert_ingested_exactly_once, make_stack, reference_snippets, text_pdf  # noqa: F401
+from tests.stack import assert_ingested_exactly_once, reference_snippets, text_pdf
 
 pytestmark = pytest.mark.slow
 

@@ -16,14 +16,13 @@ import socket
 import stat
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT, SESSION_DIR, TEST_ENV, wait_for
-from tests.test_faults import Stack, assert_clean_json_error, http_request, make_stack, post_pdfs, text_pdf  # noqa: F401
+from tests.stack import assert_clean_json_error, http_request, post_pdfs, text_pdf
 
 pytestmark = pytest.mark.slow
 
@@ -143,7 +142,7 @@ print(json.dumps({"result": result.get(timeout=60), "content_type": "auth"}))
 
 def test_signed_tasks_round_trip_and_unsigned_pickle_is_never_run(make_stack, tmp_path):
     try:
-        import cryptography  # noqa: F401
+        import cryptography
     except ImportError:
         pytest.skip("message signing needs the `cryptography` package, which requirements.txt does not list "
                     "(Celery's auth serializer imports it): add cryptography to requirements.txt")

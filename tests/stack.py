@@ -1,0 +1,465 @@
+"""Helpers for tests that build their own stack: a password-protected Redis with append-only
+persistence on a free port, its own DATA_DIR, worker and web subprocesses, so a test can kill
+parts of it without disturbing the session's worker; and generators of PDFs and HTTP requests.
+"""
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pymupdf
+import pytest
+
+from tests.conftest import ROOT, SESSION_DIR, TEST_ENV, WorkerProcess, wait_for
+
+INGEST_TIMEOUT = 180
+WORDS = (
+    "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau "
+    "upsilon phi chi psi omega river stone lantern copper meadow harbor violet signal marble orchard"
+).split()
+
+
+# --------------------------------------------------------------------------- helpers (shared)
+
+
+def text_pdf(pages: int, seed: int = 0, sections: int = 4, words: int = 90) -> bytes:
+    """A PDF of `pages` pages of distinct pseudo-random prose (seeded, so reproducible)."""
+    rnd = random.Random(seed)
+    doc = pymupdf.open()
+    for number in range(pages):
+        page = doc.new_page()
+        text = "\n\n".join(
+            f"Section {seed}.{number + 1}.{k}: " + " ".join(rnd.choice(WORDS) for _ in range(words))
+            for k in range(sections)
+        )
+        page.insert_textbox(pymupdf.Rect(60, 60, 540, 780), text, fontsize=10)
+    data = doc.tobytes()
+    doc.close()
+    return data
+
+
+def doubled_pdf(pages_log2: int, text: str = "A page of text that repeats. ") -> bytes:
+    """A PDF of 2**pages_log2 identical text pages, built in milliseconds by doubling."""
+    doc = pymupdf.open()
+    page = doc.new_page()
+    page.insert_textbox(pymupdf.Rect(60, 60, 540, 780), text * 40, fontsize=10)
+    for _ in range(pages_log2):
+        with pymupdf.open(stream=doc.tobytes(), filetype="pdf") as copy:
+            doc.insert_pdf(copy)
+    data = doc.tobytes(garbage=1)
+    doc.close()
+    return data
+
+
+def zeros_flate(megabytes: int) -> bytes:
+    """A zlib stream that inflates to `megabytes` MiB of zero bytes, built without inflating it.
+
+    After a full flush deflate forgets its history, so every further MiB of zeros compresses
+    to the same bytes: one block repeated, then the Adler-32 of the whole.
+    """
+    chunk = bytes(1 << 20)
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    first = comp.compress(chunk) + comp.flush(zlib.Z_FULL_FLUSH)
+    again = comp.compress(chunk) + comp.flush(zlib.Z_FULL_FLUSH)
+    adler = 1
+    for _ in range(megabytes):
+        adler = zlib.adler32(chunk, adler)
+    return b"\x78\xda" + first + again * (megabytes - 1) + comp.flush() + adler.to_bytes(4, "big")
+
+
+def bomb_pdf(kind: str, megabytes: int = 1024) -> bytes:
+    """A one-page PDF with a FlateDecode stream of `megabytes` MiB of zeros (~1 MB on disk).
+
+    kind "content": the zeros are a second content stream of the page (NUL is whitespace,
+    so the page is valid and shows one line of text). kind "image": a 32768 x 32768 gray
+    image XObject (1 GiB of pixels) drawn small on the page.
+    """
+    doc = pymupdf.open()
+    page = doc.new_page()
+    page.insert_text((72, 72), "Bomb page with one line of text.", fontsize=12)
+    font = doc.xref_get_key(page.xref, "Resources/Font")[1]
+    bomb = doc.get_new_xref()
+    if kind == "content":
+        doc.update_object(bomb, "<< >>")
+        extra = bomb
+    else:
+        side = int((megabytes << 20) ** 0.5)
+        doc.update_object(
+            bomb, f"<< /Type /XObject /Subtype /Image /Width {side} /Height {side} /ColorSpace /DeviceGray "
+                  "/BitsPerComponent 8 >>"
+        )
+        extra = doc.get_new_xref()
+        doc.update_object(extra, "<< >>")
+        doc.update_stream(extra, b"q 300 0 0 300 100 300 cm /Im0 Do Q")
+        doc.xref_set_key(page.xref, "Resources", f"<< /Font {font} /XObject << /Im0 {bomb} 0 R >> >>")
+    doc.update_stream(bomb, zeros_flate(megabytes), compress=False)
+    doc.xref_set_key(bomb, "Filter", "/FlateDecode")
+    contents = [*page.get_contents(), extra]
+    doc.xref_set_key(page.xref, "Contents", "[" + " ".join(f"{x} 0 R" for x in contents) + "]")
+    data = doc.tobytes()
+    doc.close()
+    return data
+
+
+@dataclass
+class Response:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+
+def http_request(port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
+                 timeout: float = 60.0) -> Response:
+    """One HTTP request to 127.0.0.1:port on a fresh connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return Response(resp.status, resp.headers, resp.read())
+    finally:
+        conn.close()
+
+
+def multipart(files: list[tuple[str, bytes]]) -> tuple[bytes, str]:
+    """A multipart/form-data body with each file in a field named `file`."""
+    boundary = uuid.uuid4().hex
+    parts = []
+    for name, data in files:
+        head = (
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
+            "Content-Type: application/pdf\r\n\r\n"
+        )
+        parts.append(head.encode() + data + b"\r\n")
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def post_pdfs(port: int, files: list[tuple[str, bytes]], headers: dict | None = None, timeout: float = 60.0) -> Response:
+    body, ctype = multipart(files)
+    return http_request(port, "POST", "/api/documents", body, {"Content-Type": ctype, **(headers or {})}, timeout)
+
+
+def assert_clean_json_error(resp: Response, *statuses: int) -> dict:
+    """A JSON error of one of the statuses that leaks no stack trace and no server path."""
+    assert resp.status in statuses, (resp.status, resp.body[:500])
+    assert resp.headers.get_content_type() == "application/json", resp.body[:300]
+    body = resp.json()
+    assert isinstance(body.get("error"), str) and body["error"], body
+    assert "Traceback" not in resp.text and str(ROOT) not in resp.text and str(SESSION_DIR) not in resp.text
+    assert "/tmp/" not in resp.text, resp.text
+    return body
+
+
+def list_files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()]
+
+
+class WebProcess:
+    """`python app.py` on a free loopback port, as `make run` starts it; always torn down."""
+
+    def __init__(self, name: str, env: dict[str, str]):
+        from redis_server import free_port
+
+        self.name = name
+        self.port = free_port()
+        self.log_path = SESSION_DIR / f"{name}.log"
+        self.env = {
+            **os.environ,
+            **TEST_ENV,
+            "API_TOKEN": "",
+            "SECRET_KEY": "test-secret",
+            **env,
+            "WEB_HOST": "127.0.0.1",
+            "WEB_PORT": str(self.port),
+        }
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60.0) -> WebProcess:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+        def answers():
+            if self.process.poll() is not None:
+                raise AssertionError(f"app.py exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                return http_request(self.port, "GET", "/healthz", timeout=5)
+            except OSError:
+                return None
+
+        try:
+            wait_for(answers, timeout, 0.2, "the web app to answer")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def get(self, path: str, **kw) -> Response:
+        return http_request(self.port, "GET", path, **kw)
+
+    def upload(self, files: list[tuple[str, bytes]], **kw) -> Response:
+        return post_pdfs(self.port, files, **kw)
+
+    def log_tail(self, lines: int = 60) -> str:
+        if not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+class Stack:
+    """Its own Redis (password, append-only), DATA_DIR, workers and web apps; torn down by close()."""
+
+    PASSWORD = "stack-password"
+
+    def __init__(self, root: Path, **env: str):
+        from celery_config import make_celery
+        from redis_server import RedisServer, find_redis_server, free_port
+        from settings import load_settings
+
+        try:
+            find_redis_server()
+        except Exception as exc:
+            pytest.skip(str(exc))
+        self.root = root
+        self.tag = uuid.uuid4().hex[:6]
+        self.redis_dir = root / "redis"
+        self.redis = RedisServer(self.redis_dir, port=free_port(), password=self.PASSWORD).start()
+        self.data_dir = root / "data"
+        self.env = {
+            **{k: str(v) for k, v in env.items()},
+            "REDIS_URL": self.redis.url,
+            "DATA_DIR": str(self.data_dir),
+        }
+        self.app = make_celery(load_settings(env={**TEST_ENV, **self.env}))
+        self.workers: list[WorkerProcess] = []
+        self.webs: list[WebProcess] = []
+        self._store = None
+
+    def worker(self, name: str, role: str | None = None, args: list[str] | None = None, **env: str) -> WorkerProcess:
+        """Start one worker and wait until it answers ping."""
+        return self.workers_parallel((name, role, args, env))[0]
+
+    def workers_parallel(self, *specs) -> list[WorkerProcess]:
+        """Start several workers at once: specs are (name, role, args, env) tuples."""
+        procs = []
+        for name, role, args, env in specs:
+            proc = WorkerProcess(
+                f"{name}-{self.tag}",
+                env={"MAX_TASKS_PER_CHILD": "1000", **self.env, **{k: str(v) for k, v in (env or {}).items()}},
+                args=[*([f"--role={role}"] if role else []), *(args or [])],
+            )
+            self.workers.append(proc)
+            procs.append(proc)
+        errors = []
+
+        def start(proc):
+            try:
+                proc.start(self.app)
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=start, args=(p,)) for p in procs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        return procs
+
+    def web(self, name: str = "web", **env: str) -> WebProcess:
+        proc = WebProcess(f"{name}-{self.tag}", {**self.env, **{k: str(v) for k, v in env.items()}})
+        self.webs.append(proc)
+        return proc.start()
+
+    def restart_redis(self) -> None:
+        """Start Redis again on the same port and directory (after kill() or stop())."""
+        from redis_server import RedisServer
+
+        self.redis = RedisServer(self.redis_dir, port=self.redis.port, password=self.PASSWORD).start()
+
+    @property
+    def store(self):
+        from store import Store
+
+        if self._store is None:
+            self._store = Store(self.data_dir)
+        return self._store
+
+    def add_document(self, data: bytes, name: str) -> str:
+        """Store a PDF and queue it, as the upload API does."""
+        from snippets import inspect_pdf
+
+        doc, created = self.store.add_document(data, name, inspect_pdf(data))
+        assert created
+        self.app.send_task("docenrich.extract_document", args=[doc.id])
+        return doc.id
+
+    def wait_finished(self, doc_ids, timeout: float = INGEST_TIMEOUT) -> dict:
+        """Wait until every document is ready or failed; returns {id: Document}."""
+        pending = set(doc_ids)
+        done = {}
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            for doc_id in list(pending):
+                doc = self.store.get_document(doc_id)
+                if doc is not None and doc.finished:
+                    done[doc_id] = doc
+                    pending.discard(doc_id)
+            time.sleep(0.3)
+        if pending:
+            states = {d: (lambda x: (x.state, x.stage, x.batches_done, x.batches_total))(self.store.get_document(d))
+                      for d in pending}
+            logs = "\n\n".join(
+                "\n".join(line[:200] for line in w.log_tail(400).splitlines() if line.startswith("["))[-6000:]
+                for w in self.workers
+            )
+            raise AssertionError(f"not finished after {timeout:g}s: {states}\n{logs}")
+        return done
+
+    def close(self) -> None:
+        for web in self.webs:
+            web.stop()
+        for worker in self.workers:
+            worker.stop()
+        if self._store is not None:
+            self._store.close()
+        with contextlib.suppress(Exception):
+            self.app.close()
+        self.redis.stop()
+
+
+
+
+def snippet_rows(data_dir: Path, doc_id: str) -> list[tuple]:
+    """(ordinal, page, batch_index, text, vectors) of every stored snippet, read with plain SQL."""
+    with contextlib.closing(sqlite3.connect(data_dir / "docenrich.sqlite3")) as conn:
+        dup = conn.execute(
+            "SELECT ordinal, count(*) FROM snippets WHERE document_id = ? GROUP BY ordinal HAVING count(*) > 1",
+            (doc_id,),
+        ).fetchall()
+        assert dup == [], f"duplicate (document_id, ordinal): {dup}"
+        return conn.execute(
+            """SELECT s.ordinal, s.page, s.batch_index, s.text,
+                      (SELECT count(*) FROM vectors v WHERE v.snippet_id = s.id)
+               FROM snippets s WHERE s.document_id = ? ORDER BY s.ordinal""",
+            (doc_id,),
+        ).fetchall()
+
+
+def reference_snippets(data: bytes, doc_id: str, batch_pages: int) -> list[tuple[int, int, str]]:
+    """(ordinal, page, text) of a clean ingestion: the same per-batch calls the worker makes."""
+    from settings import Settings
+    from snippets import extract_snippets, page_count
+
+    defaults = Settings()
+    pages = page_count(data)
+    out = []
+    for start in range(1, pages + 1, batch_pages):
+        found = extract_snippets(
+            data, doc_id, start_page=start, end_page=min(pages, start + batch_pages - 1), batch_pages=batch_pages,
+            target_tokens=defaults.snippet_target_tokens, overlap_tokens=defaults.snippet_overlap_tokens,
+            image_max_px=defaults.snippet_image_max_px,
+        )
+        out.extend((s.ordinal, s.page, s.text) for s in found)
+    return sorted(out)
+
+
+def unacked_count(stack: Stack) -> int:
+    import redis
+
+    client = redis.Redis.from_url(stack.redis.url)
+    try:
+        return client.hlen("unacked")
+    finally:
+        client.close()
+
+
+# --------------------------------------------------------------------------- worker killed
+
+
+def unacked_tasks(client) -> dict[str, str]:
+    """{delivery tag: task name} of the messages in Redis' unacked set (kombu's Redis transport)."""
+    out = {}
+    for tag, raw in client.hgetall("unacked").items():
+        with contextlib.suppress(Exception):
+            out[tag.decode()] = json.loads(raw)[0]["headers"]["task"]
+    return out
+
+
+def wait_in_flight(stack: Stack, doc_id: str, task: str | None = None, min_batches: int = 2) -> str:
+    """Wait until a few batches are stored and a new message of `task` is unacked (running); its tag."""
+    import redis
+
+    client = redis.Redis.from_url(stack.redis.url)
+    try:
+        before = set(unacked_tasks(client))
+
+        def moment():
+            if stack.store.get_document(doc_id).batches_done < min_batches:
+                return None
+            return next((tag for tag, name in unacked_tasks(client).items()
+                         if tag not in before and (task is None or name == task)), None)
+
+        return wait_for(moment, INGEST_TIMEOUT, 0.005, f"{min_batches} stored batches and a {task or 'task'} in flight")
+    finally:
+        client.close()
+
+
+def kill_mid_task(stack: Stack, worker: WorkerProcess, doc_id: str, task: str) -> list[str]:
+    """SIGKILL the whole worker while it runs `task` for the document; returns the unacked task names."""
+    import redis
+
+    tag = wait_in_flight(stack, doc_id, task)
+    worker.kill()  # parent and pool child at once, like the OOM killer or a power cut
+    client = redis.Redis.from_url(stack.redis.url)
+    try:
+        left = unacked_tasks(client)
+    finally:
+        client.close()
+    assert tag in left, f"the {task} finished before the kill (a slower one is needed); unacked: {left}"
+    return sorted(left.values())
+
+
+def assert_ingested_exactly_once(stack: Stack, doc_id: str, expected: list, batch_pages: int, batches: int):
+    doc = stack.store.get_document(doc_id)
+    assert doc.state == "ready", (doc.state, doc.error)
+    rows = snippet_rows(stack.data_dir, doc_id)
+    assert [(o, p, t) for o, p, _, t, _ in rows] == expected
+    assert all(vectors == 1 for *_, vectors in rows), "every snippet has exactly one vector"
+    assert doc.snippet_count == len(expected) and doc.batches_done == doc.batches_total == batches
+    assert all(b == (p - 1) // batch_pages for _, p, b, _, _ in rows)
+    return rows
