@@ -6,6 +6,7 @@ module level: the web process imports this module for the task signatures only.
 """
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -394,6 +395,9 @@ def _prepare_parent(sender=None, **_):
     manager.on_change = _safe_publish
     if settings.model_preload:
         manager.preload_host()
+    # Celery runs gc.collect() before every fork; frozen, the imported libraries and the
+    # preloaded weights are not scanned each time a child is recycled.
+    gc.freeze()
     _safe_publish(manager.status())
 
 

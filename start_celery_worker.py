@@ -35,7 +35,7 @@ def worker_argv(role: str, settings, concurrency: int | None, name: str | None, 
         log_file = str(PROJECT_DIR / log_file)
     argv = [
         "worker",
-        "--pool=prefork",
+        "--pool=custom",  # worker_pool.RecyclingTaskPool, through CELERY_CUSTOM_WORKER_POOL
         f"--concurrency={concurrency}",
         f"--max-tasks-per-child={settings.max_tasks_per_child}",
         f"--queues={ROLE_QUEUES[role]}",
@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     os.environ["DOCENRICH_WORKER_ROLE"] = args.role
+    os.environ["CELERY_CUSTOM_WORKER_POOL"] = "worker_pool:RecyclingTaskPool"
     configure_logging(settings.worker_log_file)
     from celery_config import celery_app
 
