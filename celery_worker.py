@@ -127,7 +127,7 @@ def enrich_snippets_task(self, snippets: list[Snippet]) -> list[Snippet]:
         for snippet, vector in zip(chunk, vectors):
             snippet.embedding = vector
             snippet.embedding_model = name
-            if snippet.image is None:
+            if not snippet.has_image:
                 snippet.image = _text_card(snippet.text)
         if total > batch and self.request.id:
             self.update_state(state="PROGRESS", meta={"stage": "embedding", "done": start + len(chunk), "total": total})

@@ -129,6 +129,11 @@ class Snippet:
             self.__dict__["_encoded"] = encoded
         return encoded
 
+    @property
+    def has_image(self) -> bool:
+        """Whether the snippet has an image, without decoding one that arrived encoded."""
+        return self.__dict__.get("_image") is not None or self.__dict__.get("_encoded") is not None
+
     def __getstate__(self) -> dict:
         # Pixels never travel: the image goes as its encoded bytes, decoded lazily.
         state = {k: v for k, v in self.__dict__.items() if k not in ("_image", "_encoded")}

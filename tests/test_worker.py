@@ -227,3 +227,26 @@ def test_celery_config_imports_without_torch_or_flask():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **TEST_ENV},
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
+
+
+def test_enrich_snippets_fills_embeddings_and_images(worker, bundled_model):
+    from PIL import Image
+    from sentence_transformers import SentenceTransformer
+
+    from celery_worker import enrich_snippets_task
+    from snippets import Snippet
+
+    picture = Image.new("RGB", (120, 40), (200, 30, 30))
+    given = [Snippet(text="A caller-made snippet with its own picture.", image=picture),
+             Snippet(text="Another one, text only.", page=2, meta={"heading": "Results"})]
+    enriched = enrich_snippets_task.delay(given).get(timeout=120)
+
+    assert [s.text for s in enriched] == [s.text for s in given]
+    assert all(s.embedding.shape == (384,) and s.embedding_model == "bundled:all-MiniLM-L6-v2" for s in enriched)
+    assert enriched[0].image.size == (120, 40), "the caller's image comes back as a PIL image"
+    assert enriched[1].image is not None and enriched[1].image.size[0] > 0, "an image is filled in"
+    direct = SentenceTransformer(bundled_model, device="cpu").encode(
+        ["A caller-made snippet with its own picture.", "Results\nAnother one, text only."], normalize_embeddings=True
+    )
+    assert float(enriched[0].embedding @ direct[0]) > 0.9999
+    assert float(enriched[1].embedding @ direct[1]) > 0.9999, "a heading is embedded with its text"
