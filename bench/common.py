@@ -1,0 +1,658 @@
+"""Shared plumbing of the benchmarks: environment, Redis / worker / web processes, timing,
+statistics, memory, corpus snippets and the markdown tables of RESULTS.md.
+
+Importing this module has no side effects (a benchmark worker imports `bench.bench_models`
+through `--include`, which imports this). `setup_environment()` must run before any project
+module is imported: it imports `tests.conftest`, which sets the test environment (bundled
+all-MiniLM-L6-v2 embedder, seeded cross-encoder reranker, CPU, a private Redis URL and data dir).
+"""
+from __future__ import annotations
+
+import argparse
+import atexit
+import datetime as dt
+import functools
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT_DIR = ROOT / "bench" / "out"
+CACHE_DIR = OUT_DIR / "cache"
+CORPUS = (ROOT / ".." / "shared" / "corpus" / "wild-pdfs").resolve()
+BUNDLED_EMBEDDER = "bundled:all-MiniLM-L6-v2"
+PROBE_MODULE = "bench.bench_models"  # loaded into benchmark workers for the probe tasks
+SUCCESS_LINE = re.compile(r"Task (?P<name>[\w.]+)\[(?P<id>[0-9a-f-]+)\] succeeded in (?P<s>[0-9.e-]+)s")
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def ensure_import_path() -> None:
+    """Make the project root importable (for `bench.*`, `tests.*` and the project modules)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+
+
+_conftest = None
+
+
+def conftest():
+    """tests.conftest, imported once; its import sets TEST_ENV in os.environ."""
+    global _conftest
+    if _conftest is None:
+        ensure_import_path()
+        import tests.conftest as module
+
+        _conftest = module
+        # conftest removes its session directory in a pytest hook; outside pytest we do.
+        atexit.register(shutil.rmtree, module.SESSION_DIR, True)
+    return _conftest
+
+
+def setup_environment() -> Any:
+    """Set the benchmark environment (before any project import), import the model libraries the way
+    the worker does (same environment, e.g. OpenMP settings, for the in-process baselines) and build
+    the reranker checkpoint."""
+    module = conftest()
+    import model_manager
+
+    model_manager.import_model_libraries()
+    module.build_reranker_checkpoint(module.RERANKER_DIR)
+    return module
+
+
+def data_dir() -> Path:
+    return Path(os.environ["DATA_DIR"])
+
+
+# --------------------------------------------------------------------------- timing and statistics
+
+
+def timed(fn: Callable[..., Any], *args, **kwargs) -> tuple[float, Any]:
+    """(seconds, result) of one call."""
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return time.perf_counter() - start, result
+
+
+def percentile(values: Iterable[float], q: float) -> float:
+    """The q-th percentile (0..100), linear interpolation between closest ranks (numpy's default)."""
+    data = sorted(values)
+    if not data:
+        return float("nan")
+    pos = (len(data) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(data) - 1)
+    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+def median(values: Iterable[float]) -> float:
+    data = list(values)
+    return statistics.median(data) if data else float("nan")
+
+
+def summarize(values: Iterable[float]) -> dict[str, float]:
+    """n, p50, p95, mean, min and max of a sample."""
+    data = list(values)
+    if not data:
+        return {"n": 0, "p50": float("nan"), "p95": float("nan"), "mean": float("nan"), "min": float("nan"),
+                "max": float("nan")}
+    return {"n": len(data), "p50": percentile(data, 50), "p95": percentile(data, 95), "mean": statistics.fmean(data),
+            "min": min(data), "max": max(data)}
+
+
+def interleave(methods: dict[str, Callable[[], Any]], rounds: int, cpu: Callable[[], float] | None = None,
+               budget_s: float | None = None, min_rounds: int = 3) -> dict[str, list[float]]:
+    """Seconds per call of every method, run in turn within each round (order rotated per round)
+    so that machine noise hits all of them alike. With `cpu` (a CPU-seconds counter), the CPU
+    time of each call is recorded too, under "<name>:cpu". With `budget_s`, no new round starts
+    once that much time has passed and `min_rounds` are done (keeps a loaded machine in budget)."""
+    names = list(methods)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    if cpu is not None:
+        times.update({f"{name}:cpu": [] for name in names})
+    started = time.perf_counter()
+    for r in range(max(1, rounds)):
+        if budget_s is not None and r >= min_rounds and time.perf_counter() - started > budget_s:
+            log.info("time budget of %gs spent after %d rounds", budget_s, r)
+            break
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            before = cpu() if cpu is not None else 0.0
+            seconds, _ = timed(methods[name])
+            times[name].append(seconds)
+            if cpu is not None:
+                times[f"{name}:cpu"].append(cpu() - before)
+            log.debug("round %d %s: %.3fs", r + 1, name, seconds)
+    return times
+
+
+def cpu_counter(*pids: int) -> Callable[[], float]:
+    """A function returning the CPU seconds (user + system, all threads) used so far by the given
+    processes and their descendants, exited ones included (a recycled pool child's time moves into
+    its parent's children_* counters): the cost of work regardless of how busy the machine is."""
+    import psutil
+
+    def total() -> float:
+        seconds = 0.0
+        for pid in pids:
+            try:
+                root = psutil.Process(pid)
+                procs = (root, *root.children(recursive=True))
+            except psutil.NoSuchProcess:
+                continue
+            for proc in procs:
+                try:
+                    t = proc.cpu_times()
+                except psutil.NoSuchProcess:
+                    continue
+                seconds += t.user + t.system + (t.children_user + t.children_system if proc is not root else 0.0)
+        return seconds
+
+    return total
+
+
+def system_cpu() -> Callable[[], float]:
+    """CPU seconds of this process and everything it started (Redis, workers, web app)."""
+    return cpu_counter(os.getpid())
+
+
+def paired_speedups(times: dict[str, list[float]], method: str, baseline: str) -> list[float]:
+    """Per round, throughput of `method` relative to `baseline` (baseline seconds / method seconds):
+    the two ran back to back in the same round, so slow drifts in machine load cancel out."""
+    return [b / m for m, b in zip(times[method], times[baseline])]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
+    """Poll predicate until truthy; TimeoutError after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def _proc_kb(path: str, key: str) -> int:
+    """A `Key:   123 kB` value of a /proc file, in kB (0 when absent)."""
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def process_memory(pid: int) -> dict[str, float]:
+    """MiB of one process and its descendants: rss and peak rss (VmHWM) summed, and pss (shared pages
+    counted once across the fork), plus per-process rows."""
+    import psutil
+
+    root = psutil.Process(pid)
+    procs = [root, *root.children(recursive=True)]
+    rows = []
+    for proc in procs:
+        try:
+            full = proc.memory_full_info()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        rows.append({
+            "pid": proc.pid,
+            "rss_mib": full.rss / 2**20,
+            "hwm_mib": _proc_kb(f"/proc/{proc.pid}/status", "VmHWM") / 1024,
+            "pss_mib": getattr(full, "pss", 0) / 2**20,
+            "uss_mib": getattr(full, "uss", 0) / 2**20,
+        })
+    total = {k: sum(r[k] for r in rows) for k in ("rss_mib", "hwm_mib", "pss_mib", "uss_mib")}
+    return {**total, "processes": rows}
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _kill_group(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    """SIGTERM the process group of a child we started, SIGKILL if it lingers."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+class WebProcess:
+    """`python app.py` on a free port, talking to the benchmark's Redis and data dir."""
+
+    def __init__(self, log_path: Path, env: dict[str, str] | None = None):
+        from redis_server import free_port
+
+        self.port = free_port()
+        self.log_path = log_path
+        self.env = {**os.environ, "WEB_PORT": str(self.port), "WEB_HOST": "127.0.0.1", "SECRET_KEY": "bench",
+                    "API_TOKEN": "", **(env or {})}
+        self.process: subprocess.Popen | None = None
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._session = None
+
+    def start(self, timeout: float = 120.0) -> WebProcess:
+        import requests
+
+        with self.log_path.open("ab") as out:
+            self.process = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=self.env,
+                                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self._session = requests.Session()
+
+        def answers() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"app.py exited with {self.process.returncode}; see {self.log_path}")
+            try:
+                return self._session.get(self.url + "/healthz", timeout=5).status_code in (200, 503)
+            except requests.RequestException:
+                return False
+
+        wait_for(answers, timeout, 0.3, "the web app to answer /healthz")
+        return self
+
+    def get(self, path: str, **params) -> tuple[float, Any]:
+        """(seconds, json) of a GET; raises on an HTTP error."""
+        seconds, response = timed(self._session.get, self.url + path, params=params, timeout=300)
+        response.raise_for_status()
+        return seconds, response.json()
+
+    def upload(self, path: Path) -> dict:
+        """POST one PDF to /api/documents; the created (or existing) document's JSON."""
+        with path.open("rb") as fh:
+            response = self._session.post(self.url + "/api/documents", files={"file": (path.name, fh, "application/pdf")},
+                                          timeout=300)
+        response.raise_for_status()
+        return response.json()["documents"][0]
+
+    def delete(self, doc_id: str) -> None:
+        self._session.delete(f"{self.url}/api/documents/{doc_id}", timeout=60)
+
+    def memory(self) -> dict[str, float]:
+        return process_memory(self.process.pid)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _kill_group(self.process)
+            self.process = None
+
+
+class LogWindow:
+    """The `succeeded in` lines a worker logs from now on: per-task times measured inside the worker."""
+
+    def __init__(self, worker):
+        self.worker = worker
+        self.offset = len(worker.log_text())
+
+    def runtimes(self) -> list[tuple[str, str, float]]:
+        """(task name, task id, seconds) of every task that succeeded since the window opened."""
+        text = self.worker.log_text()[self.offset:]
+        return [(m["name"], m["id"], float(m["s"])) for m in SUCCESS_LINE.finditer(text)]
+
+    def by_id(self, ids: Iterable[str]) -> dict[str, float]:
+        wanted = set(ids)
+        return {task_id: s for _, task_id, s in self.runtimes() if task_id in wanted}
+
+    def recycles(self) -> int:
+        """Pool children replaced since the window opened (each logs as a new ForkPoolWorker-N)."""
+        text = self.worker.log_text()[self.offset:]
+        return max(0, len(set(re.findall(r"/ForkPoolWorker-(\d+)\]", text))) - 1)
+
+    def durations(self, name: str) -> list[float]:
+        """Seconds of each run of the task called `name`."""
+        return [s for task, _, s in self.runtimes() if task == name]
+
+    def by_name(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for name, _, s in self.runtimes():
+            totals[name] = totals.get(name, 0.0) + s
+        return totals
+
+
+class BenchEnv:
+    """One Redis for the whole run, plus workers and web apps; everything started is stopped on exit."""
+
+    def __init__(self):
+        self.conftest = setup_environment()
+        self.redis = None
+        self._workers: dict[str, Any] = {}
+        self._webs: list[WebProcess] = []
+        self._apps: dict[int, Any] = {}
+        self.log_dir = OUT_DIR / "logs"
+
+    def __enter__(self) -> BenchEnv:
+        from redis_server import RedisServer
+
+        c = self.conftest
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.redis = RedisServer(c.SESSION_DIR / "redis", port=c.REDIS_PORT, password=c.REDIS_PASSWORD).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for web in self._webs:
+            web.stop()
+        for name in list(self._workers):
+            self.stop_worker(name)
+        if self.redis is not None:
+            self.redis.stop()
+
+    @property
+    def app(self):
+        from celery_config import celery_app
+
+        return celery_app
+
+    def redis_url(self, db: int = 0) -> str:
+        return f"{self.redis.url.rsplit('/', 1)[0]}/{db}"
+
+    def worker(self, name: str = "main", args: list[str] | None = None, db: int = 0, fresh: bool = False,
+               env: dict[str, str] | None = None):
+        """A started worker subprocess (all queues, concurrency 1) with the benchmark probes loaded;
+        reused by name unless fresh. A worker on db != 0 has its own queues (use `app_for(db)`)."""
+        if fresh:
+            self.stop_worker(name)
+        if name not in self._workers:
+            c = self.conftest
+            env = {"REDIS_URL": self.redis_url(db), **(env or {})}
+            proc = c.WorkerProcess(name, env=env, args=[f"--include={PROBE_MODULE}", *(args or [])])
+            start, _ = timed(proc.start, self.app_for(db), 180.0)
+            proc.start_seconds = start
+            log.info("worker %s up in %.1fs", name, start)
+            self._workers[name] = proc
+        return self._workers[name]
+
+    def stop_worker(self, name: str) -> None:
+        proc = self._workers.pop(name, None)
+        if proc is not None:
+            self.keep_log(proc)
+            proc.stop()
+
+    def keep_log(self, proc) -> None:
+        """Copy a worker's log out of the session directory (which is removed at exit)."""
+        if proc.log_path.exists():
+            shutil.copy(proc.log_path, self.log_dir / proc.log_path.name)
+
+    def app_for(self, db: int):
+        """The Celery app talking to Redis database `db` (0 is the project's own app)."""
+        if db == 0:
+            return self.app
+        if db not in self._apps:
+            from celery_config import make_celery
+            from settings import load_settings
+
+            self._apps[db] = make_celery(load_settings(redis_url=self.redis_url(db)))
+        return self._apps[db]
+
+    def web(self) -> WebProcess:
+        """The web app (started on first use, then shared)."""
+        if not self._webs:
+            self._webs.append(WebProcess(self.log_dir / "web.log").start())
+        return self._webs[0]
+
+    def purge(self, db: int = 0) -> None:
+        self.app_for(db).control.purge()
+
+
+# --------------------------------------------------------------------------- corpus
+
+
+def corpus_pdfs() -> list[Path]:
+    """Every PDF of the shared corpus, sorted."""
+    return sorted(CORPUS.rglob("*.pdf"))
+
+
+def generated_pdf(pages: int) -> Path:
+    """An N-page text PDF from the extraction benchmark's generator, cached under bench/out/cache."""
+    from bench import bench_extract
+
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    path = CACHE_DIR / f"generated-{pages}.pdf"
+    if not path.exists():
+        made = bench_extract.generate_pdf(pages, CACHE_DIR)
+        if made != path:
+            made.rename(path)
+    return path
+
+
+def page_batches(path: Path, doc_id: str | None = None) -> list[list]:
+    """A PDF's snippets grouped exactly as the pipeline sends them to enrich_snippets_task
+    (one list per SNIPPET_BATCH_PAGES page range, with the pipeline's settings); [] if unreadable."""
+    from settings import get_settings
+    from snippets import PDFError, iter_snippet_batches
+
+    s = get_settings()
+    try:
+        return [b for b in iter_snippet_batches(path, doc_id, batch_pages=s.snippet_batch_pages,
+                                                target_tokens=s.snippet_target_tokens,
+                                                overlap_tokens=s.snippet_overlap_tokens,
+                                                image_max_px=s.snippet_image_max_px) if b]
+    except PDFError:
+        return []
+
+
+@functools.lru_cache(maxsize=1)
+def _corpus_per_document() -> tuple[list[list], ...]:
+    """Pipeline batches of every readable corpus document, extracted once per process."""
+    return tuple(b for b in (page_batches(p) for p in corpus_pdfs()) if b)
+
+
+def corpus_batches(max_snippets: int | None = None) -> list[list]:
+    """Pipeline batches of the corpus, taken round-robin across documents (so a subset mixes
+    small documents and the long one) until max_snippets."""
+    per_doc = _corpus_per_document()
+    out: list[list] = []
+    total = 0
+    depth = 0
+    while any(depth < len(b) for b in per_doc):
+        for batches in per_doc:
+            if depth < len(batches):
+                if max_snippets is not None and total >= max_snippets:
+                    return out
+                out.append(batches[depth])
+                total += len(batches[depth])
+        depth += 1
+    return out
+
+
+def embedding_texts(batches: list[list]) -> list[list[str]]:
+    """The strings the worker embeds for each snippet (heading + text), per batch."""
+    from celery_worker import _embedding_text
+
+    return [[_embedding_text(s) for s in batch] for batch in batches]
+
+
+# --------------------------------------------------------------------------- results and tables
+
+
+@dataclass
+class Target:
+    """A goal beside a figure: value vs goal, higher or lower is better."""
+
+    goal: float
+    higher_is_better: bool
+    unit: str = ""
+
+    def met(self, value: float) -> bool:
+        return value >= self.goal if self.higher_is_better else value <= self.goal
+
+    def text(self) -> str:
+        return f"{'≥' if self.higher_is_better else '≤'} {self.goal:g}{self.unit}"
+
+    def gap(self, value: float) -> str:
+        if value != value:  # NaN
+            return "not measured"
+        if self.met(value):
+            return "met"
+        short = abs(value - self.goal)
+        factor = (self.goal / value if self.higher_is_better else value / self.goal) if value else float("inf")
+        return f"**MISSED** by {fmt(short)}{self.unit} ({factor:.1f}× off)"
+
+
+@dataclass
+class Row:
+    metric: str
+    value: str
+    ratio: str = ""
+    target: Target | None = None
+    target_value: float | None = None  # the number compared with the target (value or ratio)
+
+    def cells(self) -> list[str]:
+        if self.target is None:
+            return [self.metric, self.value, self.ratio, "", ""]
+        return [self.metric, self.value, self.ratio, self.target.text(), self.target.gap(self.target_value)]
+
+
+@dataclass
+class Figure:
+    """One figure of RESULTS.md: a table, what it measures, how to rerun it, notes, raw data."""
+
+    key: str
+    title: str
+    what: str
+    command: str
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    data: dict = field(default_factory=dict)
+    extra_tables: list[str] = field(default_factory=list)
+
+    def add(self, metric: str, value: str, ratio: str = "", target: Target | None = None,
+            target_value: float | None = None) -> None:
+        self.rows.append(Row(metric, value, ratio, target, target_value))
+
+    def targets(self) -> list[tuple[str, Row]]:
+        return [(self.title, r) for r in self.rows if r.target is not None]
+
+    def markdown(self, machine: str) -> str:
+        lines = [f"## {self.title}", "", f"- **What**: {self.what}", f"- **Command**: `{self.command}`",
+                 f"- **Machine**: {machine}", "",
+                 table(["figure", "median", "ratio", "target", "gap"], [r.cells() for r in self.rows])]
+        for extra in self.extra_tables:
+            lines += ["", extra]
+        if self.notes:
+            lines += [""] + [f"- {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table."""
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def fmt(value: float, digits: int = 3) -> str:
+    """A number with `digits` significant digits, no scientific notation for ordinary sizes."""
+    if value is None or value != value:
+        return "n/a"
+    if value == 0:
+        return "0"
+    magnitude = abs(value)
+    if magnitude >= 10 ** digits:
+        return f"{value:,.0f}"
+    decimals = max(0, digits - 1 - int(f"{magnitude:e}".split("e")[1]))
+    return f"{value:.{decimals}f}"
+
+
+def ms(seconds: float) -> str:
+    return f"{fmt(seconds * 1000)} ms"
+
+
+def secs(seconds: float) -> str:
+    return f"{fmt(seconds)} s"
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def machine_info() -> dict[str, Any]:
+    """nproc, CPU model, RAM, torch version, date, load average."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_kb = _proc_kb("/proc/meminfo", "MemTotal")
+    try:
+        import torch
+
+        torch_version, threads = torch.__version__, torch.get_num_threads()
+    except ImportError:
+        torch_version, threads = "not installed", 0
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "ram_gib": round(mem_kb / 2**20, 1),
+        "torch": torch_version,
+        "torch_threads": threads,
+        "python": platform.python_version(),
+        "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "loadavg": os.getloadavg(),
+    }
+
+
+def machine_line(info: dict[str, Any]) -> str:
+    return (f"{info['nproc']} × {info['cpu']}, {info['ram_gib']} GiB RAM, torch {info['torch']} "
+            f"({info['torch_threads']} threads), Python {info['python']}, {info['date']}")
+
+
+def save_json(name: str, data: Any) -> Path:
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    path = OUT_DIR / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2, default=str))
+    return path
+
+
+# --------------------------------------------------------------------------- command line
+
+
+@dataclass
+class Options:
+    quick: bool = False
+
+    def pick(self, full: Any, quick: Any) -> Any:
+        return quick if self.quick else full
+
+
+def cli(run: Callable[[BenchEnv, Options], list[Figure]], description: str, argv: list[str] | None = None) -> int:
+    """Standalone entry point of one benchmark module: runs it and prints its tables."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    with BenchEnv() as env:
+        figures = run(env, Options(quick=args.quick))
+    line = machine_line(machine_info())
+    for figure in figures:
+        print(figure.markdown(line))
+        print()
+    return 0
