@@ -178,14 +178,8 @@ def paired_speedups(times: dict[str, list[float]], method: str, baseline: str) -
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
-    """Poll predicate until truthy; TimeoutError after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
+    """Poll predicate until truthy (the tests' helper); TimeoutError after timeout seconds."""
+    return conftest().wait_for(predicate, timeout, interval, what)
 
 
 # --------------------------------------------------------------------------- memory
