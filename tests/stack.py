@@ -177,7 +177,7 @@ class WebProcess:
     """`python app.py` on a free loopback port, as `make run` starts it; always torn down."""
 
     def __init__(self, name: str, env: dict[str, str]):
-        from redis_server import free_port
+        from docenrich.cli.redis_server import free_port
 
         self.name = name
         self.port = free_port()
@@ -246,8 +246,8 @@ class Stack:
 
     def __init__(self, root: Path, **env: str):
         from celery_config import make_celery
-        from redis_server import RedisServer, find_redis_server, free_port
-        from settings import load_settings
+        from docenrich.cli.redis_server import RedisServer, find_redis_server, free_port
+        from docenrich.config import load_settings
 
         try:
             find_redis_server()
@@ -307,13 +307,13 @@ class Stack:
 
     def restart_redis(self) -> None:
         """Start Redis again on the same port and directory (after kill() or stop())."""
-        from redis_server import RedisServer
+        from docenrich.cli.redis_server import RedisServer
 
         self.redis = RedisServer(self.redis_dir, port=self.redis.port, password=self.PASSWORD).start()
 
     @property
     def store(self):
-        from store import Store
+        from docenrich.storage import SQLiteStore as Store
 
         if self._store is None:
             self._store = Store(self.data_dir)
@@ -321,7 +321,7 @@ class Stack:
 
     def add_document(self, data: bytes, name: str) -> str:
         """Store a PDF and queue it, as the upload API does."""
-        from snippets import inspect_pdf
+        from docenrich.pdf import inspect_pdf
 
         doc, created = self.store.add_document(data, name, inspect_pdf(data))
         assert created
@@ -382,8 +382,8 @@ def snippet_rows(data_dir: Path, doc_id: str) -> list[tuple]:
 
 def reference_snippets(data: bytes, doc_id: str, batch_pages: int) -> list[tuple[int, int, str]]:
     """(ordinal, page, text) of a clean ingestion: the same per-batch calls the worker makes."""
-    from settings import Settings
-    from snippets import extract_snippets, page_count
+    from docenrich.config import Settings
+    from docenrich.pdf import extract_snippets, page_count
 
     defaults = Settings()
     pages = page_count(data)

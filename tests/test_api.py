@@ -221,7 +221,7 @@ def test_snippets_images_and_thumbnails(client, corpus_docs):
     url = f"/api/documents/{doc['id']}/pages/2/thumbnail"
     thumb = client.get(url)
     assert thumb.status_code == 200 and thumb.mimetype == "image/png" and thumb.data.startswith(PNG)
-    from store import Store
+    from docenrich.storage import SQLiteStore as Store
 
     assert Store(os.environ["DATA_DIR"]).thumb_path(doc["id"], 2).is_file()
     assert client.get(url).data == thumb.data
@@ -237,7 +237,7 @@ def test_export_jsonl_and_parquet(client, corpus_docs):
     assert "attachment" in response.headers["Content-Disposition"]
     rows = [json.loads(line) for line in response.get_data(as_text=True).splitlines()]
     assert len(rows) == doc["snippet_count"]
-    from store import Store
+    from docenrich.storage import SQLiteStore as Store
 
     dim = Store(os.environ["DATA_DIR"]).embedder_dims()[doc["embedder"]]
     assert dim == 384  # the bundled all-MiniLM-L6-v2
@@ -262,7 +262,7 @@ def test_deleted_document_leaves_search(client):
     wait_ready(client, doc["id"])
     search = lambda: client.get("/api/search", query_string={"q": phrase, "k": 20, "rerank": 0}).get_json()  # noqa: E731
     assert doc["id"] in {r["document_id"] for r in search()["results"]}
-    from store import Store
+    from docenrich.storage import SQLiteStore as Store
 
     pdf = Store(os.environ["DATA_DIR"]).pdf_path(doc["id"])
     response = client.delete(f"/api/documents/{doc['id']}")
@@ -310,15 +310,15 @@ def test_errors_are_json_without_internals(client):
 
 
 def test_worker_queue_and_storage_failures_map_to_503_and_507(app, monkeypatch):
-    import bge
-    from store import StorageError
+    from docenrich import client as worker_client
+    from docenrich.storage import StorageError
 
     client = app.test_client()
 
     def no_worker(text, **_):
-        raise bge.WorkerUnavailable("query embedding got no answer within 1s: no worker is online")
+        raise worker_client.WorkerUnavailable("query embedding got no answer within 1s: no worker is online")
 
-    monkeypatch.setattr(bge, "embed_query", no_worker)
+    monkeypatch.setattr(worker_client, "embed_query", no_worker)
     body = assert_clean_error(client.get("/api/search?q=anything"), 503)
     assert "no worker" in body["error"]
 
@@ -423,6 +423,11 @@ def test_web_process_never_imports_torch(worker, corpus_docs):
         "r = app.test_client().get('/api/search?q=blind+text')\n"
         "assert r.status_code == 200 and r.get_json()['results'], r.get_json()\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'sentence_transformers', 'FlagEmbedding'))\n"
+        "assert not heavy, heavy\n"
+        "worker_side = sorted(m for m in sys.modules if m.startswith('docenrich.tasks') or m in\n"
+        "                     ('celery_worker', 'model_manager', 'docenrich.models.manager', 'docenrich.models.registry'))\n"
+        "assert not worker_side, worker_side\n"
         "print('ok')\n"
     )
     env = {**os.environ, **TEST_ENV}
@@ -432,9 +437,9 @@ def test_web_process_never_imports_torch(worker, corpus_docs):
 
 @pytest.mark.slow
 def test_reembed_fills_missing_vectors(worker, tmp_path):
-    import reembed
-    from snippets import Snippet
-    from store import Store
+    from docenrich.cli import reembed
+    from docenrich.records import Snippet
+    from docenrich.storage import SQLiteStore as Store
 
     store = Store(tmp_path / "data")
     doc, _ = store.add_document(pdf_with_text("reembed"), "r.pdf")
@@ -460,12 +465,12 @@ FALLBACK_STATUS = {
 
 @pytest.mark.slow
 def test_search_notes_for_missing_reranker_and_fallback_embedder(app, corpus_docs, monkeypatch):
-    import bge
+    from docenrich import client as worker_client
 
     def no_reranker(query, passages, **_):
-        raise bge.RerankerUnavailable("no reranker available: offline and not cached")
+        raise worker_client.RerankerUnavailable("no reranker available: offline and not cached")
 
-    monkeypatch.setattr(bge, "rerank", no_reranker)
+    monkeypatch.setattr(worker_client, "rerank", no_reranker)
     services = app.extensions["docenrich"]
     monkeypatch.setattr(services, "queue_status", lambda: {"ok": True, "error": None, "models": FALLBACK_STATUS})
     client = app.test_client()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pymupdf
 import pytest
 
-from redis_server import free_port
+from docenrich.cli.redis_server import free_port
 from tests.conftest import ROOT, SESSION_DIR, TEST_ENV, corpus_file, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

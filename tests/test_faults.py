@@ -40,7 +40,7 @@ def test_sigkilled_workers_mid_document_lose_and_duplicate_nothing(make_stack):
     doc_a = stack.add_document(first_pdf, "first.pdf")
     expected_a = reference_snippets(first_pdf, doc_a, batch_pages)
     everything = stack.worker("all1")
-    in_flight = kill_mid_task(stack, everything, doc_a, "docenrich.enrich_snippets")
+    in_flight = kill_mid_task(stack, everything, doc_a, "docenrich.embed_batch")
     at_kill = stack.store.get_document(doc_a)
     print(f"all-queues worker killed at {at_kill.batches_done}/{at_kill.batches_total} batches; unacked: {in_flight}")
     assert at_kill.state != "ready" and in_flight
@@ -60,7 +60,7 @@ def test_sigkilled_workers_mid_document_lose_and_duplicate_nothing(make_stack):
     # batch, is stuck in the unacked set); a replacement model worker starts.
     doc_b = stack.add_document(second_pdf, "second.pdf")
     expected_b = reference_snippets(second_pdf, doc_b, batch_pages)
-    in_flight = kill_mid_task(stack, models, doc_b, "docenrich.enrich_snippets")
+    in_flight = kill_mid_task(stack, models, doc_b, "docenrich.embed_batch")
     print(f"model worker killed mid-embedding; unacked: {in_flight}")
     assert stack.store.get_document(doc_b).state != "ready"
     stack.worker("models3", "models")
@@ -82,7 +82,7 @@ def test_redis_killed_and_restarted_mid_ingestion(make_stack):
         assert resp.status == 202, resp.text
         ids.append(resp.json()["documents"][0]["id"])
 
-    wait_in_flight(stack, ids[0], "docenrich.enrich_snippets", min_batches=1)
+    wait_in_flight(stack, ids[0], "docenrich.embed_batch", min_batches=1)
     stack.redis.kill()  # SIGKILL: no final append-only write
     down_at = time.monotonic()
 

@@ -161,7 +161,7 @@ def test_pdf_with_a_broken_page_tree_fails_with_a_reason(worker):
 
 
 def test_broken_page_tree_is_a_pdf_error_not_an_index_error():
-    from snippets import PDFError, extract_snippets
+    from docenrich.pdf import PDFError, extract_snippets
 
     with pytest.raises(PDFError) as err:
         extract_snippets(broken_page_tree(), "0" * 16)
@@ -310,7 +310,7 @@ class PeakMemory:
 
 def extract_directly(stack, data: bytes, name: str, timeout: float = 120) -> dict:
     """Store a PDF and run its (only) page batch in the document worker; returns the task result."""
-    from snippets import inspect_pdf
+    from docenrich.pdf import inspect_pdf
 
     doc, _ = stack.store.add_document(data, name, inspect_pdf(data))
     stack.store.begin_batches(doc.id, 1)
@@ -372,7 +372,7 @@ def test_fuzzed_corpus_pdfs_raise_only_pdferror_and_never_hang():
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from snippets import PDFError, extract_snippets, inspect_pdf
+    from docenrich.pdf import PDFError, extract_snippets, inspect_pdf
 
     seeds = sorted(p for p in CORPUS.rglob("*.pdf") if p.stat().st_size < 100_000) if CORPUS.exists() else []
     if not seeds:

@@ -21,7 +21,7 @@ def test_web_and_worker_stopped_mid_ingestion_finish_after_restart(make_stack):
     expected = reference_snippets(pdf, doc_id, batch_pages)
 
     wait_for(lambda: stack.store.get_document(doc_id).batches_done >= 1, 120, what="the first stored batch")
-    # SIGTERM, as run.py sends on Ctrl-C: the web app exits, the worker finishes its task.
+    # SIGTERM, as `make run` sends on Ctrl-C: the web app exits, the worker finishes its task.
     web.stop()
     worker.stop()
     stopped = stack.store.get_document(doc_id)

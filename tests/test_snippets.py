@@ -1,4 +1,4 @@
-"""Tests of snippets.py on the shared wild-PDF corpus and on generated hostile/synthetic PDFs."""
+"""Tests of docenrich.pdf on the shared wild-PDF corpus and on generated hostile/synthetic PDFs."""
 from __future__ import annotations
 
 import io
@@ -19,8 +19,19 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import snippets  # noqa: E402
-from snippets import PDFError, Snippet, extract_snippets, inspect_pdf, iter_snippet_batches  # noqa: E402
+from docenrich.pdf import (  # noqa: E402
+    PDFError,
+    Snippet,
+    chunking,
+    extract_snippets,
+    headers,
+    inspect_pdf,
+    iter_snippet_batches,
+    layout,
+    page_count,
+    render_page_thumbnail,
+)
+from docenrich.pdf import text as pdf_text  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parents[1] / ".." / "shared" / "corpus" / "wild-pdfs"
 HAS_TESSERACT = shutil.which("tesseract") is not None
@@ -220,23 +231,23 @@ def test_arabic_rotated_pages_upright_and_logical():
 def test_visual_order_arabic_is_reversed_to_logical():
     # "مرحبا" written in visual order with presentation forms (as some producers do).
     visual = "\ufe8e\ufe92\ufea4\ufeae\ufee3"
-    cleaned = snippets._clean_text(visual)
+    cleaned = pdf_text._clean_text(visual)
     assert cleaned == "مرحبا"
-    assert snippets._clean_text("\ufee3\ufeae\ufea4\ufe92\ufe8e") == "مرحبا"  # already logical: untouched
+    assert pdf_text._clean_text("\ufee3\ufeae\ufea4\ufe92\ufe8e") == "مرحبا"  # already logical: untouched
 
 
 def test_text_cleanup_units():
-    assert snippets._clean_text("e\ufb03cient \ufb01le") == "efficient file"
-    assert snippets._clean_text("x\u00b2 \u00bd") == "x\u00b2 \u00bd", "NFKC only on compatibility blocks"
-    assert snippets._clean_text("a\u00a0b\u2003c") == "a b c"
-    assert snippets._clean_text("zero\u200bwidth\ufffd") == "zerowidth"
+    assert pdf_text._clean_text("e\ufb03cient \ufb01le") == "efficient file"
+    assert pdf_text._clean_text("x\u00b2 \u00bd") == "x\u00b2 \u00bd", "NFKC only on compatibility blocks"
+    assert pdf_text._clean_text("a\u00a0b\u2003c") == "a b c"
+    assert pdf_text._clean_text("zero\u200bwidth\ufffd") == "zerowidth"
 
 
 def test_page_number_pattern():
     for folio in ("12", "- 12 -", "Page 3 of 10", "Seite 3 von 10", "iv", "xii", "(7)"):
-        assert snippets._PAGE_NUM_RE.match(folio), folio
+        assert headers._PAGE_NUM_RE.match(folio), folio
     for text in ("mild", "did", "civil", "Intro", "12 apples"):
-        assert not snippets._PAGE_NUM_RE.match(text), text
+        assert not headers._PAGE_NUM_RE.match(text), text
 
 
 # ------------------------------------------------------------- hostile input
@@ -315,7 +326,7 @@ def test_inspect_is_fast_and_right():
     assert elapsed < 0.5
     scan = inspect_pdf(need_corpus("019-grayscale-image/grayscale-image.pdf"))
     assert scan.page_count == 1 and not scan.has_text_layer
-    assert snippets.page_count(path) == 117
+    assert page_count(path) == 117
 
 
 def _many_pages_pdf(n: int) -> bytes:
@@ -409,7 +420,7 @@ def test_chunking_target_overlap_and_words():
     for s in sn:
         toks = s.text.split()
         assert all(re.fullmatch(r"word\d{3}", t) for t in toks), "never split mid-word"
-        assert snippets._estimate_tokens(s.text) <= 100 * 1.05
+        assert chunking._estimate_tokens(s.text) <= 100 * 1.05
         seen.extend(toks)
     assert set(seen) == set(words)
     # Consecutive snippets cut inside one paragraph share a short overlap.
@@ -479,14 +490,14 @@ def test_batches_progress_and_page_ranges():
 
 def test_broken_page_does_not_kill_document(monkeypatch):
     path = need_corpus("004-pdflatex-4-pages/pdflatex-4-pages.pdf")
-    real = snippets._parse_dict
+    real = layout._parse_dict
 
     def flaky(page, d, number, rotated_space):
         if number == 2:
             raise RuntimeError("synthetic MuPDF failure")
         return real(page, d, number, rotated_space)
 
-    monkeypatch.setattr(snippets, "_parse_dict", flaky)
+    monkeypatch.setattr(layout, "_parse_dict", flaky)
     sn = extract_snippets(path)
     pages = {s.page: s.kind for s in sn}
     assert pages[1] == pages[3] == pages[4] == "text"
@@ -503,9 +514,9 @@ def test_hostile_page_with_thousands_of_objects_is_capped(monkeypatch, caplog):
         writer.append((rng.uniform(20, 560), rng.uniform(20, 820)), f"w{i}", fontsize=4)
     writer.write_text(page)
     data = doc.tobytes()
-    monkeypatch.setattr(snippets, "MAX_SPANS_PER_PAGE", 300)
+    monkeypatch.setattr(layout, "MAX_SPANS_PER_PAGE", 300)
     t0 = time.perf_counter()
-    with caplog.at_level("WARNING", logger="snippets"):
+    with caplog.at_level("WARNING", logger="docenrich.pdf"):
         sn = extract_snippets(data)
     assert time.perf_counter() - t0 < 10
     assert sn and sum(len(s.text.split()) for s in sn) <= 300
@@ -516,11 +527,11 @@ def test_images_off_and_thumbnail():
     path = need_corpus("001-trivial/minimal-document.pdf")
     sn = extract_snippets(path, images=False)
     assert sn and all(s.image is None and s.image_bytes() is None for s in sn)
-    png = snippets.render_page_thumbnail(path, 1, width=240)
+    png = render_page_thumbnail(path, 1, width=240)
     img = Image.open(io.BytesIO(png))
     assert img.format == "PNG" and img.size[0] == 240
     with pytest.raises(ValueError):
-        snippets.render_page_thumbnail(path, 2)
+        render_page_thumbnail(path, 2)
 
 
 # ------------------------------------------------------------------- Snippet

@@ -17,17 +17,17 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # plain `pytest` (not `python -m pytest`) does not add the root
     sys.path.insert(0, str(ROOT))
 
-import store as store_mod  # noqa: E402
-from snippets import Snippet  # noqa: E402
-from store import (  # noqa: E402
+from docenrich.records import Snippet  # noqa: E402
+from docenrich.storage import (  # noqa: E402
     DB_NAME,
     SCHEMA_VERSION,
     DimensionMismatch,
     StorageError,
-    Store,
     VectorIndex,
     sanitize_filename,
 )
+from docenrich.storage import SQLiteStore as Store  # noqa: E402
+from docenrich.storage.sqlite import blobs as store_mod  # noqa: E402
 
 DIM = 16
 
@@ -160,7 +160,7 @@ def test_add_document_records_info(st: Store):
 
 
 def store_mod_info(**kw):
-    from snippets import DocumentInfo
+    from docenrich.pdf import DocumentInfo
 
     return DocumentInfo(**kw)
 

@@ -56,7 +56,7 @@ def refused_on(addresses: list[str], port: int) -> None:
 def test_redis_started_like_run_py_is_loopback_only_and_needs_the_password(tmp_path):
     import redis
 
-    from redis_server import RedisServer, free_port
+    from docenrich.cli.redis_server import RedisServer, free_port
 
     password = "run-py-style-secret"
     server = RedisServer(tmp_path / "redis", port=free_port(), password=password).start()
@@ -77,7 +77,7 @@ def test_redis_started_like_run_py_is_loopback_only_and_needs_the_password(tmp_p
 
 
 def test_ensure_env_secret_generates_once_then_reuses(tmp_path, monkeypatch):
-    import run
+    from docenrich.cli import run
 
     env_file = tmp_path / ".env"
     env_file.write_text("# settings\nWEB_PORT=5001")  # no trailing newline
@@ -153,7 +153,7 @@ def test_signed_tasks_round_trip_and_unsigned_pickle_is_never_run(make_stack, tm
     stack = make_stack(**signing)  # the worker signs and verifies; this test process's app does not sign
     worker = stack.worker("signed", "docs")
     from celery_config import make_celery
-    from settings import load_settings
+    from docenrich.config import load_settings
 
     unsigned_app = make_celery(load_settings(env={**TEST_ENV, "REDIS_URL": stack.redis.url}))
     assert unsigned_app.conf.task_serializer == "pickle"
@@ -183,21 +183,21 @@ def test_signed_tasks_round_trip_and_unsigned_pickle_is_never_run(make_stack, tm
 
 def test_flower_refuses_to_start_without_basic_auth():
     env = {**os.environ, **TEST_ENV, "FLOWER_BASIC_AUTH": ""}
-    proc = subprocess.run([sys.executable, "start_flower.py"], cwd=ROOT, env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "docenrich.cli.flower"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode != 0
     assert "FLOWER_BASIC_AUTH" in proc.stderr, proc.stderr
 
 
 def test_flower_with_basic_auth_is_loopback_only_and_asks_for_credentials(make_stack):
-    from redis_server import free_port
+    from docenrich.cli.redis_server import free_port
 
     stack = make_stack()
     port = free_port()
     env = {**os.environ, **TEST_ENV, **stack.env, "FLOWER_BASIC_AUTH": "admin:flower-secret", "FLOWER_PORT": str(port)}
     log_path = SESSION_DIR / f"flower-{stack.tag}.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "start_flower.py"], cwd=ROOT, env=env, stdout=log,
+        proc = subprocess.Popen([sys.executable, "-m", "docenrich.cli.flower"], cwd=ROOT, env=env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
         def answers():
@@ -307,11 +307,11 @@ def processes_with(marker: str) -> list[int]:
 
 
 def test_run_py_lets_the_worker_run_as_root_only_over_its_own_redis(tmp_path):
-    """run.py may set C_FORCE_ROOT because the Redis it starts is loopback + password; with
+    """`make run` may set C_FORCE_ROOT because the Redis it starts is loopback + password; with
     REDIS_URL (someone else's Redis) that reasoning does not hold, so the worker must refuse."""
     if os.geteuid() != 0:
         pytest.skip("runs only as root (the check is about root)")
-    from redis_server import free_port
+    from docenrich.cli.redis_server import free_port
 
     data_dir = tmp_path / f"data-{uuid.uuid4().hex}"
     env = {k: v for k, v in {**os.environ, **TEST_ENV}.items() if k != "C_FORCE_ROOT"}
@@ -319,14 +319,14 @@ def test_run_py_lets_the_worker_run_as_root_only_over_its_own_redis(tmp_path):
                REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", WORKER_LOG_FILE=str(tmp_path / "worker.log"))
     out_path, err_path = tmp_path / "run.out", tmp_path / "run.err"
     with open(out_path, "w") as out, open(err_path, "w") as err:
-        proc = subprocess.Popen([sys.executable, "run.py", "--no-web"], cwd=ROOT, env=env, stdout=out, stderr=err,
+        proc = subprocess.Popen([sys.executable, "-m", "docenrich.cli.run", "--no-web"], cwd=ROOT, env=env, stdout=out, stderr=err,
                                 start_new_session=True)
     try:
         proc.wait(60)
     except subprocess.TimeoutExpired:
-        pytest.fail("run.py kept a root worker running over an external REDIS_URL")
+        pytest.fail("make run kept a root worker running over an external REDIS_URL")
     finally:
-        # run.py starts the worker in a session of its own: end everything that carries our DATA_DIR.
+        # make run starts the worker in a session of its own: end everything that carries our DATA_DIR.
         for pid in processes_with(str(data_dir)):
             try:
                 os.killpg(os.getpgid(pid), 9)

@@ -92,7 +92,7 @@ def test_one_model_resident_at_a_time(worker, celery_app):
 
 def test_bad_input_fails_once_with_a_readable_error(worker):
     from celery_worker import get_sentence_embedding_task
-    from model_manager import BadInput
+    from docenrich.models import BadInput
 
     result = get_sentence_embedding_task.delay(12345)
     with pytest.raises(BadInput, match="must be a string or a list of strings"):
@@ -158,7 +158,7 @@ def test_task_that_always_kills_its_worker_ends_failed(worker):
 def recycling_worker(redis_server, reranker_checkpoint):
     """A second worker on its own Redis database, recycling its child every 3 tasks."""
     from celery_config import make_celery
-    from settings import load_settings
+    from docenrich.config import load_settings
 
     url = redis_server.url[:-1] + "1"
     app = make_celery(load_settings(redis_url=url))
@@ -234,7 +234,7 @@ def test_enrich_snippets_fills_embeddings_and_images(worker, bundled_model):
     from sentence_transformers import SentenceTransformer
 
     from celery_worker import enrich_snippets_task
-    from snippets import Snippet
+    from docenrich.records import Snippet
 
     picture = Image.new("RGB", (120, 40), (200, 30, 30))
     given = [Snippet(text="A caller-made snippet with its own picture.", image=picture),

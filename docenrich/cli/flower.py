@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import sys
 
-from settings import get_settings
+from docenrich.config import get_settings
 
 
 def main() -> int:
+    """Run Flower on 127.0.0.1, only with basic auth."""
     settings = get_settings()
     if ":" not in settings.flower_basic_auth:
         sys.stderr.write(
@@ -14,7 +15,7 @@ def main() -> int:
             "revoke tasks, so it never runs open).\n"
         )
         return 2
-    from celery_config import celery_app
+    from docenrich.celery_app import celery_app
 
     celery_app.start(
         [

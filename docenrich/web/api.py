@@ -1,52 +1,36 @@
-"""The JSON API, a Blueprint under /api: uploads, documents, snippets, search, export, tasks.
+"""The JSON API under /api: upload, list, delete, snippets, images, thumbnails, export, search, tasks.
 
-Auth rule: with API_TOKEN set, every /api request needs `Authorization: Bearer <token>` or a
-signed-in page session. CSRF rule: a state-changing request must carry the session's
-`X-CSRF-Token` whenever a browser could have sent it on someone's behalf, i.e. when it carries
-our session cookie or an Origin / Sec-Fetch-Site header (browsers add these to every
-cross-site POST). Bearer-token clients and plain clients such as `curl -F file=@x.pdf` send
-none of them, so they need no token; a forged cross-site form always has an Origin.
+Routes are thin: they check parameters, call the store or the search, and present records
+through `presenters`. Errors are ApiError, answered as JSON by the app's error handlers.
 """
 from __future__ import annotations
 
-import hmac
 import io
 import json
 import logging
-import secrets
 from typing import Any
 
-import redis
 from celery.result import AsyncResult
-from flask import Blueprint, Response, current_app, jsonify, request, send_file, session, stream_with_context, url_for
+from flask import Blueprint, Response, current_app, jsonify, request, send_file, stream_with_context
 
-import search as search_mod
-import snippets
-from celery_config import celery_app
-from celery_worker import submit_document
-from store import Document, Store, StoredSnippet, sanitize_filename
+from docenrich import client, pdf
+from docenrich.celery_app import celery_app
+from docenrich.records import Document
+from docenrich.search import MAX_K
+from docenrich.storage import sanitize_filename
+from docenrich.web.auth import authenticate_api
+from docenrich.web.errors import ApiError
+from docenrich.web.presenters import doc_json, search_json, snippet_json
 
 log = logging.getLogger(__name__)
 
 api = Blueprint("api", __name__, url_prefix="/api")
+api.before_request(authenticate_api)
 
-UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-DOC_FIELDS = (
-    "id", "filename", "state", "stage", "progress", "pages", "snippet_count", "error",
-    "title", "has_text_layer", "size", "embedder", "created_at", "updated_at",
-)
 # PDFError.code -> HTTP status; every other code (encrypted, corrupt, empty) is 422.
 PDF_STATUS = {"not_pdf": 415, "too_many_pages": 413, "too_large": 413}
 IMAGE_TYPES = {"webp": "image/webp", "png": "image/png", "jpg": "image/jpeg", "gif": "image/gif"}
 YEAR = 365 * 24 * 3600
-
-
-class ApiError(Exception):
-    """An error answered as JSON `{"error": message, "code": code}` with an HTTP status."""
-
-    def __init__(self, status: int, message: str, code: str, headers: dict | None = None, **extra: Any):
-        super().__init__(message)
-        self.status, self.message, self.code, self.headers, self.extra = status, message, code, headers or {}, extra
 
 
 def services():
@@ -54,105 +38,13 @@ def services():
     return current_app.extensions["docenrich"]
 
 
-def store() -> Store:
+def store():
+    """The app's store."""
     return services().store
 
 
-def require_queue() -> None:
-    """Fail fast while Redis is known to be down instead of waiting on Celery's retries."""
-    if not services().queue_status()["ok"]:
-        raise redis.exceptions.ConnectionError("Redis is unreachable (cached status)")
-
-
-# --------------------------------------------------------------------------- auth and CSRF
-
-
-def csrf_token() -> str:
-    """This session's CSRF token, created on first use."""
-    if "csrf" not in session:
-        session["csrf"] = secrets.token_urlsafe(32)
-    return session["csrf"]
-
-
-def csrf_ok() -> bool:
-    """True when the request carries this session's CSRF token (header, or a plain form's field)."""
-    sent = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token", "")
-    return token_matches(sent, session.get("csrf", ""))
-
-
-def token_matches(sent: str, expected: str) -> bool:
-    """Constant-time comparison; an empty expected value never matches."""
-    return bool(sent and expected) and hmac.compare_digest(sent.encode(), expected.encode())
-
-
-def signed_in() -> bool:
-    """True when this session signed in with the current API_TOKEN (rotating the token signs everyone out)."""
-    return token_matches(session.get("authed", ""), token_tag(current_app.config["API_TOKEN"]))
-
-
-def token_tag(token: str) -> str:
-    """A value for the session that proves knowledge of the token without storing it."""
-    key = current_app.secret_key
-    key = key if isinstance(key, bytes) else str(key).encode()
-    return hmac.new(key, token.encode(), "sha256").hexdigest() if token else ""
-
-
-def from_browser() -> bool:
-    """Could a browser have sent this on a user's behalf? Browsers add Origin/Sec-Fetch-Site, or our cookie."""
-    cookie = current_app.config["SESSION_COOKIE_NAME"]
-    return cookie in request.cookies or "Origin" in request.headers or "Sec-Fetch-Site" in request.headers
-
-
-@api.before_request
-def authenticate():
-    expected = current_app.config["API_TOKEN"]
-    scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
-    if expected and scheme.lower() == "bearer":
-        if token_matches(sent.strip(), expected):
-            return None  # bearer clients are not browsers riding on a cookie: no CSRF check
-        raise ApiError(401, "The API token is wrong.", "unauthorized", {"WWW-Authenticate": "Bearer"})
-    if expected and not signed_in():
-        raise ApiError(401, "Send `Authorization: Bearer <API_TOKEN>`, or sign in on the page.", "unauthorized",
-                       {"WWW-Authenticate": "Bearer"})
-    if request.method in UNSAFE_METHODS and (expected or from_browser()) and not csrf_ok():
-        raise ApiError(403, "The request lacks a valid CSRF token; reload the page and try again.", "csrf")
-    return None
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def doc_json(doc: Document) -> dict:
-    """The public fields of a document, with its page URL."""
-    out = {name: getattr(doc, name) for name in DOC_FIELDS}
-    out["url"] = url_for("document", doc_id=doc.id)
-    return out
-
-
-def snippet_json(snip: StoredSnippet) -> dict:
-    """A snippet as the API shows it, with its image URL."""
-    return {
-        "id": snip.id,
-        "document_id": snip.document_id,
-        "ordinal": snip.ordinal,
-        "page": snip.page,
-        "bbox": list(snip.bbox) if snip.bbox is not None else None,
-        "kind": snip.kind,
-        "text": snip.text,
-        "meta": snip.meta,
-        "has_vector": snip.has_vector,
-        "image_url": image_url(snip),
-    }
-
-
-def image_url(snip: StoredSnippet) -> str | None:
-    # `v` names the image content, so a URL never changes meaning and can be cached for good.
-    if not snip.image_path:
-        return None
-    return url_for("api.snippet_image", snippet_id=snip.id, v=snip.image_path[:16])
-
-
 def get_doc(doc_id: str) -> Document:
+    """The document, or a 404 ApiError."""
     doc = store().get_document(doc_id)
     if doc is None:
         raise ApiError(404, f"There is no document with id {doc_id!r}; it may have been deleted.", "not_found")
@@ -160,6 +52,7 @@ def get_doc(doc_id: str) -> Document:
 
 
 def int_arg(name: str, default: int, low: int, high: int) -> int:
+    """A whole-number query parameter within bounds, or a 400 ApiError."""
     raw = request.args.get(name)
     if raw in (None, ""):
         return default
@@ -173,6 +66,7 @@ def int_arg(name: str, default: int, low: int, high: int) -> int:
 
 
 def flag_arg(name: str, default: bool = True) -> bool:
+    """A yes/no query parameter."""
     raw = request.args.get(name)
     return default if raw in (None, "") else raw.lower() not in ("0", "false", "no", "off")
 
@@ -182,13 +76,14 @@ def flag_arg(name: str, default: bool = True) -> bool:
 
 @api.post("/documents")
 def upload():
+    """Accept up to MAX_UPLOAD_FILES PDFs (multipart field `file`), store and queue each once."""
     files = [f for f in request.files.getlist("file") if f.filename or f.content_length]
     if not files:
         raise ApiError(400, "No file was uploaded; send each PDF in a multipart field named “file”.", "no_file")
     most = current_app.config["MAX_UPLOAD_FILES"]
     if len(files) > most:
         raise ApiError(413, f"Send at most {most} files per request.", "too_many_files")
-    require_queue()
+    services().require_queue()
     accepted: list[dict] = []
     failures: list[tuple[str, ApiError]] = []
     for upload in files:
@@ -209,15 +104,15 @@ def upload():
 def accept(upload, name: str) -> tuple[Document, bool]:
     """Validate one uploaded file, store it and queue it (once per distinct PDF)."""
     limit_mb = current_app.config["MAX_UPLOAD_MB"]
-    limit = limit_mb * 1024 * 1024
+    limit = current_app.config["MAX_UPLOAD_BYTES"]
     data = upload.stream.read(limit + 1)
     if len(data) > limit:
         raise ApiError(413, f"{name} is larger than the upload limit of {limit_mb} MB.", "too_large")
     if not data:
         raise ApiError(422, f"{name} is empty.", "empty")
     try:
-        info = snippets.inspect_pdf(data, max_bytes=limit, max_pages=current_app.config["MAX_PAGES"])
-    except snippets.PDFError as exc:
+        info = pdf.inspect_pdf(data, max_bytes=limit, max_pages=current_app.config["MAX_PAGES"])
+    except pdf.PDFError as exc:
         raise ApiError(PDF_STATUS.get(exc.code, 422), f"{name}: {exc.message}", exc.code) from None
     # Count and insert under one lock, or concurrent uploads would all pass the check. The lock
     # covers this process only; several web processes would need the store to do it atomically.
@@ -229,7 +124,7 @@ def accept(upload, name: str) -> tuple[Document, bool]:
         doc, created = store().add_document(data, name, info)
     if created:
         try:
-            submit_document(doc.id)
+            client.submit_document(doc.id)
         except Exception:
             # Failed, not queued: otherwise a retried upload would find it "queued" and never run it.
             store().update_document(doc.id, state="failed", stage="failed", error="Could not be queued; upload it again.")
@@ -240,17 +135,20 @@ def accept(upload, name: str) -> tuple[Document, bool]:
 
 @api.get("/documents")
 def list_documents():
+    """Every document, newest first, with how many are still being processed."""
     docs = store().list_documents()
     return jsonify(documents=[doc_json(d) for d in docs], queued=sum(not d.finished for d in docs))
 
 
 @api.get("/documents/<doc_id>")
 def get_document(doc_id: str):
+    """One document's status."""
     return jsonify(doc_json(get_doc(doc_id)))
 
 
 @api.delete("/documents/<doc_id>")
 def delete_document(doc_id: str):
+    """Delete a document with its snippets, vectors and files."""
     get_doc(doc_id)
     if not store().delete_document(doc_id):
         raise ApiError(404, f"There is no document with id {doc_id!r}.", "not_found")
@@ -259,6 +157,7 @@ def delete_document(doc_id: str):
 
 @api.get("/documents/<doc_id>/snippets")
 def document_snippets(doc_id: str):
+    """A page of a document's snippets (limit, offset)."""
     doc = get_doc(doc_id)
     limit, offset = int_arg("limit", 100, 1, 1000), int_arg("offset", 0, 0, 10**9)
     found = store().snippets(doc_id, limit=limit, offset=offset)
@@ -267,6 +166,7 @@ def document_snippets(doc_id: str):
 
 @api.get("/snippets/<int:snippet_id>/image")
 def snippet_image(snippet_id: int):
+    """A snippet's region image, cached for good under its versioned URL."""
     snip = store().get_snippet(snippet_id)
     path = store().image_file(snip.image_path) if snip and snip.image_path else None
     if path is None:
@@ -282,14 +182,15 @@ def snippet_image(snippet_id: int):
 
 @api.get("/documents/<doc_id>/pages/<int:page>/thumbnail")
 def page_thumbnail(doc_id: str, page: int):
+    """A page thumbnail, rendered once and kept."""
     doc = get_doc(doc_id)
     if not 1 <= page <= max(doc.pages, 0):
         raise ApiError(404, f"{doc.filename} has no page {page}.", "not_found")
     path = store().thumb_path(doc_id, page)
     if not path.is_file():
         try:
-            data = snippets.render_page_thumbnail(store().pdf_path(doc_id), page, width=240)
-        except snippets.PDFError as exc:
+            data = pdf.render_page_thumbnail(store().pdf_path(doc_id), page, width=240)
+        except pdf.PDFError as exc:
             raise ApiError(422, f"Page {page} of {doc.filename} cannot be drawn: {exc}", exc.code) from None
         path = store().save_thumb(doc_id, page, data)
     # Document ids name the PDF's content, so a page's thumbnail never changes.
@@ -301,6 +202,7 @@ def page_thumbnail(doc_id: str, page: int):
 
 @api.get("/documents/<doc_id>/export")
 def export(doc_id: str):
+    """A document's snippets and vectors as JSONL (streamed) or Parquet."""
     doc = get_doc(doc_id)
     fmt = request.args.get("format", "jsonl").lower()
     stem = doc.filename.rsplit(".", 1)[0] or doc.id
@@ -326,6 +228,7 @@ def export(doc_id: str):
 
 
 def parquet_schema(pa):
+    """The Parquet export's columns."""
     return pa.schema([
         ("document_id", pa.string()), ("snippet_id", pa.int64()), ("ordinal", pa.int64()), ("page", pa.int32()),
         ("bbox", pa.list_(pa.float64())), ("kind", pa.string()), ("text", pa.string()), ("meta", pa.string()),
@@ -334,6 +237,7 @@ def parquet_schema(pa):
 
 
 def attachment(response: Response, filename: str) -> Response:
+    """The response as a download named filename (non-ASCII names included)."""
     from werkzeug.http import dump_options_header
 
     # filename* carries non-ASCII names; the plain one is a safe ASCII stand-in.
@@ -355,29 +259,20 @@ def _quote(text: str) -> str:
 
 @api.get("/search")
 def search():
+    """Search the snippets: q, k, rerank, document."""
     q = request.args.get("q", "").strip()
     if not q:
         raise ApiError(400, "Type something to search for (parameter q).", "empty_query")
     if len(q) > 1000:
         raise ApiError(400, "The query is too long (at most 1000 characters).", "query_too_long")
     document_id = request.args.get("document") or None
-    return jsonify(run_search(q, int_arg("k", 10, 1, search_mod.MAX_K), flag_arg("rerank"), document_id))
-
-
-def run_search(q: str, k: int, rerank: bool, document_id: str | None) -> dict:
-    """search.search with this app's store, index cache, settings and cached worker status."""
-    require_queue()
-    svc = services()
-    return search_mod.search(
-        svc.store, svc.index_for, q, k=k, rerank=rerank, document_id=document_id,
-        top_n=current_app.config["SEARCH_RERANK_TOP_N"],
-        worker_status=lambda: svc.queue_status()["models"],
-        url_for_image=image_url,
-    )
+    result = services().search(q, int_arg("k", 10, 1, MAX_K), flag_arg("rerank"), document_id)
+    return jsonify(search_json(result))
 
 
 @api.get("/tasks/<task_id>")
 def task_status(task_id: str):
+    """A task's state and JSON-safe result or progress."""
     result = AsyncResult(task_id, app=celery_app)
     state, info = result.state, result.info
     if isinstance(info, BaseException):

@@ -6,6 +6,7 @@ go back to the queue), then Redis (which writes its append-only file).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import logging
 import os
 import secrets
@@ -16,8 +17,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from redis_server import RedisError, RedisServer, port_in_use
-from settings import PROJECT_DIR, load_settings
+from docenrich.cli.redis_server import RedisError, RedisServer, port_in_use
+from docenrich.config import PROJECT_DIR, load_settings
 
 log = logging.getLogger("docenrich.run")
 
@@ -45,34 +46,46 @@ def ensure_env_secret(name: str) -> str:
 
 
 class PidFile:
-    """One running instance per data directory; a stale file from a crash is replaced."""
+    """One running instance per data directory, held by a lock the kernel drops when we die.
+
+    The pid inside is for people; the lock decides. After a crash or a reboot the old number
+    may belong to any process, so it proves nothing.
+    """
 
     def __init__(self, path: Path):
         self.path = path
+        self._fh = None
 
     def acquire(self) -> None:
-        if self.path.exists():
-            try:
-                pid = int(self.path.read_text().strip())
-                os.kill(pid, 0)
-            except (ValueError, ProcessLookupError):
-                print(f"Removing stale pid file {self.path}")
-            except PermissionError:
-                raise SystemExit(f"docenrich is already running as another user (pid file {self.path})")
-            else:
-                raise SystemExit(
-                    f"docenrich is already running (pid {pid}, pid file {self.path}); stop it with Ctrl-C "
-                    f"or `kill {pid}` first"
-                )
+        """Take the lock, or exit saying who holds it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(str(os.getpid()))
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            pid = fh.read().strip() or "?"
+            fh.close()
+            raise SystemExit(
+                f"docenrich is already running (pid {pid}, pid file {self.path}); stop it with Ctrl-C "
+                f"or `kill {pid}` first"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._fh = fh
 
     def release(self) -> None:
+        """Drop the lock and remove the file."""
+        if self._fh is None:
+            return
         try:
-            if self.path.read_text().strip() == str(os.getpid()):
-                self.path.unlink()
+            self.path.unlink()
         except FileNotFoundError:
             pass
+        self._fh.close()
+        self._fh = None
 
 
 class Service:
@@ -134,7 +147,38 @@ def wait_http(url: str, timeout: float, service: Service) -> bool:
     return False
 
 
+def start_redis(settings, service: Service, data_dir: Path, env: dict[str, str]) -> None:
+    """Start a local Redis unless REDIS_URL names one, and point the children at it."""
+    if settings.redis_url:
+        print("Using the Redis at REDIS_URL (starting none)")
+        return
+    password = settings.redis_password or ensure_env_secret("REDIS_PASSWORD")
+    service.redis = RedisServer(data_dir / "redis", port=settings.redis_port, password=password,
+                                host=settings.redis_host)
+    service.redis.start()
+    env["REDIS_URL"] = service.redis.url
+    print(f"Redis on {settings.redis_host}:{settings.redis_port} (password in .env, data in {data_dir / 'redis'})")
+    # Only over the Redis started here: an external REDIS_URL may be reachable by others.
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and not env.get("C_FORCE_ROOT"):
+        print("WARNING: running as root. The worker accepts pickled messages; it is allowed to run as root here "
+              "only because its Redis listens on 127.0.0.1 with a password. Run as an ordinary user in production.")
+        env["C_FORCE_ROOT"] = "1"
+
+
+def supervise(service: Service, stopping) -> int:
+    """Wait until a signal asks us to stop (0) or a child dies (1)."""
+    while not stopping():
+        dead = service.dead_child()
+        if dead:
+            name, code = dead
+            print(f"{name} exited with code {code}; stopping everything", file=sys.stderr)
+            return 1
+        time.sleep(0.5)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    """`make run`: Redis, the worker and the web app in the foreground until Ctrl-C."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--no-web", action="store_true", help="start Redis and the worker only")
     args = parser.parse_args(argv)
@@ -152,44 +196,19 @@ def main(argv: list[str] | None = None) -> int:
     pidfile.acquire()
     service = Service()
     env = dict(os.environ)
-    stopping = False
-
-    def on_signal(signum, _frame):
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop = []
+    signal.signal(signal.SIGINT, lambda *_: stop.append(True))
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
     try:
-        if settings.redis_url:
-            print("Using the Redis at REDIS_URL (starting none)")
-        else:
-            password = settings.redis_password or ensure_env_secret("REDIS_PASSWORD")
-            service.redis = RedisServer(data_dir / "redis", port=settings.redis_port, password=password,
-                                        host=settings.redis_host)
-            service.redis.start()
-            env["REDIS_URL"] = service.redis.url
-            print(f"Redis on {settings.redis_host}:{settings.redis_port} (password in .env, data in {data_dir / 'redis'})")
+        start_redis(settings, service, data_dir, env)
         env.setdefault("SECRET_KEY", settings.secret_key or ensure_env_secret("SECRET_KEY"))
-        # Only over the Redis started here: an external REDIS_URL may be reachable by others.
-        if service.redis is not None and hasattr(os, "geteuid") and os.geteuid() == 0 and not env.get("C_FORCE_ROOT"):
-            print("WARNING: running as root. The worker accepts pickled messages; it is allowed to run as root here "
-                  "only because its Redis listens on 127.0.0.1 with a password. Run as an ordinary user in production.")
-            env["C_FORCE_ROOT"] = "1"
         service.spawn("worker", [sys.executable, "start_celery_worker.py"], env)
         if not args.no_web:
             service.spawn("web", [sys.executable, "app.py"], env)
             url = f"http://{settings.web_host}:{settings.web_port}/"
             if wait_http(url + "healthz", 120, service):
                 print(f"\n  docenrich is running: {url}\n  Press Ctrl-C to stop.\n", flush=True)
-        while not stopping:
-            dead = service.dead_child()
-            if dead:
-                name, code = dead
-                print(f"{name} exited with code {code}; stopping everything", file=sys.stderr)
-                return 1
-            time.sleep(0.5)
-        return 0
+        return supervise(service, lambda: bool(stop))
     except RedisError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 from pathlib import Path
 
 from dotenv import load_dotenv
 
-PROJECT_DIR = Path(__file__).resolve().parent
+# The checkout (or install) root: `.env` and the default DATA_DIR live beside the entry files.
+PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 # Production defaults: the BGE pair, fetched from the model hub cache or a local path.
 DEFAULT_EMBEDDER = "BAAI/bge-m3"
@@ -82,7 +83,6 @@ class Settings:
     security_key: str = ""
     security_certificate: str = ""
     security_cert_store: str = ""
-    extra: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def broker_url(self) -> str:
@@ -91,10 +91,6 @@ class Settings:
             return self.redis_url
         auth = f":{self.redis_password}@" if self.redis_password else ""
         return f"redis://{auth}{self.redis_host}:{self.redis_port}/0"
-
-    @property
-    def max_upload_bytes(self) -> int:
-        return self.max_upload_mb * 1024 * 1024
 
     @property
     def signing_enabled(self) -> bool:
@@ -131,8 +127,6 @@ def load_settings(env: dict[str, str] | None = None, **overrides) -> Settings:
         env = dict(os.environ)
     values = {}
     for f in fields(Settings):
-        if f.name == "extra":
-            continue
         raw = env.get(f.name.upper())
         if raw is not None and raw != "":
             values[f.name] = _coerce(f.type, raw)

@@ -1,0 +1,1 @@
+"""docenrich: PDFs to searchable, enriched snippets."""

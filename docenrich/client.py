@@ -1,0 +1,180 @@
+"""Calling the workers: tasks sent by name with timeouts, worker pings, model status, queue backlog.
+
+`bge.py`, search and the web app use this module, so none of them imports a task module,
+torch or the model manager: a message names its task, and the worker that consumes it runs it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from celery.exceptions import TimeoutError as CeleryTimeout
+from celery.result import AsyncResult
+
+from docenrich.celery_app import (
+    ALL_QUEUES,
+    DOCS_QUEUE,
+    INTERACTIVE_QUEUE,
+    MODEL_STATUS_KEY,
+    MODELS_QUEUE,
+    celery_app,
+)
+from docenrich.config import get_settings
+from docenrich.models.base import sigmoid
+from docenrich.models.errors import ModelUnavailable
+
+log = logging.getLogger(__name__)
+
+EMBED = "docenrich.get_sentence_embedding"
+ENRICH = "docenrich.enrich_snippets"
+RERANK = "docenrich.rerank"
+PING = "docenrich.ping"
+EXTRACT_DOCUMENT = "docenrich.extract_document"
+
+
+class WorkerUnavailable(TimeoutError):
+    """No model worker answered in time.
+
+    Raised when a task submitted through this module got no result before its timeout; the
+    message says whether any worker is online at all.
+    """
+
+
+class RerankerUnavailable(RuntimeError):
+    """The worker has no reranker it can load (not configured, not cached, or offline)."""
+
+
+@dataclass
+class RerankResult:
+    """Scores of a rerank call.
+
+    Attributes:
+        scores: the reranker's own scores (logits), one per passage, in input order.
+        normalized: the same scores mapped to 0..1 with a sigmoid, as the libraries'
+            ``normalize=True`` does.
+        order: passage indices sorted best first.
+    """
+
+    scores: np.ndarray
+    normalized: np.ndarray
+    order: np.ndarray
+
+
+def timeout_or_default(timeout: float | None) -> float:
+    """The caller's timeout, or SEARCH_TIMEOUT."""
+    return get_settings().search_timeout if timeout is None else timeout
+
+
+def send(name: str, args: tuple = (), kwargs: dict | None = None, *, queue: str | None = None,
+         expires: float | None = None, **options: Any) -> AsyncResult:
+    """Send a task by name; routes from the Celery configuration apply unless queue is given."""
+    if queue is not None:
+        options["queue"] = queue
+    return celery_app.send_task(name, args=args, kwargs=kwargs or {}, expires=expires, **options)
+
+
+def wait(result: AsyncResult, timeout: float, what: str) -> Any:
+    """A task's result, or WorkerUnavailable saying whether any worker is online."""
+    try:
+        return result.get(timeout=timeout, propagate=True, disable_sync_subtasks=False)
+    except CeleryTimeout:
+        result.revoke()
+        hint = (
+            "the worker is busy; try again, or raise the timeout"
+            if workers_online()
+            else "no worker is online; start one with `python start_celery_worker.py`"
+        )
+        raise WorkerUnavailable(f"{what} got no answer within {timeout:g}s: {hint}") from None
+
+
+def call(name: str, args: tuple, what: str, *, timeout: float | None = None, interactive: bool = True,
+         kwargs: dict | None = None) -> Any:
+    """Send a model task to the interactive (or models) queue and wait for its result."""
+    timeout = timeout_or_default(timeout)
+    queue = INTERACTIVE_QUEUE if interactive else MODELS_QUEUE
+    # The message expires when the caller stops waiting: no worker time for an abandoned answer.
+    return wait(send(name, args, kwargs, queue=queue, expires=timeout), timeout, what)
+
+
+def embed_query(text: str, *, timeout: float | None = None) -> tuple[np.ndarray, str]:
+    """(vector, embedder name) for a search query, ahead of ingestion work."""
+    out = call(EMBED, (text,), "query embedding", timeout=timeout, kwargs={"with_model": True})
+    return out["embedding"], out["model"]
+
+
+def rerank(query: str, passages: list[str], *, timeout: float | None = None,
+           interactive: bool = True) -> RerankResult:
+    """Scores of passages against a query; RerankerUnavailable when the worker has no reranker."""
+    try:
+        raw = call(RERANK, (query, list(passages)), "reranking", timeout=timeout, interactive=interactive)
+    except ModelUnavailable as exc:
+        raise RerankerUnavailable(str(exc)) from exc
+    raw = np.asarray(raw, dtype=np.float32)
+    return RerankResult(scores=raw, normalized=sigmoid(raw), order=np.argsort(-raw, kind="stable"))
+
+
+def submit_document(doc_id: str) -> str:
+    """Queue a stored document for extraction; returns the task id."""
+    return send(EXTRACT_DOCUMENT, (doc_id,)).id
+
+
+def workers_online(timeout: float = 1.0) -> list[str]:
+    """Names of the workers that answer a broadcast ping within timeout, sorted."""
+    try:
+        replies = celery_app.control.ping(timeout=timeout) or []
+    except Exception as exc:
+        log.warning("worker ping failed: %s", exc)
+        return []
+    return sorted(name for reply in replies for name in reply)
+
+
+def worker_models() -> dict[str, dict]:
+    """What each model worker holds, as published by the workers (hostname -> status)."""
+    client = celery_app.backend.client
+    out = {}
+    for key in client.scan_iter(match=MODEL_STATUS_KEY.format(hostname="*")):
+        raw = client.get(key)
+        if raw:
+            status = json.loads(raw)
+            out[status.get("hostname", key)] = status
+    return out
+
+
+def queue_keys(queue: str) -> list[str]:
+    """The Redis lists that hold one queue's messages: the queue itself and each priority level."""
+    options = celery_app.conf.broker_transport_options or {}
+    # Kombu's Redis transport keeps priorities other than 0 in lists named queue + sep + step.
+    sep = options.get("sep", "\x06\x16")
+    steps = [p for p in options.get("priority_steps", [0, 3, 6, 9]) if p]
+    return [queue, *(f"{queue}{sep}{p}" for p in steps)]
+
+
+def queue_lengths(redis_client) -> dict[str, int]:
+    """Messages waiting in each Celery queue, priority levels included."""
+    keys = {q: queue_keys(q) for q in ALL_QUEUES}
+    pipe = redis_client.pipeline()
+    for names in keys.values():
+        for key in names:
+            pipe.llen(key)
+    counts = iter(pipe.execute())
+    return {q: sum(next(counts) for _ in names) for q, names in keys.items()}
+
+
+__all__ = [
+    "DOCS_QUEUE",
+    "RerankResult",
+    "RerankerUnavailable",
+    "WorkerUnavailable",
+    "call",
+    "embed_query",
+    "queue_lengths",
+    "rerank",
+    "send",
+    "submit_document",
+    "wait",
+    "worker_models",
+    "workers_online",
+]

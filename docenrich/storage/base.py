@@ -1,0 +1,210 @@
+"""The storage interface every backend implements, its errors, and the helpers they share."""
+from __future__ import annotations
+
+import errno
+import os
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from docenrich.pdf import DocumentInfo
+    from docenrich.records import Document, Snippet, StoredSnippet
+
+MAX_FILENAME = 200
+DEFAULT_FILENAME = "document.pdf"
+
+
+class StorageError(RuntimeError):
+    """Saving to disk or the database failed; the message is meant for a person."""
+
+
+class DimensionMismatch(ValueError):
+    """An embedder name was reused with a different vector dimension."""
+
+
+class Store(Protocol):
+    """What the service needs from storage: documents, batches, snippets, vectors, export, files."""
+
+    # ---- documents
+
+    def add_document(
+        self, data: bytes, filename: str, info: DocumentInfo | None = None
+    ) -> tuple[Document, bool]:
+        """Store an uploaded PDF; same bytes give the same document. Returns (doc, created)."""
+        ...
+
+    def get_document(self, doc_id: str) -> Document | None:
+        """One document, or None."""
+        ...
+
+    def list_documents(self) -> list[Document]:
+        """All documents, newest first."""
+        ...
+
+    def update_document(self, doc_id: str, **fields: Any) -> Document | None:
+        """Change status/info fields and bump updated_at; None if the document is gone."""
+        ...
+
+    def delete_document(self, doc_id: str) -> bool:
+        """Remove a document's rows, vectors, PDF, unshared images and thumbnails."""
+        ...
+
+    def unfinished_documents(self, older_than: float = 0.0) -> list[Document]:
+        """Documents not ready/failed whose last update is older than older_than seconds."""
+        ...
+
+    def queued_count(self) -> int:
+        """Number of documents not yet ready or failed (for backpressure)."""
+        ...
+
+    # ---- batches
+
+    def begin_batches(self, doc_id: str, total: int) -> None:
+        """Record how many batches a document has (idempotent; a different total restarts it)."""
+        ...
+
+    def done_batches(self, doc_id: str) -> set[int]:
+        """Indexes of the batches already saved for a document."""
+        ...
+
+    def save_batch(self, doc_id: str, batch_index: int, snippets: list[Snippet]) -> Document | None:
+        """Idempotently upsert one batch of snippets (+images, vectors); None if the doc is gone."""
+        ...
+
+    # ---- snippets
+
+    def snippets(
+        self, doc_id: str, *, limit: int | None = None, offset: int = 0
+    ) -> list[StoredSnippet]:
+        """A document's snippets in reading order (by ordinal)."""
+        ...
+
+    def get_snippet(self, snippet_id: int) -> StoredSnippet | None:
+        """One snippet by id, or None."""
+        ...
+
+    def get_snippets(self, snippet_ids: Iterable[int]) -> list[StoredSnippet]:
+        """Several snippets by id, in the order given; missing ids are skipped."""
+        ...
+
+    def snippets_needing_vectors(
+        self, embedder: str, limit: int, *, after_id: int = 0
+    ) -> list[Snippet]:
+        """Snippets without a vector from `embedder` (id > after_id); meta carries snippet_id."""
+        ...
+
+    # ---- vectors
+
+    def embedder_counts(self) -> dict[str, int]:
+        """Number of stored vectors per embedder name."""
+        ...
+
+    def embedder_dims(self) -> dict[str, int]:
+        """Vector dimension registered for each embedder name."""
+        ...
+
+    def save_vectors(self, items: list[tuple[int, np.ndarray]], embedder: str) -> None:
+        """Store (snippet_id, vector) pairs for `embedder`; ids of deleted snippets are skipped."""
+        ...
+
+    def delete_vectors(self, embedder: str) -> int:
+        """Drop every vector of one embedder (and its registered dimension); returns the count."""
+        ...
+
+    def vectors_version(self) -> int:
+        """Counter bumped by every change to stored vectors."""
+        ...
+
+    def vectors_state(self) -> tuple[int, int]:
+        """(version, epoch): version moves on any vector change, epoch only on removals."""
+        ...
+
+    def load_vectors(
+        self, embedder: str, after_rowid: int = 0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """(snippet ids, document ids, float32 matrix, max rowid) for rows after after_rowid."""
+        ...
+
+    # ---- export
+
+    def export_rows(self, doc_id: str, embedder: str | None = None) -> Iterator[dict]:
+        """Rows for JSONL/parquet export in reading order, with vectors from `embedder`."""
+        ...
+
+    # ---- files
+
+    def pdf_path(self, doc_id: str) -> Path:
+        """Path of a document's PDF; KeyError if the document does not exist."""
+        ...
+
+    def image_file(self, name: str) -> Path | None:
+        """Path of a stored image by name, or None if missing or not a plain content name."""
+        ...
+
+    def thumb_path(self, doc_id: str, page: int, width: int | None = None) -> Path:
+        """Cache path of a page thumbnail (its folder is created; the file may not exist)."""
+        ...
+
+    def save_thumb(self, doc_id: str, page: int, data: bytes, width: int | None = None) -> Path:
+        """Atomically write a rendered PNG thumbnail to its cache path."""
+        ...
+
+    def close(self) -> None:
+        """Release every connection this store opened in this process."""
+        ...
+
+
+def sanitize_filename(name: Any) -> str:
+    """A display-safe version of an uploaded filename (never use it as a path)."""
+    text = unicodedata.normalize("NFC", str(name or ""))
+    # Browsers (old IE, some clients) send full client paths; the last part is the name.
+    text = re.split(r"[\\/]", text)[-1]
+    # Cc: control chars; Cf: invisible format chars such as RTL overrides used to spoof
+    # extensions; Cs: lone surrogates from undecodable bytes. Whitespace (tabs, newlines)
+    # becomes a plain space instead so words stay apart.
+    text = "".join(
+        " " if ch.isspace() else ch
+        for ch in text
+        if ch.isspace() or unicodedata.category(ch) not in ("Cc", "Cf", "Cs")
+    )
+    text = re.sub(r"\s+", " ", text).strip()
+    if not text.strip("."):
+        return DEFAULT_FILENAME
+    if len(text) > MAX_FILENAME:
+        stem, dot, ext = text.rpartition(".")
+        if dot and 0 < len(ext) <= 10:
+            text = stem[: MAX_FILENAME - len(ext) - 1].rstrip() + "." + ext
+        else:
+            text = text[:MAX_FILENAME].rstrip()
+    return text
+
+
+def reason(exc: BaseException) -> str:
+    """Short human wording for an OS or database error."""
+    if isinstance(exc, OSError):
+        if exc.errno == errno.ENOSPC:
+            return "the disk is full"
+        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return "the data directory is not writable"
+        if exc.errno == errno.ENOTDIR:
+            return "a path in the data directory is a file where a folder was expected"
+        if exc.errno is not None:
+            return os.strerror(exc.errno).lower()
+    msg = str(exc)
+    low = msg.lower()
+    if "disk is full" in low:
+        return "the disk is full"
+    if "readonly" in low or "read-only" in low:
+        return "the database is read-only"
+    if "locked" in low or "busy" in low:
+        return "the database stayed busy for too long (another process is writing)"
+    if "disk i/o" in low:
+        return "a disk I/O error occurred"
+    if "unable to open" in low:
+        return "the database file could not be opened"
+    return msg or type(exc).__name__

@@ -1,0 +1,155 @@
+"""Turning records into storable values and back, the same for every backend.
+
+Document ids, JSON columns, float32 vector blobs, and a Snippet validated into the
+columns, image and vector that a backend then writes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from docenrich.records import Snippet
+
+# Image formats we accept from Snippet.image_bytes(), mapped to the file extension.
+IMAGE_EXTS = {"webp": "webp", "png": "png", "jpeg": "jpg", "jpg": "jpg", "gif": "gif"}
+MAX_KIND = 32
+_DOC_ID = re.compile(r"[0-9a-f]{16}")
+
+
+def doc_id_for(sha256: str) -> str:
+    """The document id of a PDF with this content hash."""
+    return sha256[:16]
+
+
+def is_doc_id(value: Any) -> bool:
+    """Whether value has the shape of a document id."""
+    return isinstance(value, str) and _DOC_ID.fullmatch(value) is not None
+
+
+def check_doc_id(doc_id: Any) -> str:
+    """doc_id itself, or ValueError if it is not shaped like a document id."""
+    if not is_doc_id(doc_id):
+        raise ValueError(f"not a document id: {doc_id!r}")
+    return doc_id
+
+
+def json_dump(value: Any) -> str:
+    """JSON text for a meta/metadata column (empty values become {})."""
+    return json.dumps(value or {}, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    # numpy scalars/arrays (common in meta) keep their numbers; anything else becomes text.
+    tolist = getattr(value, "tolist", None)
+    return tolist() if callable(tolist) else str(value)
+
+
+def json_load(text: str | None, default: Any) -> Any:
+    """Parsed JSON column, or default when empty or unreadable."""
+    if not text:
+        return default
+    try:
+        return json.loads(text)
+    except ValueError:
+        return default
+
+
+def as_vector(value: Any, what: str) -> np.ndarray:
+    """A finite 1-D little-endian float32 vector, or ValueError naming `what`."""
+    vec = np.asarray(value, dtype=np.float32)
+    if vec.ndim == 2 and vec.shape[0] == 1:
+        vec = vec[0]
+    if vec.ndim != 1 or vec.shape[0] == 0:
+        raise ValueError(f"{what}: expected a 1-D vector, got shape {vec.shape}")
+    if not np.isfinite(vec).all():
+        raise ValueError(f"{what}: vector contains NaN or infinity")
+    return np.ascontiguousarray(vec, dtype="<f4")
+
+
+def vector_values(blob: bytes) -> list[float]:
+    """A stored vector blob as a list of floats."""
+    return np.frombuffer(blob, dtype="<f4").tolist()
+
+
+@dataclass
+class Prepared:
+    """A Snippet validated and encoded for storage."""
+
+    ordinal: int
+    page: int
+    bbox: str | None
+    text: str
+    kind: str
+    meta: str
+    image_name: str | None
+    image_data: bytes | None
+    vector: bytes | None
+    dim: int
+    embedder: str | None
+
+
+def prepare_snippet(doc_id: str, snip: Snippet, seen: set[int]) -> Prepared:
+    """Validate one snippet of a batch (ordinals in `seen` are taken) and encode its parts."""
+    ordinal = int(snip.ordinal)
+    if ordinal in seen:
+        raise ValueError(f"duplicate snippet ordinal {ordinal} in one batch")
+    seen.add(ordinal)
+    if snip.document_id not in (None, doc_id):
+        raise ValueError(f"snippet {ordinal} belongs to document {snip.document_id}, not {doc_id}")
+    page = int(snip.page)
+    if page < 1:
+        raise ValueError(f"snippet {ordinal}: page must be >= 1 (1-based), got {page}")
+    bbox = _encode_bbox(snip.bbox, ordinal)
+    image_name, image_data = _encode_image(snip, ordinal)
+    vector, dim, embedder = _encode_vector(snip, ordinal)
+    return Prepared(
+        ordinal=ordinal,
+        page=page,
+        bbox=bbox,
+        text=str(snip.text or ""),
+        kind=str(snip.kind or "text")[:MAX_KIND],
+        meta=json_dump(snip.meta),
+        image_name=image_name,
+        image_data=image_data,
+        vector=vector,
+        dim=dim,
+        embedder=embedder,
+    )
+
+
+def _encode_bbox(bbox: Any, ordinal: int) -> str | None:
+    if bbox is None:
+        return None
+    box = [float(v) for v in bbox]
+    if len(box) != 4:
+        raise ValueError(f"snippet {ordinal}: bbox needs 4 numbers")
+    return json.dumps(box)
+
+
+def _encode_image(snip: Snippet, ordinal: int) -> tuple[str | None, bytes | None]:
+    """(content name, bytes) of the snippet's image, or (None, None) without one."""
+    encoded = snip.image_bytes()
+    if encoded is None:
+        return None, None
+    data, fmt = encoded
+    ext = IMAGE_EXTS.get(str(fmt).lower().lstrip("."))
+    if ext is None:
+        raise ValueError(f"snippet {ordinal}: unsupported image format {fmt!r}")
+    data = bytes(data)
+    return f"{hashlib.sha256(data).hexdigest()}.{ext}", data
+
+
+def _encode_vector(snip: Snippet, ordinal: int) -> tuple[bytes | None, int, str | None]:
+    """(blob, dimension, embedder name) of the snippet's embedding, or (None, 0, None)."""
+    if snip.embedding is None:
+        return None, 0, None
+    if not snip.embedding_model:
+        raise ValueError(f"snippet {ordinal} has an embedding but no embedding_model")
+    vec = as_vector(snip.embedding, f"snippet {ordinal}")
+    return vec.tobytes(), int(vec.shape[0]), str(snip.embedding_model)

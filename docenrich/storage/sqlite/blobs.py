@@ -1,0 +1,213 @@
+"""Content files under the data directory: PDFs, snippet images and page thumbnails.
+
+Invariant that keeps files and rows consistent across processes: a file is only
+unlinked while holding the database write lock and only when no row references it,
+and a row referencing a file is only written under the write lock after checking
+that the file exists (rewriting it if a concurrent delete removed it).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from docenrich.storage.base import StorageError, reason
+from docenrich.storage.encoding import check_doc_id
+
+log = logging.getLogger(__name__)
+
+IMAGE_NAME = re.compile(r"[0-9a-f]{64}\.(?:webp|png|jpg|gif)")
+_PDF_NAME = re.compile(r"[0-9a-f]{64}\.pdf")
+# Files younger than this may belong to a write still in progress; the sweep leaves them.
+ORPHAN_MIN_AGE_S = 3600.0
+# Deletions trigger a sweep at most this often per store, so its directory scan stays rare.
+SWEEP_INTERVAL_S = 24 * 3600.0
+
+
+def atomic_write(path: Path, data: bytes, what: str) -> None:
+    """Write data to path via a temp file in the same dir + os.replace; StorageError on failure."""
+    tmp: str | None = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            # Without fsync a crash after the rename can leave an empty file under a
+            # content name, which would then be trusted forever.
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise StorageError(f"Could not save {what}: {reason(exc)}.") from exc
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def blob_present(path: Path, size: int) -> bool:
+    """Whether a content file exists with the expected size."""
+    try:
+        return path.stat().st_size == size
+    except OSError:
+        return False
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("could not remove %s: %s", path, exc)
+
+
+class BlobsMixin:
+    """Paths, atomic writes and reference-checked removal of the files rows point at."""
+
+    data_dir: Path
+    pdf_dir: Path
+    image_dir: Path
+    thumb_dir: Path
+
+    def _init_blobs(self, data_dir: str | Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.pdf_dir = self.data_dir / "pdfs"
+        self.image_dir = self.data_dir / "images"
+        self.thumb_dir = self.data_dir / "thumbs"
+        self._last_sweep: float | None = None
+        try:
+            for d in (self.data_dir, self.pdf_dir, self.image_dir, self.thumb_dir):
+                d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(
+                f"Could not create the data directory {self.data_dir}: {reason(exc)}."
+            ) from exc
+
+    def _pdf_file(self, sha256: str) -> Path:
+        return self.pdf_dir / f"{sha256}.pdf"
+
+    def pdf_path(self, doc_id: str) -> Path:
+        """Path of a document's PDF; KeyError if the document does not exist."""
+        check_doc_id(doc_id)
+        row = self._conn().execute("SELECT sha256 FROM documents WHERE id = ?", (doc_id,)).fetchone()
+        if row is None:
+            raise KeyError(doc_id)
+        return self._pdf_file(row["sha256"])
+
+    def image_file(self, name: str) -> Path | None:
+        """Path of a stored image by name, or None if missing or not a plain content name."""
+        if not isinstance(name, str) or not IMAGE_NAME.fullmatch(name):
+            return None
+        path = self.image_dir / name
+        return path if path.is_file() else None
+
+    def thumb_path(self, doc_id: str, page: int, width: int | None = None) -> Path:
+        """Cache path of a page thumbnail (its folder is created; the file may not exist)."""
+        check_doc_id(doc_id)
+        page = int(page)
+        if page < 1:
+            raise ValueError(f"page must be >= 1, got {page}")
+        suffix = ""
+        if width is not None:
+            if int(width) < 1:
+                raise ValueError(f"width must be >= 1, got {width}")
+            suffix = f"-w{int(width)}"
+        folder = self.thumb_dir / doc_id
+        try:
+            folder.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"Could not create the thumbnail folder: {reason(exc)}.") from exc
+        # The doc id is a content hash, so the name identifies the rendered page for good.
+        return folder / f"p{page:05d}{suffix}.png"
+
+    def save_thumb(self, doc_id: str, page: int, data: bytes, width: int | None = None) -> Path:
+        """Atomically write a rendered PNG thumbnail to its cache path."""
+        path = self.thumb_path(doc_id, page, width)
+        atomic_write(path, data, "the page thumbnail")
+        return path
+
+    def _ensure_file(self, path: Path, data: bytes, what: str) -> None:
+        """Under the write lock: make sure a content file exists before a row points at it."""
+        if not blob_present(path, len(data)):
+            atomic_write(path, data, what)
+
+    def _collect(self, images: Iterable[str] = (), pdf_shas: Iterable[str] = ()) -> None:
+        """Unlink content files no row references any more (under the write lock)."""
+        images = [n for n in images if n and IMAGE_NAME.fullmatch(n)]
+        pdf_shas = list(pdf_shas)
+        if not images and not pdf_shas:
+            return
+        try:
+            with self._write("the cleanup") as conn:
+                for name in images:
+                    if not _image_used(conn, name):
+                        _unlink(self.image_dir / name)
+                for sha in pdf_shas:
+                    if not _pdf_used(conn, sha):
+                        _unlink(self._pdf_file(sha))
+        except (StorageError, sqlite3.Error) as exc:
+            # Leftover files are harmless (sweep_orphans removes them); don't mask the caller's result.
+            log.warning("could not clean up files: %s", exc)
+
+    def _sweep_now_and_then(self) -> None:
+        """Run sweep_orphans if this store has not for SWEEP_INTERVAL_S; never raises."""
+        now = time.monotonic()
+        if self._last_sweep is not None and now - self._last_sweep < SWEEP_INTERVAL_S:
+            return
+        self._last_sweep = now
+        try:
+            removed = self.sweep_orphans()
+        except (StorageError, sqlite3.Error) as exc:
+            log.warning("could not sweep leftover files: %s", exc)
+            return
+        if removed:
+            log.info("removed %d leftover files", removed)
+
+    def sweep_orphans(self, min_age: float = ORPHAN_MIN_AGE_S) -> int:
+        """Remove unreferenced content files and stale temp files older than min_age s; returns count."""
+        candidates = self._old_files(time.time() - min_age)
+        if not candidates:
+            return 0
+        removed = 0
+        with self._write("the cleanup") as conn:
+            for path in candidates:
+                name = path.name
+                if name.startswith(".") and name.endswith(".part"):
+                    referenced = False
+                elif path.parent == self.image_dir and IMAGE_NAME.fullmatch(name):
+                    referenced = _image_used(conn, name)
+                elif path.parent == self.pdf_dir and _PDF_NAME.fullmatch(name):
+                    referenced = _pdf_used(conn, name[:-4])
+                else:
+                    continue  # not ours; leave it alone
+                if not referenced:
+                    _unlink(path)
+                    removed += 1
+        return removed
+
+    def _old_files(self, cutoff: float) -> list[Path]:
+        """Files in the PDF and image folders last modified before cutoff."""
+        candidates: list[Path] = []
+        for folder in (self.pdf_dir, self.image_dir):
+            with contextlib.suppress(OSError):
+                for path in folder.iterdir():
+                    with contextlib.suppress(OSError):
+                        if path.stat().st_mtime < cutoff:
+                            candidates.append(path)
+        return candidates
+
+
+def _image_used(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM snippets WHERE image = ? LIMIT 1", (name,)).fetchone() is not None
+
+
+def _pdf_used(conn: sqlite3.Connection, sha256: str) -> bool:
+    return conn.execute("SELECT 1 FROM documents WHERE sha256 = ?", (sha256,)).fetchone() is not None

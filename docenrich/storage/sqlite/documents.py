@@ -1,0 +1,240 @@
+"""Documents: uploads, status updates along the document states, listing and deletion."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import sqlite3
+import time
+from typing import TYPE_CHECKING, Any
+
+from docenrich.records import EMBEDDING, EXTRACTING, QUEUED, READY, STATES, Document
+from docenrich.storage.base import StorageError, sanitize_filename
+from docenrich.storage.encoding import doc_id_for, is_doc_id, json_dump
+from docenrich.storage.sqlite.blobs import atomic_write, blob_present
+from docenrich.storage.sqlite.rows import row_to_document
+
+if TYPE_CHECKING:
+    from docenrich.pdf import DocumentInfo
+
+log = logging.getLogger(__name__)
+
+MAX_STAGE = 500
+MAX_ERROR = 2000
+UPDATABLE = frozenset(
+    {"state", "stage", "progress", "error", "pages", "title", "producer", "has_text_layer", "metadata", "embedder"}
+)
+
+
+class DocumentsMixin:
+    """The documents table and the PDFs its rows name."""
+
+    def add_document(
+        self, data: bytes, filename: str, info: DocumentInfo | None = None
+    ) -> tuple[Document, bool]:
+        """Store an uploaded PDF; same bytes give the same document. Returns (doc, created)."""
+        if not data:
+            raise ValueError("The uploaded file is empty.")
+        data = bytes(data)
+        sha = hashlib.sha256(data).hexdigest()
+        path = self._pdf_file(sha)
+        if not blob_present(path, len(data)):
+            atomic_write(path, data, "the uploaded PDF")
+        committed = False
+        try:
+            with self._write("the uploaded PDF") as conn:
+                row, created, stale_images = self._upsert_document(conn, sha, data, filename, info)
+            committed = True
+        finally:
+            if not committed:
+                # Only removes the file if no row uses it (e.g. it was ours, or a crash leftover).
+                self._collect(pdf_shas=[sha])
+        if stale_images:
+            self._collect(images=stale_images)
+        doc = row_to_document(row)
+        log.info(
+            "document %s %s (%s, %d bytes)",
+            doc.id, "added" if created else "already present", doc.filename, doc.size,
+        )
+        return doc, created
+
+    def _upsert_document(
+        self, conn: sqlite3.Connection, sha: str, data: bytes, filename: str, info: DocumentInfo | None
+    ) -> tuple[sqlite3.Row, bool, set[str]]:
+        """Insert a new document or restart a failed one; returns (row, created, stale images)."""
+        doc_id = doc_id_for(sha)
+        now = time.time()
+        row = conn.execute("SELECT * FROM documents WHERE id = ?", (doc_id,)).fetchone()
+        if row is not None and row["sha256"] != sha:
+            raise StorageError("Two different PDFs map to the same document id; cannot store this one.")
+        # A concurrent delete of the same bytes may have removed the file meanwhile.
+        self._ensure_file(self._pdf_file(sha), data, "the uploaded PDF")
+        stale_images: set[str] = set()
+        if row is None:
+            conn.execute(
+                """INSERT INTO documents (id, sha256, filename, size, state, stage, progress,
+                       created_at, updated_at) VALUES (?, ?, ?, ?, 'queued', 'Queued', 0, ?, ?)""",
+                (doc_id, sha, sanitize_filename(filename), len(data), now, now),
+            )
+            created = True
+        elif row["state"] == "failed":
+            stale_images = self._restart_failed(conn, doc_id, now)
+            created = True
+        else:
+            created = False
+        if created and info is not None:
+            self._apply_info(conn, doc_id, info)
+        row = conn.execute("SELECT * FROM documents WHERE id = ?", (doc_id,)).fetchone()
+        return row, created, stale_images
+
+    def _restart_failed(self, conn: sqlite3.Connection, doc_id: str, now: float) -> set[str]:
+        """Queue a failed document again; returns the image names its old snippets used."""
+        # A retry starts clean: partial output of the failed run is dropped.
+        stale_images, removed = self._clear_content(conn, doc_id)
+        if removed:
+            self._bump_vectors(conn, removed=True)
+        conn.execute(
+            """UPDATE documents SET state = 'queued', stage = 'Queued', progress = 0,
+                   error = NULL, snippet_count = 0, batches_total = NULL, batches_done = 0,
+                   embedder = NULL, updated_at = ? WHERE id = ?""",
+            (now, doc_id),
+        )
+        return stale_images
+
+    def _apply_info(self, conn: sqlite3.Connection, doc_id: str, info: DocumentInfo) -> None:
+        conn.execute(
+            """UPDATE documents SET pages = ?, title = ?, producer = ?, has_text_layer = ?, metadata = ?
+               WHERE id = ?""",
+            (
+                int(getattr(info, "page_count", 0) or 0),
+                str(getattr(info, "title", "") or ""),
+                str(getattr(info, "producer", "") or ""),
+                None if getattr(info, "has_text_layer", None) is None else int(bool(info.has_text_layer)),
+                json_dump(getattr(info, "metadata", None)),
+                doc_id,
+            ),
+        )
+
+    def get_document(self, doc_id: str) -> Document | None:
+        """One document, or None."""
+        if not is_doc_id(doc_id):
+            return None
+        row = self._conn().execute("SELECT * FROM documents WHERE id = ?", (doc_id,)).fetchone()
+        return None if row is None else row_to_document(row)
+
+    def list_documents(self) -> list[Document]:
+        """All documents, newest first."""
+        rows = self._conn().execute("SELECT * FROM documents ORDER BY created_at DESC, rowid DESC").fetchall()
+        return [row_to_document(r) for r in rows]
+
+    def unfinished_documents(self, older_than: float = 0.0) -> list[Document]:
+        """Documents not ready/failed whose last update is older than older_than seconds."""
+        rows = self._conn().execute(
+            "SELECT * FROM documents WHERE state NOT IN ('ready', 'failed') AND updated_at < ? ORDER BY created_at",
+            (time.time() - older_than,),
+        ).fetchall()
+        return [row_to_document(r) for r in rows]
+
+    def queued_count(self) -> int:
+        """Number of documents not yet ready or failed (for backpressure)."""
+        return self._conn().execute(
+            "SELECT count(*) FROM documents WHERE state NOT IN ('ready', 'failed')"
+        ).fetchone()[0]
+
+    def update_document(self, doc_id: str, **fields: Any) -> Document | None:
+        """Change status/info fields and bump updated_at; None if the document is gone."""
+        unknown = set(fields) - UPDATABLE
+        if unknown:
+            raise TypeError(f"update_document() cannot set {sorted(unknown)}; allowed: {sorted(UPDATABLE)}")
+        if not is_doc_id(doc_id):
+            return None
+        values = _column_values(fields)
+        values["updated_at"] = time.time()
+        with self._write("the document status") as conn:
+            current = conn.execute(
+                "SELECT state, batches_total, batches_done FROM documents WHERE id = ?", (doc_id,)
+            ).fetchone()
+            if current is None:
+                return None
+            if _would_unfinish(current, values.get("state")):
+                # A late status write from a slower task (e.g. "Embedded 3 of 4" landing after
+                # the last batch made the document ready) must not un-finish it.
+                log.debug("document %s is complete; ignoring state %r", doc_id, values["state"])
+                for key in ("state", "stage", "progress", "error"):
+                    values.pop(key, None)
+            assignments = ", ".join(f"{k} = ?" for k in values)  # keys come from UPDATABLE only
+            row = conn.execute(
+                f"UPDATE documents SET {assignments} WHERE id = ? RETURNING *", (*values.values(), doc_id)
+            ).fetchall()
+        return row_to_document(row[0]) if row else None
+
+    def delete_document(self, doc_id: str) -> bool:
+        """Remove a document's rows, vectors, PDF, unshared images and thumbnails."""
+        if not is_doc_id(doc_id):
+            return False
+        with self._write("the deletion") as conn:
+            row = conn.execute("SELECT sha256 FROM documents WHERE id = ?", (doc_id,)).fetchone()
+            if row is None:
+                return False
+            images, removed = self._clear_content(conn, doc_id)
+            conn.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
+            if removed:
+                self._bump_vectors(conn, removed=True)
+        # Files go after the rows are committed, so a failed commit never loses files.
+        self._collect(images=images, pdf_shas=[row["sha256"]])
+        shutil.rmtree(self.thumb_dir / doc_id, ignore_errors=True)
+        log.info("document %s deleted", doc_id)
+        # Deleting is already a clean-up and happens rarely: a good moment to also remove
+        # files that crashed writers left behind (written, but their row never committed).
+        self._sweep_now_and_then()
+        return True
+
+    def _clear_content(self, conn: sqlite3.Connection, doc_id: str) -> tuple[set[str], int]:
+        """Delete a document's snippets, vectors, batches; return (image names, vectors removed)."""
+        images = {
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT image FROM snippets WHERE document_id = ? AND image IS NOT NULL", (doc_id,)
+            )
+        }
+        removed = conn.execute("DELETE FROM vectors WHERE document_id = ?", (doc_id,)).rowcount
+        conn.execute("DELETE FROM snippets WHERE document_id = ?", (doc_id,))
+        conn.execute("DELETE FROM batches WHERE document_id = ?", (doc_id,))
+        return images, removed
+
+
+def _column_values(fields: dict[str, Any]) -> dict[str, Any]:
+    """update_document's fields validated and converted to column values."""
+    values: dict[str, Any] = {}
+    for key, value in fields.items():
+        if key == "state":
+            if value not in STATES:
+                raise ValueError(f"unknown state {value!r}; expected one of {STATES}")
+            if value == READY and "progress" not in fields:
+                values["progress"] = 1.0
+        elif key == "progress":
+            value = min(1.0, max(0.0, float(value)))
+        elif key == "stage":
+            value = str(value or "")[:MAX_STAGE]
+        elif key == "error":
+            value = None if value is None else str(value)[:MAX_ERROR]
+        elif key == "pages":
+            value = int(value)
+        elif key in ("title", "producer"):
+            value = str(value or "")
+        elif key == "has_text_layer":
+            value = None if value is None else int(bool(value))
+        elif key == "metadata":
+            value = json_dump(value)
+        values[key] = value
+    return values
+
+
+def _would_unfinish(current: sqlite3.Row, new_state: str | None) -> bool:
+    """Whether new_state would move a document whose batches are all in back to work."""
+    return (
+        new_state in (QUEUED, EXTRACTING, EMBEDDING)
+        and current["state"] == READY
+        and current["batches_total"] is not None
+        and current["batches_done"] >= current["batches_total"]
+    )

@@ -1,0 +1,136 @@
+"""The SQLite schema and how a connection to it is opened: migrations, pragmas, WAL mode."""
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+
+from docenrich.storage.base import StorageError, reason
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "docenrich.sqlite3"
+BUSY_TIMEOUT_S = 10.0
+
+# _MIGRATIONS[i] upgrades a database from user_version i to i + 1.
+_MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE documents (
+            id TEXT PRIMARY KEY,
+            sha256 TEXT NOT NULL UNIQUE,
+            filename TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            state TEXT NOT NULL DEFAULT 'queued',
+            stage TEXT NOT NULL DEFAULT '',
+            progress REAL NOT NULL DEFAULT 0,
+            pages INTEGER NOT NULL DEFAULT 0,
+            title TEXT NOT NULL DEFAULT '',
+            producer TEXT NOT NULL DEFAULT '',
+            has_text_layer INTEGER,
+            metadata TEXT NOT NULL DEFAULT '{}',
+            error TEXT,
+            snippet_count INTEGER NOT NULL DEFAULT 0,
+            batches_total INTEGER,
+            batches_done INTEGER NOT NULL DEFAULT 0,
+            embedder TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )""",
+        "CREATE INDEX documents_state ON documents(state, updated_at)",
+        "CREATE INDEX documents_created ON documents(created_at)",
+        """CREATE TABLE snippets (
+            id INTEGER PRIMARY KEY,
+            document_id TEXT NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+            ordinal INTEGER NOT NULL,
+            batch_index INTEGER,
+            page INTEGER NOT NULL,
+            bbox TEXT,
+            text TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            meta TEXT NOT NULL DEFAULT '{}',
+            image TEXT,
+            UNIQUE (document_id, ordinal)
+        )""",
+        "CREATE INDEX snippets_batch ON snippets(document_id, batch_index)",
+        "CREATE INDEX snippets_image ON snippets(image) WHERE image IS NOT NULL",
+        """CREATE TABLE embedders (
+            name TEXT PRIMARY KEY,
+            dim INTEGER NOT NULL
+        )""",
+        # AUTOINCREMENT: ids are never reused, so "id > last loaded" finds exactly the new rows.
+        """CREATE TABLE vectors (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            snippet_id INTEGER NOT NULL REFERENCES snippets(id) ON DELETE CASCADE,
+            document_id TEXT NOT NULL,
+            embedder TEXT NOT NULL REFERENCES embedders(name),
+            dim INTEGER NOT NULL,
+            vector BLOB NOT NULL,
+            UNIQUE (snippet_id, embedder)
+        )""",
+        "CREATE INDEX vectors_embedder ON vectors(embedder, id)",
+        "CREATE INDEX vectors_document ON vectors(document_id)",
+        """CREATE TABLE batches (
+            document_id TEXT NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+            batch_index INTEGER NOT NULL,
+            snippet_count INTEGER NOT NULL,
+            done_at REAL NOT NULL,
+            PRIMARY KEY (document_id, batch_index)
+        )""",
+        "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+        # vectors_version: bumped by any vector change; vectors_epoch: bumped when a
+        # vector is removed or replaced (an index must then reload instead of append).
+        "INSERT INTO counters(name, value) VALUES ('vectors_version', 0), ('vectors_epoch', 0)",
+    ],
+]
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema up to SCHEMA_VERSION; safe when several processes start at once."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"The database was created by a newer docenrich (schema {version}, "
+                f"this one knows {SCHEMA_VERSION}); upgrade docenrich."
+            )
+        for step in range(version, SCHEMA_VERSION):
+            for statement in _MIGRATIONS[step]:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {step + 1}")
+            log.info("database schema migrated to version %d", step + 1)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return SCHEMA_VERSION
+
+
+def connect(db_path: Path) -> sqlite3.Connection:
+    """A new connection with our pragmas; StorageError if the database cannot be opened."""
+    try:
+        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves so that the write
+        # lock is taken up front (no deadlock-prone read->write upgrade).
+        conn = sqlite3.connect(
+            db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except sqlite3.Error as exc:
+        raise StorageError(f"Could not open the database {db_path}: {reason(exc)}.") from exc
+    return conn
+
+
+def set_up(conn: sqlite3.Connection, db_path: Path) -> None:
+    """Switch the database to WAL mode and migrate it; StorageError on failure."""
+    try:
+        # journal_mode is persistent in the file; setting it once here is enough.
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            log.warning("SQLite refused WAL mode (got %r); concurrent writers will block more", mode)
+        migrate(conn)
+    except sqlite3.Error as exc:
+        raise StorageError(f"Could not open the database {db_path}: {reason(exc)}.") from exc

@@ -1,0 +1,142 @@
+"""Vectors: per-embedder tables of float32 blobs, their registered dimensions and change counters."""
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+
+from docenrich.storage.base import DimensionMismatch
+from docenrich.storage.encoding import as_vector
+
+_LOAD_CHUNK = 4096
+
+
+class VectorsMixin:
+    """The vectors, embedders and counters tables."""
+
+    def embedder_counts(self) -> dict[str, int]:
+        """Number of stored vectors per embedder name."""
+        rows = self._conn().execute("SELECT embedder, count(*) FROM vectors GROUP BY embedder ORDER BY embedder")
+        return {r[0]: r[1] for r in rows}
+
+    def embedder_dims(self) -> dict[str, int]:
+        """Vector dimension registered for each embedder name."""
+        return {r[0]: r[1] for r in self._conn().execute("SELECT name, dim FROM embedders ORDER BY name")}
+
+    def save_vectors(self, items: list[tuple[int, np.ndarray]], embedder: str) -> None:
+        """Store (snippet_id, vector) pairs for `embedder`; ids of deleted snippets are skipped."""
+        if not embedder:
+            raise ValueError("embedder name is required")
+        prepared = [(int(sid), as_vector(vec, f"snippet {sid}")) for sid, vec in items]
+        if not prepared:
+            return
+        with self._write("the vectors") as conn:
+            self._register_dims(conn, {embedder: {v.shape[0] for _, v in prepared}})
+            added = removed = 0
+            for sid, vec in prepared:
+                a, r = self._put_vector(conn, sid, embedder, int(vec.shape[0]), vec.tobytes())
+                added += a
+                removed += r
+            if added or removed:
+                self._bump_vectors(conn, removed=bool(removed))
+
+    def delete_vectors(self, embedder: str) -> int:
+        """Drop every vector of one embedder (and its registered dimension); returns the count."""
+        with self._write("the vectors") as conn:
+            n = conn.execute("DELETE FROM vectors WHERE embedder = ?", (embedder,)).rowcount
+            conn.execute("DELETE FROM embedders WHERE name = ?", (embedder,))
+            if n:
+                self._bump_vectors(conn, removed=True)
+        return n
+
+    def vectors_version(self) -> int:
+        """Counter bumped by every change to stored vectors."""
+        return self.vectors_state()[0]
+
+    def vectors_state(self) -> tuple[int, int]:
+        """(version, epoch): version moves on any vector change, epoch only on removals/replacements."""
+        return _counters(self._conn())
+
+    def _load_vectors(
+        self, embedder: str, after_rowid: int = 0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, tuple[int, int]]:
+        """load_vectors plus the (version, epoch) of the same snapshot."""
+        with self._read() as conn:
+            state = _counters(conn)
+            dim_row = conn.execute("SELECT dim FROM embedders WHERE name = ?", (embedder,)).fetchone()
+            dim = dim_row[0] if dim_row else 0
+            n = conn.execute(
+                "SELECT count(*) FROM vectors WHERE embedder = ? AND id > ?", (embedder, after_rowid)
+            ).fetchone()[0]
+            ids = np.empty(n, dtype=np.int64)
+            matrix = np.empty((n, dim), dtype=np.float32)
+            docs: list[str] = []
+            max_rowid = after_rowid
+            cur = conn.execute(
+                "SELECT id, snippet_id, document_id, vector FROM vectors WHERE embedder = ? AND id > ? ORDER BY id",
+                (embedder, after_rowid),
+            )
+            i = 0
+            # Filled chunk by chunk so peak memory is the matrix plus one chunk of blobs.
+            while rows := cur.fetchmany(_LOAD_CHUNK):
+                for rowid, sid, doc, blob in rows:
+                    ids[i] = sid
+                    matrix[i] = np.frombuffer(blob, dtype="<f4")
+                    docs.append(doc)
+                    i += 1
+                max_rowid = rows[-1][0]
+        return ids, np.array(docs, dtype="U16"), matrix, max_rowid, state
+
+    def load_vectors(self, embedder: str, after_rowid: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """(snippet_ids int64, document ids, float32 matrix [n, dim], max rowid) for rows after after_rowid."""
+        ids, docs, matrix, max_rowid, _ = self._load_vectors(embedder, after_rowid)
+        return ids, docs, matrix, max_rowid
+
+    def _register_dims(self, conn: sqlite3.Connection, dims: dict[str, set[int]]) -> None:
+        for name, found in dims.items():
+            if len(found) > 1:
+                raise DimensionMismatch(
+                    f"embedder {name!r} produced vectors of different sizes {sorted(found)} in one call"
+                )
+            dim = next(iter(found))
+            conn.execute("INSERT OR IGNORE INTO embedders(name, dim) VALUES (?, ?)", (name, dim))
+            known = conn.execute("SELECT dim FROM embedders WHERE name = ?", (name,)).fetchone()[0]
+            if known != dim:
+                raise DimensionMismatch(
+                    f"embedder {name!r} produced {dim}-dimensional vectors, but the database already holds "
+                    f"{known}-dimensional vectors under that name; use a distinct embedder name for a "
+                    f"different model (or delete_vectors({name!r}) first)."
+                )
+
+    def _put_vector(
+        self, conn: sqlite3.Connection, snippet_id: int, embedder: str, dim: int, blob: bytes
+    ) -> tuple[int, int]:
+        """Insert or replace one vector; returns (added, removed)."""
+        old = conn.execute(
+            "SELECT id, vector FROM vectors WHERE snippet_id = ? AND embedder = ?", (snippet_id, embedder)
+        ).fetchone()
+        if old is not None and old["vector"] == blob:
+            return 0, 0
+        removed = 0
+        if old is not None:
+            # Delete + insert (new id) rather than UPDATE: an index appending "id > last"
+            # would never see an in-place change.
+            conn.execute("DELETE FROM vectors WHERE id = ?", (old["id"],))
+            removed = 1
+        cur = conn.execute(
+            """INSERT INTO vectors (snippet_id, document_id, embedder, dim, vector)
+               SELECT id, document_id, ?, ?, ? FROM snippets WHERE id = ?""",
+            (embedder, dim, blob, snippet_id),
+        )
+        return cur.rowcount, removed
+
+    @staticmethod
+    def _bump_vectors(conn: sqlite3.Connection, removed: bool) -> None:
+        names = ("vectors_version", "vectors_epoch") if removed else ("vectors_version",)
+        conn.executemany("UPDATE counters SET value = value + 1 WHERE name = ?", [(n,) for n in names])
+
+
+def _counters(conn: sqlite3.Connection) -> tuple[int, int]:
+    """(vectors_version, vectors_epoch) as seen by conn."""
+    rows = dict(conn.execute("SELECT name, value FROM counters").fetchall())
+    return rows["vectors_version"], rows["vectors_epoch"]

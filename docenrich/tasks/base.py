@@ -1,0 +1,70 @@
+"""The base of every docenrich task: bounded retries with backoff, and a cap on redeliveries."""
+from __future__ import annotations
+
+import logging
+
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from kombu.exceptions import OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from docenrich.celery_app import celery_app
+from docenrich.config import get_settings
+from docenrich.errors import caused_by
+from docenrich.models.errors import BadInput, ModelError, ModelUnavailable
+from docenrich.pdf.errors import PDFError
+
+log = logging.getLogger(__name__)
+
+DELIVERY_KEY = "docenrich:deliveries:{task_id}:{retries}"
+
+
+class WorkerLostTooOften(RuntimeError):
+    """The task killed its worker on every delivery; it is failed instead of looping."""
+
+
+def redis_client():
+    """The Redis client of the result backend (the same server as the broker)."""
+    return celery_app.backend.client
+
+
+class DocenrichTask(Task):
+    """Base task: bounded retries with exponential backoff and jitter, a delivery cap."""
+
+    abstract = True
+    autoretry_for = (ModelError, RedisConnectionError, RedisTimeoutError, OperationalError, ConnectionError)
+    dont_autoretry_for = (ModelUnavailable, BadInput, PDFError, WorkerLostTooOften, SoftTimeLimitExceeded)
+    # Expected failures: logged as one line, without a traceback.
+    throws = (ModelUnavailable, BadInput, PDFError)
+    max_retries = get_settings().task_max_retries
+    retry_backoff = 2
+    retry_backoff_max = 120
+    retry_jitter = True
+
+    def __call__(self, *args, **kwargs):
+        if not self.request.called_directly and self.request.id:
+            self._count_delivery()
+        return super().__call__(*args, **kwargs)
+
+    def _count_delivery(self) -> None:
+        # acks_late + reject_on_worker_lost redeliver a task whose worker died; one that
+        # kills its worker every time would loop forever without this count.
+        key = DELIVERY_KEY.format(task_id=self.request.id, retries=self.request.retries)
+        try:
+            client = redis_client()
+            count = client.incr(key)
+            client.expire(key, get_settings().result_expires)
+        except (RedisConnectionError, RedisTimeoutError):
+            return
+        cap = get_settings().task_max_deliveries
+        if count > cap:
+            raise WorkerLostTooOften(
+                f"the worker died {count - 1} times while running this task; giving up after {cap} deliveries"
+            )
+
+
+def is_time_limit(exc: BaseException | None) -> bool:
+    """A time limit, also when it struck inside a library that wrapped it (kombu's EncodeError
+    while a batch is serialised for the model worker)."""
+    return caused_by(exc, (TimeLimitExceeded, SoftTimeLimitExceeded))

@@ -1,0 +1,129 @@
+"""Tasks that need a model: embeddings, snippet enrichment, reranking (queues interactive and models).
+
+Each task is thin: it checks its input, asks the one-model manager for the model it needs
+(which swaps the accelerator's resident model on demand), and returns plain arrays.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from docenrich import models
+from docenrich.celery_app import celery_app
+from docenrich.config import get_settings
+from docenrich.models.errors import BadInput, ModelError
+from docenrich.records import Snippet, embedding_text
+from docenrich.tasks.base import DocenrichTask
+
+
+def _model_call(fn, *args):
+    """Run a model call, turning accelerator out-of-memory into a retryable error."""
+    try:
+        return fn(*args)
+    except (ModelError, BadInput):
+        raise
+    except Exception as exc:
+        if models.is_out_of_memory(exc):
+            raise models.get_manager().classify(exc) from exc
+        raise
+
+
+def _texts(value: Any, what: str = "text") -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)) and all(isinstance(t, str) for t in value):
+        return list(value)
+    raise BadInput(f"{what} must be a string or a list of strings, not {type(value).__name__}")
+
+
+def _encode_in_batches(task, texts: list[str]):
+    """(vectors, embedder name), encoding batch by batch and reporting progress on long inputs."""
+    manager = models.get_manager()
+    embedder = manager.embedder()
+    name = manager.effective_name("embedder")
+    batch = max(1, get_settings().model_batch_size)
+    parts = []
+    for start in range(0, len(texts), batch):
+        parts.append(_model_call(embedder.encode, texts[start : start + batch]))
+        done = min(len(texts), start + batch)
+        if len(texts) > batch and task.request.id:
+            task.update_state(state="PROGRESS", meta={"stage": "embedding", "done": done, "total": len(texts)})
+    vectors = np.concatenate(parts) if parts else np.zeros((0, embedder.dim or 0), np.float32)
+    return vectors, name
+
+
+@celery_app.task(bind=True, base=DocenrichTask, name="docenrich.get_sentence_embedding")
+def get_sentence_embedding_task(self, text: str | list[str], with_model: bool = False):
+    """Embed a string (one vector) or a list of strings (one row each), float32, L2-normalised."""
+    texts = _texts(text)
+    manager = models.get_manager()
+    embedder = manager.embedder()
+    vectors = _model_call(embedder.encode, texts) if texts else np.zeros((0, embedder.dim or 0), np.float32)
+    result = vectors[0] if isinstance(text, str) else vectors
+    if with_model:
+        return {"embedding": result, "model": manager.effective_name("embedder"), "dim": embedder.dim}
+    return result
+
+
+@celery_app.task(bind=True, base=DocenrichTask, name="docenrich.embed_batch")
+def embed_batch_task(self, texts: list[str]) -> dict:
+    """The pipeline's embedding step: texts in, {"vectors", "model"} out; no images travel here."""
+    vectors, name = _encode_in_batches(self, _texts(texts, "texts"))
+    return {"vectors": vectors, "model": name}
+
+
+@celery_app.task(bind=True, base=DocenrichTask, name="docenrich.enrich_snippets")
+def enrich_snippets_task(self, snippets: list[Snippet]) -> list[Snippet]:
+    """Fill in each snippet's embedding (and an image where it has none), batching the encoder."""
+    if not isinstance(snippets, (list, tuple)) or not all(isinstance(s, Snippet) for s in snippets):
+        raise BadInput("enrich_snippets_task takes a list of Snippet objects")
+    vectors, name = _encode_in_batches(self, [embedding_text(s) for s in snippets])
+    for snippet, vector in zip(snippets, vectors):
+        snippet.embedding = vector
+        snippet.embedding_model = name
+        if not snippet.has_image:
+            snippet.image = text_card(snippet.text)
+    return list(snippets)
+
+
+@celery_app.task(bind=True, base=DocenrichTask, name="docenrich.rerank")
+def rerank_task(self, query: str, passages: list[str], normalize: bool = False) -> np.ndarray:
+    """Score each passage against the query with the reranker (raw, or 0..1 with normalize)."""
+    if not isinstance(query, str):
+        raise BadInput(f"query must be a string, not {type(query).__name__}")
+    passages = _texts(passages, "passages")
+    if not passages:
+        return np.zeros(0, np.float32)
+    reranker = models.get_manager().reranker()
+    raw, normalized = _model_call(reranker.score, query, passages)
+    return normalized if normalize else raw
+
+
+@celery_app.task(bind=True, base=DocenrichTask, name="docenrich.ping")
+def ping_task(self, payload: Any = None) -> dict:
+    """A trivial task that returns at once, for round-trip checks and benchmarks."""
+    return {"pid": os.getpid(), "payload": payload}
+
+
+def text_card(text: str):
+    """A small legible image of the text, for snippets a caller made without one."""
+    from PIL import Image, ImageDraw
+
+    lines, line = [], ""
+    for word in (text or "").split():
+        if len(line) + len(word) + 1 > 60:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+        if len(lines) >= 12:
+            break
+    if line and len(lines) < 12:
+        lines.append(line)
+    image = Image.new("L", (480, 16 * max(1, len(lines)) + 16), 255)
+    draw = ImageDraw.Draw(image)
+    for i, row in enumerate(lines):
+        draw.text((8, 8 + 16 * i), row, fill=0)
+    return image

@@ -1,0 +1,62 @@
+"""The web app: `create_app` with the page, health and API blueprints, auth, errors and presenters."""
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import fields
+
+from flask import Flask
+
+from docenrich.cli.reembed import reembed_command
+from docenrich.config import PROJECT_DIR, Settings, get_settings
+from docenrich.web.api import api
+from docenrich.web.auth import csrf_token
+from docenrich.web.errors import register_errors
+from docenrich.web.health import health, status_notices
+from docenrich.web.pages import highlight, pages, require_login, security_headers
+from docenrich.web.services import Services
+
+log = logging.getLogger(__name__)
+
+__all__ = ["create_app", "highlight"]
+
+
+def _config_from_settings(s: Settings) -> dict:
+    values = {f.name.upper(): getattr(s, f.name) for f in fields(s)}
+    values["SECRET_KEY"] = s.secret_key or None
+    return values
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the app: settings (defaults, `.env`, environment), then FLASK_* variables, then test_config."""
+    app = Flask("docenrich", root_path=str(PROJECT_DIR))
+    app.config.from_mapping(
+        _config_from_settings(get_settings()),
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_HTTPONLY=True,
+        MAX_UPLOAD_FILES=10,
+    )
+    app.config.from_prefixed_env()
+    if test_config:
+        app.config.from_mapping(test_config)
+    if not app.config["SECRET_KEY"]:
+        log.warning("SECRET_KEY is not set: using a random one, so sessions end when the app restarts")
+        app.config["SECRET_KEY"] = secrets.token_hex(32)
+    # One upload cap, derived from the setting wherever it was changed last.
+    app.config["MAX_UPLOAD_BYTES"] = int(app.config["MAX_UPLOAD_MB"]) * 1024 * 1024
+    if app.config.get("MAX_CONTENT_LENGTH") is None:
+        # Refuse oversized requests before reading them; 1 MiB covers the multipart framing.
+        app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_UPLOAD_BYTES"] * int(app.config["MAX_UPLOAD_FILES"]) + 1024 * 1024
+    app.json.sort_keys = False
+
+    app.extensions["docenrich"] = Services(app.config)
+    app.register_blueprint(api)
+    app.register_blueprint(health)
+    app.register_blueprint(pages)
+    app.before_request(require_login)
+    app.after_request(security_headers)
+    app.context_processor(lambda: {"csrf_token": csrf_token, "status_notices": status_notices})
+    app.jinja_env.filters["highlight"] = highlight
+    register_errors(app)
+    app.cli.add_command(reembed_command)
+    return app

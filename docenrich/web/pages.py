@@ -1,0 +1,131 @@
+"""The pages people use: documents, one document, search, sign-in."""
+from __future__ import annotations
+
+import re
+
+from flask import Blueprint, abort, current_app, redirect, render_template, request, session, url_for
+from markupsafe import Markup, escape
+
+from docenrich.client import WorkerUnavailable
+from docenrich.errors import caused_by
+from docenrich.web.auth import csrf_ok, signed_in, token_matches, token_tag
+from docenrich.web.errors import QUEUE_DOWN, QUEUE_ERRORS
+from docenrich.web.presenters import doc_json, search_json, snippet_json
+
+pages = Blueprint("pages", __name__)
+
+STOPWORDS = frozenset(
+    "a an and are as at be by de der die das und for from how in is it of on or the to was what which who with".split()
+)
+# Endpoints open to everyone even when API_TOKEN is set.
+PUBLIC_ENDPOINTS = ("pages.login", "health.healthz", "static")
+
+
+def services():
+    """The app's shared Services."""
+    return current_app.extensions["docenrich"]
+
+
+def highlight(text: str, query: str) -> Markup:
+    """Escape text, then wrap whole query words in <mark> (each piece is escaped on its own)."""
+    words = {w for w in re.findall(r"\w{2,}", query or "")}
+    words = sorted(words - STOPWORDS if words - STOPWORDS else words, key=len, reverse=True)
+    if not words:
+        return escape(text)
+    pattern = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
+    out, last = Markup(), 0
+    for m in pattern.finditer(text):
+        out += escape(text[last : m.start()]) + Markup("<mark>%s</mark>") % m.group(0)
+        last = m.end()
+    return out + escape(text[last:])
+
+
+def require_login():
+    """With API_TOKEN set the pages are private too: a person signs in once with the token."""
+    if not current_app.config["API_TOKEN"] or signed_in():
+        return None
+    # /api/... answers for itself (bearer token, JSON errors), also where no route matched.
+    if request.endpoint in PUBLIC_ENDPOINTS or request.blueprint == "api" or request.path.startswith("/api/"):
+        return None
+    return redirect(url_for("pages.login", next=request.full_path if request.method == "GET" else "/"))
+
+
+def security_headers(response):
+    """No sniffing, same-origin referrers, and a strict CSP on pages."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if response.mimetype == "text/html":
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'self'; "
+            "form-action 'self'; frame-ancestors 'none'",
+        )
+    return response
+
+
+@pages.route("/login", methods=["GET", "POST"])
+def login():
+    """Sign in with the API token."""
+    error = None
+    if request.method == "POST":
+        if not csrf_ok():
+            error = "The form expired; please try again."
+        elif token_matches(request.form.get("token", ""), current_app.config["API_TOKEN"]):
+            session["authed"] = token_tag(current_app.config["API_TOKEN"])
+            target = request.args.get("next", "/")
+            # Only local paths: "//host" and "/\host" would leave the site.
+            return redirect(target if target.startswith("/") and target[1:2] not in ("/", "\\") else "/")
+        else:
+            error = "That token is not right."
+    return render_template("login.html", error=error), 401 if error else 200
+
+
+@pages.post("/logout")
+def logout():
+    """Sign out."""
+    if csrf_ok():
+        session.clear()
+    return redirect(url_for("pages.index"))
+
+
+@pages.get("/")
+def index():
+    """The document list with the upload area."""
+    docs = [doc_json(d) for d in services().store.list_documents()]
+    return render_template("index.html", documents=docs, max_upload_mb=current_app.config["MAX_UPLOAD_MB"])
+
+
+@pages.get("/documents/<doc_id>")
+def document(doc_id: str):
+    """One document: its pages and snippets."""
+    store = services().store
+    doc = store.get_document(doc_id)
+    if doc is None:
+        abort(404, description="There is no document with this id; it may have been deleted.")
+    by_page: dict[int, list[dict]] = {}
+    for snip in store.snippets(doc_id):
+        by_page.setdefault(snip.page, []).append(snippet_json(snip))
+    return render_template("document.html", doc=doc_json(doc), pages=by_page)
+
+
+@pages.get("/search")
+def search_page():
+    """Search, with results, notes and the reasons it could not run."""
+    q = request.args.get("q", "").strip()[:1000]
+    document_id = request.args.get("document") or None
+    rerank = (request.args.getlist("rerank") or ["1"])[-1] not in ("0", "false", "off")
+    svc = services()
+    result, error, status = None, None, 200
+    if q:
+        try:
+            result = search_json(svc.search(q, 10, rerank, document_id))
+        except WorkerUnavailable as exc:
+            error, status = f"Search is unavailable: {exc}.", 503
+        except Exception as exc:
+            if not caused_by(exc, QUEUE_ERRORS):
+                raise
+            error, status = QUEUE_DOWN, 503
+    docs = [d for d in svc.store.list_documents() if d.state == "ready"]
+    return render_template(
+        "search.html", q=q, result=result, error=error, documents=docs, document_id=document_id, rerank=rerank
+    ), status

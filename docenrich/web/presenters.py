@@ -1,0 +1,77 @@
+"""How records look to the outside: one function per record type, used by the API and the pages."""
+from __future__ import annotations
+
+from flask import url_for
+
+from docenrich.records import Document, StoredSnippet
+from docenrich.search import Hit, SearchResult
+
+DOC_FIELDS = (
+    "id", "filename", "state", "stage", "progress", "pages", "snippet_count", "error",
+    "title", "has_text_layer", "size", "embedder", "created_at", "updated_at",
+)
+
+
+def doc_json(doc: Document) -> dict:
+    """The public fields of a document, with its page URL."""
+    out = {name: getattr(doc, name) for name in DOC_FIELDS}
+    out["url"] = url_for("pages.document", doc_id=doc.id)
+    return out
+
+
+def image_url(snip: StoredSnippet) -> str | None:
+    """The snippet's image URL, versioned by content, or None when it has no image."""
+    # `v` names the image content, so a URL never changes meaning and can be cached for good.
+    if not snip.image_path:
+        return None
+    return url_for("api.snippet_image", snippet_id=snip.id, v=snip.image_path[:16])
+
+
+def snippet_json(snip: StoredSnippet) -> dict:
+    """A snippet as the API shows it, with its image URL."""
+    return {
+        "id": snip.id,
+        "document_id": snip.document_id,
+        "ordinal": snip.ordinal,
+        "page": snip.page,
+        "bbox": list(snip.bbox) if snip.bbox is not None else None,
+        "kind": snip.kind,
+        "text": snip.text,
+        "meta": snip.meta,
+        "has_vector": snip.has_vector,
+        "image_url": image_url(snip),
+    }
+
+
+def hit_json(hit: Hit) -> dict:
+    """A search result: the snippet's fields, its document's name, and its scores."""
+    snip = snippet_json(hit.snippet)
+    return {
+        "rank": hit.rank,
+        "snippet_id": snip["id"],
+        "document_id": snip["document_id"],
+        "filename": hit.document.filename if hit.document else None,
+        "title": hit.document.title if hit.document else None,
+        "page": snip["page"],
+        "bbox": snip["bbox"],
+        "kind": snip["kind"],
+        "text": snip["text"],
+        "vector_score": hit.vector_score,
+        "rerank_score": hit.rerank_score,
+        "rerank_normalized": hit.rerank_normalized,
+        "image_url": snip["image_url"],
+    }
+
+
+def search_json(result: SearchResult) -> dict:
+    """A search response: the query, what ranked it, notes, results and per-stage timings."""
+    return {
+        "query": result.query,
+        "k": result.k,
+        "document_id": result.document_id,
+        "embedder": result.embedder,
+        "reranked": result.reranked,
+        "notes": result.notes,
+        "results": [hit_json(h) for h in result.hits],
+        "timings_ms": result.timings_ms,
+    }
