@@ -109,25 +109,39 @@ def configure_logging() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
+def write(args: argparse.Namespace, figures: list[Figure], started: dict, argv: list[str], done: bool) -> None:
+    """Write the results so far: each group's figures are kept even if a later group fails."""
+    machine = common.machine_info()
+    elapsed = time.perf_counter() - started["t"]
+    common.save_json("results", {"machine": machine, "elapsed_s": elapsed, "args": argv, "complete": done,
+                                 "figures": {f.key: f.data for f in figures}})
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    text = render(figures, machine, started, elapsed, argv)
+    if not done:
+        text = text.replace("## Targets", "**Incomplete run: a group failed; see the log.**\n\n## Targets", 1)
+    args.output.write_text(text)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the chosen groups, writing the results after each one."""
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     configure_logging()
     opts = Options(quick=args.quick)
     started = {"loadavg": os.getloadavg(), "t": time.perf_counter()}
     figures: list[Figure] = []
-    with common.BenchEnv() as env:
-        for group in (g for g in GROUPS if g in args.groups):
-            t0 = time.perf_counter()
-            figures += run_group(group, env, opts)
-            print(f"[run_all] {group} done in {time.perf_counter() - t0:.0f} s", flush=True)
-    machine = common.machine_info()
-    elapsed = time.perf_counter() - started["t"]
-    common.save_json("results", {"machine": machine, "elapsed_s": elapsed, "args": argv,
-                                 "figures": {f.key: f.data for f in figures}})
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(render(figures, machine, started, elapsed, argv))
-    print(f"[run_all] {len(figures)} figures in {elapsed / 60:.1f} min → {args.output}")
+    done = False
+    try:
+        with common.BenchEnv() as env:
+            for group in (g for g in GROUPS if g in args.groups):
+                t0 = time.perf_counter()
+                figures += run_group(group, env, opts)
+                print(f"[run_all] {group} done in {time.perf_counter() - t0:.0f} s", flush=True)
+                write(args, figures, started, argv, done=False)
+        done = True
+    finally:
+        write(args, figures, started, argv, done=done)
+    print(f"[run_all] {len(figures)} figures in {(time.perf_counter() - started['t']) / 60:.1f} min → {args.output}")
     return 0
 
 
