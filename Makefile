@@ -8,7 +8,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
 
-.PHONY: run test install install-test system-test-deps flower bench worker web clean-venv lock
+.PHONY: run test install install-test system-test-deps flower bench gpu-check worker web clean-venv lock
 
 run: install
 	$(VPY) -m docenrich.cli.run
@@ -64,6 +64,11 @@ test: install-test system-test-deps
 
 bench: install-test
 	$(VPY) bench/run_all.py
+
+# On a machine with a CUDA GPU: measures the one-model worker there and writes bench/GPU.md.
+# Without one it says so and exits 0.
+gpu-check: install-test
+	$(VPY) bench/gpu_check.py
 
 flower: install
 	$(VPY) -m docenrich.cli.flower
