@@ -130,6 +130,19 @@ class Store(Protocol):
         """(snippet ids, document ids, float32 matrix, max rowid) for rows after after_rowid."""
         ...
 
+    # ---- lexical search
+
+    def lexical_search(
+        self, query: str, k: int, *, document_id: str | None = None, exclude_kinds: Iterable[str] = ()
+    ) -> list[tuple[int, float]]:
+        """Top-k (snippet_id, score) by a lexical ranking (BM25), best first, higher is better.
+
+        The index follows every snippet insert, update and delete; it covers each snippet's text
+        and its context (section heading, document title). Identifiers such as R_MAKEVARS_USER,
+        foo.bar() or --no-same-owner match as a unit, case- and diacritics-insensitively.
+        """
+        ...
+
     # ---- export
 
     def export_rows(self, doc_id: str, embedder: str | None = None) -> Iterator[dict]:
