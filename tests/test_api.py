@@ -131,7 +131,8 @@ def test_search_finds_a_phrase_on_its_page(client, corpus_docs):
     first = next(r for r in body["results"] if r["document_id"] == multi["id"])
     assert first["filename"] == "multicolumn.pdf" and len(first["bbox"]) == 4
     assert body["reranked"] is False and body["results"][0]["rerank_score"] is None
-    assert set(body["timings_ms"]) == {"embed", "retrieve", "rerank", "total"}
+    assert body["mode"] == "hybrid"
+    assert set(body["timings_ms"]) == {"embed", "dense", "lexical", "fuse", "retrieve", "rerank", "total"}
 
 
 @pytest.mark.slow
@@ -272,6 +273,44 @@ def test_deleted_document_leaves_search(client):
     assert_clean_error(client.get(f"/api/documents/{doc['id']}"), 404)
     assert_clean_error(client.delete(f"/api/documents/{doc['id']}"), 404)
     assert_clean_error(client.get(f"/api/documents/{doc['id']}/snippets"), 404)
+
+
+@pytest.mark.slow
+def test_search_modes_hybrid_dense_lexical(client):
+    marker = uuid.uuid4().hex[:6].upper()
+    ident = f"QZX_{marker}_CACHE_LIMIT"
+    pages = [
+        "Caching keeps recently used pages in memory so that repeated reads are fast. The cache "
+        "grows until it reaches its limit, then the least recently used pages are dropped.",
+        f"The environment variable {ident} caps the size of the page cache in megabytes. "
+        "Set it before the service starts; a change needs a restart.",
+        "Logging writes one line per request with its duration and status code.",
+    ]
+    doc = upload(client, pdf_with_text(*pages), f"modes-{marker}.pdf")
+    wait_ready(client, doc["id"])
+    ask = lambda q, **kw: client.get("/api/search", query_string={"q": q, "k": 5, "rerank": 0,  # noqa: E731
+                                                                  "document": doc["id"], **kw})
+    lexical = ask(ident, mode="lexical").get_json()
+    assert lexical["mode"] == "lexical" and lexical["embedder"] == ""
+    assert lexical["results"][0]["page"] == 2 and ident in lexical["results"][0]["text"]
+    assert lexical["results"][0]["ranks"] == {"lexical": 1}
+    assert len(lexical["results"]) == 1  # only one snippet holds the identifier
+    assert {"lexical", "fuse", "retrieve", "total"} <= set(lexical["timings_ms"]) and "embed" not in lexical["timings_ms"]
+    dense = ask("how big may the cache grow", mode="dense").get_json()
+    assert dense["mode"] == "dense" and dense["embedder"]
+    assert {"embed", "dense", "retrieve"} <= set(dense["timings_ms"]) and "lexical" not in dense["timings_ms"]
+    assert all(set(r["ranks"]) == {"dense"} for r in dense["results"]) and len(dense["results"]) == 3
+    hybrid = ask(f"what does {ident} set").get_json()
+    assert hybrid["mode"] == "hybrid"
+    top = hybrid["results"][0]
+    assert top["page"] == 2 and top["ranks"]["lexical"] == 1 and "dense" in top["ranks"]
+    scores = [r["score"] for r in hybrid["results"]]
+    assert scores == sorted(scores, reverse=True)
+    assert_clean_error(ask(ident, mode="fuzzy"), 400)
+    page = client.get("/search", query_string={"q": ident, "mode": "lexical", "rerank": 0})
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert '<option value="lexical" selected>' in html and "word-match order" in html and ident in html
 
 
 # --------------------------------------------------------------------------- health, tasks, errors
