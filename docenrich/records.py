@@ -187,12 +187,16 @@ class StoredSnippet:
 
 
 
+def embedding_prefix(title: str | None, heading: str | None, text: str) -> str:
+    """What leads a snippet's embedded text: its document title and section heading, when not in it."""
+    parts = [p for p in (title, heading) if p and p not in text]
+    return " › ".join(parts)
+
+
 def embedding_text(snippet: Snippet) -> str:
-    """The text a snippet is embedded as: its text (or figure caption), led by its section heading."""
+    """The text a snippet is embedded as: its text (or figure caption), led by its title and heading."""
     meta = snippet.meta or {}
     text = snippet.text or meta.get("caption") or ""
-    heading = meta.get("heading")
-    # A snippet that continues a section is found by its heading too.
-    if heading and heading not in text:
-        return f"{heading}\n{text}"
-    return text
+    # A snippet that continues a section is found by its heading (and document) too.
+    prefix = embedding_prefix(meta.get("title"), meta.get("heading"), text)
+    return f"{prefix}\n{text}" if prefix else text

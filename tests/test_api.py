@@ -313,6 +313,28 @@ def test_search_modes_hybrid_dense_lexical(client):
     assert '<option value="lexical" selected>' in html and "word-match order" in html and ident in html
 
 
+@pytest.mark.slow
+def test_contents_pages_are_left_out_of_search_unless_included(client):
+    marker = uuid.uuid4().hex[:6].upper()
+    ident = f"QZ_{marker}_HOME"
+    doc = pymupdf.open()
+    page = doc.new_page()
+    page.insert_text((72, 72), "Contents", fontsize=16)
+    for i, title in enumerate(["Introduction", "Installing", f"Configuring {ident}", "Running", "Logging",
+                               "Troubleshooting", "Reference"]):
+        page.insert_text((72, 110 + 20 * i), f"{i + 1}  {title} " + "." * 60 + f" {3 + 4 * i}", fontsize=11)
+    doc.new_page().insert_textbox(pymupdf.Rect(72, 72, 520, 400), f"Configuring {ident}: the variable names "
+                                  "the folder where the service keeps its state.", fontsize=11)
+    uploaded = upload(client, doc.tobytes(), f"toc-{marker}.pdf")
+    wait_ready(client, uploaded["id"])
+    for mode in ("hybrid", "lexical", "dense"):
+        q = {"q": f"Configuring {ident}", "rerank": 0, "document": uploaded["id"], "mode": mode}
+        default = client.get("/api/search", query_string=q).get_json()["results"]
+        assert default and {r["kind"] for r in default} == {"text"} and {r["page"] for r in default} == {2}, mode
+        included = client.get("/api/search", query_string={**q, "include": "toc"}).get_json()["results"]
+        assert {r["page"] for r in included} == {1, 2} and "toc" in {r["kind"] for r in included}, mode
+
+
 # --------------------------------------------------------------------------- health, tasks, errors
 
 
