@@ -8,7 +8,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
 
-.PHONY: run test install install-test system-test-deps flower bench worker web clean-venv lock
+.PHONY: run test install install-test system-test-deps flower bench eval worker web clean-venv lock
 
 run: install
 	$(VPY) -m docenrich.cli.run
@@ -64,6 +64,10 @@ test: install-test system-test-deps
 
 bench: install-test
 	$(VPY) bench/run_all.py
+
+# Retrieval quality on the frozen question set (bench/eval/), written to bench/EVAL.md.
+eval: install-test system-test-deps
+	$(VPY) bench/eval_retrieval.py
 
 flower: install
 	$(VPY) -m docenrich.cli.flower

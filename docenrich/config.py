@@ -71,7 +71,7 @@ class Settings:
     # Search.
     search_rerank_top_n: int = 30
     search_mode: str = "hybrid"
-    search_fusion: str = "rrf"
+    search_fusion: str = "weighted"
     search_timeout: float = 30.0
     # Web.
     web_host: str = "127.0.0.1"
