@@ -53,6 +53,7 @@ class Snippet:
     embedding: "np.ndarray | None" = None
     embedding_model: str | None = None
     meta: dict = field(default_factory=dict)
+    sparse: dict[int, float] | None = None  # lexical weights {token id: weight} (BGE-M3)
 
     def image_bytes(self) -> tuple[bytes, str] | None:
         """The image encoded for transport as (bytes, format), encoded at most once."""
@@ -78,11 +79,14 @@ class Snippet:
         state["_encoded"] = self.image_bytes()
         if not state["meta"]:
             del state["meta"]
+        if state.get("sparse") is None:
+            state.pop("sparse", None)
         return state
 
     def __setstate__(self, state: dict) -> None:
         state = dict(state)
         state.setdefault("meta", {})
+        state.setdefault("sparse", None)
         self.__dict__.update(state)
         self.__dict__["_image"] = None
 

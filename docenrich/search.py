@@ -138,12 +138,18 @@ def _retrieve(store, index_for, query: str, mode: str, depth: int, document_id: 
     out = _Retrieval()
     if mode in ("hybrid", "dense"):
         t0 = time.perf_counter()
-        vector, out.embedder = client.embed_query(query)
+        vector, out.embedder, sparse = client.embed_query_sparse(query)
         t1 = time.perf_counter()
         out.index = index_for(out.embedder)
         # Excluded kinds are filtered after the vector search, so it looks a little deeper.
         out.lists["dense"] = _dense(store, out.index, vector, depth + 10 if exclude else depth, document_id)
-        out.timings.update(embed=_ms(t1 - t0), dense=_ms(time.perf_counter() - t1))
+        t2 = time.perf_counter()
+        out.timings.update(embed=_ms(t1 - t0), dense=_ms(t2 - t1))
+        if sparse and mode == "hybrid":
+            # BGE-M3's own lexical weights: a third list, from the same forward pass as the vector.
+            out.lists["sparse"] = store.sparse_search(out.embedder, sparse, depth, document_id=document_id,
+                                                      exclude_kinds=exclude)
+            out.timings["sparse"] = _ms(time.perf_counter() - t2)
     if mode in ("hybrid", "lexical"):
         t0 = time.perf_counter()
         out.lists["lexical"] = store.lexical_search(query, depth, document_id=document_id, exclude_kinds=exclude)
@@ -180,7 +186,7 @@ def search(
     candidates = _candidates(store, fused[: wanted + 10], exclude)[:wanted]
     got.timings["fuse"] = _ms(time.perf_counter() - t0)
     t = got.timings
-    t["retrieve"] = round(t.get("dense", 0.0) + t.get("lexical", 0.0) + t["fuse"], 1)
+    t["retrieve"] = round(sum(t.get(stage, 0.0) for stage in ("dense", "sparse", "lexical", "fuse")), 1)
     rerank_scores = None
     t0 = time.perf_counter()
     if rerank and candidates:

@@ -36,10 +36,17 @@ def reembed(store, batch: int = 64, out=sys.stderr) -> tuple[str, int]:
     total = sum(d.snippet_count for d in store.list_documents()) - store.embedder_counts().get(embedder, 0)
     started, done, after = time.monotonic(), 0, 0
     while pending := store.snippets_needing_vectors(embedder, batch, after_id=after):
-        vectors = client.call(client.EMBED, ([embedding_text(s) for s in pending],), "embedding", interactive=False)
-        if vectors.shape[1] != dim:
-            raise RuntimeError(f"the worker switched models mid-run ({vectors.shape[1]} != {dim} dimensions); run again")
-        store.save_vectors([(s.meta["snippet_id"], v) for s, v in zip(pending, vectors)], embedder)
+        out = client.call(client.EMBED, ([embedding_text(s) for s in pending],), "embedding", interactive=False,
+                          kwargs={"with_model": True})
+        vectors = out["embedding"]
+        if vectors.shape[1] != dim or out["model"] != embedder:
+            raise RuntimeError(f"the worker switched models mid-run ({out['model']}, {vectors.shape[1]} dimensions); "
+                               "run again")
+        ids = [s.meta["snippet_id"] for s in pending]
+        if out.get("sparse"):
+            # Sparse weights first: a snippet counts as embedded once its vector is stored.
+            store.save_sparse(list(zip(ids, out["sparse"])), embedder)
+        store.save_vectors(list(zip(ids, vectors)), embedder)
         after = pending[-1].meta["snippet_id"]
         done += len(pending)
         total = max(total, done)

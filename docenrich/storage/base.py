@@ -143,6 +143,17 @@ class Store(Protocol):
         """
         ...
 
+    def save_sparse(self, items: list[tuple[int, dict[int, float]]], embedder: str) -> None:
+        """Store learned sparse vectors (snippet_id, {token id: weight}) of one embedder (BGE-M3)."""
+        ...
+
+    def sparse_search(
+        self, embedder: str, weights: dict[int, float], k: int, *, document_id: str | None = None,
+        exclude_kinds: Iterable[str] = (),
+    ) -> list[tuple[int, float]]:
+        """Top-k (snippet_id, score) by the dot product of a query's sparse weights with the stored ones."""
+        ...
+
     # ---- export
 
     def export_rows(self, doc_id: str, embedder: str | None = None) -> Iterator[dict]:

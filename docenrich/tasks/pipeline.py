@@ -173,8 +173,9 @@ def _with_vectors(embedded: dict | list | None, doc_id: str, batch_index: int) -
     vectors, name = embedded["vectors"], embedded["model"]
     if len(vectors) != len(snippets):
         raise ValueError(f"batch {batch_index}: {len(vectors)} vectors for {len(snippets)} snippets")
-    for snippet, vector in zip(snippets, vectors):
-        snippet.embedding, snippet.embedding_model = vector, name
+    sparse = embedded.get("sparse") or [None] * len(snippets)
+    for snippet, vector, weights in zip(snippets, vectors, sparse):
+        snippet.embedding, snippet.embedding_model, snippet.sparse = vector, name, weights
     return snippets
 
 

@@ -19,6 +19,7 @@ _PART = re.compile(r"\w+", re.UNICODE)
 # Weight of the text and context columns in bm25(): the heading and title count half.
 _BM25_WEIGHTS = "1.0, 0.5"
 MAX_TERMS = 32
+MAX_SPARSE_TERMS = 64
 
 
 def fts_query(query: str) -> str:
@@ -43,7 +44,48 @@ def fts_query(query: str) -> str:
 
 
 class LexicalMixin:
-    """BM25 top-k over snippets_fts, filtered by document and snippet kind."""
+    """BM25 top-k over snippets_fts and learned-sparse top-k over sparse_postings."""
+
+    def _put_sparse(self, conn: sqlite3.Connection, sid: int, embedder: str, weights: list[tuple[int, float]]) -> None:
+        """Replace one snippet's sparse postings for one embedder (inside the caller's transaction)."""
+        conn.execute("DELETE FROM sparse_postings WHERE snippet_id = ? AND embedder = ?", (sid, embedder))
+        conn.executemany("INSERT INTO sparse_postings (embedder, token, snippet_id, weight) VALUES (?, ?, ?, ?)",
+                         [(embedder, t, sid, w) for t, w in weights])
+
+    def save_sparse(self, items: list[tuple[int, dict[int, float]]], embedder: str) -> None:
+        """Store (snippet_id, {token id: weight}) pairs for `embedder`; ids of deleted snippets are skipped."""
+        with self._write("the sparse vectors") as conn:
+            for sid, weights in items:
+                if conn.execute("SELECT 1 FROM snippets WHERE id = ?", (int(sid),)).fetchone():
+                    self._put_sparse(conn, int(sid), embedder,
+                                     [(int(t), float(w)) for t, w in weights.items() if float(w) > 0])
+
+    def sparse_search(
+        self, embedder: str, weights: dict[int, float], k: int, *, document_id: str | None = None,
+        exclude_kinds: Iterable[str] = (),
+    ) -> list[tuple[int, float]]:
+        """Top-k (snippet_id, score) by the dot product of sparse weights, best first."""
+        query = sorted(((int(t), float(w)) for t, w in weights.items() if float(w) > 0), key=lambda x: -x[1])
+        query = query[:MAX_SPARSE_TERMS]
+        if not query or k <= 0:
+            return []
+        values = ", ".join("(?, ?)" for _ in query)
+        args: list = [v for pair in query for v in pair] + [embedder]
+        where = ["p.embedder = ?"]
+        kinds = sorted(set(exclude_kinds))
+        if document_id is not None:
+            where.append("s.document_id = ?")
+            args.append(document_id)
+        if kinds:
+            where.append(f"s.kind NOT IN ({','.join('?' * len(kinds))})")
+            args += kinds
+        join = "JOIN snippets s ON s.id = p.snippet_id" if document_id is not None or kinds else ""
+        sql = (f"WITH q(token, w) AS (VALUES {values}) "
+               f"SELECT p.snippet_id, sum(p.weight * q.w) AS score FROM q "
+               f"JOIN sparse_postings p ON p.token = q.token {join} WHERE {' AND '.join(where)} "
+               f"GROUP BY p.snippet_id ORDER BY score DESC LIMIT ?")
+        rows = self._conn().execute(sql, (*args, int(k))).fetchall()
+        return [(int(r[0]), float(r[1])) for r in rows]
 
     def lexical_search(
         self, query: str, k: int, *, document_id: str | None = None, exclude_kinds: Iterable[str] = ()

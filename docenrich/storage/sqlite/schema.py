@@ -96,7 +96,7 @@ _MIGRATIONS: list[list[str]] = [
         # vector is removed or replaced (an index must then reload instead of append).
         "INSERT INTO counters(name, value) VALUES ('vectors_version', 0), ('vectors_epoch', 0)",
     ],
-    # The lexical index: FTS5 over each snippet's text, and its context (section heading and
+    # The lexical indexes. FTS5 over each snippet's text, and its context (section heading and
     # document title) as a second column. Triggers keep it in step with the snippets table, so
     # every insert, update and delete (cascades included) reaches it in the same transaction;
     # the last statement fills it for a database that already holds snippets.
@@ -113,6 +113,19 @@ _MIGRATIONS: list[list[str]] = [
             INSERT INTO snippets_fts(rowid, text, context) VALUES (new.id, new.text, {_context('new')});
         END""",
         f"INSERT INTO snippets_fts(rowid, text, context) SELECT s.id, s.text, {_context('s')} FROM snippets s",
+        # Learned sparse vectors (BGE-M3's lexical weights) as postings: token -> (snippet, weight).
+        """CREATE TABLE sparse_postings (
+            embedder TEXT NOT NULL,
+            token INTEGER NOT NULL,
+            snippet_id INTEGER NOT NULL REFERENCES snippets(id) ON DELETE CASCADE,
+            weight REAL NOT NULL,
+            PRIMARY KEY (embedder, token, snippet_id)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX sparse_postings_snippet ON sparse_postings(snippet_id)",
+        """CREATE TRIGGER snippets_sparse_stale AFTER UPDATE OF text ON snippets
+           WHEN old.text IS NOT new.text BEGIN
+            DELETE FROM sparse_postings WHERE snippet_id = new.id;
+        END""",
     ],
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
