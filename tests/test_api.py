@@ -516,6 +516,28 @@ def test_reembed_fills_missing_vectors(worker, tmp_path):
     store.close()
 
 
+@pytest.mark.slow
+def test_reembed_rechunk_cuts_a_document_again(client, worker):
+    from docenrich.cli import reembed
+    from docenrich.records import Snippet
+    from docenrich.storage import SQLiteStore as Store
+
+    marker = uuid.uuid4().hex[:8]
+    doc = upload(client, pdf_with_text(f"Rechunk {marker}: the first page.", "The second page."), f"rc-{marker}.pdf")
+    wait_ready(client, doc["id"])
+    store = Store(os.environ["DATA_DIR"])
+    fresh = [(s.ordinal, s.text) for s in store.snippets(doc["id"])]
+    # A snippet left by an older chunking: a different ordinal and text.
+    store.save_batch(doc["id"], 0, [Snippet(text="An old, overlong chunk.", page=1, document_id=doc["id"], ordinal=999)])
+    assert len(store.snippets(doc["id"])) == len(fresh) + 1
+    bar = io.StringIO()
+    assert reembed.rechunk(store, out=bar, poll=0.2, doc_ids=[doc["id"]]) == 1
+    assert [(s.ordinal, s.text) for s in store.snippets(doc["id"])] == fresh
+    assert all(s.has_vector for s in store.snippets(doc["id"]))
+    assert store.get_document(doc["id"]).state == "ready" and "page batches" in bar.getvalue()
+    store.close()
+
+
 FALLBACK_STATUS = {
     "w@test": {"models": {
         "embedder": {"configured": "BAAI/bge-m3", "effective": "bundled:all-MiniLM-L6-v2", "fallback": True},

@@ -54,6 +54,10 @@ class Store(Protocol):
         """Remove a document's rows, vectors, PDF, unshared images and thumbnails."""
         ...
 
+    def restart_document(self, doc_id: str) -> Document | None:
+        """Drop a ready or failed document's snippets and vectors and mark it queued (to re-extract)."""
+        ...
+
     def unfinished_documents(self, older_than: float = 0.0) -> list[Document]:
         """Documents not ready/failed whose last update is older than older_than seconds."""
         ...
