@@ -379,7 +379,7 @@ def test_worker_queue_and_storage_failures_map_to_503_and_507(app, monkeypatch):
     def no_worker(text, **_):
         raise worker_client.WorkerUnavailable("query embedding got no answer within 1s: no worker is online")
 
-    monkeypatch.setattr(worker_client, "embed_query", no_worker)
+    monkeypatch.setattr(worker_client, "embed_query_sparse", no_worker)
     body = assert_clean_error(client.get("/api/search?q=anything"), 503)
     assert "no worker" in body["error"]
 
