@@ -8,7 +8,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
 
-.PHONY: run test install install-test system-test-deps flower bench gpu-check worker web clean-venv lock
+.PHONY: run test install install-test system-test-deps flower bench eval gpu-check worker web clean-venv lock
 
 run: install
 	$(VPY) -m docenrich.cli.run
@@ -69,6 +69,10 @@ bench: install-test
 # Without one it says so and exits 0.
 gpu-check: install-test
 	$(VPY) bench/gpu_check.py
+
+# Retrieval quality on the frozen question set (bench/eval/), written to bench/EVAL.md.
+eval: install-test system-test-deps
+	$(VPY) bench/eval_retrieval.py
 
 flower: install
 	$(VPY) -m docenrich.cli.flower

@@ -438,14 +438,17 @@ def page_batches(path: Path, doc_id: str | None = None) -> list[list]:
     """A PDF's snippets grouped exactly as the pipeline sends them to enrich_snippets_task
     (one list per SNIPPET_BATCH_PAGES page range, with the pipeline's settings); [] if unreadable."""
     from docenrich.config import get_settings
+    from docenrich.models.tokens import embedder_counter
     from docenrich.pdf import PDFError, iter_snippet_batches
 
     s = get_settings()
+    counter = embedder_counter(s)
     try:
         return [b for b in iter_snippet_batches(path, doc_id, batch_pages=s.snippet_batch_pages,
                                                 target_tokens=s.snippet_target_tokens,
                                                 overlap_tokens=s.snippet_overlap_tokens,
-                                                image_max_px=s.snippet_image_max_px) if b]
+                                                image_max_px=s.snippet_image_max_px, count_tokens=counter,
+                                                max_tokens=counter.max_tokens if counter else None) if b]
     except PDFError:
         return []
 

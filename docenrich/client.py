@@ -101,8 +101,14 @@ def call(name: str, args: tuple, what: str, *, timeout: float | None = None, int
 
 def embed_query(text: str, *, timeout: float | None = None) -> tuple[np.ndarray, str]:
     """(vector, embedder name) for a search query, ahead of ingestion work."""
+    vector, name, _ = embed_query_sparse(text, timeout=timeout)
+    return vector, name
+
+
+def embed_query_sparse(text: str, *, timeout: float | None = None) -> tuple[np.ndarray, str, dict | None]:
+    """(vector, embedder name, lexical weights or None) for a search query; weights come from BGE-M3."""
     out = call(EMBED, (text,), "query embedding", timeout=timeout, kwargs={"with_model": True})
-    return out["embedding"], out["model"]
+    return out["embedding"], out["model"], out.get("sparse")
 
 
 def rerank(query: str, passages: list[str], *, timeout: float | None = None,

@@ -70,6 +70,8 @@ class Settings:
     snippet_batch_pages: int = 8
     # Search.
     search_rerank_top_n: int = 30
+    search_mode: str = "hybrid"
+    search_fusion: str = "weighted"
     search_timeout: float = 30.0
     # Web.
     web_host: str = "127.0.0.1"

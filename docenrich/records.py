@@ -53,6 +53,7 @@ class Snippet:
     embedding: "np.ndarray | None" = None
     embedding_model: str | None = None
     meta: dict = field(default_factory=dict)
+    sparse: dict[int, float] | None = None  # lexical weights {token id: weight} (BGE-M3)
 
     def image_bytes(self) -> tuple[bytes, str] | None:
         """The image encoded for transport as (bytes, format), encoded at most once."""
@@ -78,11 +79,14 @@ class Snippet:
         state["_encoded"] = self.image_bytes()
         if not state["meta"]:
             del state["meta"]
+        if state.get("sparse") is None:
+            state.pop("sparse", None)
         return state
 
     def __setstate__(self, state: dict) -> None:
         state = dict(state)
         state.setdefault("meta", {})
+        state.setdefault("sparse", None)
         self.__dict__.update(state)
         self.__dict__["_image"] = None
 
@@ -187,12 +191,16 @@ class StoredSnippet:
 
 
 
+def embedding_prefix(title: str | None, heading: str | None, text: str) -> str:
+    """What leads a snippet's embedded text: its document title and section heading, when not in it."""
+    parts = [p for p in (title, heading) if p and p not in text]
+    return " › ".join(parts)
+
+
 def embedding_text(snippet: Snippet) -> str:
-    """The text a snippet is embedded as: its text (or figure caption), led by its section heading."""
+    """The text a snippet is embedded as: its text (or figure caption), led by its title and heading."""
     meta = snippet.meta or {}
     text = snippet.text or meta.get("caption") or ""
-    heading = meta.get("heading")
-    # A snippet that continues a section is found by its heading too.
-    if heading and heading not in text:
-        return f"{heading}\n{text}"
-    return text
+    # A snippet that continues a section is found by its heading (and document) too.
+    prefix = embedding_prefix(meta.get("title"), meta.get("heading"), text)
+    return f"{prefix}\n{text}" if prefix else text

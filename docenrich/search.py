@@ -1,13 +1,15 @@
-"""Semantic search: embed the query in the worker, exact top-k over the stored vectors, rerank
+"""Search: BM25 over the lexical index and exact top-k over the stored vectors, fused, then reranked
 in the worker. Returns records; the web app and the command line present them."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from docenrich import client
+from docenrich import client, fusion
 from docenrich.config import get_settings
 from docenrich.records import Document, StoredSnippet
 
@@ -15,6 +17,16 @@ log = logging.getLogger(__name__)
 
 MAX_K = 100
 UNINDEXED_CAP = 1000
+MODES = ("hybrid", "dense", "lexical")
+# Snippet kinds left out unless asked for: table-of-contents and index pages match every
+# specific question by their words and answer none of them.
+EXCLUDED_KINDS = frozenset({"toc"})
+# Candidates each retriever hands to the fusion (at least): deep enough that a snippet ranked
+# well by only one of them survives.
+FUSION_DEPTH = 50
+# Per-list weights of the weighted-sum fusion (SEARCH_FUSION=weighted): equal weights measured
+# best on the development set (bench/DEVSET.md), ahead of reciprocal-rank fusion.
+FUSION_WEIGHTS = {"dense": 1.0, "lexical": 1.0, "sparse": 1.0}
 
 
 @dataclass
@@ -24,9 +36,10 @@ class Hit:
     rank: int
     snippet: StoredSnippet
     document: Document | None
-    vector_score: float
+    vector_score: float  # the retrieval score: cosine (dense), BM25 (lexical) or fused (hybrid)
     rerank_score: float | None = None
     rerank_normalized: float | None = None
+    sources: dict[str, int] = field(default_factory=dict)  # rank in each retriever's list
 
 
 @dataclass
@@ -38,6 +51,7 @@ class SearchResult:
     document_id: str | None
     embedder: str
     reranked: bool
+    mode: str = "hybrid"
     hits: list[Hit] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -55,12 +69,15 @@ def fallback_note(status: dict[str, dict], embedder: str | None = None) -> str |
     return None
 
 
-def _retrieve(store, index, vector, n: int, document_id: str | None) -> list[tuple[StoredSnippet, float]]:
+def _dense(store, index, vector, n: int, document_id: str | None) -> list[tuple[int, float]]:
     index.refresh()
-    hits = index.search(vector, n, document_id=document_id)
-    found = {s.id: s for s in store.get_snippets([sid for sid, _ in hits])}
-    # A snippet deleted between the index refresh and this read is simply left out.
-    return [(found[sid], score) for sid, score in hits if sid in found]
+    return index.search(vector, n, document_id=document_id)
+
+
+def _candidates(store, ranked: list[tuple[int, float]], exclude: frozenset[str]) -> list[tuple[StoredSnippet, float]]:
+    """The fused (id, score) list as snippets, leaving out excluded kinds and rows deleted meanwhile."""
+    found = {s.id: s for s in store.get_snippets([sid for sid, _ in ranked])}
+    return [(found[sid], score) for sid, score in ranked if sid in found and found[sid].kind not in exclude]
 
 
 def _rerank(query: str, candidates: list, top_n: int, notes: list[str]) -> tuple[list, dict | None]:
@@ -69,7 +86,7 @@ def _rerank(query: str, candidates: list, top_n: int, notes: list[str]) -> tuple
     try:
         ranked = client.rerank(query, [s.text for s, _ in pool])
     except client.RerankerUnavailable as exc:
-        notes.append(f"Reranking unavailable: {exc}. Results are ordered by vector similarity.")
+        notes.append(f"Reranking unavailable: {exc}. Results are in retrieval order.")
         return candidates, None
     scores = {pool[i][0].id: (float(ranked.scores[i]), float(ranked.normalized[i])) for i in ranked.order}
     return [pool[i] for i in ranked.order], scores
@@ -94,7 +111,7 @@ def _status_notes(store, index, embedder: str, worker_status: Callable[[], dict[
     return notes
 
 
-def _hits(store, candidates: list, k: int, rerank_scores: dict | None) -> list[Hit]:
+def _hits(store, candidates: list, k: int, rerank_scores: dict | None, sources: dict) -> list[Hit]:
     docs: dict[str, Document | None] = {}
     hits = []
     for rank, (snip, score) in enumerate(candidates[:k], start=1):
@@ -102,8 +119,74 @@ def _hits(store, candidates: list, k: int, rerank_scores: dict | None) -> list[H
             docs[snip.document_id] = store.get_document(snip.document_id)
         rr = rerank_scores.get(snip.id) if rerank_scores else None
         hits.append(Hit(rank, snip, docs[snip.document_id], round(float(score), 6),
-                        None if rr is None else round(rr[0], 6), None if rr is None else round(rr[1], 6)))
+                        None if rr is None else round(rr[0], 6), None if rr is None else round(rr[1], 6),
+                        sources.get(snip.id, {})))
     return hits
+
+
+@dataclass
+class _Retrieval:
+    """The candidate lists of one query, before fusion, and the time each took."""
+
+    lists: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    embedder: str = ""
+    index: object | None = None
+
+
+def _lexical(store, query: str, depth: int, document_id: str | None, exclude: frozenset[str]
+             ) -> tuple[list[tuple[int, float]], float]:
+    """The BM25 list and the milliseconds it took."""
+    t0 = time.perf_counter()
+    found = store.lexical_search(query, depth, document_id=document_id, exclude_kinds=exclude)
+    return found, _ms(time.perf_counter() - t0)
+
+
+def _retrieve(store, index_for, query: str, mode: str, depth: int, document_id: str | None,
+              exclude: frozenset[str]) -> _Retrieval:
+    """Run the retrievers the mode asks for, each to `depth` candidates.
+
+    In hybrid mode the lexical search runs in a thread while the query is embedded and the
+    vectors are scanned (SQLite and numpy release the GIL), so it adds no time of its own.
+    """
+    out = _Retrieval()
+    lexical = None
+    if mode == "hybrid":
+        lexical = _pool().submit(_lexical, store, query, depth, document_id, exclude)
+    if mode in ("hybrid", "dense"):
+        t0 = time.perf_counter()
+        vector, out.embedder, sparse = client.embed_query_sparse(query)
+        t1 = time.perf_counter()
+        out.index = index_for(out.embedder)
+        # Excluded kinds are filtered after the vector search, so it looks a little deeper.
+        out.lists["dense"] = _dense(store, out.index, vector, depth + 10 if exclude else depth, document_id)
+        t2 = time.perf_counter()
+        out.timings.update(embed=_ms(t1 - t0), dense=_ms(t2 - t1))
+        if sparse and mode == "hybrid":
+            # BGE-M3's own lexical weights: a third list, from the same forward pass as the vector.
+            out.lists["sparse"] = store.sparse_search(out.embedder, sparse, depth, document_id=document_id,
+                                                      exclude_kinds=exclude)
+            out.timings["sparse"] = _ms(time.perf_counter() - t2)
+    t0 = time.perf_counter()
+    if lexical is not None:
+        out.lists["lexical"], out.timings["lexical"] = lexical.result()
+        out.timings["lexical_wait"] = _ms(time.perf_counter() - t0)
+    elif mode == "lexical":
+        out.lists["lexical"], out.timings["lexical"] = _lexical(store, query, depth, document_id, exclude)
+    return out
+
+
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """Threads for lexical searches that overlap the query embedding (created on first use)."""
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lexical-search")
+        return _executor
 
 
 def search(
@@ -115,28 +198,50 @@ def search(
     document_id: str | None = None,
     top_n: int | None = None,
     *,
+    mode: str = "hybrid",
+    include_kinds: frozenset[str] | set[str] = frozenset(),
     worker_status: Callable[[], dict[str, dict]] = client.worker_models,
 ) -> SearchResult:
-    """Top-k snippets for a query, reranked when possible, with scores, notes and timings."""
+    """Top-k snippets for a query: lexical, dense or both fused, reranked when possible, with timings."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}")
     top_n = get_settings().search_rerank_top_n if top_n is None else top_n
     k = max(1, min(int(k), MAX_K))
+    exclude = EXCLUDED_KINDS - set(include_kinds)
     notes: list[str] = []
     started = time.perf_counter()
-    vector, embedder = client.embed_query(query)
-    embedded = time.perf_counter()
-    index = index_for(embedder)
-    candidates = _retrieve(store, index, vector, max(k, top_n) if rerank else k, document_id)
-    retrieved = time.perf_counter()
+    wanted = max(k, top_n) if rerank else k
+    got = _retrieve(store, index_for, query, mode, max(wanted, FUSION_DEPTH) if mode == "hybrid" else wanted,
+                    document_id, exclude)
+    t0 = time.perf_counter()
+    fused = fuse(got.lists) if mode == "hybrid" else next(iter(got.lists.values()))
+    candidates = _candidates(store, fused[: wanted + 10], exclude)[:wanted]
+    got.timings["fuse"] = _ms(time.perf_counter() - t0)
+    t = got.timings
+    # What retrieval adds after the query embedding: in hybrid mode the lexical search overlapped
+    # the embedding and the vector scan, so only the wait for it still to finish counts.
+    counted = ("dense", "sparse", "lexical_wait", "fuse") if mode == "hybrid" else ("dense", "lexical", "fuse")
+    t["retrieve"] = round(sum(t.get(stage, 0.0) for stage in counted), 1)
     rerank_scores = None
+    t0 = time.perf_counter()
     if rerank and candidates:
         candidates, rerank_scores = _rerank(query, candidates, top_n, notes)
-    reranked_at = time.perf_counter()
-    notes += _status_notes(store, index, embedder, worker_status)
-    hits = _hits(store, candidates, k, rerank_scores)
-    done = time.perf_counter()
-    timings = {"embed": _ms(embedded - started), "retrieve": _ms(retrieved - embedded),
-               "rerank": _ms(reranked_at - retrieved), "total": _ms(done - started)}
-    return SearchResult(query, k, document_id, embedder, rerank_scores is not None, hits, notes, timings)
+    t["rerank"] = _ms(time.perf_counter() - t0)
+    if got.index is not None:
+        notes += _status_notes(store, got.index, got.embedder, worker_status)
+    elif not candidates and not store.list_documents():
+        notes.append("No documents are indexed yet: upload a PDF first.")
+    hits = _hits(store, candidates, k, rerank_scores, fusion.ranks(got.lists))
+    got.timings["total"] = _ms(time.perf_counter() - started)
+    return SearchResult(query, k, document_id, got.embedder, rerank_scores is not None, mode, hits, notes,
+                        got.timings)
+
+
+def fuse(lists: dict[str, list[tuple[int, float]]]) -> list[tuple[int, float]]:
+    """The retrievers' lists as one ranking, by the configured fusion (see bench/DEVSET.md)."""
+    if get_settings().search_fusion == "rrf":
+        return fusion.rrf(lists)
+    return fusion.weighted(lists, FUSION_WEIGHTS)
 
 
 _unindexed_cache: dict[tuple[int, str], tuple[tuple[int, int], str]] = {}

@@ -66,6 +66,23 @@ def build_reranker_checkpoint(target: Path) -> Path:
     return target
 
 
+def build_bge_m3_checkpoint(target: Path) -> Path:
+    """A tiny model in BGE-M3's folder layout: the bundled MiniLM as the transformer, plus seeded
+    colbert_linear.pt and sparse_linear.pt heads, as BGEM3FlagModel loads them; built once."""
+    if (target / "sparse_linear.pt").exists():
+        return target
+    import torch
+
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(bundled_model_path(), tmp)
+    torch.manual_seed(4321)
+    torch.save(torch.nn.Linear(384, 384).state_dict(), tmp / "colbert_linear.pt")
+    torch.save(torch.nn.Linear(384, 1).state_dict(), tmp / "sparse_linear.pt")
+    tmp.rename(target)
+    return target
+
+
 def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
     """Poll predicate until it returns something truthy."""
     deadline = time.monotonic() + timeout
@@ -185,6 +202,11 @@ def bundled_model() -> str:
 @pytest.fixture(scope="session")
 def reranker_checkpoint(bundled_model) -> Path:
     return build_reranker_checkpoint(RERANKER_DIR)
+
+
+@pytest.fixture(scope="session")
+def bge_m3_checkpoint(bundled_model) -> Path:
+    return build_bge_m3_checkpoint(SESSION_DIR / "bge-m3-test")
 
 
 @pytest.fixture(scope="session")

@@ -382,17 +382,21 @@ def snippet_rows(data_dir: Path, doc_id: str) -> list[tuple]:
 
 def reference_snippets(data: bytes, doc_id: str, batch_pages: int) -> list[tuple[int, int, str]]:
     """(ordinal, page, text) of a clean ingestion: the same per-batch calls the worker makes."""
-    from docenrich.config import Settings
+    from docenrich.config import Settings, load_settings
+    from docenrich.models.tokens import embedder_counter
     from docenrich.pdf import extract_snippets, page_count
 
     defaults = Settings()
+    # The workers size snippets with their embedder's tokenizer: so does the reference.
+    counter = embedder_counter(load_settings(env=dict(TEST_ENV)))
     pages = page_count(data)
     out = []
     for start in range(1, pages + 1, batch_pages):
         found = extract_snippets(
             data, doc_id, start_page=start, end_page=min(pages, start + batch_pages - 1), batch_pages=batch_pages,
             target_tokens=defaults.snippet_target_tokens, overlap_tokens=defaults.snippet_overlap_tokens,
-            image_max_px=defaults.snippet_image_max_px,
+            image_max_px=defaults.snippet_image_max_px, count_tokens=counter,
+            max_tokens=counter.max_tokens if counter else None,
         )
         out.extend((s.ordinal, s.page, s.text) for s in found)
     return sorted(out)

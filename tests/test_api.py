@@ -131,7 +131,11 @@ def test_search_finds_a_phrase_on_its_page(client, corpus_docs):
     first = next(r for r in body["results"] if r["document_id"] == multi["id"])
     assert first["filename"] == "multicolumn.pdf" and len(first["bbox"]) == 4
     assert body["reranked"] is False and body["results"][0]["rerank_score"] is None
-    assert set(body["timings_ms"]) == {"embed", "retrieve", "rerank", "total"}
+    assert body["mode"] == "hybrid"
+    timings = body["timings_ms"]
+    assert set(timings) == {"embed", "dense", "lexical", "lexical_wait", "fuse", "retrieve", "rerank", "total"}
+    # The lexical search overlaps the embedding: retrieval counts only the wait for it.
+    assert timings["retrieve"] == pytest.approx(timings["dense"] + timings["lexical_wait"] + timings["fuse"], abs=0.2)
 
 
 @pytest.mark.slow
@@ -274,6 +278,66 @@ def test_deleted_document_leaves_search(client):
     assert_clean_error(client.get(f"/api/documents/{doc['id']}/snippets"), 404)
 
 
+@pytest.mark.slow
+def test_search_modes_hybrid_dense_lexical(client):
+    marker = uuid.uuid4().hex[:6].upper()
+    ident = f"QZX_{marker}_CACHE_LIMIT"
+    pages = [
+        "Caching keeps recently used pages in memory so that repeated reads are fast. The cache "
+        "grows until it reaches its limit, then the least recently used pages are dropped.",
+        f"The environment variable {ident} caps the size of the page cache in megabytes. "
+        "Set it before the service starts; a change needs a restart.",
+        "Logging writes one line per request with its duration and status code.",
+    ]
+    doc = upload(client, pdf_with_text(*pages), f"modes-{marker}.pdf")
+    wait_ready(client, doc["id"])
+    ask = lambda q, **kw: client.get("/api/search", query_string={"q": q, "k": 5, "rerank": 0,  # noqa: E731
+                                                                  "document": doc["id"], **kw})
+    lexical = ask(ident, mode="lexical").get_json()
+    assert lexical["mode"] == "lexical" and lexical["embedder"] == ""
+    assert lexical["results"][0]["page"] == 2 and ident in lexical["results"][0]["text"]
+    assert lexical["results"][0]["ranks"] == {"lexical": 1}
+    assert len(lexical["results"]) == 1  # only one snippet holds the identifier
+    assert {"lexical", "fuse", "retrieve", "total"} <= set(lexical["timings_ms"]) and "embed" not in lexical["timings_ms"]
+    dense = ask("how big may the cache grow", mode="dense").get_json()
+    assert dense["mode"] == "dense" and dense["embedder"]
+    assert {"embed", "dense", "retrieve"} <= set(dense["timings_ms"]) and "lexical" not in dense["timings_ms"]
+    assert all(set(r["ranks"]) == {"dense"} for r in dense["results"]) and len(dense["results"]) == 3
+    hybrid = ask(f"what does {ident} set").get_json()
+    assert hybrid["mode"] == "hybrid"
+    top = hybrid["results"][0]
+    assert top["page"] == 2 and top["ranks"]["lexical"] == 1 and "dense" in top["ranks"]
+    scores = [r["score"] for r in hybrid["results"]]
+    assert scores == sorted(scores, reverse=True)
+    assert_clean_error(ask(ident, mode="fuzzy"), 400)
+    page = client.get("/search", query_string={"q": ident, "mode": "lexical", "rerank": 0})
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert '<option value="lexical" selected>' in html and "word-match order" in html and ident in html
+
+
+@pytest.mark.slow
+def test_contents_pages_are_left_out_of_search_unless_included(client):
+    marker = uuid.uuid4().hex[:6].upper()
+    ident = f"QZ_{marker}_HOME"
+    doc = pymupdf.open()
+    page = doc.new_page()
+    page.insert_text((72, 72), "Contents", fontsize=16)
+    for i, title in enumerate(["Introduction", "Installing", f"Configuring {ident}", "Running", "Logging",
+                               "Troubleshooting", "Reference"]):
+        page.insert_text((72, 110 + 20 * i), f"{i + 1}  {title} " + "." * 60 + f" {3 + 4 * i}", fontsize=11)
+    doc.new_page().insert_textbox(pymupdf.Rect(72, 72, 520, 400), f"Configuring {ident}: the variable names "
+                                  "the folder where the service keeps its state.", fontsize=11)
+    uploaded = upload(client, doc.tobytes(), f"toc-{marker}.pdf")
+    wait_ready(client, uploaded["id"])
+    for mode in ("hybrid", "lexical", "dense"):
+        q = {"q": f"Configuring {ident}", "rerank": 0, "document": uploaded["id"], "mode": mode}
+        default = client.get("/api/search", query_string=q).get_json()["results"]
+        assert default and {r["kind"] for r in default} == {"text"} and {r["page"] for r in default} == {2}, mode
+        included = client.get("/api/search", query_string={**q, "include": "toc"}).get_json()["results"]
+        assert {r["page"] for r in included} == {1, 2} and "toc" in {r["kind"] for r in included}, mode
+
+
 # --------------------------------------------------------------------------- health, tasks, errors
 
 
@@ -318,7 +382,7 @@ def test_worker_queue_and_storage_failures_map_to_503_and_507(app, monkeypatch):
     def no_worker(text, **_):
         raise worker_client.WorkerUnavailable("query embedding got no answer within 1s: no worker is online")
 
-    monkeypatch.setattr(worker_client, "embed_query", no_worker)
+    monkeypatch.setattr(worker_client, "embed_query_sparse", no_worker)
     body = assert_clean_error(client.get("/api/search?q=anything"), 503)
     assert "no worker" in body["error"]
 
@@ -452,6 +516,28 @@ def test_reembed_fills_missing_vectors(worker, tmp_path):
     assert done == 3 and store.embedder_counts() == {embedder: 3} and store.embedder_dims()[embedder] == 384
     assert "\r[" in bar.getvalue() and "3/3 snippets" in bar.getvalue()
     assert reembed.reembed(store, batch=2, out=io.StringIO())[1] == 0
+    store.close()
+
+
+@pytest.mark.slow
+def test_reembed_rechunk_cuts_a_document_again(client, worker):
+    from docenrich.cli import reembed
+    from docenrich.records import Snippet
+    from docenrich.storage import SQLiteStore as Store
+
+    marker = uuid.uuid4().hex[:8]
+    doc = upload(client, pdf_with_text(f"Rechunk {marker}: the first page.", "The second page."), f"rc-{marker}.pdf")
+    wait_ready(client, doc["id"])
+    store = Store(os.environ["DATA_DIR"])
+    fresh = [(s.ordinal, s.text) for s in store.snippets(doc["id"])]
+    # A snippet left by an older chunking: a different ordinal and text.
+    store.save_batch(doc["id"], 0, [Snippet(text="An old, overlong chunk.", page=1, document_id=doc["id"], ordinal=999)])
+    assert len(store.snippets(doc["id"])) == len(fresh) + 1
+    bar = io.StringIO()
+    assert reembed.rechunk(store, out=bar, poll=0.2, doc_ids=[doc["id"]]) == 1
+    assert [(s.ordinal, s.text) for s in store.snippets(doc["id"])] == fresh
+    assert all(s.has_vector for s in store.snippets(doc["id"]))
+    assert store.get_document(doc["id"]).state == "ready" and "page batches" in bar.getvalue()
     store.close()
 
 

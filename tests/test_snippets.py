@@ -37,6 +37,10 @@ CORPUS = Path(__file__).resolve().parents[1] / ".." / "shared" / "corpus" / "wil
 HAS_TESSERACT = shutil.which("tesseract") is not None
 
 # Phrases read from each file (with pymupdf): they must appear in the snippets' text.
+# Table-of-contents and index pages, checked by eye; every other page of the corpus is not one.
+TOC_PAGES: dict[str, list[int]] = {"009-pdflatex-geotopo/GeoTopo-komprimiert.pdf": [4, 115, 116, 117]}
+WITH_TABLES = {"011-google-doc-document/google-doc-document.pdf", "026-latex-multicolumn/multicolumn.pdf"}
+
 PHRASES: dict[str, list[str]] = {
     "001-trivial/minimal-document.pdf": ["Lorem ipsum dolor sit amet", "no sea takimata sanctus est"],
     "002-trivial-libre-office-writer/002-trivial-libre-office-writer.pdf": [
@@ -106,14 +110,16 @@ def check_invariants(sn: list[Snippet] | tuple[Snippet, ...], pdf: Path | bytes)
     assert len(set(ordinals)) == len(ordinals), "ordinals must be unique"
     assert ordinals == sorted(ordinals), "snippets come in ordinal (reading) order"
     for s in sn:
-        assert s.kind in ("text", "figure", "page", "ocr")
+        assert s.kind in ("text", "figure", "page", "ocr", "toc", "table")
         assert 1 <= s.page <= doc.page_count
         assert s.ordinal // 1000 == s.page, "ordinal = page * 1000 + index"
         rect = doc[s.page - 1].rect
         x0, y0, x1, y1 = s.bbox
         assert x0 <= x1 and y0 <= y1
         assert rect.x0 - 1 <= x0 and rect.y0 - 1 <= y0 and x1 <= rect.x1 + 1 and y1 <= rect.y1 + 1, (s.bbox, rect)
-        if s.kind in ("text", "ocr"):
+        if s.kind == "table":
+            assert s.text.startswith("|") and "\n|---" in s.text and s.image is not None
+        if s.kind in ("text", "ocr", "toc"):
             assert s.text.strip()
             assert "  " not in s.text and "\n" not in s.text
         if s.kind == "page":
@@ -151,7 +157,9 @@ def test_corpus_file(rel: str):
                 assert s.meta.get("no_text_layer") is True
         assert len({s.page for s in sn}) == pymupdf.open(path).page_count, "one snippet per scanned page"
     elif rel in PHRASES:
-        assert {s.kind for s in sn} <= {"text", "figure"}
+        assert {s.kind for s in sn} <= {"text", "figure", "toc", "table"}
+        assert sorted({s.page for s in sn if s.kind == "toc"}) == TOC_PAGES.get(rel, [])
+        assert bool([s for s in sn if s.kind == "table"]) == (rel in WITH_TABLES)
     if rel in WITH_FIGURES:
         figs = [s for s in sn if s.kind == "figure"]
         assert figs and all(f.image is not None and f.image.size[0] > 20 for f in figs)

@@ -4,6 +4,8 @@ The library is imported when a model is loaded, not when this module is imported
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +42,11 @@ class FlagEmbedder(TorchBackend):
 
         fp16 = is_accelerator(device)
         self.m3 = is_bge_m3(name)
+        # BGE-M3 returns lexical (sparse) weights in the same forward pass as its dense vectors.
+        self.sparse = self.m3
         model_class = BGEM3FlagModel if self.m3 else FlagModel
-        self.model = model_class(name, use_fp16=fp16, devices=[device], batch_size=batch_size)
+        with _one_thread():
+            self.model = model_class(name, use_fp16=fp16, devices=[device], batch_size=batch_size)
         self.model.model.to("cpu")
         # From the config, not a probe encode: encoding would move the model onto the GPU,
         # and this runs in the worker's parent, which must not initialise CUDA before forking.
@@ -56,9 +61,16 @@ class FlagEmbedder(TorchBackend):
             out = self.model.encode(texts, batch_size=self.batch_size, return_dense=True)["dense_vecs"]
         else:
             out = self.model.encode(texts, batch_size=self.batch_size)
-        vectors = np.asarray(out, dtype=np.float32).reshape(len(texts), -1)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12))
+        return _normalised(out, len(texts))
+
+    def encode_with_sparse(self, texts: list[str]) -> tuple[np.ndarray, list[dict[int, float]] | None]:
+        """Dense rows and, for BGE-M3, each text's lexical weights {token id: weight}, in one pass."""
+        if not self.m3:
+            return self.encode(texts), None
+        out = self.model.encode(texts, batch_size=self.batch_size, return_dense=True, return_sparse=True,
+                                return_colbert_vecs=False)
+        weights = [{int(t): float(w) for t, w in row.items() if w > 0} for row in out["lexical_weights"]]
+        return _normalised(out["dense_vecs"], len(texts)), weights
 
 
 class FlagRerankerBackend(TorchBackend):
@@ -82,6 +94,27 @@ class FlagRerankerBackend(TorchBackend):
         pairs = [[query, p] for p in passages]
         raw = np.asarray(self.model.compute_score(pairs, normalize=False), dtype=np.float32).reshape(-1)
         return raw, sigmoid(raw)
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch single-threaded for a while: BGE-M3's heads are initialised on load, and an OpenMP
+    thread pool started here, in the worker's parent, would deadlock the first forward pass of every
+    forked child."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _normalised(out: Any, rows: int) -> np.ndarray:
+    vectors = np.asarray(out, dtype=np.float32).reshape(rows, -1)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12))
 
 
 def hidden_size(module: Any) -> int:

@@ -1,6 +1,7 @@
 """Cutting a page's ordered blocks into snippets of about a target number of tokens."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .layout import _Block, _union
@@ -9,6 +10,7 @@ from .layout import _Block, _union
 _Item = tuple[str, tuple, float]
 
 _HYPHENS = ("-", "\u2010", "\u00ad")
+Counter = Callable[[str], float]
 
 
 def _join_hyphen(prev: str, nxt: str) -> bool:
@@ -46,7 +48,7 @@ def _join_lines(items: list[_Item]) -> str:
     return out
 
 
-def _split_long_line(text: str, bbox: tuple, target: float) -> list[_Item]:
+def _split_long_line(text: str, bbox: tuple, target: float, count: Counter = _estimate_tokens) -> list[_Item]:
     """Cut a line longer than the target at word boundaries (characters for CJK runs)."""
     limit = max(8, int(target * 4 * 0.8))
     words: list[str] = []
@@ -59,35 +61,35 @@ def _split_long_line(text: str, bbox: tuple, target: float) -> list[_Item]:
     out: list[_Item] = []
     cur: list[str] = []
     for w in words:
-        if cur and _estimate_tokens(" ".join(cur + [w])) > target * 0.8:
+        if cur and count(" ".join(cur + [w])) > target * 0.8:
             t = " ".join(cur)
-            out.append((t, bbox, _estimate_tokens(t)))
+            out.append((t, bbox, count(t)))
             cur = []
         cur.append(w)
     if cur:
         t = " ".join(cur)
-        out.append((t, bbox, _estimate_tokens(t)))
+        out.append((t, bbox, count(t)))
     return out
 
 
-def _block_items(b: _Block, target: float) -> list[_Item]:
+def _block_items(b: _Block, target: float, count: Counter = _estimate_tokens) -> list[_Item]:
     """A block's lines as items, lines too long for one snippet cut into several."""
     items: list[_Item] = []
     for ln in b.lines:
-        tok = _estimate_tokens(ln.text)
+        tok = count(ln.text)
         if tok > target * 0.8:
-            items.extend(_split_long_line(ln.text, ln.bbox, target))
+            items.extend(_split_long_line(ln.text, ln.bbox, target, count))
         else:
             items.append((ln.text, ln.bbox, tok))
     return items
 
 
-def _last_words(text: str, budget: float) -> list[str]:
+def _last_words(text: str, budget: float, count: Counter = _estimate_tokens) -> list[str]:
     """The longest run of the line's last words within `budget` tokens, never the whole line."""
     words = text.split(" ")
     part: list[str] = []
     for w in reversed(words[1:]):  # never the whole line: it did not fit
-        t = _estimate_tokens(" ".join([w] + part))
+        t = count(" ".join([w] + part))
         if t > budget:
             break
         part.insert(0, w)
@@ -97,8 +99,9 @@ def _last_words(text: str, budget: float) -> list[str]:
 class _Chunker:
     """Accumulates lines into pieces; a heading sticks to the text that follows it."""
 
-    def __init__(self, target: float, overlap: float, heading: str | None):
+    def __init__(self, target: float, overlap: float, heading: str | None, count: Counter = _estimate_tokens):
         self.target = target
+        self.count = count
         self.overlap = overlap
         self.pieces: list[_Piece] = []
         self.cur: list[_Item] = []
@@ -132,10 +135,10 @@ class _Chunker:
                 tail.append((text, bb, tok))
                 budget -= tok
                 continue
-            part = _last_words(text, budget)
+            part = _last_words(text, budget, self.count)
             if part:
                 t = " ".join(part)
-                tail.append((t, bb, _estimate_tokens(t)))
+                tail.append((t, bb, self.count(t)))
             break
         return tail[::-1]
 
@@ -149,7 +152,7 @@ class _Chunker:
             # A snippet stays within one column so its image is one tidy rectangle.
             self.flush(keep_overlap=False)
         self.prev_col = b.col
-        items = _block_items(b, target)
+        items = _block_items(b, target, self.count)
         block_tok = sum(t for _, _, t in items)
         if b.heading:
             self._add_heading(items, block_tok)
@@ -183,14 +186,38 @@ class _Chunker:
         return self.pieces, self.heading
 
 
-def _chunk_page(blocks: list[_Block], target: float, overlap: float, heading: str | None
-                ) -> tuple[list[_Piece], str | None]:
+def _chunk_page(blocks: list[_Block], target: float, overlap: float, heading: str | None,
+                count: Counter = _estimate_tokens) -> tuple[list[_Piece], str | None]:
     """Merge ordered blocks into ~target-token pieces; a heading sticks to what follows.
 
     Works on whole lines (cheap; line ends are word ends) and only cuts a line into
     words for the overlap tail or when one line alone exceeds the target.
     """
-    chunker = _Chunker(target, overlap, heading)
+    chunker = _Chunker(target, overlap, heading, count)
     for b in blocks:
         chunker.add(b)
     return chunker.finish()
+
+
+def fit_pieces(pieces: list[_Piece], count: Counter, limit: int, prefix: Callable[[_Piece], str]) -> list[_Piece]:
+    """Pieces whose embedded text (prefix + text) fits `limit` tokens, oversized ones cut at words."""
+    out: list[_Piece] = []
+    for p in pieces:
+        out.extend(_fit_one(p, count, limit, prefix))
+    return out
+
+
+def _fit_one(p: _Piece, count: Counter, limit: int, prefix: Callable[[_Piece], str]) -> list[_Piece]:
+    head = prefix(p)
+    if count(f"{head}\n{p.text}" if head else p.text) <= limit:
+        return [p]
+    words = p.text.split(" ")
+    if len(words) < 2:
+        # One unbroken run (a CJK line, a long URL): cut it by characters.
+        half = max(1, len(p.text) // 2)
+        parts = [p.text[:half], p.text[half:]]
+    else:
+        parts = [" ".join(words[: len(words) // 2]), " ".join(words[len(words) // 2 :])]
+    if not parts[1]:
+        return [p]  # nothing left to cut: the model truncates this one character run
+    return [q for part in parts for q in _fit_one(_Piece(part, p.bbox, p.heading), count, limit, prefix)]

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pymupdf
 
-from docenrich.records import Snippet
+from docenrich.records import Snippet, embedding_prefix
 
-from .chunking import _chunk_page, _join_lines, _Piece
+from .chunking import _chunk_page, _estimate_tokens, _join_lines, _Piece, fit_pieces
 from .document import _open, _page
 from .errors import PAGE_ERRORS
 from .headers import HEADER_WINDOW, _margin_lines, _strip_headers
@@ -19,10 +19,17 @@ from .layout import _Block, _Figure, _load_page, _PageData, _union
 from .ocr import _ocr_page
 from .order import _mark_headings, _mostly_rtl, _reading_order
 from .render import DEFAULT_DPI, _PageRender, _render_whole_page
+from .tables import faithful, find_tables, outside, split_rows
+from .toc import is_toc_page
 
 log = logging.getLogger(__name__)
 
 MAX_SNIPPETS_PER_PAGE = 999  # ordinals are page * 1000 + index
+# Tokens kept free in a snippet for the heading and title that lead its embedded text.
+HEADING_RESERVE = 24
+# Titles that name a file or a template rather than the document.
+_JUNK_TITLE = re.compile(r"(\.(docx?|pdf|tex|dvi|odt|rtf|indd|qxd)$)|^(untitled|microsoft word\b|title\b|none$)",
+                         re.IGNORECASE)
 
 # Figures smaller than this (in points, on the page) are icons, bullets or rules.
 MIN_FIGURE_PT = 40.0
@@ -44,6 +51,9 @@ class _Options:
     images: bool
     dpi: int
     ocr_language: str
+    tables: bool = True
+    count: Callable[[str], float] | None = None  # the embedder's token count (an estimate without it)
+    max_tokens: int | None = None  # the most content tokens the embedder reads
 
 
 @dataclass
@@ -51,6 +61,7 @@ class _RunState:
     """What carries over from one page to the next."""
 
     heading: str | None = None  # the section heading in force, for snippets that follow it
+    title: str = ""  # the document's title, carried into what is embedded
 
 
 class _PageWindow:
@@ -165,16 +176,20 @@ class _PageOut:
                                      ordinal=self.pd.number * 1000 + len(self.snippets), kind=kind, meta=meta))
 
 
+def _context(heading: str | None, title: str) -> dict:
+    """The meta that carries a snippet's section heading and document title."""
+    return {**({"heading": heading} if heading else {}), **({"title": title} if title else {})}
+
+
 def _emit(out: _PageOut, pieces: list[_Piece], figures: list[_Figure], blocks: list[_Block], kind: str,
-          heading: str | None) -> None:
+          heading: str | None, title: str = "") -> None:
     """Text snippets in reading order, then figure snippets top to bottom with their captions."""
     for p in pieces:
-        out.add(p.text, p.bbox, kind, {"heading": p.heading} if p.heading else {}, gray=True)
+        out.add(p.text, p.bbox, kind, _context(p.heading, title), gray=True)
     for f in sorted(figures, key=lambda f: (f.bbox[1], f.bbox[0])):
         caption = _find_caption(f, blocks)
         meta = {"caption": caption} if caption else {}
-        if heading:
-            meta["heading"] = heading
+        meta.update(_context(heading, title))
         out.add(caption, f.bbox, "figure", meta, pad=0)
 
 
@@ -195,16 +210,39 @@ def _page_snippets(doc: pymupdf.Document, pd: _PageData, document_id: str | None
         return [_whole_page_snippet(page, pd, document_id, opts, {"error": pd.error})]
 
     blocks = _reading_order(pd.blocks, rtl=_mostly_rtl(pd.blocks))
+    tables: list[_Piece] = []
+    if kind == "text" and is_toc_page(blocks):
+        kind = "toc"  # kept and shown with its page, but left out of search by default
+    elif kind == "text" and opts.tables and not pd.display_space:
+        found = faithful(find_tables(page), blocks)
+        if found:
+            blocks = outside(blocks, found)
+            tables = _table_pieces(found, state.heading, opts)
     _mark_headings(blocks, body_size)
-    pieces, state.heading = _chunk_page(blocks, opts.target_tokens, opts.overlap_tokens, state.heading)
+    pieces, state.heading = _chunk_page(blocks, opts.target_tokens, opts.overlap_tokens, state.heading,
+                                        opts.count or _estimate_tokens)
+    if opts.count is not None and opts.max_tokens:
+        title = state.title
+        pieces = fit_pieces(pieces, opts.count, opts.max_tokens,
+                            lambda p: embedding_prefix(title, p.heading, p.text))
     pieces, figures = _capped(pd.number, pieces, figures)
-    render = _render_region(page, pd, pieces, figures, opts) if opts.images and (pieces or figures) else None
+    covered = pieces + tables
+    render = _render_region(page, pd, covered, figures, opts) if opts.images and (covered or figures) else None
     out = _PageOut(page, pd, document_id, render, opts.image_max_px)
-    _emit(out, pieces, figures, blocks, kind, state.heading)
+    _emit(out, pieces, figures, blocks, kind, state.heading, state.title)
+    for t in tables:
+        out.add(t.text, t.bbox, "table", _context(t.heading, state.title))
     if not out.snippets:
         # Text existed but nothing survived (e.g. only a page number): still say so.
         return [_whole_page_snippet(page, pd, document_id, opts, {"no_text_layer": False, "no_content": True})]
     return out.snippets
+
+
+def _table_pieces(found: list, heading: str | None, opts: _Options) -> list[_Piece]:
+    """Table snippets: the whole table as Markdown, cut into row groups when it is too long to embed."""
+    count = opts.count or _estimate_tokens
+    limit = (opts.max_tokens or opts.target_tokens) - min(HEADING_RESERVE, opts.target_tokens // 4)
+    return [_Piece(md, t.bbox, heading) for t in found for md in split_rows(t.markdown, count, limit)]
 
 
 def _whole_page_snippet(page: pymupdf.Page, pd: _PageData, document_id: str | None, opts: _Options,
@@ -244,20 +282,29 @@ def iter_snippet_batches(source: bytes | str | Path, document_id: str | None = N
                          end_page: int | None = None, batch_pages: int = 8, target_tokens: int = 300,
                          overlap_tokens: int = 40, image_max_px: int = 1024, ocr: bool = True,
                          progress: Callable[[int, int], None] | None = None, images: bool = True,
-                         dpi: int = DEFAULT_DPI, ocr_language: str = "eng") -> Iterator[list[Snippet]]:
-    """Yield the snippets of every `batch_pages` pages of [start_page, end_page], streaming."""
+                         dpi: int = DEFAULT_DPI, ocr_language: str = "eng", tables: bool = True,
+                         count_tokens: Callable[[str], float] | None = None,
+                         max_tokens: int | None = None) -> Iterator[list[Snippet]]:
+    """Yield the snippets of every `batch_pages` pages of [start_page, end_page], streaming.
+
+    With count_tokens (the embedder's tokenizer) and max_tokens (the most it reads), snippets are
+    sized in its tokens and their embedded text (title, heading, text) never exceeds max_tokens.
+    """
     doc = _open(source)
     try:
         start = max(1, start_page)
         end = doc.page_count if end_page is None else min(doc.page_count, end_page)
         if start > end:
             return
+        if max_tokens:
+            # Room for a short heading and title in front: fit_pieces cuts whatever still overflows.
+            target_tokens = min(target_tokens, max_tokens - min(HEADING_RESERVE, max_tokens // 4))
         opts = _Options(target_tokens=max(10, target_tokens),
                         overlap_tokens=max(0, min(overlap_tokens, target_tokens // 2)),
                         image_max_px=max(16, image_max_px), ocr=ocr, images=images, dpi=dpi,
-                        ocr_language=ocr_language)
+                        ocr_language=ocr_language, tables=tables, count=count_tokens, max_tokens=max_tokens)
         pages = _PageWindow(doc, render=images)
-        state = _RunState()
+        state = _RunState(title=document_title(doc))
         step = max(1, batch_pages)
         for bstart in range(start, end + 1, step):
             bend = min(end, bstart + step - 1)
@@ -277,3 +324,9 @@ def extract_snippets(source: bytes | str | Path, document_id: str | None = None,
     for batch in iter_snippet_batches(source, document_id, **options):
         out.extend(batch)
     return out
+
+
+def document_title(doc: pymupdf.Document) -> str:
+    """The document's own title from its metadata, or "" when it is empty or names a file."""
+    title = " ".join(str((doc.metadata or {}).get("title") or "").split())[:200]
+    return "" if len(title) < 3 or _JUNK_TITLE.search(title) else title

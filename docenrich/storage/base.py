@@ -54,6 +54,10 @@ class Store(Protocol):
         """Remove a document's rows, vectors, PDF, unshared images and thumbnails."""
         ...
 
+    def restart_document(self, doc_id: str) -> Document | None:
+        """Drop a ready or failed document's snippets and vectors and mark it queued (to re-extract)."""
+        ...
+
     def unfinished_documents(self, older_than: float = 0.0) -> list[Document]:
         """Documents not ready/failed whose last update is older than older_than seconds."""
         ...
@@ -128,6 +132,30 @@ class Store(Protocol):
         self, embedder: str, after_rowid: int = 0
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """(snippet ids, document ids, float32 matrix, max rowid) for rows after after_rowid."""
+        ...
+
+    # ---- lexical search
+
+    def lexical_search(
+        self, query: str, k: int, *, document_id: str | None = None, exclude_kinds: Iterable[str] = ()
+    ) -> list[tuple[int, float]]:
+        """Top-k (snippet_id, score) by a lexical ranking (BM25), best first, higher is better.
+
+        The index follows every snippet insert, update and delete; it covers each snippet's text
+        and its context (section heading, document title). Identifiers such as R_MAKEVARS_USER,
+        foo.bar() or --no-same-owner match as a unit, case- and diacritics-insensitively.
+        """
+        ...
+
+    def save_sparse(self, items: list[tuple[int, dict[int, float]]], embedder: str) -> None:
+        """Store learned sparse vectors (snippet_id, {token id: weight}) of one embedder (BGE-M3)."""
+        ...
+
+    def sparse_search(
+        self, embedder: str, weights: dict[int, float], k: int, *, document_id: str | None = None,
+        exclude_kinds: Iterable[str] = (),
+    ) -> list[tuple[int, float]]:
+        """Top-k (snippet_id, score) by the dot product of a query's sparse weights with the stored ones."""
         ...
 
     # ---- export

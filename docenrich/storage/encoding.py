@@ -92,6 +92,7 @@ class Prepared:
     vector: bytes | None
     dim: int
     embedder: str | None
+    sparse: list[tuple[int, float]] | None = None  # (token id, weight) from the same embedder
 
 
 def prepare_snippet(doc_id: str, snip: Snippet, seen: set[int]) -> Prepared:
@@ -120,6 +121,7 @@ def prepare_snippet(doc_id: str, snip: Snippet, seen: set[int]) -> Prepared:
         vector=vector,
         dim=dim,
         embedder=embedder,
+        sparse=_encode_sparse(snip, ordinal) if embedder else None,
     )
 
 
@@ -153,3 +155,13 @@ def _encode_vector(snip: Snippet, ordinal: int) -> tuple[bytes | None, int, str 
         raise ValueError(f"snippet {ordinal} has an embedding but no embedding_model")
     vec = as_vector(snip.embedding, f"snippet {ordinal}")
     return vec.tobytes(), int(vec.shape[0]), str(snip.embedding_model)
+
+
+def _encode_sparse(snip: Snippet, ordinal: int) -> list[tuple[int, float]] | None:
+    """The snippet's lexical weights as (token id, weight) pairs with a positive weight, or None."""
+    weights = getattr(snip, "sparse", None)
+    if weights is None:
+        return None
+    if not isinstance(weights, dict):
+        raise ValueError(f"snippet {ordinal}: sparse weights must be a dict of token id to weight")
+    return [(int(t), float(w)) for t, w in weights.items() if float(w) > 0]

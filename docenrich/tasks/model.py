@@ -38,20 +38,29 @@ def _texts(value: Any, what: str = "text") -> list[str]:
     raise BadInput(f"{what} must be a string or a list of strings, not {type(value).__name__}")
 
 
+def _encode(embedder, texts: list[str]) -> tuple[np.ndarray, list[dict[int, float]] | None]:
+    """Dense rows, plus lexical weights when the embedder makes them in the same pass (BGE-M3)."""
+    if getattr(embedder, "sparse", False):
+        return _model_call(embedder.encode_with_sparse, texts)
+    return _model_call(embedder.encode, texts), None
+
+
 def _encode_in_batches(task, texts: list[str]):
-    """(vectors, embedder name), encoding batch by batch and reporting progress on long inputs."""
+    """(vectors, embedder name, sparse weights or None), batch by batch, with progress on long inputs."""
     manager = models.get_manager()
     embedder = manager.embedder()
     name = manager.effective_name("embedder")
     batch = max(1, get_settings().model_batch_size)
-    parts = []
+    parts, sparse = [], []
     for start in range(0, len(texts), batch):
-        parts.append(_model_call(embedder.encode, texts[start : start + batch]))
+        vectors, weights = _encode(embedder, texts[start : start + batch])
+        parts.append(vectors)
+        sparse = None if weights is None else sparse + weights
         done = min(len(texts), start + batch)
         if len(texts) > batch and task.request.id:
             task.update_state(state="PROGRESS", meta={"stage": "embedding", "done": done, "total": len(texts)})
     vectors = np.concatenate(parts) if parts else np.zeros((0, embedder.dim or 0), np.float32)
-    return vectors, name
+    return vectors, name, sparse or None
 
 
 @celery_app.task(bind=True, base=DocenrichTask, name="docenrich.get_sentence_embedding")
@@ -60,18 +69,25 @@ def get_sentence_embedding_task(self, text: str | list[str], with_model: bool = 
     texts = _texts(text)
     manager = models.get_manager()
     embedder = manager.embedder()
-    vectors = _model_call(embedder.encode, texts) if texts else np.zeros((0, embedder.dim or 0), np.float32)
-    result = vectors[0] if isinstance(text, str) else vectors
+    if texts and with_model:
+        vectors, sparse = _encode(embedder, texts)
+    else:
+        vectors = _model_call(embedder.encode, texts) if texts else np.zeros((0, embedder.dim or 0), np.float32)
+        sparse = None
+    single = isinstance(text, str)
+    result = vectors[0] if single else vectors
     if with_model:
-        return {"embedding": result, "model": manager.effective_name("embedder"), "dim": embedder.dim}
+        # "sparse": BGE-M3's lexical weights {token id: weight} (one dict, or a list), else None.
+        return {"embedding": result, "model": manager.effective_name("embedder"), "dim": embedder.dim,
+                "sparse": sparse[0] if single and sparse else sparse}
     return result
 
 
 @celery_app.task(bind=True, base=DocenrichTask, name="docenrich.embed_batch")
 def embed_batch_task(self, texts: list[str]) -> dict:
-    """The pipeline's embedding step: texts in, {"vectors", "model"} out; no images travel here."""
-    vectors, name = _encode_in_batches(self, _texts(texts, "texts"))
-    return {"vectors": vectors, "model": name}
+    """The pipeline's embedding step: texts in, {"vectors", "model", "sparse"} out; no images travel here."""
+    vectors, name, sparse = _encode_in_batches(self, _texts(texts, "texts"))
+    return {"vectors": vectors, "model": name, "sparse": sparse}
 
 
 @celery_app.task(bind=True, base=DocenrichTask, name="docenrich.enrich_snippets")
@@ -79,10 +95,11 @@ def enrich_snippets_task(self, snippets: list[Snippet]) -> list[Snippet]:
     """Fill in each snippet's embedding (and an image where it has none), batching the encoder."""
     if not isinstance(snippets, (list, tuple)) or not all(isinstance(s, Snippet) for s in snippets):
         raise BadInput("enrich_snippets_task takes a list of Snippet objects")
-    vectors, name = _encode_in_batches(self, [embedding_text(s) for s in snippets])
-    for snippet, vector in zip(snippets, vectors):
+    vectors, name, sparse = _encode_in_batches(self, [embedding_text(s) for s in snippets])
+    for i, (snippet, vector) in enumerate(zip(snippets, vectors)):
         snippet.embedding = vector
         snippet.embedding_model = name
+        snippet.sparse = sparse[i] if sparse else None
         if not snippet.has_image:
             snippet.image = text_card(snippet.text)
     return list(snippets)

@@ -107,9 +107,12 @@ def extract_document_task(self, doc_id: str) -> dict:
 
 def _extract(task, doc_id: str, pages: int, start: int, end: int) -> list[Snippet]:
     """The snippets of one page range, failing the document on a PDF error or the soft limit."""
+    from docenrich.models.tokens import embedder_counter
     from docenrich.pdf import extract_snippets
 
     settings = get_settings()
+    # Only the embedder's tokenizer is loaded here, never its weights: snippets are sized in its tokens.
+    counter = embedder_counter(settings)
 
     def progress(done: int, total: int) -> None:
         task.update_state(state="PROGRESS", meta={"stage": "extracting", "document": doc_id, "done": done, "total": total})
@@ -125,6 +128,8 @@ def _extract(task, doc_id: str, pages: int, start: int, end: int) -> list[Snippe
             overlap_tokens=settings.snippet_overlap_tokens,
             image_max_px=settings.snippet_image_max_px,
             progress=progress if task.request.id else None,
+            count_tokens=counter,
+            max_tokens=counter.max_tokens if counter else None,
         )
     except PDFError as exc:
         fail_document(doc_id, str(exc))
@@ -168,8 +173,9 @@ def _with_vectors(embedded: dict | list | None, doc_id: str, batch_index: int) -
     vectors, name = embedded["vectors"], embedded["model"]
     if len(vectors) != len(snippets):
         raise ValueError(f"batch {batch_index}: {len(vectors)} vectors for {len(snippets)} snippets")
-    for snippet, vector in zip(snippets, vectors):
-        snippet.embedding, snippet.embedding_model = vector, name
+    sparse = embedded.get("sparse") or [None] * len(snippets)
+    for snippet, vector, weights in zip(snippets, vectors, sparse):
+        snippet.embedding, snippet.embedding_model, snippet.sparse = vector, name, weights
     return snippets
 
 

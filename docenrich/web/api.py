@@ -16,7 +16,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_file,
 from docenrich import client, pdf
 from docenrich.celery_app import celery_app
 from docenrich.records import Document
-from docenrich.search import MAX_K
+from docenrich.search import MAX_K, MODES
 from docenrich.storage import sanitize_filename
 from docenrich.web.auth import authenticate_api
 from docenrich.web.errors import ApiError
@@ -259,14 +259,18 @@ def _quote(text: str) -> str:
 
 @api.get("/search")
 def search():
-    """Search the snippets: q, k, rerank, document."""
+    """Search the snippets: q, k, rerank, document, mode (hybrid|dense|lexical), include (e.g. toc)."""
     q = request.args.get("q", "").strip()
     if not q:
         raise ApiError(400, "Type something to search for (parameter q).", "empty_query")
     if len(q) > 1000:
         raise ApiError(400, "The query is too long (at most 1000 characters).", "query_too_long")
     document_id = request.args.get("document") or None
-    result = services().search(q, int_arg("k", 10, 1, MAX_K), flag_arg("rerank"), document_id)
+    mode = request.args.get("mode") or None
+    if mode is not None and mode not in MODES:
+        raise ApiError(400, f"mode must be one of: {', '.join(MODES)}.", "bad_mode")
+    include = frozenset(k.strip() for k in request.args.get("include", "").split(",") if k.strip())
+    result = services().search(q, int_arg("k", 10, 1, MAX_K), flag_arg("rerank"), document_id, mode, include)
     return jsonify(search_json(result))
 
 

@@ -8,6 +8,7 @@ from markupsafe import Markup, escape
 
 from docenrich.client import WorkerUnavailable
 from docenrich.errors import caused_by
+from docenrich.search import MODES
 from docenrich.web.auth import csrf_ok, signed_in, token_matches, token_tag
 from docenrich.web.errors import QUEUE_DOWN, QUEUE_ERRORS
 from docenrich.web.presenters import doc_json, search_json, snippet_json
@@ -115,10 +116,11 @@ def search_page():
     document_id = request.args.get("document") or None
     rerank = (request.args.getlist("rerank") or ["1"])[-1] not in ("0", "false", "off")
     svc = services()
+    mode = request.args.get("mode") if request.args.get("mode") in MODES else svc.config["SEARCH_MODE"]
     result, error, status = None, None, 200
     if q:
         try:
-            result = search_json(svc.search(q, 10, rerank, document_id))
+            result = search_json(svc.search(q, 10, rerank, document_id, mode))
         except WorkerUnavailable as exc:
             error, status = f"Search is unavailable: {exc}.", 503
         except Exception as exc:
@@ -127,5 +129,6 @@ def search_page():
             error, status = QUEUE_DOWN, 503
     docs = [d for d in svc.store.list_documents() if d.state == "ready"]
     return render_template(
-        "search.html", q=q, result=result, error=error, documents=docs, document_id=document_id, rerank=rerank
+        "search.html", q=q, result=result, error=error, documents=docs, document_id=document_id, rerank=rerank,
+        mode=mode, modes=MODES,
     ), status

@@ -77,11 +77,14 @@ class Services:
         if not self.queue_status()["ok"]:
             raise redis.exceptions.ConnectionError("Redis is unreachable (cached status)")
 
-    def search(self, q: str, k: int, rerank: bool, document_id: str | None) -> search.SearchResult:
+    def search(self, q: str, k: int, rerank: bool, document_id: str | None, mode: str | None = None,
+               include_kinds: frozenset[str] = frozenset()) -> search.SearchResult:
         """A search with this app's store, index cache, settings and cached worker status."""
-        self.require_queue()
+        mode = mode or self.config["SEARCH_MODE"]
+        if mode != "lexical" or rerank:
+            self.require_queue()
         return search.search(
             self.store, self.index_for, q, k=k, rerank=rerank, document_id=document_id,
-            top_n=self.config["SEARCH_RERANK_TOP_N"],
+            top_n=self.config["SEARCH_RERANK_TOP_N"], mode=mode, include_kinds=include_kinds,
             worker_status=lambda: self.queue_status()["models"],
         )

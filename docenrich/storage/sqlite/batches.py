@@ -186,4 +186,6 @@ class BatchesMixin:
         if p.vector is None:
             return 0, removed
         added, replaced = self._put_vector(conn, sid, p.embedder, p.dim, p.vector)
+        if p.sparse is not None:
+            self._put_sparse(conn, sid, p.embedder, p.sparse)
         return added, removed + replaced

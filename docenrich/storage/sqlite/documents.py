@@ -101,6 +101,16 @@ class DocumentsMixin:
         )
         return stale_images
 
+    def restart_document(self, doc_id: str) -> Document | None:
+        """Drop a finished document's snippets and vectors and queue it to be extracted again."""
+        with self._write("the document status") as conn:
+            row = conn.execute("SELECT state FROM documents WHERE id = ?", (doc_id,)).fetchone()
+            if row is None or row["state"] not in ("ready", "failed"):
+                return None
+            stale_images = self._restart_failed(conn, doc_id, time.time())
+        self._collect(images=stale_images)
+        return self.get_document(doc_id)
+
     def _apply_info(self, conn: sqlite3.Connection, doc_id: str, info: DocumentInfo) -> None:
         conn.execute(
             """UPDATE documents SET pages = ?, title = ?, producer = ?, has_text_layer = ?, metadata = ?

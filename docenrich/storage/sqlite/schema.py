@@ -12,6 +12,21 @@ log = logging.getLogger(__name__)
 DB_NAME = "docenrich.sqlite3"
 BUSY_TIMEOUT_S = 10.0
 
+# unicode61 folds case and diacritics in every script that separates words with spaces; it
+# splits identifiers at "_", ".", "-" and "(", and the query side turns such an identifier into
+# a phrase of its parts (storage/sqlite/lexical.py), so R_MAKEVARS_USER matches itself exactly
+# and MAKEVARS alone still finds it.
+FTS_TOKENIZER = "unicode61 remove_diacritics 2"
+
+
+def _context(row: str) -> str:
+    """SQL for a snippet row's indexed context: its section heading and its document's title."""
+    return (
+        f"trim(coalesce(CASE WHEN json_valid({row}.meta) THEN json_extract({row}.meta, '$.heading') END, '')"
+        f" || ' ' || coalesce((SELECT title FROM documents d WHERE d.id = {row}.document_id), ''))"
+    )
+
+
 # _MIGRATIONS[i] upgrades a database from user_version i to i + 1.
 _MIGRATIONS: list[list[str]] = [
     [
@@ -80,6 +95,37 @@ _MIGRATIONS: list[list[str]] = [
         # vectors_version: bumped by any vector change; vectors_epoch: bumped when a
         # vector is removed or replaced (an index must then reload instead of append).
         "INSERT INTO counters(name, value) VALUES ('vectors_version', 0), ('vectors_epoch', 0)",
+    ],
+    # The lexical indexes. FTS5 over each snippet's text, and its context (section heading and
+    # document title) as a second column. Triggers keep it in step with the snippets table, so
+    # every insert, update and delete (cascades included) reaches it in the same transaction;
+    # the last statement fills it for a database that already holds snippets.
+    [
+        f"CREATE VIRTUAL TABLE snippets_fts USING fts5(text, context, tokenize = '{FTS_TOKENIZER}')",
+        f"""CREATE TRIGGER snippets_fts_insert AFTER INSERT ON snippets BEGIN
+            INSERT INTO snippets_fts(rowid, text, context) VALUES (new.id, new.text, {_context('new')});
+        END""",
+        """CREATE TRIGGER snippets_fts_delete AFTER DELETE ON snippets BEGIN
+            DELETE FROM snippets_fts WHERE rowid = old.id;
+        END""",
+        f"""CREATE TRIGGER snippets_fts_update AFTER UPDATE OF text, meta, document_id ON snippets BEGIN
+            DELETE FROM snippets_fts WHERE rowid = old.id;
+            INSERT INTO snippets_fts(rowid, text, context) VALUES (new.id, new.text, {_context('new')});
+        END""",
+        f"INSERT INTO snippets_fts(rowid, text, context) SELECT s.id, s.text, {_context('s')} FROM snippets s",
+        # Learned sparse vectors (BGE-M3's lexical weights) as postings: token -> (snippet, weight).
+        """CREATE TABLE sparse_postings (
+            embedder TEXT NOT NULL,
+            token INTEGER NOT NULL,
+            snippet_id INTEGER NOT NULL REFERENCES snippets(id) ON DELETE CASCADE,
+            weight REAL NOT NULL,
+            PRIMARY KEY (embedder, token, snippet_id)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX sparse_postings_snippet ON sparse_postings(snippet_id)",
+        """CREATE TRIGGER snippets_sparse_stale AFTER UPDATE OF text ON snippets
+           WHEN old.text IS NOT new.text BEGIN
+            DELETE FROM sparse_postings WHERE snippet_id = new.id;
+        END""",
     ],
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)

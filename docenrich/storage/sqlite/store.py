@@ -2,7 +2,7 @@
 
 Layout under the data directory:
 
-    docenrich.sqlite3           WAL-mode database (documents, snippets, vectors, batches)
+    docenrich.sqlite3           WAL-mode database (documents, snippets, vectors, batches, FTS5 index)
     pdfs/<sha256>.pdf           uploaded PDFs, named by content
     images/<sha256>.<ext>       snippet images, named by content (shared between snippets)
     thumbs/<doc_id>/p<N>.png    page thumbnail cache
@@ -16,6 +16,7 @@ from docenrich.storage.sqlite.blobs import BlobsMixin
 from docenrich.storage.sqlite.connections import ConnectionsMixin
 from docenrich.storage.sqlite.documents import DocumentsMixin
 from docenrich.storage.sqlite.export import ExportMixin
+from docenrich.storage.sqlite.lexical import LexicalMixin
 from docenrich.storage.sqlite.schema import DB_NAME, set_up
 from docenrich.storage.sqlite.snippets import SnippetsMixin
 from docenrich.storage.sqlite.vectors import VectorsMixin
@@ -26,6 +27,7 @@ class SQLiteStore(
     BatchesMixin,
     SnippetsMixin,
     VectorsMixin,
+    LexicalMixin,
     ExportMixin,
     BlobsMixin,
     ConnectionsMixin,

@@ -1,0 +1,124 @@
+"""Tables found by PyMuPDF's find_tables, as Markdown text with their box on the page."""
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pymupdf
+
+from .errors import PAGE_ERRORS
+from .layout import _Block
+
+log = logging.getLogger(__name__)
+
+# find_tables costs tenths of a second a page: it runs only where horizontal rules cross a good
+# part of the page at three heights or more, and not on drawings so busy that they are a figure.
+MIN_RULES = 3  # heights with a rule: top, below the header, bottom
+MIN_RULE_FRACTION = 0.25  # of the page width
+MARGIN_FRACTION = 0.08  # of the page height, at the top and the bottom
+MAX_DRAWING_ITEMS = 400
+MIN_CELLS = 4
+MIN_WORDS_KEPT = 0.9
+_WORD = re.compile(r"\w+")
+
+
+@dataclass
+class _Table:
+    markdown: str
+    bbox: tuple[float, float, float, float]
+
+
+def _horizontal_spans(page: pymupdf.Page) -> dict[int, float] | None:
+    """Total width of horizontal strokes (lines, rectangle edges) by rounded y; None for a busy drawing."""
+    spans: dict[int, float] = {}
+    items = 0
+    for path in page.get_cdrawings():
+        for item in path.get("items", ()):
+            items += 1
+            if items > MAX_DRAWING_ITEMS:
+                return None
+            if item[0] == "re":
+                x0, y0, x1, y1 = item[1]
+                edges = [(x0, x1, y0), (x0, x1, y1)]
+            elif item[0] == "l" and abs(item[1][1] - item[2][1]) < 1:
+                edges = [(item[1][0], item[2][0], item[1][1])]
+            else:
+                continue
+            for a, b, y in edges:
+                spans[round(y)] = spans.get(round(y), 0.0) + abs(b - a)
+    return spans
+
+
+def _ruled(page: pymupdf.Page) -> bool:
+    """Whether horizontal rules cross a good part of the page at several heights, as tables have."""
+    spans = _horizontal_spans(page)
+    if not spans:
+        return False
+    rect = page.rect
+    margin = rect.height * MARGIN_FRACTION  # running-header and footer rules are no table
+    widths = sorted(w for y, w in spans.items()
+                    if w >= rect.width * MIN_RULE_FRACTION and rect.y0 + margin < y < rect.y1 - margin)
+    # A table's rules share its width: look for MIN_RULES of them within 5% of each other.
+    return any(widths[i + MIN_RULES - 1] <= widths[i] * 1.05 for i in range(len(widths) - MIN_RULES + 1))
+
+
+def find_tables(page: pymupdf.Page) -> list[_Table]:
+    """The page's ruled tables as Markdown, in unrotated page space; none on rotated pages."""
+    if page.rotation or not _ruled(page):
+        return []
+    try:
+        found = page.find_tables()
+    except PAGE_ERRORS + (ValueError,) as exc:
+        log.warning("page %d: table detection failed: %s", page.number + 1, exc)
+        return []
+    out = []
+    for table in found.tables:
+        if table.row_count * table.col_count < MIN_CELLS or table.col_count < 2:
+            continue
+        markdown = table.to_markdown(clean=False).strip()
+        if markdown:
+            out.append(_Table(markdown, tuple(table.bbox)))
+    return out
+
+
+def _inside(b: _Block, t: _Table) -> bool:
+    cx, cy = (b.bbox[0] + b.bbox[2]) / 2, (b.bbox[1] + b.bbox[3]) / 2
+    return t.bbox[0] <= cx <= t.bbox[2] and t.bbox[1] <= cy <= t.bbox[3]
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if len(w) > 2}
+
+
+def faithful(tables: list[_Table], blocks: list[_Block]) -> list[_Table]:
+    """The tables whose Markdown keeps the words of the text they cover (a form laid out in a grid
+    often comes back with words cut across cells; its text is then better left as text)."""
+    kept = []
+    for t in tables:
+        covered = _words(" ".join(ln.text for b in blocks if _inside(b, t) for ln in b.lines))
+        if covered and len(covered & _words(t.markdown)) >= MIN_WORDS_KEPT * len(covered):
+            kept.append(t)
+    return kept
+
+
+def outside(blocks: list[_Block], tables: list[_Table]) -> list[_Block]:
+    """The blocks whose centre lies in no table (the table snippet carries their text)."""
+    return [b for b in blocks if not any(_inside(b, t) for t in tables)]
+
+
+def split_rows(markdown: str, count: Callable[[str], float], limit: int) -> list[str]:
+    """A Markdown table cut into row groups of at most `limit` tokens, each repeating the header."""
+    lines = markdown.splitlines()
+    head, rows = lines[:2], lines[2:]
+    parts: list[str] = []
+    cur: list[str] = []
+    for row in rows:
+        if cur and count("\n".join(head + cur + [row])) > limit:
+            parts.append("\n".join(head + cur))
+            cur = []
+        cur.append(row)
+    if cur or not parts:
+        parts.append("\n".join(head + cur))
+    return parts

@@ -1,0 +1,120 @@
+"""Lexical search: BM25 over the FTS5 index of snippet text and context (heading, title)."""
+from __future__ import annotations
+
+import re
+import sqlite3
+import unicodedata
+from collections.abc import Iterable
+
+# Query words matched by nearly every snippet: they cost time and add nothing to BM25.
+_STOPWORDS = frozenset(
+    "a an and are as at be by can do does for from how i if in into is it its my of on or "
+    "should so that the their then there these this to was we what when where which who why "
+    "will with you your".split()
+)
+# One query term: a run of letters/digits joined by identifier punctuation (R_MAKEVARS_USER,
+# foo.bar(), --no-same-owner, 2.0.1, C++).
+_TERM = re.compile(r"\w+(?:[._:/+'\-]+\w+)*", re.UNICODE)
+_PART = re.compile(r"\w+", re.UNICODE)
+# Weight of the text and context columns in bm25(): the heading and title count half.
+_BM25_WEIGHTS = "1.0, 0.5"
+MAX_TERMS = 32
+MAX_SPARSE_TERMS = 64
+
+
+def fts_query(query: str) -> str:
+    """An FTS5 MATCH expression for free text: its terms OR-ed, each identifier a phrase of its parts."""
+    text = unicodedata.normalize("NFKC", query)
+    terms: list[str] = []
+    seen: set[str] = set()
+    for match in _TERM.finditer(text):
+        parts = [p.lower() for p in _PART.findall(match.group().replace("_", " "))]
+        if not parts:
+            continue
+        key = " ".join(parts)
+        if key in seen or (len(parts) == 1 and key in _STOPWORDS):
+            continue
+        seen.add(key)
+        # Double quotes make every part a literal string: no FTS5 operator can be injected.
+        terms.append('"' + key.replace('"', '""') + '"')
+    if not terms:
+        # A query of stopwords only still deserves an answer.
+        terms = ['"' + w.lower() + '"' for w in _PART.findall(text)[:MAX_TERMS]]
+    return " OR ".join(terms[:MAX_TERMS])
+
+
+class LexicalMixin:
+    """BM25 top-k over snippets_fts and learned-sparse top-k over sparse_postings."""
+
+    def _put_sparse(self, conn: sqlite3.Connection, sid: int, embedder: str, weights: list[tuple[int, float]]) -> None:
+        """Replace one snippet's sparse postings for one embedder (inside the caller's transaction)."""
+        conn.execute("DELETE FROM sparse_postings WHERE snippet_id = ? AND embedder = ?", (sid, embedder))
+        conn.executemany("INSERT INTO sparse_postings (embedder, token, snippet_id, weight) VALUES (?, ?, ?, ?)",
+                         [(embedder, t, sid, w) for t, w in weights])
+
+    def save_sparse(self, items: list[tuple[int, dict[int, float]]], embedder: str) -> None:
+        """Store (snippet_id, {token id: weight}) pairs for `embedder`; ids of deleted snippets are skipped."""
+        with self._write("the sparse vectors") as conn:
+            for sid, weights in items:
+                if conn.execute("SELECT 1 FROM snippets WHERE id = ?", (int(sid),)).fetchone():
+                    self._put_sparse(conn, int(sid), embedder,
+                                     [(int(t), float(w)) for t, w in weights.items() if float(w) > 0])
+
+    def sparse_search(
+        self, embedder: str, weights: dict[int, float], k: int, *, document_id: str | None = None,
+        exclude_kinds: Iterable[str] = (),
+    ) -> list[tuple[int, float]]:
+        """Top-k (snippet_id, score) by the dot product of sparse weights, best first."""
+        query = sorted(((int(t), float(w)) for t, w in weights.items() if float(w) > 0), key=lambda x: -x[1])
+        query = query[:MAX_SPARSE_TERMS]
+        if not query or k <= 0:
+            return []
+        values = ", ".join("(?, ?)" for _ in query)
+        args: list = [v for pair in query for v in pair] + [embedder]
+        where = ["p.embedder = ?"]
+        kinds = sorted(set(exclude_kinds))
+        if document_id is not None:
+            where.append("s.document_id = ?")
+            args.append(document_id)
+        if kinds:
+            where.append(f"s.kind NOT IN ({','.join('?' * len(kinds))})")
+            args += kinds
+        join = "JOIN snippets s ON s.id = p.snippet_id" if document_id is not None or kinds else ""
+        sql = (f"WITH q(token, w) AS (VALUES {values}) "
+               f"SELECT p.snippet_id, sum(p.weight * q.w) AS score FROM q "
+               f"JOIN sparse_postings p ON p.token = q.token {join} WHERE {' AND '.join(where)} "
+               f"GROUP BY p.snippet_id ORDER BY score DESC LIMIT ?")
+        rows = self._conn().execute(sql, (*args, int(k))).fetchall()
+        return [(int(r[0]), float(r[1])) for r in rows]
+
+    def lexical_search(
+        self, query: str, k: int, *, document_id: str | None = None, exclude_kinds: Iterable[str] = ()
+    ) -> list[tuple[int, float]]:
+        """Top-k (snippet_id, score) by BM25, best first (higher score is better)."""
+        expr = fts_query(query)
+        if not expr or k <= 0:
+            return []
+        where, args = ["snippets_fts MATCH ?"], [expr]
+        kinds = sorted(set(exclude_kinds))
+        if document_id is not None or kinds:
+            join = "JOIN snippets s ON s.id = snippets_fts.rowid"
+            if document_id is not None:
+                where.append("s.document_id = ?")
+                args.append(document_id)
+            if kinds:
+                where.append(f"s.kind NOT IN ({','.join('?' * len(kinds))})")
+                args += kinds
+        else:
+            join = ""
+        sql = (
+            f"SELECT snippets_fts.rowid, bm25(snippets_fts, {_BM25_WEIGHTS}) AS rank FROM snippets_fts {join} "
+            f"WHERE {' AND '.join(where)} ORDER BY rank LIMIT ?"
+        )
+        try:
+            rows = self._conn().execute(sql, (*args, int(k))).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "fts5" in str(exc).lower() or "syntax" in str(exc).lower():
+                return []
+            raise
+        # bm25() is lower-is-better; callers expect higher-is-better like the vector scores.
+        return [(int(r[0]), -float(r[1])) for r in rows]
