@@ -20,6 +20,10 @@ log = logging.getLogger(__name__)
 DELIVERY_KEY = "docenrich:deliveries:{task_id}:{retries}"
 
 
+# Losing Redis (the broker) mid-task: worth a retry, never the document's fault.
+CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OperationalError, ConnectionError)
+
+
 class WorkerLostTooOften(RuntimeError):
     """The task killed its worker on every delivery; it is failed instead of looping."""
 
@@ -33,7 +37,7 @@ class DocenrichTask(Task):
     """Base task: bounded retries with exponential backoff and jitter, a delivery cap."""
 
     abstract = True
-    autoretry_for = (ModelError, RedisConnectionError, RedisTimeoutError, OperationalError, ConnectionError)
+    autoretry_for = (ModelError, *CONNECTION_ERRORS)
     dont_autoretry_for = (ModelUnavailable, BadInput, PDFError, WorkerLostTooOften, SoftTimeLimitExceeded)
     # Expected failures: logged as one line, without a traceback.
     throws = (ModelUnavailable, BadInput, PDFError)
@@ -41,6 +45,8 @@ class DocenrichTask(Task):
     retry_backoff = 2
     retry_backoff_max = 120
     retry_jitter = True
+    # The worker log shows each result's repr: an array of vectors is cut short, not printed whole.
+    resultrepr_maxsize = 200
 
     def __call__(self, *args, **kwargs):
         if not self.request.called_directly and self.request.id:
