@@ -130,10 +130,12 @@ def extract_document_task(self, doc_id: str, generation: int | None = None) -> d
     missing = [i for i in range(total) if i not in done]
     seen = leases.free_leases([leases.lease_key(doc_id, doc.generation, i) for i in missing])
     free = [(i, value) for i, value in zip(missing, seen, strict=True) if value is not None]
-    store.update_document(
-        doc_id, generation=doc.generation, state="extracting", pages=pages,
-        stage=f"Queued {len(missing)} of {total} page batches",
-    )
+    if free or doc.state == "queued":
+        # Only when something is (re)queued: a recovery sweep that finds every batch held writes nothing.
+        store.update_document(
+            doc_id, generation=doc.generation, state="extracting", pages=pages,
+            stage=f"Queued {len(missing)} of {total} page batches",
+        )
     queued = [i for i, value in free if _queue_batch(doc_id, doc.generation, i, value)]
     if not missing:
         store.save_batch(doc_id, total - 1, [], doc.generation)  # re-checks completion of a document whose last batch landed
