@@ -113,3 +113,12 @@ def current_model(state, **_):
     """`celery -A celery_config:celery_app inspect current_model`: the model a worker holds now."""
     raw = celery_app.backend.client.hget(MODEL_STATUS_KEY, state.consumer.hostname)
     return json.loads(raw) if raw else {"resident": None, "loaded": []}
+
+
+def queue_keys(queue: str) -> list[str]:
+    """The Redis lists that hold one queue's messages: the queue itself and each priority level."""
+    options = celery_app.conf.broker_transport_options or {}
+    # Kombu's Redis transport keeps priorities other than 0 in lists named queue + sep + step.
+    sep = options.get("sep", "\x06\x16")
+    steps = [p for p in options.get("priority_steps", [0, 3, 6, 9]) if p]
+    return [queue, *(f"{queue}{sep}{p}" for p in steps)]

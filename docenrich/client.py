@@ -23,6 +23,7 @@ from docenrich.celery_app import (
     MODEL_STATUS_KEY,
     MODELS_QUEUE,
     celery_app,
+    queue_keys,
 )
 from docenrich.config import get_settings
 from docenrich.models.base import sigmoid
@@ -148,15 +149,6 @@ def worker_models(redis_client=None) -> dict[str, dict]:
     if gone:
         client.hdel(MODEL_STATUS_KEY, *gone)
     return out
-
-
-def queue_keys(queue: str) -> list[str]:
-    """The Redis lists that hold one queue's messages: the queue itself and each priority level."""
-    options = celery_app.conf.broker_transport_options or {}
-    # Kombu's Redis transport keeps priorities other than 0 in lists named queue + sep + step.
-    sep = options.get("sep", "\x06\x16")
-    steps = [p for p in options.get("priority_steps", [0, 3, 6, 9]) if p]
-    return [queue, *(f"{queue}{sep}{p}" for p in steps)]
 
 
 def queue_lengths(redis_client) -> dict[str, int]:

@@ -17,6 +17,7 @@ free. Duplicate messages (recovery racing the broker's redelivery) then do nothi
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ import time
 import uuid
 from datetime import datetime
 
-from docenrich.celery_app import celery_app
+from docenrich.celery_app import ALL_QUEUES, celery_app, queue_keys
 from docenrich.config import get_settings
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ LEASE_TTL = 30
 UNACKED_GRACE = 30
 # Kombu's Redis transport keeps delivered, unacknowledged messages here.
 UNACKED_KEY, UNACKED_INDEX_KEY = "unacked", "unacked_index"
+# The run id of the Redis server recovery last saw: a new one means Redis restarted.
+REDIS_RUN_KEY = "docenrich:redis-run"
 
 # Stages: a batch is queueing (being sent), queued (for extraction), extracting, embedding, storing.
 QUEUEING, QUEUED, EXTRACTING, EMBEDDING, STORING = "queueing", "queued", "extracting", "embedding", "storing"
@@ -82,6 +85,11 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
   return 1
 end
+return 0
+"""
+
+_DROP_IF = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 
@@ -155,6 +163,11 @@ def hand_to_broker(key: str, stage: str, next_stage: str, task_id: str) -> bool:
     return bool(_client().eval(_HANDOFF, 1, key, f"{stage}|{owner_id()}|", f"{next_stage}||{task_id}", ttl))
 
 
+def forget_message(key: str, stage: str, task_id: str) -> None:
+    """Free a broker-held lease whose message is gone (rejected after a lost connection)."""
+    _client().eval(_DROP_IF, 1, key, f"{stage}||{task_id}")
+
+
 def release(key: str) -> None:
     """Drop a batch's lease (stored, or given up)."""
     _stop_renewing(key)
@@ -169,15 +182,38 @@ def free_leases(keys: list[str]) -> list[str | None]:
         return []
     client = _client()
     alive, orphans = alive_workers(client), _orphaned_tasks(client)
+    present = _tasks_in_broker(client) if _redis_restarted(client) else None
     out: list[str | None] = []
     for raw in client.mget(keys):
         value = "" if raw is None else _text(raw)
-        stage, owner, task = (value.split("|") + ["", ""])[:3] if value else ("", "", "")
-        if not value or (owner and owner.rsplit(":", 1)[0] not in alive) or (not owner and task in orphans):
+        _stage, owner, task = (value.split("|") + ["", ""])[:3] if value else ("", "", "")
+        lost = not owner and (task in orphans or (present is not None and task not in present))
+        if not value or (owner and owner.rsplit(":", 1)[0] not in alive) or lost:
             out.append(value)
         else:
             out.append(None)
     return out
+
+
+def _redis_restarted(client) -> bool:
+    """Whether Redis restarted since recovery last looked (then a message may have been lost
+    between its delivery and its entry in the unacknowledged set, which kombu writes apart)."""
+    run_id = client.info("server").get("run_id", "")
+    return _text(client.getset(REDIS_RUN_KEY, run_id) or b"") != run_id
+
+
+def _tasks_in_broker(client) -> set[str]:
+    """Ids of every task waiting in a queue or delivered and unacknowledged (read once per Redis restart)."""
+    found: set[str] = set()
+    for queue in ALL_QUEUES:
+        for key in queue_keys(queue):
+            for raw in client.lrange(key, 0, -1):
+                with contextlib.suppress(TypeError, ValueError, KeyError):
+                    found.add(json.loads(raw)["headers"]["id"])
+    for raw in client.hvals(UNACKED_KEY):
+        with contextlib.suppress(TypeError, ValueError, KeyError, IndexError):
+            found.add(json.loads(raw)[0]["headers"]["id"])
+    return found
 
 
 def _orphaned_tasks(client) -> set[str]:

@@ -277,7 +277,7 @@ class Service:
                 os.kill(pid, signal.SIGKILL)
         self.process.wait()
         for pid in pids:
-            wait_for(lambda p=pid: not Path(f"/proc/{p}").exists() or "Z" in _state(p), 10, 0.1, f"pid {p} to die")
+            wait_for(lambda p=pid: not Path(f"/proc/{p}").exists() or "Z" in _state(p), 10, 0.1, f"pid {pid} to die")
         return len(pids)
 
     def stop(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded, TimeLimitExceeded
 from kombu.exceptions import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -68,6 +68,21 @@ class DocenrichTask(Task):
             raise WorkerLostTooOften(
                 f"the worker died {count - 1} times while running this task; giving up after {cap} deliveries"
             )
+
+
+def is_connection_loss(exc: BaseException | None) -> bool:
+    """Lost Redis: also when a retry could not be published (Celery then rejects the message
+    with the connection error as its reason) or the exception was rebuilt under another class."""
+    from docenrich.errors import exception_chain
+
+    names = {cls.__name__ for cls in CONNECTION_ERRORS}
+    for e in exception_chain(exc):
+        reason = e.reason if isinstance(e, Reject) else None
+        if isinstance(e, CONNECTION_ERRORS) or type(e).__name__ in names or (
+            isinstance(reason, BaseException) and is_connection_loss(reason)
+        ):
+            return True
+    return False
 
 
 def is_time_limit(exc: BaseException | None) -> bool:

@@ -16,12 +16,11 @@ from celery.exceptions import SoftTimeLimitExceeded
 from docenrich import leases
 from docenrich.celery_app import celery_app
 from docenrich.config import get_settings
-from docenrich.errors import caused_by
 from docenrich.pdf.errors import PDFError
 from docenrich.records import FINISHED_STATES, Snippet, embedding_text
 from docenrich.storage.base import StorageError
 from docenrich.tasks import staging
-from docenrich.tasks.base import CONNECTION_ERRORS, DocenrichTask, is_time_limit
+from docenrich.tasks.base import DocenrichTask, is_connection_loss, is_time_limit
 from docenrich.tasks.model import embed_batch_task
 
 log = logging.getLogger(__name__)
@@ -164,7 +163,7 @@ def _send_embedding(doc_id: str, generation: int, index: int, texts: list[str], 
         (texts,),
         {"lease": key, "sender": leases.owner_id(), "staged": staging.staged_key(doc_id, generation, index)},
         link=store_snippets_task.s(doc_id, index, generation),
-        link_error=document_failed_task.s(doc_id, generation),
+        link_error=document_failed_task.s(doc_id, generation, index),
     )
     leases.hand_to_broker(key, stage, leases.EMBEDDING, sent.id)
 
@@ -305,14 +304,18 @@ def _save(store, doc, batch_index: int, snippets: list[Snippet]):
 
 
 @celery_app.task(name="docenrich.document_failed")
-def document_failed_task(request, exc, traceback, doc_id: str, generation: int | None = None) -> None:
+def document_failed_task(request, exc, traceback, doc_id: str, generation: int | None = None,
+                         batch_index: int | None = None) -> None:
     """Errback: a batch failed for good, so the document (of that run) is failed with the reason.
 
-    A lost connection to Redis is not the batch's fault: its lease was dropped, so recovery
+    A lost connection to Redis is not the batch's fault: its lease is freed, so recovery
     queues it again once Redis is back, and the document is left to finish.
     """
-    if caused_by(exc, CONNECTION_ERRORS):
-        log.warning("document %s: a batch lost its connection (%s); recovery will queue it again", doc_id, exc)
+    if is_connection_loss(exc):
+        if batch_index is not None and generation is not None:
+            leases.forget_message(leases.lease_key(doc_id, generation, batch_index), leases.EMBEDDING, request.id)
+        log.warning("document %s: a batch lost its connection (%s: %s); recovery will queue it again",
+                    doc_id, type(exc).__name__, exc)
         return
     reason = str(exc) or type(exc).__name__
     fail_document(doc_id, f"embedding failed: {reason}", generation)
