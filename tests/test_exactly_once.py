@@ -335,3 +335,191 @@ def test_power_cut_mid_ingestion_then_make_run_again_finishes_exactly_once(tmp_p
         store.close()
     finally:
         service.stop()
+
+
+# --------------------------------------------------------------------------- 0. pid file
+
+
+def test_a_stale_pid_file_never_blocks_a_start_and_a_second_start_is_refused(tmp_path, redis_url):
+    from docenrich.cli.redis_server import free_port
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    # After a power cut the old number may belong to any live process: here, this test's own.
+    (data_dir / "docenrich.pid").write_text(str(os.getpid()))
+    env = {**os.environ, **TEST_ENV, "REDIS_URL": redis_url, "DATA_DIR": str(data_dir), "SECRET_KEY": "pid",
+           "WEB_PORT": str(free_port()), "WORKER_LOG_FILE": str(tmp_path / "worker.log")}
+    argv = [sys.executable, "-m", "docenrich.cli.run", "--no-web"]
+    first = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+    try:
+        wait_for(lambda: (data_dir / "docenrich.pid").read_text().strip() == str(first.pid) or first.poll() is not None,
+                 60, 0.2, "the first start to take the pid file")
+        assert first.poll() is None, first.stdout.read().decode()
+        second = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert second.returncode != 0 and "already running" in second.stderr + second.stdout, second
+        assert str(first.pid) in second.stderr + second.stdout
+    finally:
+        os.killpg(first.pid, signal.SIGTERM)
+        first.wait(60)
+    assert not (data_dir / "docenrich.pid").exists()
+
+
+# --------------------------------------------------------------------------- 8. bounded request work
+
+
+def _doc_with_snippets(store, n: int, embedder: str = "test-model", seed: int = 0, batch: int = 0, doc=None):
+    import numpy as np
+
+    from docenrich.records import Snippet
+
+    if doc is None:
+        doc, _ = store.add_document(f"%PDF-1.4\n% doc {seed}\n%%EOF\n".encode(), f"d{seed}.pdf", batch_pages=1)
+        store.begin_batches(doc.id, 1)
+    rng = np.random.default_rng(seed)
+    snippets = []
+    for i in range(n):
+        v = rng.standard_normal(16).astype(np.float32)
+        snippets.append(Snippet(text=f"snippet {seed}-{i}", page=1, document_id=doc.id, ordinal=i,
+                                embedding=v / np.linalg.norm(v), embedding_model=embedder))
+    store.save_batch(doc.id, batch, snippets)
+    return doc
+
+
+def test_parquet_export_is_written_in_bounded_row_groups(tmp_path, redis_url):
+    import io
+
+    import pyarrow.parquet as pq
+
+    from app import create_app
+    api = sys.modules["docenrich.web.api"]  # the module (the package exports the blueprint under this name)
+
+    app = create_app({"TESTING": True, "SECRET_KEY": "t", "DATA_DIR": str(tmp_path)})
+    store = app.extensions["docenrich"].store
+    doc = _doc_with_snippets(store, 2 * api.PARQUET_ROW_GROUP + 123)
+    response = app.test_client().get(f"/api/documents/{doc.id}/export?format=parquet")
+    assert response.status_code == 200
+    parquet = pq.ParquetFile(io.BytesIO(response.data))
+    assert parquet.metadata.num_rows == 2 * api.PARQUET_ROW_GROUP + 123
+    assert parquet.num_row_groups == 3
+    assert max(parquet.metadata.row_group(i).num_rows for i in range(3)) == api.PARQUET_ROW_GROUP
+    assert parquet.read().column("text").to_pylist()[-1] == f"snippet 0-{2 * api.PARQUET_ROW_GROUP + 122}"
+
+
+def test_a_huge_page_gives_a_bounded_thumbnail(tmp_path, redis_url):
+    import pymupdf
+    from PIL import Image
+
+    from app import create_app
+    from docenrich.pdf import inspect_pdf
+
+    pdf = pymupdf.open()
+    page = pdf.new_page(width=40, height=14400)  # a strip 200 inches tall
+    page.insert_text((5, 20), "top", fontsize=8)
+    data = pdf.tobytes()
+    app = create_app({"TESTING": True, "SECRET_KEY": "t", "DATA_DIR": str(tmp_path)})
+    doc, _ = app.extensions["docenrich"].store.add_document(data, "strip.pdf", inspect_pdf(data))
+    started = time.perf_counter()
+    response = app.test_client().get(f"/api/documents/{doc.id}/pages/1/thumbnail")
+    assert response.status_code == 200
+    width, height = Image.open(__import__("io").BytesIO(response.data)).size
+    print(f"thumbnail {width}x{height} in {time.perf_counter() - started:.2f}s")
+    assert width <= 240 and height <= 2000
+
+
+def test_removing_vectors_updates_the_index_without_reloading_it(tmp_path, monkeypatch):
+    import numpy as np
+
+    from docenrich.storage import SQLiteStore, VectorIndex
+
+    store = SQLiteStore(tmp_path)
+    docs = [_doc_with_snippets(store, 300, seed=s) for s in range(3)]
+    index = VectorIndex(store, "test-model")
+    index.refresh()
+    assert len(index) == 900
+
+    def no_full_load(*_a, **_k):
+        raise AssertionError("a removal must not reload every vector")
+
+    monkeypatch.setattr(index, "_reload", no_full_load)
+    store.delete_document(docs[1].id)
+    _doc_with_snippets(store, 5, seed=9)
+    index.refresh()
+    assert len(index) == 605
+    hits = index.search(np.ones(16, np.float32), 1000)
+    remaining = {s.id for d in (docs[0], docs[2]) for s in store.snippets(d.id)}
+    assert len(hits) == 605 and remaining <= {sid for sid, _ in hits}
+    assert not {sid for sid, _ in hits} - remaining - {s.id for d in store.list_documents() for s in store.snippets(d.id)}
+    store.close()
+
+
+def test_the_unindexed_check_reads_counts_not_snippets(tmp_path):
+    from docenrich import search
+    from docenrich.storage import SQLiteStore
+
+    first, second = SQLiteStore(tmp_path / "a"), SQLiteStore(tmp_path / "b")
+    doc = _doc_with_snippets(first, 40, embedder="old-model")
+    _doc_with_snippets(second, 10, embedder="new-model")
+    statements: list[str] = []
+    first._conn().set_trace_callback(statements.append)
+    assert search._unindexed(first, "new-model") == "40"
+    assert search._unindexed(second, "new-model") == ""  # another store: its own answer, no shared cache
+    assert not [s for s in statements if "FROM snippets" in s], statements
+    first.save_vectors([(s.id, __import__("numpy").ones(16)) for s in first.snippets(doc.id)[:15]], "new-model")
+    assert search._unindexed(first, "new-model") == "25"
+    first.close()
+    second.close()
+
+
+# --------------------------------------------------------------------------- 9. smaller items
+
+
+def test_model_status_is_published_outside_the_model_lock(bundled_model):
+    from docenrich.config import load_settings
+    from docenrich.models import ModelManager
+
+    manager = ModelManager(load_settings(model_device="cpu", embedder_model="bundled", reranker_model="none-here"))
+    held: list[bool] = []
+    manager.on_change = lambda status: held.append(manager._lock._is_owned())
+    manager.embedder().encode(["a sentence"])
+    assert held and not any(held), held
+
+
+def test_redis_server_output_goes_to_a_log_file(tmp_path):
+    from docenrich.cli.redis_server import RedisServer, find_redis_server, free_port
+
+    try:
+        find_redis_server()
+    except Exception as exc:
+        pytest.skip(str(exc))
+    with RedisServer(tmp_path / "redis", port=free_port(), password="x", persistent=False) as server:
+        assert server.process.stderr is None and server.process.stdout is None
+        wait_for(lambda: "Ready to accept connections" in server.log_path.read_text(errors="replace"), 10)
+
+
+def test_a_documents_embedder_names_the_model_after_a_reembed(tmp_path):
+    import numpy as np
+
+    from docenrich.storage import SQLiteStore
+
+    store = SQLiteStore(tmp_path)
+    doc = _doc_with_snippets(store, 6, embedder="old-model")
+    assert store.get_document(doc.id).embedder == "old-model"
+    snippets = store.snippets(doc.id)
+    store.save_vectors([(s.id, np.ones(8)) for s in snippets[:3]], "new-model")
+    assert store.get_document(doc.id).embedder == "old-model"  # half done: still the old one
+    store.save_vectors([(s.id, np.ones(8)) for s in snippets[3:]], "new-model")
+    assert store.get_document(doc.id).embedder == "new-model"
+    store.close()
+
+
+def test_the_worker_log_trims_result_reprs(make_stack):
+    stack = make_stack()
+    worker = stack.worker("repr", "models")
+    result = stack.app.send_task("docenrich.get_sentence_embedding", args=[[f"text {i}" for i in range(40)]])
+    result.get(timeout=60)
+    line = wait_for(lambda: next((ln for ln in worker.log_text().splitlines()
+                                  if result.id in ln and "succeeded" in ln), None), 10, what="the result line")
+    shown = line.split("s: ", 1)[1]
+    print(f"result shown as {len(shown)} characters: {shown[:80]}...")
+    assert len(shown) <= 210, shown
