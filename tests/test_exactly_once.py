@@ -22,7 +22,12 @@ import pytest
 
 from tests.conftest import ROOT, TEST_ENV, wait_for
 from tests.stack import (
-    assert_ingested_exactly_once, http_request, post_pdfs, reference_snippets, snippet_rows, text_pdf,
+    assert_ingested_exactly_once,
+    http_request,
+    post_pdfs,
+    reference_snippets,
+    snippet_rows,
+    text_pdf,
 )
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,16 @@ import tempfile
 from typing import Any
 
 from celery.result import AsyncResult
-from flask import Blueprint, Response, current_app, jsonify, request, send_file, session, stream_with_context
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    jsonify,
+    request,
+    send_file,
+    session,
+    stream_with_context,
+)
 
 from docenrich import client, pdf
 from docenrich.celery_app import celery_app
