@@ -338,6 +338,13 @@ def test_power_cut_mid_ingestion_then_make_run_again_finishes_exactly_once(tmp_p
         assert all(vectors == 1 for *_, vectors in rows)
         assert doc.snippet_count == len(expected) and doc.batches_done == doc.batches_total == pages // batch_pages
         store.close()
+        # The work it took: at most the batch the worker was extracting when the power went is redone.
+        log_text = (tmp_path / "worker.log").read_text(errors="replace")
+        extracted = Counter(int(b) for d, b in EXTRACTED.findall(log_text) if d == doc_id)
+        print(f"extraction runs {sum(extracted.values())} for {pages // batch_pages} batches, "
+              f"embeddings {len(EMBEDDED.findall(log_text))}")
+        assert sorted(extracted) == list(range(pages // batch_pages))
+        assert sum(extracted.values()) <= pages // batch_pages + 1, extracted
     finally:
         service.stop()
 

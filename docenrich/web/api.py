@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import tempfile
 from typing import Any
 
@@ -302,33 +301,22 @@ def search():
     return jsonify(search_json(result))
 
 
-def caller() -> str:
-    """Who is asking: every holder of the API token alike when API_TOKEN is set, else this
-    browser session (or cookie-keeping client), named by a random id in its signed session."""
-    if current_app.config["API_TOKEN"]:
-        return "api-token"
-    if "caller" not in session:
-        session["caller"] = secrets.token_urlsafe(16)
-    return session["caller"]
-
-
 def remember_task(task_id: str) -> None:
-    """Record that the caller started this task, for as long as results are kept."""
+    """Record that this task was started through the API, for as long as results are kept."""
     key = TASK_OWNER_KEY.format(task_id=task_id)
-    services().redis.set(key, caller(), ex=int(current_app.config["RESULT_EXPIRES"]))
+    services().redis.set(key, "api", ex=int(current_app.config["RESULT_EXPIRES"]))
 
 
 @api.get("/tasks/<task_id>")
 def task_status(task_id: str):
-    """The state and JSON-safe result or progress of a task the caller started through this API.
+    """The state and JSON-safe result or progress of a task started through this API.
 
-    Without API_TOKEN a caller sees only the tasks its own session started; with API_TOKEN,
-    any authenticated caller sees the tasks started through the API. Anything else is a 404,
-    so task ids of other people (or of workers' own calls) reveal nothing.
+    Only tasks an upload started are shown, by the id (a random UUID) that only the uploader
+    was given; with API_TOKEN set, only to callers holding the token. Any other id is a 404,
+    so the results of searches, embeddings and other callers' work are never shown.
     """
-    owner = services().redis.get(TASK_OWNER_KEY.format(task_id=task_id))
-    if owner is None or owner.decode() != caller():
-        raise ApiError(404, "There is no task with this id that you started.", "not_found")
+    if not services().redis.exists(TASK_OWNER_KEY.format(task_id=task_id)):
+        raise ApiError(404, "There is no task with this id that was started through the API.", "not_found")
     result = AsyncResult(task_id, app=celery_app)
     state, info = result.state, result.info
     if isinstance(info, BaseException):
