@@ -18,7 +18,6 @@ from flask import (
     jsonify,
     request,
     send_file,
-    session,
     stream_with_context,
 )
 
