@@ -69,8 +69,8 @@ def probe(app) -> dict:
 
 
 def published_timings(app, worker) -> dict[str, float]:
-    """The `timings` of the worker's published model status (docenrich:model-status:<hostname>)."""
-    raw = app.backend.client.get(f"docenrich:model-status:{worker.hostname}")
+    """The `timings` of the worker's published model status (hash docenrich:model-status, field hostname)."""
+    raw = app.backend.client.hget("docenrich:model-status", worker.hostname)
     return json.loads(raw).get("timings", {}) if raw else {}
 
 

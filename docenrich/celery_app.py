@@ -23,8 +23,9 @@ ALL_QUEUES = (INTERACTIVE_QUEUE, MODELS_QUEUE, DOCS_QUEUE)
 
 TASK_MODULES = ["docenrich.tasks"]
 
-# Where each model worker publishes what its pool child holds (JSON, one key per worker).
-MODEL_STATUS_KEY = "docenrich:model-status:{hostname}"
+# Where each model worker publishes what its pool child holds: one hash, a JSON value per
+# worker name, read in one HGETALL (never a scan of the keyspace).
+MODEL_STATUS_KEY = "docenrich:model-status"
 
 
 def make_celery(settings=None) -> Celery:
@@ -110,5 +111,14 @@ celery_app = make_celery()
 @inspect_command()
 def current_model(state, **_):
     """`celery -A celery_config:celery_app inspect current_model`: the model a worker holds now."""
-    raw = celery_app.backend.client.get(MODEL_STATUS_KEY.format(hostname=state.consumer.hostname))
+    raw = celery_app.backend.client.hget(MODEL_STATUS_KEY, state.consumer.hostname)
     return json.loads(raw) if raw else {"resident": None, "loaded": []}
+
+
+def queue_keys(queue: str) -> list[str]:
+    """The Redis lists that hold one queue's messages: the queue itself and each priority level."""
+    options = celery_app.conf.broker_transport_options or {}
+    # Kombu's Redis transport keeps priorities other than 0 in lists named queue + sep + step.
+    sep = options.get("sep", "\x06\x16")
+    steps = [p for p in options.get("priority_steps", [0, 3, 6, 9]) if p]
+    return [queue, *(f"{queue}{sep}{p}" for p in steps)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.result import AsyncResult
 
+from docenrich import leases
 from docenrich.celery_app import (
     ALL_QUEUES,
     DOCS_QUEUE,
@@ -21,6 +23,7 @@ from docenrich.celery_app import (
     MODEL_STATUS_KEY,
     MODELS_QUEUE,
     celery_app,
+    queue_keys,
 )
 from docenrich.config import get_settings
 from docenrich.models.base import sigmoid
@@ -122,9 +125,9 @@ def rerank(query: str, passages: list[str], *, timeout: float | None = None,
     return RerankResult(scores=raw, normalized=sigmoid(raw), order=np.argsort(-raw, kind="stable"))
 
 
-def submit_document(doc_id: str) -> str:
-    """Queue a stored document for extraction; returns the task id."""
-    return send(EXTRACT_DOCUMENT, (doc_id,)).id
+def submit_document(doc_id: str, generation: int | None = None) -> str:
+    """Queue a stored document (its run `generation`) for extraction; returns the task id."""
+    return send(EXTRACT_DOCUMENT, (doc_id, generation)).id
 
 
 def workers_online(timeout: float = 1.0) -> list[str]:
@@ -137,25 +140,21 @@ def workers_online(timeout: float = 1.0) -> list[str]:
     return sorted(name for reply in replies for name in reply)
 
 
-def worker_models() -> dict[str, dict]:
-    """What each model worker holds, as published by the workers (hostname -> status)."""
-    client = celery_app.backend.client
-    out = {}
-    for key in client.scan_iter(match=MODEL_STATUS_KEY.format(hostname="*")):
-        raw = client.get(key)
-        if raw:
-            status = json.loads(raw)
-            out[status.get("hostname", key)] = status
+def worker_models(redis_client=None) -> dict[str, dict]:
+    """What each live model worker holds (hostname -> status): one hash read and one heartbeat
+    read, never a scan of the keyspace. A worker that stopped beating is left out (and forgotten)."""
+    client = redis_client if redis_client is not None else celery_app.backend.client
+    alive = leases.alive_workers(client)
+    out, gone = {}, []
+    for name, raw in client.hgetall(MODEL_STATUS_KEY).items():
+        status = json.loads(raw)
+        if status.get("worker") in alive:
+            out[status.get("hostname") or name.decode()] = status
+        elif time.time() - float(status.get("published_at") or 0) > 60:
+            gone.append(name)  # its worker died without saying so
+    if gone:
+        client.hdel(MODEL_STATUS_KEY, *gone)
     return out
-
-
-def queue_keys(queue: str) -> list[str]:
-    """The Redis lists that hold one queue's messages: the queue itself and each priority level."""
-    options = celery_app.conf.broker_transport_options or {}
-    # Kombu's Redis transport keeps priorities other than 0 in lists named queue + sep + step.
-    sep = options.get("sep", "\x06\x16")
-    steps = [p for p in options.get("priority_steps", [0, 3, 6, 9]) if p]
-    return [queue, *(f"{queue}{sep}{p}" for p in steps)]
 
 
 def queue_lengths(redis_client) -> dict[str, int]:

@@ -31,6 +31,11 @@ def legal_transition(current: str, new: str) -> bool:
     return new in TRANSITIONS.get(current, frozenset())
 
 
+def states_before(new: str) -> tuple[str, ...]:
+    """The states from which a document may move to `new`."""
+    return tuple(s for s in STATES if new in TRANSITIONS[s])
+
+
 def _same_array(a, b) -> bool:
     import numpy as np
 
@@ -156,6 +161,10 @@ class Document:
     created_at: float
     updated_at: float
     metadata: dict = field(default_factory=dict)
+    # The run this status belongs to (bumped when a failed document is started again), and
+    # the page batch size fixed when the document was accepted (None: not fixed yet).
+    generation: int = 0
+    batch_pages: int | None = None
 
     @property
     def finished(self) -> bool:

@@ -16,7 +16,6 @@ from docenrich.records import Document, StoredSnippet
 log = logging.getLogger(__name__)
 
 MAX_K = 100
-UNINDEXED_CAP = 1000
 MODES = ("hybrid", "dense", "lexical")
 # Snippet kinds left out unless asked for: table-of-contents and index pages match every
 # specific question by their words and answer none of them.
@@ -244,18 +243,10 @@ def fuse(lists: dict[str, list[tuple[int, float]]]) -> list[tuple[int, float]]:
     return fusion.weighted(lists, FUSION_WEIGHTS)
 
 
-_unindexed_cache: dict[tuple[int, str], tuple[tuple[int, int], str]] = {}
-
-
 def _unindexed(store, embedder: str) -> str:
-    """How many snippets lack a vector from this embedder ("" if none), recounted only when vectors change."""
-    key, state = (id(store), embedder), store.vectors_state()
-    cached = _unindexed_cache.get(key)
-    if cached is None or cached[0] != state:
-        n = len(store.snippets_needing_vectors(embedder, UNINDEXED_CAP + 1))
-        text = "" if not n else f"More than {UNINDEXED_CAP}" if n > UNINDEXED_CAP else str(n)
-        _unindexed_cache[key] = cached = (state, text)
-    return cached[1]
+    """How many snippets lack a vector from this embedder ("" if none), from counts the store keeps."""
+    n = store.unindexed_count(embedder)
+    return str(n) if n else ""
 
 
 def _ms(seconds: float) -> float:

@@ -132,7 +132,7 @@ class WorkerProcess:
         return [int(p) for p in out.split()]
 
     def status(self, app) -> dict:
-        raw = app.backend.client.get(f"docenrich:model-status:{self.hostname}")
+        raw = app.backend.client.hget("docenrich:model-status", self.hostname)
         return json.loads(raw) if raw else {}
 
     def log_tail(self, lines: int = 60) -> str:

@@ -323,9 +323,12 @@ class Stack:
         """Store a PDF and queue it, as the upload API does."""
         from docenrich.pdf import inspect_pdf
 
-        doc, created = self.store.add_document(data, name, inspect_pdf(data))
+        batch_pages = self.env.get("SNIPPET_BATCH_PAGES")
+        doc, created = self.store.add_document(
+            data, name, inspect_pdf(data), batch_pages=int(batch_pages) if batch_pages else None
+        )
         assert created
-        self.app.send_task("docenrich.extract_document", args=[doc.id])
+        self.app.send_task("docenrich.extract_document", args=[doc.id, doc.generation])
         return doc.id
 
     def wait_finished(self, doc_ids, timeout: float = INGEST_TIMEOUT) -> dict:
@@ -347,7 +350,15 @@ class Stack:
                 "\n".join(line[:200] for line in w.log_tail(400).splitlines() if line.startswith("["))[-6000:]
                 for w in self.workers
             )
-            raise AssertionError(f"not finished after {timeout:g}s: {states}\n{logs}")
+            import redis as _r
+            _c = _r.Redis.from_url(self.redis.url)
+            dbg = {k: _c.get(k) for k in _c.keys("docenrich:lease:*")}
+            dbg["staged"] = _c.keys("docenrich:staged:*")
+            dbg["unacked"] = unacked_tasks(_c)
+            dbg["idx"] = _c.zrange("unacked_index", 0, -1, withscores=True)
+            dbg["hb"] = _c.zrange("docenrich:heartbeats", 0, -1, withscores=True)
+            dbg["now"] = time.time()
+            raise AssertionError(f"not finished after {timeout:g}s: {states}\nDBG {dbg}\n{logs}")
         return done
 
     def close(self) -> None:

@@ -353,14 +353,24 @@ def test_healthz_reports_redis_worker_and_models(client, worker):
     assert body["documents"]["queued"] >= 0 and body["status"] == "ok"
 
 
-def test_task_status(client, worker):
+def test_task_status_shows_only_tasks_started_through_the_api(app, worker):
     from celery_worker import ping_task
 
+    # A task someone else sent (here: straight to the worker) is not shown, whatever its id.
     result = ping_task.delay({"hello": "web"})
     result.get(timeout=60)
-    body = client.get(f"/api/tasks/{result.id}").get_json()
-    assert body["state"] == "SUCCESS" and body["meta"]["payload"] == {"hello": "web"}
-    assert client.get(f"/api/tasks/{uuid.uuid4()}").get_json()["state"] == "PENDING"
+    mine = app.test_client()
+    assert assert_clean_error(mine.get(f"/api/tasks/{result.id}"), 404)["code"] == "not_found"
+    assert mine.get(f"/api/tasks/{uuid.uuid4()}").status_code == 404
+    # The extraction an upload started is shown, by the id only the uploader was given.
+    response = post_files(mine, (pdf_with_text(f"task status {uuid.uuid4()}"), "task.pdf"))
+    assert response.status_code == 202, response.get_json()
+    task_id = response.get_json()["documents"][0]["task_id"]
+    deadline = time.monotonic() + 60
+    while (body := mine.get(f"/api/tasks/{task_id}").get_json())["state"] != "SUCCESS" and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert body["state"] == "SUCCESS" and body["meta"]["document"] == response.get_json()["documents"][0]["id"]
+    assert "Set-Cookie" not in response.headers  # API clients get no session, so no CSRF rule applies to them
 
 
 def test_errors_are_json_without_internals(client):

@@ -319,6 +319,10 @@ def test_empty_resave_rechecks_without_losing_data(st: Store):
     assert d.state == "ready" and d.stage == "Ready" and d.progress == 1.0
     d = st.save_batch(doc.id, 1, [])  # the worker's "re-check completion" call
     assert d.state == "ready" and d.snippet_count == 8 and st.embedder_counts() == {"test-model": 8}
+    # ready -> failed is not a legal move (a late error of a finished run must not fail it);
+    # ready -> queued (a new run) is.
+    assert st.update_document(doc.id, state="failed", error="x").state == "ready"
+    assert st.update_document(doc.id, state="queued").state == "queued"
     assert st.update_document(doc.id, state="failed", error="x").state == "failed"  # failing still works
 
 

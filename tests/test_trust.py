@@ -251,7 +251,7 @@ def test_api_token_guards_the_api_and_no_error_leaks_internals(make_stack):
         ("DELETE", "/api/documents/0123456789abcdef", None, {}, 404),
         ("GET", "/api/documents/0123456789abcdef/snippets?limit=-5", None, {}, 404),
         ("GET", "/api/snippets/999999/image", None, {}, 404),
-        ("GET", "/api/tasks/not-a-task", None, {}, 200),
+        ("GET", "/api/tasks/not-a-task", None, {}, 404),  # only tasks started through the API
         ("GET", "/api/documents/0123456789abcdef/export?format=xml", None, {}, 404),
     ]
     for method, path, body, headers, status in cases:

@@ -61,6 +61,8 @@ class RedisServer:
         self.host = host
         self.persistent = persistent
         self.process: subprocess.Popen | None = None
+        # The server's own log (and anything it prints): a pipe nobody reads would fill and block it.
+        self.log_path = self.data_dir / "redis.log"
 
     @property
     def url(self) -> str:
@@ -93,9 +95,10 @@ class RedisServer:
                 f"going?). Stop it, set REDIS_PORT to a free port, or set REDIS_URL to use that Redis."
             )
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-        )
+        with open(self.log_path, "ab") as log_file:
+            self.process = subprocess.Popen(
+                self.command(), stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.wait_ready(timeout)
         log.info("redis-server %s listening on %s:%s (data in %s)", self.process.pid, self.host, self.port, self.data_dir)
         return self
@@ -108,14 +111,20 @@ class RedisServer:
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
-                raise RedisError(f"redis-server exited with code {self.process.returncode}: {err.strip()[:500]}")
+                raise RedisError(f"redis-server exited with code {self.process.returncode}: {self.log_tail()}")
             try:
                 if client.ping():
                     return
             except redis.exceptions.RedisError:
                 time.sleep(0.1)
         raise RedisError(f"redis-server did not answer on {self.host}:{self.port} within {timeout:g}s")
+
+    def log_tail(self, chars: int = 500) -> str:
+        """The end of the server's log, for error messages."""
+        try:
+            return self.log_path.read_bytes()[-chars:].decode(errors="replace").strip()
+        except OSError:
+            return ""
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the server (SIGTERM lets it write its append-only file), SIGKILL if it hangs."""

@@ -6,12 +6,13 @@ them (and may load weights into host memory) before forking, without ever touchi
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -72,6 +73,7 @@ class ModelManager:
         self.events: list[dict[str, Any]] = []
         # Set by the worker to publish the status whenever a model moves.
         self.on_change: Callable[[dict[str, Any]], None] | None = None
+        self._changed = False
 
     # -- public ------------------------------------------------------------------
 
@@ -96,7 +98,7 @@ class ModelManager:
 
     def preload_host(self, kinds: tuple[str, ...] = KINDS) -> None:
         """Load weights into host memory only, so forked children start warm; never touches CUDA."""
-        with self._lock:
+        with self._locked():
             for kind in kinds:
                 if kind in self._models or self._specs[kind].unavailable:
                     continue
@@ -107,16 +109,34 @@ class ModelManager:
 
     def unload(self) -> None:
         """Move the resident model off the device and free accelerator memory."""
-        with self._lock:
+        with self._locked():
             if self._resident is not None:
                 self._offload(self._resident)
 
     def clear(self) -> None:
         """Drop every model, host copies included."""
-        with self._lock:
+        with self._locked():
             self.unload()
             for kind in list(self._models):
                 self._drop(kind)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The model lock; status changes made under it are published after it is released."""
+        with self._lock:
+            yield
+        self._publish_changes()
+
+    def _publish_changes(self) -> None:
+        # Outside the lock (also when an outer call still holds it, publish later): a slow or
+        # unreachable Redis must never keep a search waiting for the model.
+        if not self._changed or self.on_change is None or self._lock._is_owned():
+            return
+        self._changed = False
+        try:
+            self.on_change(self.status())
+        except Exception:  # monitoring must never break a task
+            log.debug("status publication failed", exc_info=True)
 
     def reset_after_fork(self) -> None:
         """A forked child gets a fresh lock; the parent's cannot be held here."""
@@ -147,7 +167,7 @@ class ModelManager:
     # -- residency ---------------------------------------------------------------
 
     def _acquire(self, kind: str) -> LoadedModel:
-        with self._lock:
+        with self._locked():
             if self._resident == kind:
                 return self._models[kind]
             start = time.perf_counter()
@@ -279,11 +299,7 @@ class ModelManager:
         record = {"event": event, "kind": kind, "model": name, "seconds": round(seconds, 4), "at": time.time(), **extra}
         self.events.append(record)
         del self.events[:-50]
-        if self.on_change is not None:
-            try:
-                self.on_change(self.status())
-            except Exception:  # monitoring must never break a task
-                log.debug("status publication failed", exc_info=True)
+        self._changed = True  # published by _locked once the lock is released
 
 
 _manager: ModelManager | None = None

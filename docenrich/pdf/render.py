@@ -73,14 +73,19 @@ def _render_whole_page(page: pymupdf.Page, max_px: int, dpi: float, native_px: i
     return Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
 
 
-def render_page_thumbnail(source: bytes | str | Path, page: int, width: int = 240) -> bytes:
-    """PNG bytes of one page (1-based) scaled to `width` pixels, for the web UI."""
+def render_page_thumbnail(source: bytes | str | Path, page: int, width: int = 240, max_height: int = 2000) -> bytes:
+    """PNG bytes of one page (1-based) scaled to `width` pixels, for the web UI.
+
+    A page far taller than wide (a scroll, a hostile MediaBox) is scaled to at most max_height
+    pixels instead: the pixmap stays within width x max_height whatever size the page claims.
+    """
     doc = _open(source)
     try:
         if not 1 <= page <= doc.page_count:
             raise ValueError(f"page {page} out of range 1..{doc.page_count}")
         pg = doc[page - 1]
-        zoom = max(width, 1) / max(pg.rect.width, 1.0)
+        rect = pg.rect
+        zoom = min(max(width, 1) / max(rect.width, 1.0), max(max_height, 1) / max(rect.height, 1.0))
         pix = pg.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), alpha=False)
         img = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
         buf = io.BytesIO()

@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from docenrich.storage.base import DimensionMismatch, StorageError, Store, sanitize_filename
+from docenrich.storage.base import (
+    DimensionMismatch,
+    QueueFull,
+    StorageError,
+    Store,
+    sanitize_filename,
+)
 from docenrich.storage.index import VectorIndex
 from docenrich.storage.sqlite import DB_NAME, SCHEMA_VERSION, SQLiteStore, migrate
 
@@ -18,6 +24,7 @@ __all__ = [
     "DB_NAME",
     "SCHEMA_VERSION",
     "DimensionMismatch",
+    "QueueFull",
     "SQLiteStore",
     "StorageError",
     "Store",

@@ -23,6 +23,14 @@ class StorageError(RuntimeError):
     """Saving to disk or the database failed; the message is meant for a person."""
 
 
+class QueueFull(RuntimeError):
+    """Admitting one more document would exceed the cap on documents waiting to be processed."""
+
+    def __init__(self, waiting: int):
+        super().__init__(f"{waiting} documents are already waiting to be processed")
+        self.waiting = waiting
+
+
 class DimensionMismatch(ValueError):
     """An embedder name was reused with a different vector dimension."""
 
@@ -33,9 +41,14 @@ class Store(Protocol):
     # ---- documents
 
     def add_document(
-        self, data: bytes, filename: str, info: DocumentInfo | None = None
+        self, data: bytes, filename: str, info: DocumentInfo | None = None, *,
+        batch_pages: int | None = None, max_queued: int | None = None,
     ) -> tuple[Document, bool]:
-        """Store an uploaded PDF; same bytes give the same document. Returns (doc, created)."""
+        """Store an uploaded PDF; same bytes give the same document. Returns (doc, created).
+
+        batch_pages fixes the document's page batch size; with max_queued, QueueFull is raised
+        (atomically, across processes) when that many documents are already waiting.
+        """
         ...
 
     def get_document(self, doc_id: str) -> Document | None:
@@ -46,8 +59,16 @@ class Store(Protocol):
         """All documents, newest first."""
         ...
 
-    def update_document(self, doc_id: str, **fields: Any) -> Document | None:
-        """Change status/info fields and bump updated_at; None if the document is gone."""
+    def update_document(self, doc_id: str, *, generation: int | None = None, **fields: Any) -> Document | None:
+        """Change status/info fields if the state change is legal (and the run is `generation`).
+
+        A compare-and-set: returns the updated document, the unchanged one when the move was
+        refused, or None if the document is gone.
+        """
+        ...
+
+    def fix_batch_pages(self, doc_id: str, batch_pages: int) -> int | None:
+        """The document's page batch size, set to batch_pages only if none was fixed yet."""
         ...
 
     def delete_document(self, doc_id: str) -> bool:
@@ -76,8 +97,11 @@ class Store(Protocol):
         """Indexes of the batches already saved for a document."""
         ...
 
-    def save_batch(self, doc_id: str, batch_index: int, snippets: list[Snippet]) -> Document | None:
-        """Idempotently upsert one batch of snippets (+images, vectors); None if the doc is gone."""
+    def save_batch(
+        self, doc_id: str, batch_index: int, snippets: list[Snippet], generation: int | None = None
+    ) -> Document | None:
+        """Idempotently upsert one batch of snippets (+images, vectors); None if the doc is gone
+        or (with generation) has moved on to another run."""
         ...
 
     # ---- snippets
@@ -106,6 +130,15 @@ class Store(Protocol):
 
     def embedder_counts(self) -> dict[str, int]:
         """Number of stored vectors per embedder name."""
+        ...
+
+    def unindexed_count(self, embedder: str) -> int:
+        """Snippets without a vector from `embedder`, from maintained counts (no scan)."""
+        ...
+
+    def vector_removals(self, embedder: str, after_seq: int) -> tuple[list[int], int] | None:
+        """(snippet ids whose `embedder` vector was removed after after_seq, last seq); None if
+        the log no longer reaches back that far."""
         ...
 
     def embedder_dims(self) -> dict[str, int]:

@@ -23,6 +23,10 @@ class VectorSource(Protocol):
         """(snippet ids, document ids, matrix, max rowid, (version, epoch)) from one snapshot."""
         ...
 
+    def _vector_changes(self, embedder: str, after_rowid: int, after_seq: int | None) -> dict:
+        """From one snapshot: added rows, removed snippet ids (or None), last removal seq, counters."""
+        ...
+
 
 class VectorIndex:
     """Exact top-k by inner product over one embedder's stored vectors, held in memory (numpy) in the web process."""
@@ -43,6 +47,7 @@ class VectorIndex:
         self._dim = 0
         self._state: tuple[int, int] | None = None
         self._max_rowid = 0
+        self._removal_seq = 0
 
     def __len__(self) -> int:
         return self._n
@@ -53,67 +58,73 @@ class VectorIndex:
         return self._dim
 
     def refresh(self) -> None:
-        """Catch up with the store: no-op if unchanged, append on inserts, full reload after removals."""
+        """Catch up with the store: no-op if unchanged; drop removed rows and append new ones.
+
+        A removal costs a mask over the rows in memory, not a reload of every vector from the
+        database; only a first load (or a removal log that no longer reaches back) reads them all.
+        """
         with self._refresh_lock:
             state = self.store.vectors_state()
             if state == self._state:
                 return
-            if self._state is None or state[1] != self._state[1]:
+            if self._state is None:
                 self._reload()
-            else:
-                self._append()
+                return
+            if state[1] == self._state[1]:
+                ids, docs, matrix, max_rowid, seen = self.store._load_vectors(self.embedder, self._max_rowid)
+                if seen[1] == self._state[1]:
+                    self._apply({"removed": None, "last_seq": self._removal_seq, "ids": ids, "docs": docs,
+                                 "matrix": matrix, "max_rowid": max_rowid, "state": seen})
+                    return
+            changes = self.store._vector_changes(self.embedder, self._max_rowid, self._removal_seq)
+            if changes["removed"] is None:
+                self._reload()
+                return
+            self._apply(changes)
 
     def _reload(self) -> None:
-        ids, docs, matrix, max_rowid, state = self.store._load_vectors(self.embedder, 0)
-        codes: dict[str, int] = {}
-        doc_codes = np.fromiter(
-            (codes.setdefault(d, len(codes)) for d in docs.tolist()), dtype=np.int32, count=len(docs)
-        )
+        changes = self.store._vector_changes(self.embedder, 0, None)
         with self._lock:
-            self._matrix, self._ids, self._docs, self._doc_codes = matrix, ids, doc_codes, codes
-            self._n = len(ids)
-            self._dim = matrix.shape[1] if len(ids) else 0
-            self._max_rowid, self._state = max_rowid, state
+            self._matrix = np.empty((0, 0), dtype=np.float32)
+            self._ids = np.empty(0, dtype=np.int64)
+            self._docs = np.empty(0, dtype=np.int32)
+            self._doc_codes, self._n, self._dim = {}, 0, 0
+        self._apply(changes)
         log.info("vector index %r reloaded: %d vectors", self.embedder, self._n)
 
-    def _append(self) -> None:
-        ids, docs, matrix, max_rowid, state = self.store._load_vectors(self.embedder, self._max_rowid)
-        if state[1] != self._state[1]:
-            # A removal slipped in between reading the state and loading: start over.
-            self._reload()
-            return
+    def _apply(self, changes: dict) -> None:
+        """Mask the removed snippets' rows, then append the new rows (in that order: a replaced
+        vector is removed and added again)."""
+        n, buf, id_buf, doc_buf = self._n, self._matrix, self._ids, self._docs
+        removed = changes["removed"]
+        if removed and n:
+            keep = ~np.isin(id_buf[:n], np.asarray(removed, dtype=np.int64))
+            if not keep.all():
+                buf, id_buf, doc_buf = buf[:n][keep], id_buf[:n][keep], doc_buf[:n][keep]
+                n = len(id_buf)
+        ids, docs, matrix = changes["ids"], changes["docs"], changes["matrix"]
         m = len(ids)
-        if m == 0:
-            with self._lock:
-                self._max_rowid, self._state = max_rowid, state
-            return
-        if self._n and matrix.shape[1] != self._dim:
-            # Only possible if the embedder was deleted and re-registered with another size.
-            self._reload()
-            return
-        n = self._n
         codes = dict(self._doc_codes)
         new_codes = np.fromiter((codes.setdefault(d, len(codes)) for d in docs.tolist()), dtype=np.int32, count=m)
-        buf, id_buf, doc_buf = self._matrix, self._ids, self._docs
-        if n + m > buf.shape[0] or buf.shape[1] != matrix.shape[1]:
+        dim = matrix.shape[1] if m else self._dim
+        if m and (n + m > buf.shape[0] or buf.shape[1] != dim):
             cap = max(n + m, 2 * buf.shape[0], 1024)
-            buf = np.empty((cap, matrix.shape[1]), dtype=np.float32)
-            id_buf = np.empty(cap, dtype=np.int64)
-            doc_buf = np.empty(cap, dtype=np.int32)
-            if n:
-                buf[:n] = self._matrix[:n]
-                id_buf[:n] = self._ids[:n]
-                doc_buf[:n] = self._docs[:n]
-        # Rows past _n are invisible to searches, so writing them outside _lock is safe.
-        buf[n : n + m] = matrix
-        id_buf[n : n + m] = ids
-        doc_buf[n : n + m] = new_codes
+            grown = np.empty((cap, dim), dtype=np.float32), np.empty(cap, dtype=np.int64), np.empty(cap, dtype=np.int32)
+            if n and buf.shape[1] == dim:
+                grown[0][:n], grown[1][:n], grown[2][:n] = buf[:n], id_buf[:n], doc_buf[:n]
+            elif n:
+                n = 0  # another dimension: the embedder was deleted and registered again
+            buf, id_buf, doc_buf = grown
+        # Rows past _n are invisible to searches, so writing them outside _lock is safe
+        # (a masked copy above is a new array, never the one searches read).
+        if m:
+            buf[n : n + m], id_buf[n : n + m], doc_buf[n : n + m] = matrix, ids, new_codes
         with self._lock:
             self._matrix, self._ids, self._docs, self._doc_codes = buf, id_buf, doc_buf, codes
             self._n = n + m
-            self._dim = matrix.shape[1]
-            self._max_rowid, self._state = max_rowid, state
-        log.debug("vector index %r: +%d vectors (%d total)", self.embedder, m, n + m)
+            self._dim = dim if self._n else 0
+            self._max_rowid, self._state, self._removal_seq = changes["max_rowid"], changes["state"], changes["last_seq"]
+        log.debug("vector index %r: -%d +%d vectors (%d total)", self.embedder, len(removed or ()), m, self._n)
 
     def search(self, query: np.ndarray, k: int, document_id: str | None = None) -> list[tuple[int, float]]:
         """Top-k (snippet_id, score) by inner product, best first; optionally within one document."""

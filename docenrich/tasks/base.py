@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded, TimeLimitExceeded
 from kombu.exceptions import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -20,6 +20,10 @@ log = logging.getLogger(__name__)
 DELIVERY_KEY = "docenrich:deliveries:{task_id}:{retries}"
 
 
+# Losing Redis (the broker) mid-task: worth a retry, never the document's fault.
+CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OperationalError, ConnectionError)
+
+
 class WorkerLostTooOften(RuntimeError):
     """The task killed its worker on every delivery; it is failed instead of looping."""
 
@@ -33,7 +37,7 @@ class DocenrichTask(Task):
     """Base task: bounded retries with exponential backoff and jitter, a delivery cap."""
 
     abstract = True
-    autoretry_for = (ModelError, RedisConnectionError, RedisTimeoutError, OperationalError, ConnectionError)
+    autoretry_for = (ModelError, *CONNECTION_ERRORS)
     dont_autoretry_for = (ModelUnavailable, BadInput, PDFError, WorkerLostTooOften, SoftTimeLimitExceeded)
     # Expected failures: logged as one line, without a traceback.
     throws = (ModelUnavailable, BadInput, PDFError)
@@ -41,6 +45,8 @@ class DocenrichTask(Task):
     retry_backoff = 2
     retry_backoff_max = 120
     retry_jitter = True
+    # The worker log shows each result's repr: an array of vectors is cut short, not printed whole.
+    resultrepr_maxsize = 200
 
     def __call__(self, *args, **kwargs):
         if not self.request.called_directly and self.request.id:
@@ -62,6 +68,21 @@ class DocenrichTask(Task):
             raise WorkerLostTooOften(
                 f"the worker died {count - 1} times while running this task; giving up after {cap} deliveries"
             )
+
+
+def is_connection_loss(exc: BaseException | None) -> bool:
+    """Lost Redis: also when a retry could not be published (Celery then rejects the message
+    with the connection error as its reason) or the exception was rebuilt under another class."""
+    from docenrich.errors import exception_chain
+
+    names = {cls.__name__ for cls in CONNECTION_ERRORS}
+    for e in exception_chain(exc):
+        reason = e.reason if isinstance(e, Reject) else None
+        if isinstance(e, CONNECTION_ERRORS) or type(e).__name__ in names or (
+            isinstance(reason, BaseException) and is_connection_loss(reason)
+        ):
+            return True
+    return False
 
 
 def is_time_limit(exc: BaseException | None) -> bool:

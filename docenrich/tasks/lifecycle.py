@@ -1,15 +1,16 @@
 """Worker lifecycle: preload in the parent, reset in each pool child, publish model status,
-queue recovery on every (re)connect."""
+beat a heartbeat, queue recovery on every (re)connect and now and then."""
 from __future__ import annotations
 
 import gc
 import json
 import logging
+import threading
 import time
 
 from celery import bootsteps, signals
 
-from docenrich import models
+from docenrich import leases, models
 from docenrich.celery_app import MODEL_STATUS_KEY, celery_app
 from docenrich.config import get_settings
 from docenrich.tasks.base import redis_client
@@ -18,11 +19,15 @@ log = logging.getLogger(__name__)
 
 # This worker's node name, known once Celery has started it.
 _hostname = "unknown"
+# At most one recovery sweep per this many seconds, whichever worker sends it.
+SWEEP_INTERVAL = 20
+SWEEP_KEY = "docenrich:recovery-sweep"
 
 
 def _publish_status(status: dict) -> None:
-    status = {**status, "hostname": _hostname, "published_at": time.time()}
-    redis_client().set(MODEL_STATUS_KEY.format(hostname=_hostname), json.dumps(status), ex=24 * 3600)
+    # The heartbeat says whether this worker is alive; the status says what it holds.
+    status = {**status, "hostname": _hostname, "worker": leases.worker_id(), "published_at": time.time()}
+    redis_client().hset(MODEL_STATUS_KEY, _hostname, json.dumps(status))
 
 
 def _safe_publish(status: dict) -> None:
@@ -39,6 +44,7 @@ def _prepare_parent(sender=None, **_):
     # max-tasks-per-child recycling costs a fork, not an import and a load from disk.
     global _hostname
     _hostname = getattr(sender, "hostname", None) or "unknown"
+    leases.set_worker(_hostname)  # before the fork: pool children name the same worker run
     settings = get_settings()
     if settings.docenrich_worker_role == "docs":
         return
@@ -63,18 +69,63 @@ def _prepare_child(**_):
     _safe_publish(manager.status())
 
 
+class Heartbeat(bootsteps.StartStopStep):
+    """Beat every few seconds from the worker's main process, before any message is consumed.
+
+    A worker that stops beating (killed, frozen, cut off) counts as gone after
+    leases.HEARTBEAT_TTL seconds: the pages stop showing it and its batches are free to be
+    taken. The same thread queues a recovery sweep now and then (one per SWEEP_INTERVAL across
+    all workers), which re-queues the batches of workers that died while others kept running.
+    """
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+    _thread: threading.Thread | None = None
+    _stop = threading.Event()
+
+    def start(self, consumer):
+        _beat_once()
+        if Heartbeat._thread is None or not Heartbeat._thread.is_alive():
+            Heartbeat._stop.clear()
+            Heartbeat._thread = threading.Thread(target=_beat_forever, name="docenrich-heartbeat", daemon=True)
+            Heartbeat._thread.start()
+
+    def shutdown(self, consumer):
+        Heartbeat._stop.set()
+
+
+def _beat_once() -> None:
+    try:
+        leases.beat(redis_client(), leases.worker_id())
+    except Exception as exc:
+        log.warning("heartbeat failed: %s", exc)
+
+
+def _beat_forever() -> None:
+    last_sweep = time.monotonic()
+    while not Heartbeat._stop.wait(leases.HEARTBEAT_INTERVAL):
+        _beat_once()
+        if time.monotonic() - last_sweep >= SWEEP_INTERVAL:
+            last_sweep = time.monotonic()
+            try:
+                if redis_client().set(SWEEP_KEY, leases.worker_id(), nx=True, ex=SWEEP_INTERVAL):
+                    celery_app.send_task("docenrich.recover_documents")
+            except Exception as exc:
+                log.warning("could not queue a recovery sweep: %s", exc)
+
+
 class RecoverDocuments(bootsteps.StartStopStep):
     """Queue document recovery each time this worker (re)connects to the broker, whatever its role.
 
     A worker killed outright, or a Redis restart, leaves the message it was running in
     Redis' unacked set until the visibility timeout (~40 min), and a Redis crash may lose
-    the last second of queued messages. The store knows which page batches are missing,
-    so recovery re-queues them at once (stored batches are skipped). `worker_ready` fires
+    the last second of queued messages. The store knows which page batches are missing and
+    the leases which of those a live worker or the broker holds, so recovery re-queues only
+    the others (stored and held batches are skipped, however many workers ask). `worker_ready` fires
     only at the first start, and a model worker must trigger it too: the lost message may
     be an embedding whose link stores the batch.
     """
 
-    requires = ("celery.worker.consumer.tasks:Tasks",)
+    requires = (Heartbeat,)
 
     def start(self, consumer):
         try:
@@ -83,12 +134,16 @@ class RecoverDocuments(bootsteps.StartStopStep):
             log.warning("could not queue document recovery", exc_info=True)
 
 
+celery_app.steps["consumer"].add(Heartbeat)
 celery_app.steps["consumer"].add(RecoverDocuments)
 
 
 @signals.worker_shutdown.connect
 def _forget_status(**_):
+    Heartbeat._stop.set()
     try:
-        redis_client().delete(MODEL_STATUS_KEY.format(hostname=_hostname))
+        client = redis_client()
+        leases.forget(client, leases.worker_id())
+        client.hdel(MODEL_STATUS_KEY, _hostname)
     except Exception:
         pass

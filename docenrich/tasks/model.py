@@ -5,17 +5,20 @@ Each task is thin: it checks its input, asks the one-model manager for the model
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 import numpy as np
 
-from docenrich import models
+from docenrich import leases, models
 from docenrich.celery_app import celery_app
 from docenrich.config import get_settings
 from docenrich.models.errors import BadInput, ModelError
 from docenrich.records import Snippet, embedding_text
-from docenrich.tasks.base import DocenrichTask
+from docenrich.tasks.base import DocenrichTask, redis_client
+
+log = logging.getLogger(__name__)
 
 
 def _model_call(fn, *args):
@@ -84,10 +87,27 @@ def get_sentence_embedding_task(self, text: str | list[str], with_model: bool = 
 
 
 @celery_app.task(bind=True, base=DocenrichTask, name="docenrich.embed_batch")
-def embed_batch_task(self, texts: list[str]) -> dict:
-    """The pipeline's embedding step: texts in, {"vectors", "model", "sparse"} out; no images travel here."""
-    vectors, name, sparse = _encode_in_batches(self, _texts(texts, "texts"))
-    return {"vectors": vectors, "model": name, "sparse": sparse}
+def embed_batch_task(self, texts: list[str], lease: str | None = None, sender: str = "",
+                     staged: str | None = None) -> dict:
+    """The pipeline's embedding step: texts in, {"vectors", "model", "sparse", "owner"} out; no images travel here.
+
+    With a lease, it runs only if it can take the batch's lease and the batch is still staged
+    (not stored yet): a duplicate message returns {"skipped": True} and the store step ignores it.
+    """
+    texts = _texts(texts, "texts")
+    if lease is not None:
+        if staged is not None and not redis_client().exists(staged):
+            return {"skipped": True}
+        if not leases.claim(lease, leases.EMBEDDING, takes=(leases.EMBEDDING,), sender=sender):
+            return {"skipped": True}
+        log.info("embedding %s (%d texts)", lease.split(":", 2)[-1], len(texts))
+    try:
+        vectors, name, sparse = _encode_in_batches(self, texts)
+    except BaseException:
+        if lease is not None:
+            leases.release(lease)  # its retry (or recovery) takes the batch up again
+        raise
+    return {"vectors": vectors, "model": name, "sparse": sparse, "owner": leases.owner_id()}
 
 
 @celery_app.task(bind=True, base=DocenrichTask, name="docenrich.enrich_snippets")

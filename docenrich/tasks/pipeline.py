@@ -2,7 +2,9 @@
 
 extract_document → extract_pages (one per page batch) → embed_batch (model worker, texts only)
 → store_snippets. The store knows which batches are in, so every step is idempotent and a
-document is ready when its last batch lands.
+document is ready when its last batch lands. Each step takes the batch's lease first
+(`leases`), so a duplicate message does nothing, and carries the document's generation, so
+a task of an earlier run of the document does nothing either.
 """
 from __future__ import annotations
 
@@ -11,17 +13,23 @@ import math
 
 from celery.exceptions import SoftTimeLimitExceeded
 
+from docenrich import leases
 from docenrich.celery_app import celery_app
 from docenrich.config import get_settings
 from docenrich.pdf.errors import PDFError
 from docenrich.records import FINISHED_STATES, Snippet, embedding_text
+from docenrich.storage.base import StorageError
 from docenrich.tasks import staging
-from docenrich.tasks.base import DocenrichTask, is_time_limit
+from docenrich.tasks.base import DocenrichTask, is_connection_loss, is_time_limit
 from docenrich.tasks.model import embed_batch_task
 
 log = logging.getLogger(__name__)
 
 _store = None
+
+
+class TransientStorageError(StorageError):
+    """The database stayed busy: worth another try."""
 
 
 def get_store():
@@ -34,20 +42,37 @@ def get_store():
     return _store
 
 
-def batch_range(batch_index: int, pages: int) -> tuple[int, int]:
-    """1-based inclusive page range of a batch."""
-    size = get_settings().snippet_batch_pages
+def batch_pages_of(doc) -> int:
+    """The page batch size fixed for a document (this process's setting only for old rows)."""
+    if doc.batch_pages:
+        return doc.batch_pages
+    return get_store().fix_batch_pages(doc.id, get_settings().snippet_batch_pages) or get_settings().snippet_batch_pages
+
+
+def batch_range(batch_index: int, pages: int, size: int) -> tuple[int, int]:
+    """1-based inclusive page range of a batch of `size` pages."""
     start = batch_index * size + 1
     return start, min(pages, start + size - 1)
 
 
-def fail_document(doc_id: str, error: str) -> None:
-    """Mark a document failed with a reason a person can read."""
-    get_store().update_document(doc_id, state="failed", stage="failed", error=error)
+def fail_document(doc_id: str, error: str, generation: int | None = None) -> None:
+    """Mark a document failed with a reason a person can read (only the run `generation`)."""
+    get_store().update_document(doc_id, generation=generation, state="failed", stage="failed", error=error)
+
+
+def current(doc_id: str, generation: int | None):
+    """The document if `generation` is its current, unfinished run (None: whatever run is current)."""
+    doc = get_store().get_document(doc_id)
+    if doc is None or doc.state in FINISHED_STATES:
+        return None
+    if generation is not None and doc.generation != generation:
+        log.info("document %s: a task of run %s arrived during run %s; ignored", doc_id, generation, doc.generation)
+        return None
+    return doc
 
 
 class DocumentTask(DocenrichTask):
-    """A document-pipeline task taking doc_id first: failing for good fails its document.
+    """A document-pipeline task: failing for good fails its document (of the task's run).
 
     Celery calls on_failure in the pool child when the task raises, and in the worker's
     main process when the hard time limit killed the child (which is what happens when
@@ -56,33 +81,38 @@ class DocumentTask(DocenrichTask):
     """
 
     abstract = True
+    doc_arg = 0  # position of doc_id in the task's arguments; batch_index and generation follow
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
+        args = list(args)[self.doc_arg :]
         doc_id = args[0] if args else kwargs.get("doc_id")
+        batch = args[1] if len(args) > 1 else kwargs.get("batch_index")
+        generation = args[2] if len(args) > 2 else kwargs.get("generation")
         try:
             doc = get_store().get_document(doc_id) if isinstance(doc_id, str) else None
             if doc is None or doc.state in FINISHED_STATES:
                 return  # already failed with a more specific reason (PDFError, soft limit)
-            batch = args[1] if len(args) > 1 else kwargs.get("batch_index")
             what = "processing the document"
             if isinstance(batch, int) and doc.pages:
-                start, end = batch_range(batch, doc.pages)
-                what = f"extracting pages {start}–{end}"
+                start, end = batch_range(batch, doc.pages, batch_pages_of(doc))
+                what = f"{self.step} pages {start}–{end}"
             if is_time_limit(exc):
                 error = f"{what} took longer than the time limit"
             else:
                 error = f"{what} failed: {exc or type(exc).__name__}"
-            fail_document(doc_id, error)
+            fail_document(doc_id, error, generation)
         except Exception:
             log.warning("could not mark document %s failed", doc_id, exc_info=True)
 
+    step = "extracting"
+
 
 @celery_app.task(bind=True, base=DocumentTask, name="docenrich.extract_document")
-def extract_document_task(self, doc_id: str) -> dict:
-    """Split a stored document into page batches and queue those not yet done."""
+def extract_document_task(self, doc_id: str, generation: int | None = None) -> dict:
+    """Fix a document's page batches and queue those not stored and not held by a live worker."""
     store = get_store()
-    doc = store.get_document(doc_id)
-    if doc is None or doc.state in FINISHED_STATES:
+    doc = current(doc_id, generation)
+    if doc is None:
         return {"document": doc_id, "queued": 0}
     pages = doc.pages
     if not pages:
@@ -91,21 +121,54 @@ def extract_document_task(self, doc_id: str) -> dict:
         try:
             pages = page_count(store.pdf_path(doc_id))
         except PDFError as exc:
-            fail_document(doc_id, str(exc))
+            fail_document(doc_id, str(exc), doc.generation)
             return {"document": doc_id, "queued": 0, "error": str(exc)}
-    total = max(1, math.ceil(pages / get_settings().snippet_batch_pages))
+    total = max(1, math.ceil(pages / batch_pages_of(doc)))
     store.begin_batches(doc_id, total)
     done = store.done_batches(doc_id)
     missing = [i for i in range(total) if i not in done]
-    store.update_document(doc_id, state="extracting", pages=pages, stage=f"Queued {len(missing)} of {total} page batches")
-    for index in missing:
-        extract_pages_task.delay(doc_id, index)
+    seen = leases.free_leases([leases.lease_key(doc_id, doc.generation, i) for i in missing])
+    free = [(i, value) for i, value in zip(missing, seen, strict=True) if value is not None]
+    if free or doc.state == "queued":
+        # Only when something is (re)queued: a recovery sweep that finds every batch held writes nothing.
+        store.update_document(
+            doc_id, generation=doc.generation, state="extracting", pages=pages,
+            stage=f"Queued {len(missing)} of {total} page batches",
+        )
+    queued = [i for i, value in free if _queue_batch(doc_id, doc.generation, i, value)]
     if not missing:
-        store.save_batch(doc_id, total - 1, [])  # re-checks completion of a document whose last batch landed
-    return {"document": doc_id, "queued": len(missing), "batches": total}
+        store.save_batch(doc_id, total - 1, [], doc.generation)  # re-checks completion of a document whose last batch landed
+    return {"document": doc_id, "queued": len(queued), "batches": total, "held": len(missing) - len(free)}
 
 
-def _extract(task, doc_id: str, pages: int, start: int, end: int) -> list[Snippet]:
+def _queue_batch(doc_id: str, generation: int, index: int, seen: str) -> bool:
+    """Send the next step of one batch whose lease was free (`seen`, if nobody took it since):
+    embedding if it is staged, else extraction."""
+    key = leases.lease_key(doc_id, generation, index)
+    if not leases.claim(key, leases.QUEUEING, seen=seen):
+        return False
+    texts = staging.staged_texts(doc_id, generation, index)
+    if texts is None:
+        sent = extract_pages_task.delay(doc_id, index, generation, leases.owner_id())
+        leases.hand_to_broker(key, leases.QUEUEING, leases.QUEUED, sent.id)
+    else:
+        _send_embedding(doc_id, generation, index, texts, leases.QUEUEING)
+    return True
+
+
+def _send_embedding(doc_id: str, generation: int, index: int, texts: list[str], stage: str) -> None:
+    """Send a staged batch's texts to the model worker, the store step linked; hand the lease on."""
+    key = leases.lease_key(doc_id, generation, index)
+    sent = embed_batch_task.apply_async(
+        (texts,),
+        {"lease": key, "sender": leases.owner_id(), "staged": staging.staged_key(doc_id, generation, index)},
+        link=store_snippets_task.s(doc_id, index, generation),
+        link_error=document_failed_task.s(doc_id, generation, index),
+    )
+    leases.hand_to_broker(key, stage, leases.EMBEDDING, sent.id)
+
+
+def _extract(task, doc, start: int, end: int) -> list[Snippet]:
     """The snippets of one page range, failing the document on a PDF error or the soft limit."""
     from docenrich.models.tokens import embedder_counter
     from docenrich.pdf import extract_snippets
@@ -115,15 +178,15 @@ def _extract(task, doc_id: str, pages: int, start: int, end: int) -> list[Snippe
     counter = embedder_counter(settings)
 
     def progress(done: int, total: int) -> None:
-        task.update_state(state="PROGRESS", meta={"stage": "extracting", "document": doc_id, "done": done, "total": total})
+        task.update_state(state="PROGRESS", meta={"stage": "extracting", "document": doc.id, "done": done, "total": total})
 
     try:
         return extract_snippets(
-            get_store().pdf_path(doc_id),
-            doc_id,
+            get_store().pdf_path(doc.id),
+            doc.id,
             start_page=start,
             end_page=end,
-            batch_pages=settings.snippet_batch_pages,
+            batch_pages=batch_pages_of(doc),
             target_tokens=settings.snippet_target_tokens,
             overlap_tokens=settings.snippet_overlap_tokens,
             image_max_px=settings.snippet_image_max_px,
@@ -132,91 +195,145 @@ def _extract(task, doc_id: str, pages: int, start: int, end: int) -> list[Snippe
             max_tokens=counter.max_tokens if counter else None,
         )
     except PDFError as exc:
-        fail_document(doc_id, str(exc))
+        fail_document(doc.id, str(exc), doc.generation)
         raise
     except SoftTimeLimitExceeded:
-        fail_document(doc_id, f"extracting pages {start}–{end} took longer than the time limit")
+        fail_document(doc.id, f"extracting pages {start}–{end} took longer than the time limit", doc.generation)
         raise
 
 
 @celery_app.task(bind=True, base=DocumentTask, name="docenrich.extract_pages")
-def extract_pages_task(self, doc_id: str, batch_index: int) -> dict:
-    """Extract one page range and send its texts to the model worker; the snippets wait here."""
+def extract_pages_task(self, doc_id: str, batch_index: int, generation: int | None = None, sender: str = "") -> dict:
+    """Extract one page range and send its texts to the model worker; the snippets wait here.
+
+    Runs only if this batch's lease can be taken: a duplicate message (recovery racing the
+    broker's redelivery) finds it held, or the batch stored, and does nothing.
+    """
     store = get_store()
-    doc = store.get_document(doc_id)
-    if doc is None or doc.state in FINISHED_STATES or batch_index in store.done_batches(doc_id):
+    doc = current(doc_id, generation)
+    if doc is None or batch_index in store.done_batches(doc_id):
         return {"document": doc_id, "batch": batch_index, "skipped": True}
-    start, end = batch_range(batch_index, doc.pages)
-    store.update_document(doc_id, state="extracting", stage=f"Extracting pages {start}–{end} of {doc.pages}")
-    found = _extract(self, doc_id, doc.pages, start, end)
+    key = leases.lease_key(doc_id, doc.generation, batch_index)
+    if not leases.claim(key, leases.EXTRACTING, takes=(leases.QUEUED,), sender=sender):
+        return {"document": doc_id, "batch": batch_index, "skipped": True}
+    start, end = batch_range(batch_index, doc.pages, batch_pages_of(doc))
+    store.update_document(doc_id, generation=doc.generation, state="extracting",
+                          stage=f"Extracting pages {start}–{end} of {doc.pages}")
+    log.info("document %s run %d: extracting batch %d (pages %d–%d)", doc_id, doc.generation, batch_index, start, end)
+    try:
+        found = _extract(self, doc, start, end)
+    except BaseException:
+        leases.release(key)
+        raise
     if not found:
-        store_snippets_task.delay(None, doc_id, batch_index)
+        sent = store_snippets_task.delay(None, doc_id, batch_index, doc.generation)
+        leases.hand_to_broker(key, leases.EXTRACTING, leases.EMBEDDING, sent.id)
     else:
-        staging.stage(doc_id, batch_index, found)
-        embed_batch_task.apply_async(
-            ([embedding_text(s) for s in found],),
-            link=store_snippets_task.s(doc_id, batch_index),
-            link_error=document_failed_task.s(doc_id),
-        )
+        staging.stage(doc_id, doc.generation, batch_index, found)
+        _send_embedding(doc_id, doc.generation, batch_index, [embedding_text(s) for s in found], leases.EXTRACTING)
     return {"document": doc_id, "batch": batch_index, "snippets": len(found)}
 
 
-def _with_vectors(embedded: dict | list | None, doc_id: str, batch_index: int) -> list[Snippet] | None:
+def _with_vectors(embedded: dict | list | None, doc_id: str, generation: int, batch_index: int) -> list[Snippet] | None:
     """The batch's snippets with their vectors attached, or None when the staged batch is gone."""
     if embedded is None:
         return []
     if isinstance(embedded, list):  # a caller chained enrich_snippets_task: snippets come whole
         return embedded
-    snippets = staging.unstage(doc_id, batch_index)
+    snippets = staging.unstage(doc_id, generation, batch_index)
     if snippets is None:
         return None
     vectors, name = embedded["vectors"], embedded["model"]
     if len(vectors) != len(snippets):
-        raise ValueError(f"batch {batch_index}: {len(vectors)} vectors for {len(snippets)} snippets")
+        raise ValueError(f"{len(vectors)} vectors came back for {len(snippets)} snippets")
     sparse = embedded.get("sparse") or [None] * len(snippets)
-    for snippet, vector, weights in zip(snippets, vectors, sparse):
+    for snippet, vector, weights in zip(snippets, vectors, sparse, strict=True):
         snippet.embedding, snippet.embedding_model, snippet.sparse = vector, name, weights
     return snippets
 
 
-@celery_app.task(bind=True, base=DocenrichTask, name="docenrich.store_snippets")
-def store_snippets_task(self, embedded: dict | list | None, doc_id: str, batch_index: int) -> dict:
+class StoreTask(DocumentTask):
+    """The store step: transient storage errors are retried; anything else fails the document."""
+
+    abstract = True
+    doc_arg = 1
+    step = "storing"
+    autoretry_for = (*DocenrichTask.autoretry_for, TransientStorageError)
+
+
+@celery_app.task(bind=True, base=StoreTask, name="docenrich.store_snippets")
+def store_snippets_task(self, embedded: dict | list | None, doc_id: str, batch_index: int,
+                        generation: int | None = None) -> dict:
     """Persist an embedded batch; the store marks the document ready when all are in."""
     store = get_store()
-    if batch_index in store.done_batches(doc_id):
-        staging.drop(doc_id, batch_index)
+    doc = current(doc_id, generation)
+    if isinstance(embedded, dict) and embedded.get("skipped"):
+        return {"document": doc_id, "batch": batch_index, "skipped": True}  # a duplicate embedding did nothing
+    if doc is None or batch_index in store.done_batches(doc_id):
+        if doc is not None:
+            staging.drop(doc_id, doc.generation, batch_index)
         return {"document": doc_id, "batch": batch_index, "skipped": True}
-    snippets = _with_vectors(embedded, doc_id, batch_index)
+    key = leases.lease_key(doc_id, doc.generation, batch_index)
+    sender = embedded.get("owner", "") if isinstance(embedded, dict) else ""
+    if not leases.claim(key, leases.STORING, takes=(leases.EMBEDDING,), sender=sender):
+        return {"document": doc_id, "batch": batch_index, "skipped": True}
+    snippets = _with_vectors(embedded, doc_id, doc.generation, batch_index)
     if snippets is None:
         # The staged snippets expired or were lost with Redis: extract the batch again.
         log.warning("document %s: batch %d lost its staged snippets; extracting it again", doc_id, batch_index)
-        extract_pages_task.delay(doc_id, batch_index)
+        sent = extract_pages_task.delay(doc_id, batch_index, doc.generation, leases.owner_id())
+        leases.hand_to_broker(key, leases.STORING, leases.QUEUED, sent.id)
         return {"document": doc_id, "batch": batch_index, "restarted": True}
-    doc = store.save_batch(doc_id, batch_index, snippets)
-    staging.drop(doc_id, batch_index)
-    if doc is None:
+    try:
+        saved = _save(store, doc, batch_index, snippets)
+    except BaseException:
+        leases.release(key)  # a retry (or recovery) takes it up again
+        raise
+    staging.drop(doc_id, doc.generation, batch_index)
+    leases.release(key)
+    if saved is None:
         return {"document": doc_id, "deleted": True}
-    if doc.state not in FINISHED_STATES:
-        store.update_document(
-            doc_id, state="embedding", stage=f"Embedded {doc.batches_done} of {doc.batches_total} page batches"
-        )
-    return {"document": doc_id, "batch": batch_index, "state": doc.state, "snippets": len(snippets)}
+    if saved.state not in FINISHED_STATES:
+        store.update_document(doc_id, generation=doc.generation, state="embedding",
+                              stage=f"Embedded {saved.batches_done} of {saved.batches_total} page batches")
+    return {"document": doc_id, "batch": batch_index, "state": saved.state, "snippets": len(snippets)}
+
+
+def _save(store, doc, batch_index: int, snippets: list[Snippet]):
+    """save_batch, with storage errors sorted into retry (busy database) and fail (in words)."""
+    try:
+        return store.save_batch(doc.id, batch_index, snippets, doc.generation)
+    except StorageError as exc:
+        if "busy" in str(exc) or "locked" in str(exc):
+            raise TransientStorageError(str(exc)) from exc
+        raise
 
 
 @celery_app.task(name="docenrich.document_failed")
-def document_failed_task(request, exc, traceback, doc_id: str) -> None:
-    """Errback: a batch failed for good, so the document is failed with the reason."""
+def document_failed_task(request, exc, traceback, doc_id: str, generation: int | None = None,
+                         batch_index: int | None = None) -> None:
+    """Errback: a batch failed for good, so the document (of that run) is failed with the reason.
+
+    A lost connection to Redis is not the batch's fault: its lease is freed, so recovery
+    queues it again once Redis is back, and the document is left to finish.
+    """
+    if is_connection_loss(exc):
+        if batch_index is not None and generation is not None:
+            leases.forget_message(leases.lease_key(doc_id, generation, batch_index), leases.EMBEDDING, request.id)
+        log.warning("document %s: a batch lost its connection (%s: %s); recovery will queue it again",
+                    doc_id, type(exc).__name__, exc)
+        return
     reason = str(exc) or type(exc).__name__
-    fail_document(doc_id, f"embedding failed: {reason}")
+    fail_document(doc_id, f"embedding failed: {reason}", generation)
 
 
 @celery_app.task(bind=True, base=DocenrichTask, name="docenrich.recover_documents")
 def recover_documents_task(self, stale_after: float = 0.0) -> list[str]:
-    """Re-queue documents left unfinished by a restart; stored batches are not redone."""
+    """Re-queue the batches of unfinished documents that nobody alive holds; stored ones are not redone."""
     recovered = []
     for doc in get_store().unfinished_documents(older_than=stale_after):
-        extract_document_task.delay(doc.id)
-        recovered.append(doc.id)
+        if extract_document_task(doc.id, doc.generation).get("queued"):
+            recovered.append(doc.id)
     if recovered:
         log.info("re-queued %d unfinished documents: %s", len(recovered), ", ".join(recovered))
     return recovered

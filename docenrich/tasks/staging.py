@@ -13,7 +13,7 @@ from docenrich.config import get_settings
 from docenrich.records import Snippet
 from docenrich.tasks.base import redis_client
 
-STAGED_KEY = "docenrich:staged:{doc_id}:{batch_index}"
+STAGED_KEY = "docenrich:staged:{doc_id}:{generation}:{batch_index}"
 
 
 def _dump(snippet: Snippet) -> dict:
@@ -40,21 +40,34 @@ def _load(item: dict) -> Snippet:
     return snippet
 
 
-def stage(doc_id: str, batch_index: int, snippets: list[Snippet]) -> None:
+def staged_key(doc_id: str, generation: int, batch_index: int) -> str:
+    """The Redis key a batch is staged under."""
+    return STAGED_KEY.format(doc_id=doc_id, generation=generation, batch_index=batch_index)
+
+
+def stage(doc_id: str, generation: int, batch_index: int, snippets: list[Snippet]) -> None:
     """Keep a batch's snippets until its vectors arrive (for as long as task results are kept)."""
-    key = STAGED_KEY.format(doc_id=doc_id, batch_index=batch_index)
+    key = staged_key(doc_id, generation, batch_index)
     payload = json.dumps([_dump(s) for s in snippets], default=str)
     redis_client().set(key, payload, ex=get_settings().result_expires)
 
 
-def unstage(doc_id: str, batch_index: int) -> list[Snippet] | None:
+def unstage(doc_id: str, generation: int, batch_index: int) -> list[Snippet] | None:
     """The staged snippets of a batch, or None when they are gone (expired or lost with Redis)."""
-    raw = redis_client().get(STAGED_KEY.format(doc_id=doc_id, batch_index=batch_index))
+    raw = redis_client().get(staged_key(doc_id, generation, batch_index))
     if raw is None:
         return None
     return [_load(item) for item in json.loads(raw)]
 
 
-def drop(doc_id: str, batch_index: int) -> None:
+def staged_texts(doc_id: str, generation: int, batch_index: int) -> list[str] | None:
+    """The texts to embed of a staged batch, or None when it is not staged."""
+    from docenrich.records import embedding_text
+
+    snippets = unstage(doc_id, generation, batch_index)
+    return None if snippets is None else [embedding_text(s) for s in snippets]
+
+
+def drop(doc_id: str, generation: int, batch_index: int) -> None:
     """Forget a staged batch once it is stored."""
-    redis_client().delete(STAGED_KEY.format(doc_id=doc_id, batch_index=batch_index))
+    redis_client().delete(staged_key(doc_id, generation, batch_index))

@@ -5,19 +5,27 @@ through `presenters`. Errors are ApiError, answered as JSON by the app's error h
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
+import tempfile
 from typing import Any
 
 from celery.result import AsyncResult
-from flask import Blueprint, Response, current_app, jsonify, request, send_file, stream_with_context
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    jsonify,
+    request,
+    send_file,
+    stream_with_context,
+)
 
 from docenrich import client, pdf
 from docenrich.celery_app import celery_app
 from docenrich.records import Document
 from docenrich.search import MAX_K, MODES
-from docenrich.storage import sanitize_filename
+from docenrich.storage import QueueFull, sanitize_filename
 from docenrich.web.auth import authenticate_api
 from docenrich.web.errors import ApiError
 from docenrich.web.presenters import doc_json, search_json, snippet_json
@@ -31,6 +39,11 @@ api.before_request(authenticate_api)
 PDF_STATUS = {"not_pdf": 415, "too_many_pages": 413, "too_large": 413}
 IMAGE_TYPES = {"webp": "image/webp", "png": "image/png", "jpg": "image/jpeg", "gif": "image/gif"}
 YEAR = 365 * 24 * 3600
+# A thumbnail is 240 px wide; a page far taller than wide is drawn at most this tall.
+THUMB_MAX_HEIGHT = 2000
+# Parquet export: rows per row group, so a large document is never held in memory at once.
+PARQUET_ROW_GROUP = 2000
+TASK_OWNER_KEY = "docenrich:task-owner:{task_id}"
 
 
 def services():
@@ -89,11 +102,11 @@ def upload():
     for upload in files:
         name = sanitize_filename(upload.filename)
         try:
-            doc, created = accept(upload, name)
+            doc, created, task_id = accept(upload, name)
         except ApiError as exc:
             failures.append((name, exc))
             continue
-        accepted.append({**doc_json(doc), "duplicate": not created})
+        accepted.append({**doc_json(doc), "duplicate": not created, **({"task_id": task_id} if task_id else {})})
     errors = [{"filename": n, "error": e.message, "code": e.code, "status": e.status} for n, e in failures]
     if not accepted:
         first = failures[0][1]
@@ -101,8 +114,8 @@ def upload():
     return jsonify(documents=accepted, errors=errors), 202
 
 
-def accept(upload, name: str) -> tuple[Document, bool]:
-    """Validate one uploaded file, store it and queue it (once per distinct PDF)."""
+def accept(upload, name: str) -> tuple[Document, bool, str | None]:
+    """Validate one uploaded file, store it and queue it (once per distinct PDF); (doc, created, task id)."""
     limit_mb = current_app.config["MAX_UPLOAD_MB"]
     limit = current_app.config["MAX_UPLOAD_BYTES"]
     data = upload.stream.read(limit + 1)
@@ -114,23 +127,27 @@ def accept(upload, name: str) -> tuple[Document, bool]:
         info = pdf.inspect_pdf(data, max_bytes=limit, max_pages=current_app.config["MAX_PAGES"])
     except pdf.PDFError as exc:
         raise ApiError(PDF_STATUS.get(exc.code, 422), f"{name}: {exc.message}", exc.code) from None
-    # Count and insert under one lock, or concurrent uploads would all pass the check. The lock
-    # covers this process only; several web processes would need the store to do it atomically.
-    with services().admission:
-        waiting = store().queued_count()
-        if waiting >= current_app.config["MAX_QUEUED_DOCUMENTS"]:
-            raise ApiError(429, f"{waiting} documents are already waiting to be processed; try again in a minute.",
-                           "queue_full", {"Retry-After": "60"})
-        doc, created = store().add_document(data, name, info)
+    # The store counts and inserts in one database transaction, so the cap holds however many
+    # web processes admit uploads at once. The page batch size is fixed here, once.
+    try:
+        doc, created = store().add_document(
+            data, name, info, batch_pages=current_app.config["SNIPPET_BATCH_PAGES"],
+            max_queued=current_app.config["MAX_QUEUED_DOCUMENTS"],
+        )
+    except QueueFull as exc:
+        raise ApiError(429, f"{exc.waiting} documents are already waiting to be processed; try again in a minute.",
+                       "queue_full", {"Retry-After": "60"}) from None
     if created:
         try:
-            client.submit_document(doc.id)
+            task_id = client.submit_document(doc.id, doc.generation)
         except Exception:
             # Failed, not queued: otherwise a retried upload would find it "queued" and never run it.
             store().update_document(doc.id, state="failed", stage="failed", error="Could not be queued; upload it again.")
             raise
+        remember_task(task_id)
         log.info("queued document %s (%s)", doc.id, name)
-    return doc, created
+        return doc, created, task_id
+    return doc, created, None
 
 
 @api.get("/documents")
@@ -189,7 +206,7 @@ def page_thumbnail(doc_id: str, page: int):
     path = store().thumb_path(doc_id, page)
     if not path.is_file():
         try:
-            data = pdf.render_page_thumbnail(store().pdf_path(doc_id), page, width=240)
+            data = pdf.render_page_thumbnail(store().pdf_path(doc_id), page, width=240, max_height=THUMB_MAX_HEIGHT)
         except pdf.PDFError as exc:
             raise ApiError(422, f"Page {page} of {doc.filename} cannot be drawn: {exc}", exc.code) from None
         path = store().save_thumb(doc_id, page, data)
@@ -218,13 +235,26 @@ def export(doc_id: str):
         except ImportError:
             raise ApiError(415, "Parquet export needs the pyarrow package (pip install pyarrow); use format=jsonl.",
                            "pyarrow_missing") from None
-        rows = [{**row, "meta": json.dumps(row["meta"], ensure_ascii=False)} for row in store().export_rows(doc_id)]
-        table = pa.Table.from_pylist(rows, schema=parquet_schema(pa))
-        buffer = io.BytesIO()
-        pq.write_table(table, buffer)
-        buffer.seek(0)
-        return attachment(send_file(buffer, mimetype="application/vnd.apache.parquet"), f"{stem}.parquet")
+        spool = write_parquet(pa, pq, store().export_rows(doc_id))
+        return attachment(send_file(spool, mimetype="application/vnd.apache.parquet"), f"{stem}.parquet")
     raise ApiError(400, "Unknown export format; use format=jsonl or format=parquet.", "bad_parameter")
+
+
+def write_parquet(pa, pq, rows) -> tempfile.SpooledTemporaryFile:
+    """The rows as Parquet in a spooled file, written PARQUET_ROW_GROUP rows at a time."""
+    spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)
+    schema = parquet_schema(pa)
+    with pq.ParquetWriter(spool, schema) as writer:
+        group: list[dict] = []
+        for row in rows:
+            group.append({**row, "meta": json.dumps(row["meta"], ensure_ascii=False)})
+            if len(group) >= PARQUET_ROW_GROUP:
+                writer.write_table(pa.Table.from_pylist(group, schema=schema))
+                group = []
+        if group:
+            writer.write_table(pa.Table.from_pylist(group, schema=schema))
+    spool.seek(0)
+    return spool
 
 
 def parquet_schema(pa):
@@ -274,9 +304,22 @@ def search():
     return jsonify(search_json(result))
 
 
+def remember_task(task_id: str) -> None:
+    """Record that this task was started through the API, for as long as results are kept."""
+    key = TASK_OWNER_KEY.format(task_id=task_id)
+    services().redis.set(key, "api", ex=int(current_app.config["RESULT_EXPIRES"]))
+
+
 @api.get("/tasks/<task_id>")
 def task_status(task_id: str):
-    """A task's state and JSON-safe result or progress."""
+    """The state and JSON-safe result or progress of a task started through this API.
+
+    Only tasks an upload started are shown, by the id (a random UUID) that only the uploader
+    was given; with API_TOKEN set, only to callers holding the token. Any other id is a 404,
+    so the results of searches, embeddings and other callers' work are never shown.
+    """
+    if not services().redis.exists(TASK_OWNER_KEY.format(task_id=task_id)):
+        raise ApiError(404, "There is no task with this id that was started through the API.", "not_found")
     result = AsyncResult(task_id, app=celery_app)
     state, info = result.state, result.info
     if isinstance(info, BaseException):

@@ -27,7 +27,6 @@ class Services:
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, Any]] = {}
         self._key_locks: dict[str, threading.Lock] = {}
-        self.admission = threading.Lock()  # makes "count queued documents, then add one" atomic
         # Short timeouts: health checks and page banners must answer quickly while Redis is down.
         self.redis = redis.Redis.from_url(celery_app.conf.broker_url, socket_connect_timeout=1, socket_timeout=2)
 

@@ -69,8 +69,11 @@ class BatchesMixin:
             f"UPDATE documents SET {', '.join(sets)} WHERE id = ? RETURNING *", (*args, doc_id)
         ).fetchall()[0]
 
-    def save_batch(self, doc_id: str, batch_index: int, snippets: list[Snippet]) -> Document | None:
-        """Idempotently upsert one batch of snippets (+images, vectors) by ordinal; None if the doc is gone."""
+    def save_batch(
+        self, doc_id: str, batch_index: int, snippets: list[Snippet], generation: int | None = None
+    ) -> Document | None:
+        """Idempotently upsert one batch of snippets (+images, vectors) by ordinal; None if the doc is
+        gone or (with generation) has moved on to another run. A failed document takes no batch."""
         batch_index = int(batch_index)
         if batch_index < 0:
             raise ValueError("batch_index must be >= 0")
@@ -86,7 +89,7 @@ class BatchesMixin:
         try:
             self._write_new_images(images, new_files)
             with self._write("the extracted snippets") as conn:
-                row = self._store_batch(conn, doc_id, batch_index, prepared, images, stale_images)
+                row = self._store_batch(conn, doc_id, batch_index, prepared, images, stale_images, generation)
             committed = True
         finally:
             if not committed or row is None:
@@ -119,11 +122,17 @@ class BatchesMixin:
         prepared: list[Prepared],
         images: dict[str, bytes],
         stale_images: set[str],
+        generation: int | None = None,
     ) -> sqlite3.Row | None:
         """Inside the write transaction: the rows of one batch; the updated document row or None."""
-        doc = conn.execute("SELECT batches_total FROM documents WHERE id = ?", (doc_id,)).fetchone()
-        if doc is None:
+        doc = conn.execute(
+            "SELECT batches_total, state, generation FROM documents WHERE id = ?", (doc_id,)
+        ).fetchone()
+        if doc is None or (generation is not None and doc["generation"] != int(generation)):
             return None
+        if doc["state"] == "failed":
+            # A late batch must not bring a failed document back (failed -> ready is not a legal move).
+            return conn.execute("SELECT * FROM documents WHERE id = ?", (doc_id,)).fetchall()[0]
         total = doc["batches_total"]
         if total is not None and batch_index >= total:
             raise ValueError(f"batch_index {batch_index} out of range for {total} batches")

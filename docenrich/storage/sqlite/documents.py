@@ -8,8 +8,8 @@ import sqlite3
 import time
 from typing import TYPE_CHECKING, Any
 
-from docenrich.records import EMBEDDING, EXTRACTING, QUEUED, READY, STATES, Document
-from docenrich.storage.base import StorageError, sanitize_filename
+from docenrich.records import READY, STATES, Document, states_before
+from docenrich.storage.base import QueueFull, StorageError, sanitize_filename
 from docenrich.storage.encoding import doc_id_for, is_doc_id, json_dump
 from docenrich.storage.sqlite.blobs import atomic_write, blob_present
 from docenrich.storage.sqlite.rows import row_to_document
@@ -30,9 +30,14 @@ class DocumentsMixin:
     """The documents table and the PDFs its rows name."""
 
     def add_document(
-        self, data: bytes, filename: str, info: DocumentInfo | None = None
+        self, data: bytes, filename: str, info: DocumentInfo | None = None, *,
+        batch_pages: int | None = None, max_queued: int | None = None,
     ) -> tuple[Document, bool]:
-        """Store an uploaded PDF; same bytes give the same document. Returns (doc, created)."""
+        """Store an uploaded PDF; same bytes give the same document. Returns (doc, created).
+
+        batch_pages fixes the document's page batch size; with max_queued, QueueFull is raised
+        (atomically, across processes) when that many documents are already waiting.
+        """
         if not data:
             raise ValueError("The uploaded file is empty.")
         data = bytes(data)
@@ -43,7 +48,9 @@ class DocumentsMixin:
         committed = False
         try:
             with self._write("the uploaded PDF") as conn:
-                row, created, stale_images = self._upsert_document(conn, sha, data, filename, info)
+                row, created, stale_images = self._upsert_document(
+                    conn, sha, data, filename, info, batch_pages, max_queued
+                )
             committed = True
         finally:
             if not committed:
@@ -59,7 +66,8 @@ class DocumentsMixin:
         return doc, created
 
     def _upsert_document(
-        self, conn: sqlite3.Connection, sha: str, data: bytes, filename: str, info: DocumentInfo | None
+        self, conn: sqlite3.Connection, sha: str, data: bytes, filename: str, info: DocumentInfo | None,
+        batch_pages: int | None, max_queued: int | None,
     ) -> tuple[sqlite3.Row, bool, set[str]]:
         """Insert a new document or restart a failed one; returns (row, created, stale images)."""
         doc_id = doc_id_for(sha)
@@ -67,18 +75,24 @@ class DocumentsMixin:
         row = conn.execute("SELECT * FROM documents WHERE id = ?", (doc_id,)).fetchone()
         if row is not None and row["sha256"] != sha:
             raise StorageError("Two different PDFs map to the same document id; cannot store this one.")
+        if max_queued is not None and (row is None or row["state"] == "failed"):
+            # Counted inside this write transaction (BEGIN IMMEDIATE): every process's
+            # admissions are serialised by the database, so the cap holds across web processes.
+            waiting = conn.execute("SELECT count(*) FROM documents WHERE state NOT IN ('ready', 'failed')").fetchone()[0]
+            if waiting >= max_queued:
+                raise QueueFull(waiting)
         # A concurrent delete of the same bytes may have removed the file meanwhile.
         self._ensure_file(self._pdf_file(sha), data, "the uploaded PDF")
         stale_images: set[str] = set()
         if row is None:
             conn.execute(
-                """INSERT INTO documents (id, sha256, filename, size, state, stage, progress,
-                       created_at, updated_at) VALUES (?, ?, ?, ?, 'queued', 'Queued', 0, ?, ?)""",
-                (doc_id, sha, sanitize_filename(filename), len(data), now, now),
+                """INSERT INTO documents (id, sha256, filename, size, state, stage, progress, batch_pages,
+                       created_at, updated_at) VALUES (?, ?, ?, ?, 'queued', 'Queued', 0, ?, ?, ?)""",
+                (doc_id, sha, sanitize_filename(filename), len(data), _positive(batch_pages), now, now),
             )
             created = True
         elif row["state"] == "failed":
-            stale_images = self._restart_failed(conn, doc_id, now)
+            stale_images = self._restart_failed(conn, doc_id, now, batch_pages)
             created = True
         else:
             created = False
@@ -87,8 +101,10 @@ class DocumentsMixin:
         row = conn.execute("SELECT * FROM documents WHERE id = ?", (doc_id,)).fetchone()
         return row, created, stale_images
 
-    def _restart_failed(self, conn: sqlite3.Connection, doc_id: str, now: float) -> set[str]:
-        """Queue a failed document again; returns the image names its old snippets used."""
+    def _restart_failed(
+        self, conn: sqlite3.Connection, doc_id: str, now: float, batch_pages: int | None = None
+    ) -> set[str]:
+        """Queue a failed document again as a new run; returns the image names its old snippets used."""
         # A retry starts clean: partial output of the failed run is dropped.
         stale_images, removed = self._clear_content(conn, doc_id)
         if removed:
@@ -96,8 +112,9 @@ class DocumentsMixin:
         conn.execute(
             """UPDATE documents SET state = 'queued', stage = 'Queued', progress = 0,
                    error = NULL, snippet_count = 0, batches_total = NULL, batches_done = 0,
-                   embedder = NULL, updated_at = ? WHERE id = ?""",
-            (now, doc_id),
+                   embedder = NULL, generation = generation + 1, batch_pages = ?, updated_at = ?
+               WHERE id = ?""",
+            (_positive(batch_pages), now, doc_id),
         )
         return stale_images
 
@@ -151,8 +168,12 @@ class DocumentsMixin:
             "SELECT count(*) FROM documents WHERE state NOT IN ('ready', 'failed')"
         ).fetchone()[0]
 
-    def update_document(self, doc_id: str, **fields: Any) -> Document | None:
-        """Change status/info fields and bump updated_at; None if the document is gone."""
+    def update_document(self, doc_id: str, *, generation: int | None = None, **fields: Any) -> Document | None:
+        """Change status/info fields if the state change is legal (and the run is `generation`).
+
+        A compare-and-set in one statement: returns the updated document, the unchanged one
+        when the move was refused, or None if the document is gone.
+        """
         unknown = set(fields) - UPDATABLE
         if unknown:
             raise TypeError(f"update_document() cannot set {sorted(unknown)}; allowed: {sorted(UPDATABLE)}")
@@ -160,23 +181,37 @@ class DocumentsMixin:
             return None
         values = _column_values(fields)
         values["updated_at"] = time.time()
+        where, args = "id = ?", [doc_id]
+        if "state" in values:
+            # Only from a state that may move to the new one: a late "extracting" from a task
+            # that checked before the document failed (or finished) changes nothing.
+            sources = states_before(values["state"])
+            where += f" AND state IN ({', '.join('?' * len(sources))})"
+            args += sources
+        if generation is not None:
+            where += " AND generation = ?"
+            args.append(int(generation))
+        assignments = ", ".join(f"{k} = ?" for k in values)  # keys come from UPDATABLE only
         with self._write("the document status") as conn:
-            current = conn.execute(
-                "SELECT state, batches_total, batches_done FROM documents WHERE id = ?", (doc_id,)
-            ).fetchone()
-            if current is None:
-                return None
-            if _would_unfinish(current, values.get("state")):
-                # A late status write from a slower task (e.g. "Embedded 3 of 4" landing after
-                # the last batch made the document ready) must not un-finish it.
-                log.debug("document %s is complete; ignoring state %r", doc_id, values["state"])
-                for key in ("state", "stage", "progress", "error"):
-                    values.pop(key, None)
-            assignments = ", ".join(f"{k} = ?" for k in values)  # keys come from UPDATABLE only
             row = conn.execute(
-                f"UPDATE documents SET {assignments} WHERE id = ? RETURNING *", (*values.values(), doc_id)
+                f"UPDATE documents SET {assignments} WHERE {where} RETURNING *", (*values.values(), *args)
             ).fetchall()
+            if not row:
+                row = conn.execute("SELECT * FROM documents WHERE id = ?", (doc_id,)).fetchall()
+                if row:
+                    log.debug("document %s: refused %s (state %s, generation %s)",
+                              doc_id, fields.get("state"), row[0]["state"], row[0]["generation"])
         return row_to_document(row[0]) if row else None
+
+    def fix_batch_pages(self, doc_id: str, batch_pages: int) -> int | None:
+        """The document's page batch size, set to batch_pages only if none was fixed yet."""
+        with self._write("the document status") as conn:
+            conn.execute(
+                "UPDATE documents SET batch_pages = ? WHERE id = ? AND batch_pages IS NULL",
+                (_positive(batch_pages), doc_id),
+            )
+            row = conn.execute("SELECT batch_pages FROM documents WHERE id = ?", (doc_id,)).fetchone()
+        return None if row is None else row[0]
 
     def delete_document(self, doc_id: str) -> bool:
         """Remove a document's rows, vectors, PDF, unshared images and thumbnails."""
@@ -240,11 +275,6 @@ def _column_values(fields: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _would_unfinish(current: sqlite3.Row, new_state: str | None) -> bool:
-    """Whether new_state would move a document whose batches are all in back to work."""
-    return (
-        new_state in (QUEUED, EXTRACTING, EMBEDDING)
-        and current["state"] == READY
-        and current["batches_total"] is not None
-        and current["batches_done"] >= current["batches_total"]
-    )
+def _positive(value: int | None) -> int | None:
+    """A page batch size: a whole number of at least 1, or None."""
+    return None if value is None else max(1, int(value))

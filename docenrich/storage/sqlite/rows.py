@@ -34,6 +34,8 @@ def row_to_document(row: sqlite3.Row) -> Document:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         metadata=json_load(row["metadata"], {}),
+        generation=row["generation"],
+        batch_pages=row["batch_pages"],
     )
 
 

@@ -127,6 +127,31 @@ _MIGRATIONS: list[list[str]] = [
             DELETE FROM sparse_postings WHERE snippet_id = new.id;
         END""",
     ],
+    [
+        # Each run of a document has a generation: a task of an older run finds it moved on
+        # and does nothing. The page batch size is fixed when the document is accepted.
+        "ALTER TABLE documents ADD COLUMN generation INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE documents ADD COLUMN batch_pages INTEGER",
+        # Counts kept by triggers, so "how many snippets lack a vector" never scans snippets.
+        "ALTER TABLE embedders ADD COLUMN vector_count INTEGER NOT NULL DEFAULT 0",
+        "UPDATE embedders SET vector_count = (SELECT count(*) FROM vectors v WHERE v.embedder = embedders.name)",
+        "INSERT INTO counters(name, value) SELECT 'snippets_total', count(*) FROM snippets",
+        """CREATE TRIGGER snippets_counted AFTER INSERT ON snippets BEGIN
+            UPDATE counters SET value = value + 1 WHERE name = 'snippets_total'; END""",
+        """CREATE TRIGGER snippets_uncounted AFTER DELETE ON snippets BEGIN
+            UPDATE counters SET value = value - 1 WHERE name = 'snippets_total'; END""",
+        """CREATE TRIGGER vectors_counted AFTER INSERT ON vectors BEGIN
+            UPDATE embedders SET vector_count = vector_count + 1 WHERE name = new.embedder; END""",
+        # Removed vectors are logged, so an index drops their rows instead of reloading everything.
+        """CREATE TABLE vector_removals (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            snippet_id INTEGER NOT NULL,
+            embedder TEXT NOT NULL
+        )""",
+        """CREATE TRIGGER vectors_uncounted AFTER DELETE ON vectors BEGIN
+            UPDATE embedders SET vector_count = vector_count - 1 WHERE name = old.embedder;
+            INSERT INTO vector_removals(snippet_id, embedder) VALUES (old.snippet_id, old.embedder); END""",
+    ],
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 

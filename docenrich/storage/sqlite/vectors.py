@@ -1,6 +1,7 @@
 """Vectors: per-embedder tables of float32 blobs, their registered dimensions and change counters."""
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import numpy as np
@@ -39,6 +40,38 @@ class VectorsMixin:
                 removed += r
             if added or removed:
                 self._bump_vectors(conn, removed=bool(removed))
+            # A document names the embedder of its vectors: after a re-embed, the new one
+            # (once every snippet of the document has a vector from it).
+            conn.execute(
+                """UPDATE documents SET embedder = ? WHERE id IN (
+                       SELECT DISTINCT s.document_id FROM snippets s WHERE s.id IN (SELECT value FROM json_each(?)))
+                   AND NOT EXISTS (SELECT 1 FROM snippets s WHERE s.document_id = documents.id AND NOT EXISTS
+                       (SELECT 1 FROM vectors v WHERE v.snippet_id = s.id AND v.embedder = ?))""",
+                (embedder, json.dumps([sid for sid, _ in prepared]), embedder),
+            )
+
+    def unindexed_count(self, embedder: str) -> int:
+        """Snippets without a vector from `embedder`, from counts the triggers keep (no scan)."""
+        row = self._conn().execute(
+            """SELECT (SELECT value FROM counters WHERE name = 'snippets_total')
+                    - coalesce((SELECT vector_count FROM embedders WHERE name = ?), 0)""",
+            (embedder,),
+        ).fetchone()
+        return max(0, int(row[0] or 0))
+
+    def vector_removals(self, embedder: str, after_seq: int) -> tuple[list[int], int] | None:
+        """(snippet ids whose `embedder` vector was removed after after_seq, last seq); None if
+        the log no longer reaches back that far."""
+        conn = self._conn()
+        first = conn.execute("SELECT min(seq) FROM vector_removals").fetchone()[0]
+        if first is not None and after_seq and first > after_seq + 1:
+            return None
+        rows = conn.execute(
+            "SELECT seq, snippet_id FROM vector_removals WHERE seq > ? AND embedder = ? ORDER BY seq",
+            (int(after_seq), embedder),
+        ).fetchall()
+        last = conn.execute("SELECT coalesce(max(seq), 0) FROM vector_removals").fetchone()[0]
+        return [r[1] for r in rows], max(int(after_seq), int(last))
 
     def delete_vectors(self, embedder: str) -> int:
         """Drop every vector of one embedder (and its registered dimension); returns the count."""
@@ -62,30 +95,23 @@ class VectorsMixin:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, tuple[int, int]]:
         """load_vectors plus the (version, epoch) of the same snapshot."""
         with self._read() as conn:
-            state = _counters(conn)
-            dim_row = conn.execute("SELECT dim FROM embedders WHERE name = ?", (embedder,)).fetchone()
-            dim = dim_row[0] if dim_row else 0
-            n = conn.execute(
-                "SELECT count(*) FROM vectors WHERE embedder = ? AND id > ?", (embedder, after_rowid)
-            ).fetchone()[0]
-            ids = np.empty(n, dtype=np.int64)
-            matrix = np.empty((n, dim), dtype=np.float32)
-            docs: list[str] = []
-            max_rowid = after_rowid
-            cur = conn.execute(
-                "SELECT id, snippet_id, document_id, vector FROM vectors WHERE embedder = ? AND id > ? ORDER BY id",
-                (embedder, after_rowid),
-            )
-            i = 0
-            # Filled chunk by chunk so peak memory is the matrix plus one chunk of blobs.
-            while rows := cur.fetchmany(_LOAD_CHUNK):
-                for rowid, sid, doc, blob in rows:
-                    ids[i] = sid
-                    matrix[i] = np.frombuffer(blob, dtype="<f4")
-                    docs.append(doc)
-                    i += 1
-                max_rowid = rows[-1][0]
-        return ids, np.array(docs, dtype="U16"), matrix, max_rowid, state
+            return (*_read_rows(conn, embedder, after_rowid), _counters(conn))
+
+    def _vector_changes(self, embedder: str, after_rowid: int, after_seq: int | None) -> dict:
+        """From one snapshot: vectors added after after_rowid, snippet ids whose vector was removed
+        after after_seq (None when the log does not reach back, or after_seq is None), the last
+        removal seq and the (version, epoch) counters."""
+        with self._read() as conn:
+            removed = None
+            first = conn.execute("SELECT min(seq) FROM vector_removals").fetchone()[0]
+            if after_seq is not None and (first is None or first <= after_seq + 1 or not after_seq):
+                removed = [r[0] for r in conn.execute(
+                    "SELECT snippet_id FROM vector_removals WHERE seq > ? AND embedder = ?", (after_seq, embedder)
+                )]
+            last_seq = conn.execute("SELECT coalesce(max(seq), 0) FROM vector_removals").fetchone()[0]
+            ids, docs, matrix, max_rowid = _read_rows(conn, embedder, after_rowid)
+            return {"removed": removed, "last_seq": last_seq, "ids": ids, "docs": docs, "matrix": matrix,
+                    "max_rowid": max_rowid, "state": _counters(conn)}
 
     def load_vectors(self, embedder: str, after_rowid: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """(snippet_ids int64, document ids, float32 matrix [n, dim], max rowid) for rows after after_rowid."""
@@ -140,3 +166,28 @@ def _counters(conn: sqlite3.Connection) -> tuple[int, int]:
     """(vectors_version, vectors_epoch) as seen by conn."""
     rows = dict(conn.execute("SELECT name, value FROM counters").fetchall())
     return rows["vectors_version"], rows["vectors_epoch"]
+
+
+def _read_rows(conn: sqlite3.Connection, embedder: str, after_rowid: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(snippet ids, document ids, matrix, max rowid) of one embedder's vectors after after_rowid."""
+    dim_row = conn.execute("SELECT dim FROM embedders WHERE name = ?", (embedder,)).fetchone()
+    dim = dim_row[0] if dim_row else 0
+    n = conn.execute("SELECT count(*) FROM vectors WHERE embedder = ? AND id > ?", (embedder, after_rowid)).fetchone()[0]
+    ids = np.empty(n, dtype=np.int64)
+    matrix = np.empty((n, dim), dtype=np.float32)
+    docs: list[str] = []
+    max_rowid = after_rowid
+    cur = conn.execute(
+        "SELECT id, snippet_id, document_id, vector FROM vectors WHERE embedder = ? AND id > ? ORDER BY id",
+        (embedder, after_rowid),
+    )
+    i = 0
+    # Filled chunk by chunk so peak memory is the matrix plus one chunk of blobs.
+    while rows := cur.fetchmany(_LOAD_CHUNK):
+        for _rowid, sid, doc, blob in rows:
+            ids[i] = sid
+            matrix[i] = np.frombuffer(blob, dtype="<f4")
+            docs.append(doc)
+            i += 1
+        max_rowid = rows[-1][0]
+    return ids, np.array(docs, dtype="U16"), matrix, max_rowid

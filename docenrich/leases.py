@@ -1,0 +1,272 @@
+"""Who is alive and who holds which page batch: worker heartbeats and batch leases in Redis.
+
+Every worker beats into one sorted set (member: this run of the worker, score: Redis time),
+so "which workers are alive" is one range read, never a scan of the keyspace. A page batch
+of one run of a document has one lease, ``stage|owner|task``:
+
+- an owner names the worker process doing the step (``name/run:pid``); the lease lasts while
+  that worker beats and the step renews it, so a killed worker's batches are free again
+  within HEARTBEAT_TTL seconds, a killed pool child's within LEASE_TTL;
+- an empty owner means the message for the next step (its task id is the third part) is in
+  the broker: written only after the message was sent, so after a crash a lease never
+  promises a message Redis lost; a message a dead consumer took is noticed in kombu's
+  unacknowledged set and counts as lost.
+
+A step runs only if it can take the lease; recovery re-queues only batches whose lease is
+free. Duplicate messages (recovery racing the broker's redelivery) then do nothing.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from datetime import datetime
+
+from docenrich.celery_app import ALL_QUEUES, celery_app, queue_keys
+from docenrich.config import get_settings
+
+log = logging.getLogger(__name__)
+
+HEARTBEATS_KEY = "docenrich:heartbeats"
+LEASE_KEY = "docenrich:lease:{doc_id}:{generation}:{batch_index}"
+HEARTBEAT_INTERVAL = 5.0
+HEARTBEAT_TTL = 15
+# An owned lease lasts this long unless renewed; a thread of the owning process renews it.
+LEASE_TTL = 30
+# A message the broker handed to a consumer that has not taken its lease this long after its
+# delivery (or its ETA, for a retry's countdown) is orphaned: its worker died, or Redis lost
+# the claim. A consumer takes the lease as soon as the task starts, within milliseconds.
+UNACKED_GRACE = 30
+# Kombu's Redis transport keeps delivered, unacknowledged messages here.
+UNACKED_KEY, UNACKED_INDEX_KEY = "unacked", "unacked_index"
+# The run id of the Redis server recovery last saw: a new one means Redis restarted.
+REDIS_RUN_KEY = "docenrich:redis-run"
+
+# Stages: a batch is queueing (being sent), queued (for extraction), extracting, embedding, storing.
+QUEUEING, QUEUED, EXTRACTING, EMBEDDING, STORING = "queueing", "queued", "extracting", "embedding", "storing"
+
+_BEAT = """
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[1], t[1], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', t[1] - 86400)
+return t[1]
+"""
+_ALIVE = """
+local t = redis.call('TIME')
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (t[1] - ARGV[1]), '+inf')
+"""
+# A lease value is "stage|owner|task id". KEYS: lease, heartbeats. ARGV: me, stage, ttl,
+# stages a broker-held lease may be taken from (comma list), sender, heartbeat ttl, and
+# (optional) the exact value the caller saw and may replace.
+_CLAIM = """
+local v = redis.call('GET', KEYS[1])
+if v and v ~= ARGV[7] then
+  local stage, owner = string.match(v, '^([^|]*)|([^|]*)')
+  if owner == '' then
+    if not string.find(',' .. ARGV[4] .. ',', ',' .. stage .. ',', 1, true) then return v end
+  elseif owner ~= ARGV[1] and owner ~= ARGV[5] then
+    local worker = string.match(owner, '^(.*):%d+$') or owner
+    local seen = redis.call('ZSCORE', KEYS[2], worker)
+    local now = tonumber(redis.call('TIME')[1])
+    if seen and tonumber(seen) > now - tonumber(ARGV[6]) then return v end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2] .. '|' .. ARGV[1] .. '|', 'EX', ARGV[3])
+return false
+"""
+# KEYS: lease. ARGV: expected value, new value, ttl. Compare-and-set.
+_HANDOFF = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+_DROP_IF = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_worker = f"{socket.gethostname()}/{uuid.uuid4().hex[:8]}"
+_renewing: dict[str, str] = {}  # lease key -> value, renewed by this process's thread
+_renew_lock = threading.Lock()
+_renewer: threading.Thread | None = None
+_renewer_pid = 0
+
+
+def set_worker(hostname: str) -> str:
+    """Name this run of a worker (called once in the worker's main process, before it forks)."""
+    global _worker
+    _worker = f"{hostname}/{uuid.uuid4().hex[:8]}"
+    return _worker
+
+
+def worker_id() -> str:
+    """This run of this worker, as heartbeats name it."""
+    return _worker
+
+
+def owner_id() -> str:
+    """This process of this worker, as leases name it (pool children share the worker's beat)."""
+    return f"{_worker}:{os.getpid()}"
+
+
+def _client():
+    # The result backend's client: the same Redis as the broker.
+    return celery_app.backend.client
+
+
+def beat(client, worker: str) -> None:
+    """Say that `worker` is alive now."""
+    client.eval(_BEAT, 1, HEARTBEATS_KEY, worker)
+
+
+def forget(client, worker: str) -> None:
+    """Say that `worker` stopped."""
+    client.zrem(HEARTBEATS_KEY, worker)
+
+
+def alive_workers(client) -> set[str]:
+    """The worker runs that beat within HEARTBEAT_TTL seconds."""
+    return {_text(m) for m in client.eval(_ALIVE, 1, HEARTBEATS_KEY, HEARTBEAT_TTL)}
+
+
+def lease_key(doc_id: str, generation: int, batch_index: int) -> str:
+    """The Redis key of one batch's lease."""
+    return LEASE_KEY.format(doc_id=doc_id, generation=generation, batch_index=batch_index)
+
+
+def claim(key: str, stage: str, *, takes: tuple[str, ...] = (), sender: str = "", seen: str | None = None) -> bool:
+    """Take a batch's lease for `stage` if it is free, ours, the sender's, broker-held in a
+    stage of `takes`, or still exactly `seen`; while we hold it, a thread renews it."""
+    held = _client().eval(
+        _CLAIM, 2, key, HEARTBEATS_KEY, owner_id(), stage, LEASE_TTL, ",".join(takes), sender or "",
+        HEARTBEAT_TTL, seen if seen is not None else "\x00",
+    )
+    if held is not None:
+        log.info("batch %s is held (%s); not %s it again", _batch(key), _text(held), stage)
+        return False
+    _keep_renewing(key, f"{stage}|{owner_id()}|")
+    return True
+
+
+def hand_to_broker(key: str, stage: str, next_stage: str, task_id: str) -> bool:
+    """After sending the next step's message: the lease says the broker holds that message."""
+    _stop_renewing(key)
+    ttl = get_settings().result_expires
+    return bool(_client().eval(_HANDOFF, 1, key, f"{stage}|{owner_id()}|", f"{next_stage}||{task_id}", ttl))
+
+
+def forget_message(key: str, stage: str, task_id: str) -> None:
+    """Free a broker-held lease whose message is gone (rejected after a lost connection)."""
+    _client().eval(_DROP_IF, 1, key, f"{stage}||{task_id}")
+
+
+def release(key: str) -> None:
+    """Drop a batch's lease (stored, or given up)."""
+    _stop_renewing(key)
+    _client().delete(key)
+
+
+def free_leases(keys: list[str]) -> list[str | None]:
+    """For each lease key: the value it may be taken from (absent: ""), or None while someone
+    alive, or the broker, holds it. A broker-held message that a consumer took and never
+    claimed for UNACKED_GRACE seconds counts as lost (its consumer died, or Redis lost the claim)."""
+    if not keys:
+        return []
+    client = _client()
+    alive, orphans = alive_workers(client), _orphaned_tasks(client)
+    present = _tasks_in_broker(client) if _redis_restarted(client) else None
+    out: list[str | None] = []
+    for raw in client.mget(keys):
+        value = "" if raw is None else _text(raw)
+        _stage, owner, task = (value.split("|") + ["", ""])[:3] if value else ("", "", "")
+        lost = not owner and (task in orphans or (present is not None and task not in present))
+        if not value or (owner and owner.rsplit(":", 1)[0] not in alive) or lost:
+            out.append(value)
+        else:
+            out.append(None)
+    return out
+
+
+def _redis_restarted(client) -> bool:
+    """Whether Redis restarted since recovery last looked (then a message may have been lost
+    between its delivery and its entry in the unacknowledged set, which kombu writes apart)."""
+    run_id = client.info("server").get("run_id", "")
+    return _text(client.getset(REDIS_RUN_KEY, run_id) or b"") != run_id
+
+
+def _tasks_in_broker(client) -> set[str]:
+    """Ids of every task waiting in a queue or delivered and unacknowledged (read once per Redis restart)."""
+    found: set[str] = set()
+    for queue in ALL_QUEUES:
+        for key in queue_keys(queue):
+            for raw in client.lrange(key, 0, -1):
+                with contextlib.suppress(TypeError, ValueError, KeyError):
+                    found.add(json.loads(raw)["headers"]["id"])
+    for raw in client.hvals(UNACKED_KEY):
+        with contextlib.suppress(TypeError, ValueError, KeyError, IndexError):
+            found.add(json.loads(raw)[0]["headers"]["id"])
+    return found
+
+
+def _orphaned_tasks(client) -> set[str]:
+    """Ids of the tasks delivered to a consumer more than UNACKED_GRACE seconds ago and still unacknowledged."""
+    cutoff = time.time() - UNACKED_GRACE
+    old = [_text(t) for t in client.zrangebyscore(UNACKED_INDEX_KEY, "-inf", cutoff)]
+    if not old:
+        return set()
+    out = set()
+    for raw in client.hmget(UNACKED_KEY, old):
+        try:
+            headers = json.loads(raw)[0]["headers"]
+            eta = headers.get("eta")
+            if eta and datetime.fromisoformat(eta).timestamp() > cutoff:
+                continue  # a retry waiting for its countdown in its worker
+            out.add(headers["id"])
+        except (TypeError, ValueError, KeyError, IndexError):
+            continue
+    return out
+
+
+def _keep_renewing(key: str, value: str) -> None:
+    global _renewer, _renewer_pid
+    with _renew_lock:
+        _renewing[key] = value
+        # One thread per process; a forked pool child starts its own.
+        if _renewer is None or _renewer_pid != os.getpid() or not _renewer.is_alive():
+            _renewer_pid = os.getpid()
+            _renewer = threading.Thread(target=_renew_forever, name="docenrich-leases", daemon=True)
+            _renewer.start()
+
+
+def _stop_renewing(key: str) -> None:
+    with _renew_lock:
+        _renewing.pop(key, None)
+
+
+def _renew_forever() -> None:
+    while True:
+        time.sleep(LEASE_TTL / 3)
+        with _renew_lock:
+            held = dict(_renewing)
+        for key, value in held.items():
+            try:
+                if not _client().eval(_HANDOFF, 1, key, value, value, LEASE_TTL):
+                    _stop_renewing(key)  # taken over, stored or dropped meanwhile
+            except Exception as exc:
+                log.warning("could not renew the lease of batch %s: %s", _batch(key), exc)
+
+
+def _batch(key: str) -> str:
+    return key.split(":", 2)[-1]
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
