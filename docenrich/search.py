@@ -41,6 +41,7 @@ class SearchResult:
     hits: list[Hit] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    collections: list[str] | None = None
 
 
 def fallback_note(status: dict[str, dict], embedder: str | None = None) -> str | None:
@@ -55,9 +56,11 @@ def fallback_note(status: dict[str, dict], embedder: str | None = None) -> str |
     return None
 
 
-def _retrieve(store, index, vector, n: int, document_id: str | None) -> list[tuple[StoredSnippet, float]]:
+def _retrieve(store, index, vector, n: int, document_id: str | None,
+              collections: list[str] | None) -> list[tuple[StoredSnippet, float]]:
     index.refresh()
-    hits = index.search(vector, n, document_id=document_id)
+    within = None if collections is None else store.collection_document_ids(collections)
+    hits = index.search(vector, n, document_id=document_id, document_ids=within)
     found = {s.id: s for s in store.get_snippets([sid for sid, _ in hits])}
     # A snippet deleted between the index refresh and this read is simply left out.
     return [(found[sid], score) for sid, score in hits if sid in found]
@@ -87,7 +90,7 @@ def _status_notes(store, index, embedder: str, worker_status: Callable[[], dict[
     if missing := _unindexed(store, embedder):
         notes.append(
             f"{missing} snippets have no vector from {embedder} (they were embedded with another model) and "
-            "cannot be found; run `flask --app app reembed` to make them searchable."
+            "cannot be found; run `flask --app app docenrich reembed` to make them searchable."
         )
     elif not len(index):
         notes.append("No documents are indexed yet: upload a PDF first.")
@@ -115,9 +118,10 @@ def search(
     document_id: str | None = None,
     top_n: int | None = None,
     *,
+    collections: list[str] | None = None,
     worker_status: Callable[[], dict[str, dict]] = client.worker_models,
 ) -> SearchResult:
-    """Top-k snippets for a query, reranked when possible, with scores, notes and timings."""
+    """Top-k snippets for a query (in some collections, or all), reranked when possible, with notes and timings."""
     top_n = get_settings().search_rerank_top_n if top_n is None else top_n
     k = max(1, min(int(k), MAX_K))
     notes: list[str] = []
@@ -125,7 +129,7 @@ def search(
     vector, embedder = client.embed_query(query)
     embedded = time.perf_counter()
     index = index_for(embedder)
-    candidates = _retrieve(store, index, vector, max(k, top_n) if rerank else k, document_id)
+    candidates = _retrieve(store, index, vector, max(k, top_n) if rerank else k, document_id, collections)
     retrieved = time.perf_counter()
     rerank_scores = None
     if rerank and candidates:
@@ -136,7 +140,8 @@ def search(
     done = time.perf_counter()
     timings = {"embed": _ms(embedded - started), "retrieve": _ms(retrieved - embedded),
                "rerank": _ms(reranked_at - retrieved), "total": _ms(done - started)}
-    return SearchResult(query, k, document_id, embedder, rerank_scores is not None, hits, notes, timings)
+    return SearchResult(query, k, document_id, embedder, rerank_scores is not None, hits, notes, timings,
+                        collections)
 
 
 _unindexed_cache: dict[tuple[int, str], tuple[tuple[int, int], str]] = {}

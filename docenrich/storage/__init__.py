@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from docenrich.storage.base import DimensionMismatch, StorageError, Store, sanitize_filename
+from docenrich.storage.base import DimensionMismatch, StorageError, Store, check_collection_name, sanitize_filename
 from docenrich.storage.index import VectorIndex
 from docenrich.storage.sqlite import DB_NAME, SCHEMA_VERSION, SQLiteStore, migrate
 
@@ -22,6 +22,7 @@ __all__ = [
     "StorageError",
     "Store",
     "VectorIndex",
+    "check_collection_name",
     "migrate",
     "open_store",
     "sanitize_filename",
