@@ -72,6 +72,8 @@ class ModelManager:
         self.events: list[dict[str, Any]] = []
         # Set by the worker to publish the status whenever a model moves.
         self.on_change: Callable[[dict[str, Any]], None] | None = None
+        # Set by the worker to count loads and switches (each event record as it happens).
+        self.on_event: Callable[[dict[str, Any]], None] | None = None
 
     # -- public ------------------------------------------------------------------
 
@@ -279,6 +281,11 @@ class ModelManager:
         record = {"event": event, "kind": kind, "model": name, "seconds": round(seconds, 4), "at": time.time(), **extra}
         self.events.append(record)
         del self.events[:-50]
+        if self.on_event is not None:
+            try:
+                self.on_event(record)
+            except Exception:  # monitoring must never break a task
+                log.debug("event recording failed", exc_info=True)
         if self.on_change is not None:
             try:
                 self.on_change(self.status())

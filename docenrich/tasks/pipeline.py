@@ -11,12 +11,13 @@ import math
 
 from celery.exceptions import SoftTimeLimitExceeded
 
+from docenrich import telemetry
 from docenrich.celery_app import celery_app
 from docenrich.config import get_settings
 from docenrich.pdf.errors import PDFError
-from docenrich.records import FINISHED_STATES, Snippet, embedding_text
+from docenrich.records import FINISHED_STATES, READY, Snippet, embedding_text
 from docenrich.tasks import staging
-from docenrich.tasks.base import DocenrichTask, is_time_limit
+from docenrich.tasks.base import DocenrichTask, is_time_limit, redis_client
 from docenrich.tasks.model import embed_batch_task
 
 log = logging.getLogger(__name__)
@@ -190,11 +191,21 @@ def store_snippets_task(self, embedded: dict | list | None, doc_id: str, batch_i
     staging.drop(doc_id, batch_index)
     if doc is None:
         return {"document": doc_id, "deleted": True}
+    _count_ingested(doc, batch_index, len(snippets))
     if doc.state not in FINISHED_STATES:
         store.update_document(
             doc_id, state="embedding", stage=f"Embedded {doc.batches_done} of {doc.batches_total} page batches"
         )
     return {"document": doc_id, "batch": batch_index, "state": doc.state, "snippets": len(snippets)}
+
+
+def _count_ingested(doc, batch_index: int, snippets: int) -> None:
+    """Telemetry for a stored batch: its snippets and pages, and the document if it is now ready."""
+    start, end = batch_range(batch_index, doc.pages) if doc.pages else (1, 0)
+    try:
+        telemetry.record_ingest(redis_client(), snippets, max(0, end - start + 1), int(doc.state == READY))
+    except Exception:  # monitoring must never fail a task
+        log.debug("could not count an ingested batch", exc_info=True)
 
 
 @celery_app.task(name="docenrich.document_failed")
