@@ -104,7 +104,8 @@ def admit_file(store, item: Item, limits: uploads.Limits, lock, collection: str 
                 note(f"{exc.message} Waiting…")
                 time.sleep(QUEUE_FULL_PAUSE)
                 continue
-            item.outcome, item.reason = "refused", exc.message
+            # The API's message names the file; here the path already does.
+            item.outcome, item.reason = "refused", exc.message.removeprefix(f"{name}: ")
             return
         item.outcome, item.doc_id = ("retried" if existing is not None else "added"), doc.id
         return

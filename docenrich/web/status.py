@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 status = Blueprint("status", __name__)
 
 RECENT_FAILURES = 20
-CHART = {"width": 600, "height": 120, "minutes": 60}
+CHART = {"width": 960, "height": 110, "minutes": 60}
 
 
 def when(timestamp: float) -> str:
