@@ -88,3 +88,23 @@ def test_a_refused_upload_is_counted_by_reason(worker):
     samples = scrape(client)
     reasons = {ls["reason"]: v for ls, v in matching(samples, "docenrich_upload_refusals_total")}
     assert sum(reasons.values()) == 2 and all(v == 1 for v in reasons.values()), reasons
+
+
+def test_status_json_and_page_show_workers_queues_throughput_and_failures(worker):
+    app = make_app()
+    client = app.test_client()
+    store = app.extensions["docenrich"].store
+    marker = uuid.uuid4().hex[:8]
+    doc, _ = store.add_document(pdf_with_text(f"Doomed {marker}"), f"doomed-{marker}.pdf")
+    store.update_document(doc.id, state="failed", stage="failed", error=f"extracting pages 1–1 failed: {marker}")
+    ok = wait_ready(client, upload(client, pdf_with_text(f"Fine {marker}"), f"fine-{marker}.pdf")["id"])
+    status = client.get("/api/status").get_json()
+    names = {w["name"]: w for w in status["workers"]}
+    assert names[worker.hostname]["online"] and names[worker.hostname]["model_worker"]
+    assert set(status["queues"]) == {"interactive", "models", "docs"}
+    assert len(status["throughput"]) == 60 and sum(m["snippets"] for m in status["throughput"]) >= ok["snippet_count"]
+    failure = next(f for f in status["failures"] if f["id"] == doc.id)
+    assert marker in failure["error"]
+    html = client.get("/status").get_data(as_text=True)
+    assert worker.hostname in html and f"doomed-{marker}.pdf" in html and marker in html
+    assert html.count('class="bar-rect"') == 60 and "<svg" in html
