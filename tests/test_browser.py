@@ -281,7 +281,7 @@ def test_status_page_shows_the_worker_and_its_model(web, page, worker, tmp_path)
 
 
 def test_cited_page_draws_the_snippet_box(web, page):
-    path = corpus_file("004-pdflatex-4-pages/pdflatex-4-pages.pdf")
+    path = corpus_file("026-latex-multicolumn/multicolumn.pdf")
     page.goto(web.url + "/")
     page.set_input_files("#file-input", str(path))
     wait_uploads_ready(page, 1)

@@ -14,7 +14,7 @@ import uuid
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import ROOT, TEST_ENV, corpus_file
+from tests.conftest import ROOT, TEST_ENV, corpus_file, wait_for
 from tests.test_api import make_app, pdf_with_text, wait_ready
 
 PDFS = [
@@ -139,9 +139,9 @@ def test_export_status_and_reembed(searched, tmp_path):
     assert len(rows) == doc["snippet_count"] and all(r["embedding"] for r in rows)
     assert runner.invoke(args=["docenrich", "export"]).exit_code == 2
 
-    result = runner.invoke(args=["docenrich", "status", "--json"])
-    status = json.loads(result.output)
-    assert status["workers"]["main@test"]["model"]
+    # The app caches the workers' published status for a few seconds.
+    status = wait_for(lambda: (lambda s: s if s["workers"]["main@test"]["model"] else None)(
+        json.loads(runner.invoke(args=["docenrich", "status", "--json"]).output)), 15, 1.0, "a resident model")
     assert set(status["queues"]) == {"interactive", "models", "docs"}
     assert status["collections"][f"maps-{tag}"]["documents"] == 1
     text = runner.invoke(args=["docenrich", "status"]).output
