@@ -133,7 +133,10 @@ def submit_document(doc_id: str, generation: int | None = None) -> str:
 def workers_online(timeout: float = 1.0) -> list[str]:
     """Names of the workers that answer a broadcast ping within timeout, sorted."""
     try:
-        replies = celery_app.control.ping(timeout=timeout) or []
+        # A connection of its own, closed after: a pooled one would keep the reply queue's
+        # unanswered BRPOP and kombu drops it as stale on the next broadcast, losing its replies.
+        with celery_app.connection_for_write() as connection:
+            replies = celery_app.control.ping(timeout=timeout, connection=connection) or []
     except Exception as exc:
         log.warning("worker ping failed: %s", exc)
         return []

@@ -176,6 +176,24 @@ class Document:
         return asdict(self)
 
 
+DEFAULT_COLLECTION = "default"
+
+
+@dataclass
+class Collection:
+    """A named group of documents, with how many documents and snippets it holds."""
+
+    name: str
+    description: str
+    created_at: float
+    documents: int = 0
+    snippets: int = 0
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict of all fields."""
+        return asdict(self)
+
+
 @dataclass
 class StoredSnippet:
     """A stored snippet row, for the API and the web page."""

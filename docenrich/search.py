@@ -54,6 +54,7 @@ class SearchResult:
     hits: list[Hit] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    collections: list[str] | None = None
 
 
 def fallback_note(status: dict[str, dict], embedder: str | None = None) -> str | None:
@@ -68,15 +69,19 @@ def fallback_note(status: dict[str, dict], embedder: str | None = None) -> str |
     return None
 
 
-def _dense(store, index, vector, n: int, document_id: str | None) -> list[tuple[int, float]]:
+def _dense(store, index, vector, n: int, document_id: str | None,
+           within: set[str] | None = None) -> list[tuple[int, float]]:
     index.refresh()
-    return index.search(vector, n, document_id=document_id)
+    return index.search(vector, n, document_id=document_id, document_ids=within)
 
 
-def _candidates(store, ranked: list[tuple[int, float]], exclude: frozenset[str]) -> list[tuple[StoredSnippet, float]]:
-    """The fused (id, score) list as snippets, leaving out excluded kinds and rows deleted meanwhile."""
+def _candidates(store, ranked: list[tuple[int, float]], exclude: frozenset[str],
+                within: set[str] | None = None) -> list[tuple[StoredSnippet, float]]:
+    """The fused (id, score) list as snippets, leaving out excluded kinds, other collections' documents
+    and rows deleted meanwhile."""
     found = {s.id: s for s in store.get_snippets([sid for sid, _ in ranked])}
-    return [(found[sid], score) for sid, score in ranked if sid in found and found[sid].kind not in exclude]
+    return [(found[sid], score) for sid, score in ranked
+            if sid in found and found[sid].kind not in exclude and (within is None or found[sid].document_id in within)]
 
 
 def _rerank(query: str, candidates: list, top_n: int, notes: list[str]) -> tuple[list, dict | None]:
@@ -103,7 +108,7 @@ def _status_notes(store, index, embedder: str, worker_status: Callable[[], dict[
     if missing := _unindexed(store, embedder):
         notes.append(
             f"{missing} snippets have no vector from {embedder} (they were embedded with another model) and "
-            "cannot be found; run `flask --app app reembed` to make them searchable."
+            "cannot be found; run `flask --app app docenrich reembed` to make them searchable."
         )
     elif not len(index):
         notes.append("No documents are indexed yet: upload a PDF first.")
@@ -142,7 +147,7 @@ def _lexical(store, query: str, depth: int, document_id: str | None, exclude: fr
 
 
 def _retrieve(store, index_for, query: str, mode: str, depth: int, document_id: str | None,
-              exclude: frozenset[str]) -> _Retrieval:
+              exclude: frozenset[str], within: set[str] | None = None) -> _Retrieval:
     """Run the retrievers the mode asks for, each to `depth` candidates.
 
     In hybrid mode the lexical search runs in a thread while the query is embedded and the
@@ -150,20 +155,22 @@ def _retrieve(store, index_for, query: str, mode: str, depth: int, document_id: 
     """
     out = _Retrieval()
     lexical = None
+    # The lexical lists cover every collection and are filtered afterwards: deeper when restricted.
+    ldepth = depth * 4 if within is not None else depth
     if mode == "hybrid":
-        lexical = _pool().submit(_lexical, store, query, depth, document_id, exclude)
+        lexical = _pool().submit(_lexical, store, query, ldepth, document_id, exclude)
     if mode in ("hybrid", "dense"):
         t0 = time.perf_counter()
         vector, out.embedder, sparse = client.embed_query_sparse(query)
         t1 = time.perf_counter()
         out.index = index_for(out.embedder)
         # Excluded kinds are filtered after the vector search, so it looks a little deeper.
-        out.lists["dense"] = _dense(store, out.index, vector, depth + 10 if exclude else depth, document_id)
+        out.lists["dense"] = _dense(store, out.index, vector, depth + 10 if exclude else depth, document_id, within)
         t2 = time.perf_counter()
         out.timings.update(embed=_ms(t1 - t0), dense=_ms(t2 - t1))
         if sparse and mode == "hybrid":
             # BGE-M3's own lexical weights: a third list, from the same forward pass as the vector.
-            out.lists["sparse"] = store.sparse_search(out.embedder, sparse, depth, document_id=document_id,
+            out.lists["sparse"] = store.sparse_search(out.embedder, sparse, ldepth, document_id=document_id,
                                                       exclude_kinds=exclude)
             out.timings["sparse"] = _ms(time.perf_counter() - t2)
     t0 = time.perf_counter()
@@ -171,7 +178,7 @@ def _retrieve(store, index_for, query: str, mode: str, depth: int, document_id: 
         out.lists["lexical"], out.timings["lexical"] = lexical.result()
         out.timings["lexical_wait"] = _ms(time.perf_counter() - t0)
     elif mode == "lexical":
-        out.lists["lexical"], out.timings["lexical"] = _lexical(store, query, depth, document_id, exclude)
+        out.lists["lexical"], out.timings["lexical"] = _lexical(store, query, ldepth, document_id, exclude)
     return out
 
 
@@ -199,9 +206,10 @@ def search(
     *,
     mode: str = "hybrid",
     include_kinds: frozenset[str] | set[str] = frozenset(),
+    collections: list[str] | None = None,
     worker_status: Callable[[], dict[str, dict]] = client.worker_models,
 ) -> SearchResult:
-    """Top-k snippets for a query: lexical, dense or both fused, reranked when possible, with timings."""
+    """Top-k snippets for a query (in some collections, or all): lexical, dense or both fused, reranked."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}")
     top_n = get_settings().search_rerank_top_n if top_n is None else top_n
@@ -210,11 +218,13 @@ def search(
     notes: list[str] = []
     started = time.perf_counter()
     wanted = max(k, top_n) if rerank else k
+    within = None if collections is None else store.collection_document_ids(collections)
     got = _retrieve(store, index_for, query, mode, max(wanted, FUSION_DEPTH) if mode == "hybrid" else wanted,
-                    document_id, exclude)
+                    document_id, exclude, within)
     t0 = time.perf_counter()
     fused = fuse(got.lists) if mode == "hybrid" else next(iter(got.lists.values()))
-    candidates = _candidates(store, fused[: wanted + 10], exclude)[:wanted]
+    shown = (wanted + 10) * (4 if within is not None else 1)  # other collections' rows are dropped here
+    candidates = _candidates(store, fused[:shown], exclude, within)[:wanted]
     got.timings["fuse"] = _ms(time.perf_counter() - t0)
     t = got.timings
     # What retrieval adds after the query embedding: in hybrid mode the lexical search overlapped
@@ -233,7 +243,7 @@ def search(
     hits = _hits(store, candidates, k, rerank_scores, fusion.ranks(got.lists))
     got.timings["total"] = _ms(time.perf_counter() - started)
     return SearchResult(query, k, document_id, got.embedder, rerank_scores is not None, mode, hits, notes,
-                        got.timings)
+                        got.timings, collections)
 
 
 def fuse(lists: dict[str, list[tuple[int, float]]]) -> list[tuple[int, float]]:

@@ -92,6 +92,7 @@
         FINISHED.has(doc.state) ? null : el("span", { text: describe(doc) }),
         doc.has_text_layer === false ? el("span", { text: "scanned (OCR)" }) : null,
         doc.title && doc.title !== doc.filename ? el("span", { className: "doc-title-meta", text: doc.title }) : null,
+        ...(doc.collections || []).map((name) => el("a", { className: "badge badge-collection", href: `/collections/${encodeURIComponent(name)}`, text: name })),
       );
       const remove = el("button", { className: "button button-small button-danger", type: "button", text: "Delete" });
       remove.addEventListener("click", () => removeDocument(doc, remove));
@@ -202,6 +203,8 @@
         });
         const form = new FormData();
         form.append("file", item.file, item.file.name);
+        const collection = document.getElementById("collection-input")?.value.trim();
+        if (collection) form.append("collection", collection);
         xhr.send(form);
       });
     }
@@ -262,10 +265,45 @@
     }, 1500);
   }
 
+  // ------------------------------------------------------------------ collection, cited page, status
+
+  function initCollection() {
+    const head = document.getElementById("collection-head");
+    const button = document.getElementById("delete-collection");
+    if (!head || !button) return;
+    button.addEventListener("click", async () => {
+      const name = head.dataset.name;
+      if (!window.confirm(`Delete the collection “${name}” and its documents that are in no other collection?`)) return;
+      button.disabled = true;
+      try {
+        await api("DELETE", `/api/collections/${encodeURIComponent(name)}`);
+        window.location.href = "/collections";
+      } catch (error) {
+        button.disabled = false;
+        window.alert(error.message);
+      }
+    });
+  }
+
+  function initCited() {
+    const cited = document.querySelector(".cited-snippet.is-cited");
+    if (cited) cited.scrollIntoView({ block: "nearest" });
+    const box = document.querySelector(".box-cited");
+    if (box) box.scrollIntoView({ block: "center" });
+  }
+
+  function initStatus() {
+    // A page people leave open: reload while the tab is visible.
+    setInterval(() => { if (document.visibilityState === "visible") window.location.reload(); }, 10000);
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     for (const fill of document.querySelectorAll("[data-progress]")) setBar(fill, fill.dataset.progress);
     const page = document.body.dataset.page;
     if (page === "home") initHome();
     if (page === "document") initDocument();
+    if (page === "collection") initCollection();
+    if (page === "cited") initCited();
+    if (page === "status") initStatus();
   });
 })();

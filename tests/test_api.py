@@ -579,3 +579,41 @@ def test_search_notes_for_missing_reranker_and_fallback_embedder(app, corpus_doc
     # The fallback banner shows on every page, not only with search results.
     home = client.get("/").get_data(as_text=True)
     assert "Offline fallback embedder in use: bundled:all-MiniLM-L6-v2 instead of BAAI/bge-m3" in home
+
+
+def test_cited_page_lists_the_page_snippets_and_marks_the_cited_one(client, corpus_docs):
+    four = corpus_docs["four"]
+    snippets = client.get(f"/api/documents/{four['id']}/snippets?page=2").get_json()["snippets"]
+    assert snippets and {s["page"] for s in snippets} == {2}
+    cited = snippets[-1]
+    assert cited["cited_url"] == f"/documents/{four['id']}/pages/2?snippet={cited['id']}"
+    html = client.get(cited["cited_url"]).get_data(as_text=True)
+    assert html.count('class="box') == sum(1 for s in snippets if s["bbox"])
+    assert html.count("box-cited") == 1 and f'data-snippet="{cited["id"]}"' in html
+    assert html.count('class="snippet cited-snippet') == len(snippets)
+    assert f'/api/documents/{four["id"]}/pages/2/image?width=1200' in html
+    assert client.get(f"/documents/{four['id']}/pages/99").status_code == 404
+    results = client.get("/api/search?q=EU+Countries+Information&rerank=0").get_json()["results"]
+    assert all(r["cited_url"].startswith(f"/documents/{r['document_id']}/pages/{r['page']}?snippet=") for r in results)
+
+
+def test_large_page_images_are_bounded(client, corpus_docs):
+    from PIL import Image
+
+    from docenrich.pdf.render import MAX_RENDER_SIDE, guarded_zoom
+
+    four = corpus_docs["four"]
+    response = client.get(f"/api/documents/{four['id']}/pages/1/image?width=1549")
+    assert response.status_code == 200 and response.mimetype == "image/png"
+    assert Image.open(io.BytesIO(response.data)).width == 1500  # rounded to 100 px steps
+    assert client.get(f"/api/documents/{four['id']}/pages/1/image?width=99999").status_code == 400
+    assert client.get(f"/api/documents/{four['id']}/pages/9/image").status_code == 404
+    # A strip of a page (10 pt wide, 14400 pt tall) asked at 2000 px stays within bounds.
+    zoom = guarded_zoom(10, 14400, 2000)
+    assert 14400 * zoom <= MAX_RENDER_SIDE and 10 * zoom * 14400 * zoom <= 12_000_000
+    strip = pymupdf.open()
+    strip.new_page(width=10, height=14400)
+    from docenrich.pdf import render_page_thumbnail
+
+    image = Image.open(io.BytesIO(render_page_thumbnail(strip.tobytes(), 1, width=2000)))
+    assert max(image.size) <= MAX_RENDER_SIDE

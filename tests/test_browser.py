@@ -219,3 +219,93 @@ def test_search_page_screenshot(web, page, tmp_path):
         (ROOT / "docs").mkdir(exist_ok=True)
         shutil.copyfile(shot, ROOT / "docs" / "search.png")
     assert shot.stat().st_size > 10_000 and page.errors == []
+
+
+def test_collection_picker_for_upload_and_search(web, page, tmp_path):
+    marker = uuid.uuid4().hex[:8]
+    collection = f"harbour-{marker}"
+    pdf = make_pdf(tmp_path / f"tides-{marker}.pdf",
+                   f"Harbour masters {marker} publish tide tables so that ships can enter the port at high water.")
+    page.goto(web.url + "/")
+    page.fill("#collection-input", collection)
+    page.set_input_files("#file-input", str(pdf))
+    wait_uploads_ready(page, 1)
+    row = page.locator(f".doc-row:has-text('{pdf.name}')")
+    row.locator(".badge-collection", has_text=collection).wait_for(timeout=20_000)
+
+    page.goto(web.url + "/search")
+    page.select_option("select[name=collection]", value=collection)
+    page.fill("#q", "when can ships enter the port")
+    page.uncheck("input[type=checkbox][name=rerank]")
+    page.click(".searchbox button[type=submit]")
+    page.wait_for_url(f"**collection={collection}**")
+    page.locator(".result").first.wait_for()
+    sources = page.locator(".result-source a:first-child").all_text_contents()
+    assert sources and set(sources) == {pdf.name}, sources
+
+    # The collection page lists it, and deleting the collection takes the document with it.
+    page.goto(f"{web.url}/collections/{collection}")
+    assert page.locator(".doc-row .doc-name").all_text_contents() == [pdf.name]
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.click("#delete-collection")
+    page.wait_for_url("**/collections")
+    assert collection not in page.locator("#collections-table").text_content()
+    assert page.errors == []
+
+
+def test_status_page_shows_the_worker_and_its_model(web, page, worker, tmp_path):
+    # Something ingested in the last hour, for the chart.
+    page.goto(web.url + "/")
+    page.set_input_files("#file-input", str(make_pdf(tmp_path / f"s-{uuid.uuid4().hex[:6]}.pdf", "Status chart text.")))
+    wait_uploads_ready(page, 1)
+    page.goto(web.url + "/status")
+    row = page.locator(f".worker[data-worker='{worker.hostname}']")
+    row.wait_for()
+    assert row.get_attribute("data-online") == "yes"
+    # A search makes the worker hold a model; the page reloads itself every 10 s.
+    page.goto(f"{web.url}/search?q=anything+at+all&rerank=0")
+    page.goto(web.url + "/status")
+    model = row.locator(".model")
+    wait_for(lambda: ("embedder:" in model.text_content() or "reranker:" in model.text_content())
+             or page.reload(), 20, 1.0, "the status page to show the resident model")
+    assert "all-MiniLM-L6-v2" in model.text_content() or "minilm" in model.text_content().lower()
+    assert {c.strip() for c in page.locator("#queues th").all_text_contents()} == {"interactive", "models", "docs"}
+    chart = page.locator("#throughput-chart")
+    assert chart.locator("rect.bar-rect").count() == 60
+    assert chart.locator("rect.bar-rect[height]:not([height='0'])").count() >= 1  # this session ingested
+    shot = SESSION_DIR / "status.png"
+    page.screenshot(path=str(shot), full_page=True)
+    if os.environ.get("UPDATE_SCREENSHOT"):
+        shutil.copyfile(shot, ROOT / "docs" / "status.png")
+    assert page.errors == []
+
+
+def test_cited_page_draws_the_snippet_box(web, page):
+    path = corpus_file("026-latex-multicolumn/multicolumn.pdf")
+    page.goto(web.url + "/")
+    page.set_input_files("#file-input", str(path))
+    wait_uploads_ready(page, 1)
+    doc_id = page.locator(".upload").first.get_attribute("data-id")
+    page.goto(f"{web.url}/search?q=population+and+capital+of+EU+countries&rerank=0&document={doc_id}")
+    first = page.locator(".result").first
+    first.wait_for()
+    first.locator("a.cite-link").click()
+    page.wait_for_url("**/pages/*?snippet=*")
+    image = page.locator("#page-image")
+    assert image.evaluate("img => img.complete ? img.naturalWidth : new Promise(r => img.onload = () => r(img.naturalWidth))") >= 1000
+    box = page.locator("rect.box-cited")
+    assert box.count() == 1
+    cited_id = box.get_attribute("data-snippet")
+    assert page.locator(f"#snippet-{cited_id}.is-cited").count() == 1
+    # The box lies on the drawn page, with a real size, and the other snippets are listed beside it.
+    frame = page.locator(".cited-frame").bounding_box()
+    drawn = box.bounding_box()
+    assert drawn["width"] > 20 and drawn["height"] > 5
+    assert frame["x"] <= drawn["x"] and drawn["x"] + drawn["width"] <= frame["x"] + frame["width"] + 1
+    assert frame["y"] <= drawn["y"] and drawn["y"] + drawn["height"] <= frame["y"] + frame["height"] + 1
+    assert page.locator(".cited-snippet").count() == page.locator("rect.box").count() >= 1
+    shot = SESSION_DIR / "cited.png"
+    page.screenshot(path=str(shot), full_page=False)
+    if os.environ.get("UPDATE_SCREENSHOT"):
+        shutil.copyfile(shot, ROOT / "docs" / "cited.png")
+    assert page.errors == []

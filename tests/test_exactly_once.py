@@ -416,18 +416,18 @@ def test_parquet_export_is_written_in_bounded_row_groups(tmp_path, redis_url):
     import pyarrow.parquet as pq
 
     from app import create_app
-    api = sys.modules["docenrich.web.api"]  # the module (the package exports the blueprint under this name)
+    from docenrich.web.exports import ROW_GROUP
 
     app = create_app({"TESTING": True, "SECRET_KEY": "t", "DATA_DIR": str(tmp_path)})
     store = app.extensions["docenrich"].store
-    doc = _doc_with_snippets(store, 2 * api.PARQUET_ROW_GROUP + 123)
+    doc = _doc_with_snippets(store, 2 * ROW_GROUP + 123)
     response = app.test_client().get(f"/api/documents/{doc.id}/export?format=parquet")
     assert response.status_code == 200
     parquet = pq.ParquetFile(io.BytesIO(response.data))
-    assert parquet.metadata.num_rows == 2 * api.PARQUET_ROW_GROUP + 123
+    assert parquet.metadata.num_rows == 2 * ROW_GROUP + 123
     assert parquet.num_row_groups == 3
-    assert max(parquet.metadata.row_group(i).num_rows for i in range(3)) == api.PARQUET_ROW_GROUP
-    assert parquet.read().column("text").to_pylist()[-1] == f"snippet 0-{2 * api.PARQUET_ROW_GROUP + 122}"
+    assert max(parquet.metadata.row_group(i).num_rows for i in range(3)) == ROW_GROUP
+    assert parquet.read().column("text").to_pylist()[-1] == f"snippet 0-{2 * ROW_GROUP + 122}"
 
 
 def test_a_huge_page_gives_a_bounded_thumbnail(tmp_path, redis_url):

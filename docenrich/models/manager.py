@@ -74,6 +74,9 @@ class ModelManager:
         # Set by the worker to publish the status whenever a model moves.
         self.on_change: Callable[[dict[str, Any]], None] | None = None
         self._changed = False
+        # Set by the worker to count loads and switches; recorded after the lock is released.
+        self.on_event: Callable[[dict[str, Any]], None] | None = None
+        self._pending_events: list[dict[str, Any]] = []
 
     # -- public ------------------------------------------------------------------
 
@@ -130,9 +133,17 @@ class ModelManager:
     def _publish_changes(self) -> None:
         # Outside the lock (also when an outer call still holds it, publish later): a slow or
         # unreachable Redis must never keep a search waiting for the model.
-        if not self._changed or self.on_change is None or self._lock._is_owned():
+        if not self._changed or self._lock._is_owned():
             return
         self._changed = False
+        events, self._pending_events = self._pending_events, []
+        for record in events if self.on_event is not None else ():
+            try:
+                self.on_event(record)
+            except Exception:  # monitoring must never break a task
+                log.debug("event recording failed", exc_info=True)
+        if self.on_change is None:
+            return
         try:
             self.on_change(self.status())
         except Exception:  # monitoring must never break a task
@@ -299,6 +310,7 @@ class ModelManager:
         record = {"event": event, "kind": kind, "model": name, "seconds": round(seconds, 4), "at": time.time(), **extra}
         self.events.append(record)
         del self.events[:-50]
+        self._pending_events.append(record)
         self._changed = True  # published by _locked once the lock is released
 
 

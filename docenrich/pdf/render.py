@@ -16,6 +16,9 @@ from .layout import _PageData
 # resampling; 150 dpi costs ~20-30% more render time and 2.2x the pixels (and bytes)
 # for no gain on screen.
 DEFAULT_DPI = 100
+# Bounds of a rendered page image, whatever width is asked for.
+MAX_RENDER_SIDE = 4000
+MAX_RENDER_PIXELS = 12_000_000
 RENDER_AA_BITS = 4
 
 
@@ -73,11 +76,13 @@ def _render_whole_page(page: pymupdf.Page, max_px: int, dpi: float, native_px: i
     return Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
 
 
-def render_page_thumbnail(source: bytes | str | Path, page: int, width: int = 240, max_height: int = 2000) -> bytes:
+def render_page_thumbnail(source: bytes | str | Path, page: int, width: int = 240,
+                          max_height: int | None = None) -> bytes:
     """PNG bytes of one page (1-based) scaled to `width` pixels, for the web UI.
 
-    A page far taller than wide (a scroll, a hostile MediaBox) is scaled to at most max_height
-    pixels instead: the pixmap stays within width x max_height whatever size the page claims.
+    A page far taller than wide would otherwise become an image of any size: its long side
+    is held to MAX_RENDER_SIDE pixels and its area to MAX_RENDER_PIXELS, whatever `width` asks,
+    and to max_height pixels tall when given (thumbnails).
     """
     doc = _open(source)
     try:
@@ -85,11 +90,33 @@ def render_page_thumbnail(source: bytes | str | Path, page: int, width: int = 24
             raise ValueError(f"page {page} out of range 1..{doc.page_count}")
         pg = doc[page - 1]
         rect = pg.rect
-        zoom = min(max(width, 1) / max(rect.width, 1.0), max(max_height, 1) / max(rect.height, 1.0))
+        zoom = guarded_zoom(rect.width, rect.height, width)
+        if max_height:
+            zoom = min(zoom, max(max_height, 1) / max(rect.height, 1.0))
         pix = pg.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), alpha=False)
         img = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
         buf = io.BytesIO()
         img.save(buf, "PNG")
         return buf.getvalue()
+    finally:
+        doc.close()
+
+
+def guarded_zoom(width_pt: float, height_pt: float, width_px: int) -> float:
+    """The zoom that gives width_px pixels across, reduced to keep the image within the render bounds."""
+    w, h = max(width_pt, 1.0), max(height_pt, 1.0)
+    zoom = max(width_px, 1) / w
+    zoom = min(zoom, MAX_RENDER_SIDE / max(w, h))
+    return min(zoom, math.sqrt(MAX_RENDER_PIXELS / (w * h)))
+
+
+def page_size(source: bytes | str | Path, page: int) -> tuple[float, float]:
+    """(width, height) in points of one page (1-based) as displayed, rotation applied."""
+    doc = _open(source)
+    try:
+        if not 1 <= page <= doc.page_count:
+            raise ValueError(f"page {page} out of range 1..{doc.page_count}")
+        rect = doc[page - 1].rect
+        return float(rect.width), float(rect.height)
     finally:
         doc.close()

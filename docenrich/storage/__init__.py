@@ -12,6 +12,7 @@ from docenrich.storage.base import (
     QueueFull,
     StorageError,
     Store,
+    check_collection_name,
     sanitize_filename,
 )
 from docenrich.storage.index import VectorIndex
@@ -29,6 +30,7 @@ __all__ = [
     "StorageError",
     "Store",
     "VectorIndex",
+    "check_collection_name",
     "migrate",
     "open_store",
     "sanitize_filename",

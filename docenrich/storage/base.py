@@ -13,8 +13,10 @@ if TYPE_CHECKING:
     import numpy as np
 
     from docenrich.pdf import DocumentInfo
-    from docenrich.records import Document, Snippet, StoredSnippet
+    from docenrich.records import Collection, Document, Snippet, StoredSnippet
 
+# Letters, digits, spaces and - _ . ; starting with a letter or digit; at most 64 characters.
+NAME_PATTERN = re.compile(r"[^\W_][\w .\-]{0,63}")
 MAX_FILENAME = 200
 DEFAULT_FILENAME = "document.pdf"
 
@@ -41,13 +43,14 @@ class Store(Protocol):
     # ---- documents
 
     def add_document(
-        self, data: bytes, filename: str, info: DocumentInfo | None = None, *,
+        self, data: bytes, filename: str, info: DocumentInfo | None = None,
+        collections: Iterable[str] | None = None, *,
         batch_pages: int | None = None, max_queued: int | None = None,
     ) -> tuple[Document, bool]:
-        """Store an uploaded PDF; same bytes give the same document. Returns (doc, created).
+        """Store an uploaded PDF in collections (default: the default one); same bytes give the same document.
 
-        batch_pages fixes the document's page batch size; with max_queued, QueueFull is raised
-        (atomically, across processes) when that many documents are already waiting.
+        Returns (doc, created). batch_pages fixes the document's page batch size; with max_queued,
+        QueueFull is raised (atomically, across processes) when that many documents are already waiting.
         """
         ...
 
@@ -55,8 +58,8 @@ class Store(Protocol):
         """One document, or None."""
         ...
 
-    def list_documents(self) -> list[Document]:
-        """All documents, newest first."""
+    def list_documents(self, collections: Iterable[str] | None = None) -> list[Document]:
+        """All documents, newest first; only those of the named collections when some are given."""
         ...
 
     def update_document(self, doc_id: str, *, generation: int | None = None, **fields: Any) -> Document | None:
@@ -87,6 +90,44 @@ class Store(Protocol):
         """Number of documents not yet ready or failed (for backpressure)."""
         ...
 
+    # ---- collections
+
+    def create_collection(self, name: str, description: str = "") -> tuple[Collection, bool]:
+        """Create a collection (idempotent); returns (collection, created). ValueError for a bad name."""
+        ...
+
+    def get_collection(self, name: str) -> Collection | None:
+        """One collection with its document and snippet counts, or None."""
+        ...
+
+    def list_collections(self) -> list[Collection]:
+        """Every collection with its counts, by name."""
+        ...
+
+    def add_to_collections(self, doc_id: str, names: Iterable[str]) -> None:
+        """Put a document into collections, creating those that do not exist yet."""
+        ...
+
+    def remove_from_collection(self, doc_id: str, name: str) -> bool:
+        """Take a document out of one collection (the document stays); False if it was not in it."""
+        ...
+
+    def collections_of(self, doc_ids: Iterable[str]) -> dict[str, list[str]]:
+        """The collections of each document, by document id."""
+        ...
+
+    def collection_document_ids(self, names: Iterable[str]) -> set[str]:
+        """Ids of the documents in any of the named collections."""
+        ...
+
+    def delete_collection(self, name: str) -> list[str] | None:
+        """Delete a collection and its documents that belong to no other; their ids, or None if unknown."""
+        ...
+
+    def collection_export_rows(self, name: str, embedder: str | None = None) -> Iterator[dict]:
+        """Export rows (as export_rows) of every document in a collection."""
+        ...
+
     # ---- batches
 
     def begin_batches(self, doc_id: str, total: int) -> None:
@@ -107,9 +148,9 @@ class Store(Protocol):
     # ---- snippets
 
     def snippets(
-        self, doc_id: str, *, limit: int | None = None, offset: int = 0
+        self, doc_id: str, *, limit: int | None = None, offset: int = 0, page: int | None = None
     ) -> list[StoredSnippet]:
-        """A document's snippets in reading order (by ordinal)."""
+        """A document's snippets in reading order (by ordinal), optionally of one page only."""
         ...
 
     def get_snippet(self, snippet_id: int) -> StoredSnippet | None:
@@ -218,6 +259,17 @@ class Store(Protocol):
     def close(self) -> None:
         """Release every connection this store opened in this process."""
         ...
+
+
+def check_collection_name(name: object) -> str:
+    """The name, trimmed, if it is a valid collection name; ValueError saying why otherwise."""
+    text = str(name or "").strip()
+    if not NAME_PATTERN.fullmatch(text):
+        raise ValueError(
+            "A collection name has 1 to 64 characters: letters, digits, spaces, '-', '_' or '.', "
+            "starting with a letter or digit."
+        )
+    return text
 
 
 def sanitize_filename(name: Any) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Collection
 from typing import Protocol
 
 import numpy as np
@@ -126,21 +127,26 @@ class VectorIndex:
             self._max_rowid, self._state, self._removal_seq = changes["max_rowid"], changes["state"], changes["last_seq"]
         log.debug("vector index %r: -%d +%d vectors (%d total)", self.embedder, len(removed or ()), m, self._n)
 
-    def search(self, query: np.ndarray, k: int, document_id: str | None = None) -> list[tuple[int, float]]:
-        """Top-k (snippet_id, score) by inner product, best first; optionally within one document."""
+    def search(
+        self, query: np.ndarray, k: int, document_id: str | None = None, document_ids: Collection[str] | None = None
+    ) -> list[tuple[int, float]]:
+        """Top-k (snippet_id, score) by inner product, best first; optionally within one document or a set."""
+        if document_id is not None:
+            document_ids = {document_id} if document_ids is None or document_id in document_ids else set()
         with self._lock:
             matrix, ids, docs, n, dim = self._matrix, self._ids, self._docs, self._n, self._dim
-            code = self._doc_codes.get(document_id) if document_id is not None else None
+            codes = None if document_ids is None else [self._doc_codes[d] for d in document_ids if d in self._doc_codes]
         if k <= 0 or n == 0:
             return []
         q = np.asarray(query, dtype=np.float32).reshape(-1)
         if q.shape[0] != dim:
             raise ValueError(f"query has {q.shape[0]} dimensions; embedder {self.embedder!r} vectors have {dim}")
-        if document_id is not None:
-            if code is None:
+        if codes is not None:
+            if not codes:
                 return []
-            rows = np.flatnonzero(docs[:n] == code)
-            scores = matrix[rows] @ q
+            rows = np.flatnonzero(docs[:n] == codes[0]) if len(codes) == 1 else np.flatnonzero(np.isin(docs[:n], codes))
+            # Gathering many rows copies them; past a quarter of the index, scoring all rows is cheaper.
+            scores = matrix[rows] @ q if 4 * len(rows) < n else (matrix[:n] @ q)[rows]
             cand_ids = ids[rows]
         else:
             scores = matrix[:n] @ q

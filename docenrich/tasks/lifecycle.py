@@ -10,7 +10,7 @@ import time
 
 from celery import bootsteps, signals
 
-from docenrich import leases, models
+from docenrich import leases, models, telemetry
 from docenrich.celery_app import MODEL_STATUS_KEY, celery_app
 from docenrich.config import get_settings
 from docenrich.tasks.base import redis_client
@@ -37,6 +37,33 @@ def _safe_publish(status: dict) -> None:
         log.warning("could not publish model status", exc_info=True)
 
 
+def _record_model_event(event: dict) -> None:
+    try:
+        telemetry.record_model_event(redis_client(), event)
+    except Exception:
+        log.debug("could not record a model event", exc_info=True)
+
+
+# Start times of the tasks running in this process, by task id.
+_started: dict[str, float] = {}
+
+
+@signals.task_prerun.connect
+def _task_started(task_id=None, **_):
+    _started[task_id] = time.perf_counter()
+
+
+@signals.task_postrun.connect
+def _task_finished(task_id=None, task=None, state=None, **_):
+    started = _started.pop(task_id, None)
+    if started is None or task is None:
+        return
+    try:
+        telemetry.record_task(redis_client(), task.name, time.perf_counter() - started, state or "UNKNOWN")
+    except Exception:  # monitoring must never fail a task
+        log.debug("could not record the duration of %s", task.name, exc_info=True)
+
+
 @signals.worker_init.connect
 def _prepare_parent(sender=None, **_):
     # Runs once in the worker's main process, before it forks the pool child: the slow
@@ -53,6 +80,7 @@ def _prepare_parent(sender=None, **_):
     log.info("model libraries imported in %.2fs", time.perf_counter() - start)
     manager = models.get_manager()
     manager.on_change = _safe_publish
+    manager.on_event = _record_model_event
     if settings.model_preload:
         manager.preload_host()
     # Celery runs gc.collect() before every fork; frozen, the imported libraries and the
@@ -66,6 +94,7 @@ def _prepare_child(**_):
     manager = models.get_manager()
     manager.reset_after_fork()
     manager.on_change = _safe_publish
+    manager.on_event = _record_model_event
     _safe_publish(manager.status())
 
 

@@ -13,14 +13,14 @@ import math
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from docenrich import leases
+from docenrich import leases, telemetry
 from docenrich.celery_app import celery_app
 from docenrich.config import get_settings
 from docenrich.pdf.errors import PDFError
-from docenrich.records import FINISHED_STATES, Snippet, embedding_text
+from docenrich.records import FINISHED_STATES, READY, Snippet, embedding_text
 from docenrich.storage.base import StorageError
 from docenrich.tasks import staging
-from docenrich.tasks.base import DocenrichTask, is_connection_loss, is_time_limit
+from docenrich.tasks.base import DocenrichTask, is_connection_loss, is_time_limit, redis_client
 from docenrich.tasks.model import embed_batch_task
 
 log = logging.getLogger(__name__)
@@ -293,6 +293,7 @@ def store_snippets_task(self, embedded: dict | list | None, doc_id: str, batch_i
     leases.release(key)
     if saved is None:
         return {"document": doc_id, "deleted": True}
+    _count_ingested(saved, batch_index, len(snippets))
     if saved.state not in FINISHED_STATES:
         store.update_document(doc_id, generation=doc.generation, state="embedding",
                               stage=f"Embedded {saved.batches_done} of {saved.batches_total} page batches")
@@ -307,6 +308,15 @@ def _save(store, doc, batch_index: int, snippets: list[Snippet]):
         if "busy" in str(exc) or "locked" in str(exc):
             raise TransientStorageError(str(exc)) from exc
         raise
+
+
+def _count_ingested(doc, batch_index: int, snippets: int) -> None:
+    """Telemetry for a stored batch: its snippets and pages, and the document if it is now ready."""
+    start, end = batch_range(batch_index, doc.pages, batch_pages_of(doc)) if doc.pages else (1, 0)
+    try:
+        telemetry.record_ingest(redis_client(), snippets, max(0, end - start + 1), int(doc.state == READY))
+    except Exception:  # monitoring must never fail a task
+        log.debug("could not count an ingested batch", exc_info=True)
 
 
 @celery_app.task(name="docenrich.document_failed")

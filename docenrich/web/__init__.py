@@ -1,4 +1,5 @@
-"""The web app: `create_app` with the page, health and API blueprints, auth, errors and presenters."""
+"""The web app: `create_app` with its blueprints (pages, health, API, collections, OpenAPI, metrics,
+status), auth, errors and presenters, and the `flask --app app docenrich` command group."""
 from __future__ import annotations
 
 import logging
@@ -7,14 +8,17 @@ from dataclasses import fields
 
 from flask import Flask
 
-from docenrich.cli.reembed import reembed_command
 from docenrich.config import PROJECT_DIR, Settings, get_settings
 from docenrich.web.api import api
 from docenrich.web.auth import csrf_token
+from docenrich.web.collections import collections
 from docenrich.web.errors import register_errors
 from docenrich.web.health import health, status_notices
+from docenrich.web.metrics import metrics
+from docenrich.web.openapi import openapi
 from docenrich.web.pages import highlight, pages, require_login, security_headers
 from docenrich.web.services import Services
+from docenrich.web.status import status, when
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +54,16 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.json.sort_keys = False
 
     app.extensions["docenrich"] = Services(app.config)
-    app.register_blueprint(api)
-    app.register_blueprint(health)
-    app.register_blueprint(pages)
+    for blueprint in (api, collections, openapi, health, metrics, status, pages):
+        app.register_blueprint(blueprint)
     app.before_request(require_login)
     app.after_request(security_headers)
     app.context_processor(lambda: {"csrf_token": csrf_token, "status_notices": status_notices})
     app.jinja_env.filters["highlight"] = highlight
+    app.jinja_env.filters["when"] = when
     register_errors(app)
-    app.cli.add_command(reembed_command)
+    # Imported here: the commands use the web app's pieces, and the web app does not need them to serve.
+    from docenrich.cli.commands import docenrich_cli
+
+    app.cli.add_command(docenrich_cli)
     return app

@@ -1,4 +1,4 @@
-"""The JSON API under /api: upload, list, delete, snippets, images, thumbnails, export, search, tasks.
+"""The JSON API under /api: upload, list, delete, snippets, images, pages, export, search, tasks.
 
 Routes are thin: they check parameters, call the store or the search, and present records
 through `presenters`. Errors are ApiError, answered as JSON by the app's error handlers.
@@ -7,27 +7,21 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from typing import Any
 
 from celery.result import AsyncResult
-from flask import (
-    Blueprint,
-    Response,
-    current_app,
-    jsonify,
-    request,
-    send_file,
-    stream_with_context,
-)
+from flask import Blueprint, current_app, jsonify, request, send_file
 
-from docenrich import client, pdf
+from docenrich import pdf, uploads
 from docenrich.celery_app import celery_app
 from docenrich.records import Document
 from docenrich.search import MAX_K, MODES
-from docenrich.storage import QueueFull, sanitize_filename
+from docenrich.storage import sanitize_filename
 from docenrich.web.auth import authenticate_api
+from docenrich.uploads import Limits
 from docenrich.web.errors import ApiError
+from docenrich.web.exports import export_response
+from docenrich.web.params import collection_arg, flag_arg, get_doc, int_arg, services, store
 from docenrich.web.presenters import doc_json, search_json, snippet_json
 
 log = logging.getLogger(__name__)
@@ -35,53 +29,12 @@ log = logging.getLogger(__name__)
 api = Blueprint("api", __name__, url_prefix="/api")
 api.before_request(authenticate_api)
 
-# PDFError.code -> HTTP status; every other code (encrypted, corrupt, empty) is 422.
-PDF_STATUS = {"not_pdf": 415, "too_many_pages": 413, "too_large": 413}
 IMAGE_TYPES = {"webp": "image/webp", "png": "image/png", "jpg": "image/jpeg", "gif": "image/gif"}
 YEAR = 365 * 24 * 3600
 # A thumbnail is 240 px wide; a page far taller than wide is drawn at most this tall.
 THUMB_MAX_HEIGHT = 2000
-# Parquet export: rows per row group, so a large document is never held in memory at once.
-PARQUET_ROW_GROUP = 2000
 TASK_OWNER_KEY = "docenrich:task-owner:{task_id}"
-
-
-def services():
-    """The app's shared Services (store, vector indexes, status cache)."""
-    return current_app.extensions["docenrich"]
-
-
-def store():
-    """The app's store."""
-    return services().store
-
-
-def get_doc(doc_id: str) -> Document:
-    """The document, or a 404 ApiError."""
-    doc = store().get_document(doc_id)
-    if doc is None:
-        raise ApiError(404, f"There is no document with id {doc_id!r}; it may have been deleted.", "not_found")
-    return doc
-
-
-def int_arg(name: str, default: int, low: int, high: int) -> int:
-    """A whole-number query parameter within bounds, or a 400 ApiError."""
-    raw = request.args.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"The parameter {name} must be a whole number.", "bad_parameter") from None
-    if not low <= value <= high:
-        raise ApiError(400, f"The parameter {name} must be between {low} and {high}.", "bad_parameter")
-    return value
-
-
-def flag_arg(name: str, default: bool = True) -> bool:
-    """A yes/no query parameter."""
-    raw = request.args.get(name)
-    return default if raw in (None, "") else raw.lower() not in ("0", "false", "no", "off")
+PAGE_WIDTHS = (200, 2000)
 
 
 # --------------------------------------------------------------------------- documents
@@ -89,21 +42,23 @@ def flag_arg(name: str, default: bool = True) -> bool:
 
 @api.post("/documents")
 def upload():
-    """Accept up to MAX_UPLOAD_FILES PDFs (multipart field `file`), store and queue each once."""
+    """Accept up to MAX_UPLOAD_FILES PDFs (multipart field `file`) into collections; store and queue each once."""
     files = [f for f in request.files.getlist("file") if f.filename or f.content_length]
     if not files:
         raise ApiError(400, "No file was uploaded; send each PDF in a multipart field named “file”.", "no_file")
     most = current_app.config["MAX_UPLOAD_FILES"]
     if len(files) > most:
         raise ApiError(413, f"Send at most {most} files per request.", "too_many_files")
+    collections = collection_arg()
     services().require_queue()
     accepted: list[dict] = []
     failures: list[tuple[str, ApiError]] = []
     for upload in files:
         name = sanitize_filename(upload.filename)
         try:
-            doc, created, task_id = accept(upload, name)
+            doc, created, task_id = accept(upload, name, collections)
         except ApiError as exc:
+            services().metrics.refused(exc.code)
             failures.append((name, exc))
             continue
         accepted.append({**doc_json(doc), "duplicate": not created, **({"task_id": task_id} if task_id else {})})
@@ -111,56 +66,47 @@ def upload():
     if not accepted:
         first = failures[0][1]
         raise ApiError(first.status, first.message, first.code, first.headers, errors=errors)
+    with_collections(accepted)
     return jsonify(documents=accepted, errors=errors), 202
 
 
-def accept(upload, name: str) -> tuple[Document, bool, str | None]:
-    """Validate one uploaded file, store it and queue it (once per distinct PDF); (doc, created, task id)."""
-    limit_mb = current_app.config["MAX_UPLOAD_MB"]
-    limit = current_app.config["MAX_UPLOAD_BYTES"]
-    data = upload.stream.read(limit + 1)
-    if len(data) > limit:
-        raise ApiError(413, f"{name} is larger than the upload limit of {limit_mb} MB.", "too_large")
-    if not data:
-        raise ApiError(422, f"{name} is empty.", "empty")
+def accept(upload, name: str, collections: list[str] | None) -> tuple[Document, bool, str | None]:
+    """Validate one uploaded file, store it in its collections and queue it (once per distinct PDF).
+
+    Returns (doc, created, the id of the task that processes it when it was queued now).
+    """
+    limits = Limits.from_config(current_app.config)
+    data = upload.stream.read(limits.max_bytes + 1)
     try:
-        info = pdf.inspect_pdf(data, max_bytes=limit, max_pages=current_app.config["MAX_PAGES"])
-    except pdf.PDFError as exc:
-        raise ApiError(PDF_STATUS.get(exc.code, 422), f"{name}: {exc.message}", exc.code) from None
-    # The store counts and inserts in one database transaction, so the cap holds however many
-    # web processes admit uploads at once. The page batch size is fixed here, once.
-    try:
-        doc, created = store().add_document(
-            data, name, info, batch_pages=current_app.config["SNIPPET_BATCH_PAGES"],
-            max_queued=current_app.config["MAX_QUEUED_DOCUMENTS"],
-        )
-    except QueueFull as exc:
-        raise ApiError(429, f"{exc.waiting} documents are already waiting to be processed; try again in a minute.",
-                       "queue_full", {"Retry-After": "60"}) from None
-    if created:
-        try:
-            task_id = client.submit_document(doc.id, doc.generation)
-        except Exception:
-            # Failed, not queued: otherwise a retried upload would find it "queued" and never run it.
-            store().update_document(doc.id, state="failed", stage="failed", error="Could not be queued; upload it again.")
-            raise
+        doc, created, task_id = uploads.admit(store(), data, name, limits, collections)
+    except uploads.Refused as exc:
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        raise ApiError(exc.status, exc.message, exc.code, headers) from None
+    if task_id:
         remember_task(task_id)
-        log.info("queued document %s (%s)", doc.id, name)
-        return doc, created, task_id
-    return doc, created, None
+    return doc, created, task_id
+
+
+def with_collections(docs: list[dict]) -> list[dict]:
+    """Add each presented document's collections (one query for all)."""
+    found = store().collections_of(d["id"] for d in docs)
+    for d in docs:
+        d["collections"] = found.get(d["id"], [])
+    return docs
 
 
 @api.get("/documents")
 def list_documents():
-    """Every document, newest first, with how many are still being processed."""
-    docs = store().list_documents()
-    return jsonify(documents=[doc_json(d) for d in docs], queued=sum(not d.finished for d in docs))
+    """Every document (of some collections, or all), newest first, with how many are still being processed."""
+    names = collection_arg()
+    docs = store().list_documents() if names is None else store().list_documents(names)
+    return jsonify(documents=with_collections([doc_json(d) for d in docs]), queued=sum(not d.finished for d in docs))
 
 
 @api.get("/documents/<doc_id>")
 def get_document(doc_id: str):
-    """One document's status."""
-    return jsonify(doc_json(get_doc(doc_id)))
+    """One document's status and collections."""
+    return jsonify(with_collections([doc_json(get_doc(doc_id))])[0])
 
 
 @api.delete("/documents/<doc_id>")
@@ -174,10 +120,11 @@ def delete_document(doc_id: str):
 
 @api.get("/documents/<doc_id>/snippets")
 def document_snippets(doc_id: str):
-    """A page of a document's snippets (limit, offset)."""
+    """A page of a document's snippets (limit, offset), optionally of one PDF page."""
     doc = get_doc(doc_id)
     limit, offset = int_arg("limit", 100, 1, 1000), int_arg("offset", 0, 0, 10**9)
-    found = store().snippets(doc_id, limit=limit, offset=offset)
+    page = int_arg("page", 0, 0, 10**6) or None
+    found = store().snippets(doc_id, limit=limit, offset=offset, page=page)
     return jsonify(total=doc.snippet_count, limit=limit, offset=offset, snippets=[snippet_json(s) for s in found])
 
 
@@ -200,17 +147,31 @@ def snippet_image(snippet_id: int):
 @api.get("/documents/<doc_id>/pages/<int:page>/thumbnail")
 def page_thumbnail(doc_id: str, page: int):
     """A page thumbnail, rendered once and kept."""
-    doc = get_doc(doc_id)
+    return page_png(get_doc(doc_id), page, 240)
+
+
+@api.get("/documents/<doc_id>/pages/<int:page>/image")
+def page_image(doc_id: str, page: int):
+    """A page rendered large (width in pixels, within bounds), rendered once per width and kept."""
+    width = int_arg("width", 1200, PAGE_WIDTHS[0], PAGE_WIDTHS[1])
+    # Widths are rounded to steps of 100 px so the cache holds a few renderings per page, not hundreds.
+    return page_png(get_doc(doc_id), page, max(PAGE_WIDTHS[0], round(width, -2)))
+
+
+def page_png(doc: Document, page: int, width: int):
+    """One page as a PNG of about width pixels, from the cache or rendered now."""
     if not 1 <= page <= max(doc.pages, 0):
         raise ApiError(404, f"{doc.filename} has no page {page}.", "not_found")
-    path = store().thumb_path(doc_id, page)
+    thumbnail = width == 240  # thumbnails keep their historical cache name
+    path = store().thumb_path(doc.id, page) if thumbnail else store().thumb_path(doc.id, page, width)
     if not path.is_file():
         try:
-            data = pdf.render_page_thumbnail(store().pdf_path(doc_id), page, width=240, max_height=THUMB_MAX_HEIGHT)
+            data = pdf.render_page_thumbnail(store().pdf_path(doc.id), page, width=width,
+                                             max_height=THUMB_MAX_HEIGHT if thumbnail else None)
         except pdf.PDFError as exc:
             raise ApiError(422, f"Page {page} of {doc.filename} cannot be drawn: {exc}", exc.code) from None
-        path = store().save_thumb(doc_id, page, data)
-    # Document ids name the PDF's content, so a page's thumbnail never changes.
+        path = store().save_thumb(doc.id, page, data) if thumbnail else store().save_thumb(doc.id, page, data, width)
+    # Document ids name the PDF's content, so a page's rendering never changes.
     return send_file(path, mimetype="image/png", max_age=7 * 24 * 3600, conditional=True, etag=True)
 
 
@@ -219,69 +180,10 @@ def page_thumbnail(doc_id: str, page: int):
 
 @api.get("/documents/<doc_id>/export")
 def export(doc_id: str):
-    """A document's snippets and vectors as JSONL (streamed) or Parquet."""
+    """A document's snippets and vectors as JSONL or Parquet, streamed."""
     doc = get_doc(doc_id)
-    fmt = request.args.get("format", "jsonl").lower()
     stem = doc.filename.rsplit(".", 1)[0] or doc.id
-    if fmt == "jsonl":
-        rows = store().export_rows(doc_id)
-        lines = (json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        response = Response(stream_with_context(lines), mimetype="application/x-ndjson")
-        return attachment(response, f"{stem}.jsonl")
-    if fmt == "parquet":
-        try:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise ApiError(415, "Parquet export needs the pyarrow package (pip install pyarrow); use format=jsonl.",
-                           "pyarrow_missing") from None
-        spool = write_parquet(pa, pq, store().export_rows(doc_id))
-        return attachment(send_file(spool, mimetype="application/vnd.apache.parquet"), f"{stem}.parquet")
-    raise ApiError(400, "Unknown export format; use format=jsonl or format=parquet.", "bad_parameter")
-
-
-def write_parquet(pa, pq, rows) -> tempfile.SpooledTemporaryFile:
-    """The rows as Parquet in a spooled file, written PARQUET_ROW_GROUP rows at a time."""
-    spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)
-    schema = parquet_schema(pa)
-    with pq.ParquetWriter(spool, schema) as writer:
-        group: list[dict] = []
-        for row in rows:
-            group.append({**row, "meta": json.dumps(row["meta"], ensure_ascii=False)})
-            if len(group) >= PARQUET_ROW_GROUP:
-                writer.write_table(pa.Table.from_pylist(group, schema=schema))
-                group = []
-        if group:
-            writer.write_table(pa.Table.from_pylist(group, schema=schema))
-    spool.seek(0)
-    return spool
-
-
-def parquet_schema(pa):
-    """The Parquet export's columns."""
-    return pa.schema([
-        ("document_id", pa.string()), ("snippet_id", pa.int64()), ("ordinal", pa.int64()), ("page", pa.int32()),
-        ("bbox", pa.list_(pa.float64())), ("kind", pa.string()), ("text", pa.string()), ("meta", pa.string()),
-        ("image", pa.string()), ("embedding", pa.list_(pa.float32())), ("embedder", pa.string()),
-    ])
-
-
-def attachment(response: Response, filename: str) -> Response:
-    """The response as a download named filename (non-ASCII names included)."""
-    from werkzeug.http import dump_options_header
-
-    # filename* carries non-ASCII names; the plain one is a safe ASCII stand-in.
-    ascii_name = filename.encode("ascii", "replace").decode().replace("?", "_").replace('"', "_")
-    response.headers["Content-Disposition"] = dump_options_header(
-        "attachment", {"filename": ascii_name, "filename*": f"UTF-8''{_quote(filename)}"}
-    )
-    return response
-
-
-def _quote(text: str) -> str:
-    from urllib.parse import quote
-
-    return quote(text, safe="")
+    return export_response(store().export_rows(doc_id), stem, request.args.get("format", "jsonl"))
 
 
 # --------------------------------------------------------------------------- search and tasks
@@ -289,7 +191,7 @@ def _quote(text: str) -> str:
 
 @api.get("/search")
 def search():
-    """Search the snippets: q, k, rerank, document, mode (hybrid|dense|lexical), include (e.g. toc)."""
+    """Search the snippets: q, k, rerank, document, collection, mode (hybrid|dense|lexical), include (e.g. toc)."""
     q = request.args.get("q", "").strip()
     if not q:
         raise ApiError(400, "Type something to search for (parameter q).", "empty_query")
@@ -300,7 +202,8 @@ def search():
     if mode is not None and mode not in MODES:
         raise ApiError(400, f"mode must be one of: {', '.join(MODES)}.", "bad_mode")
     include = frozenset(k.strip() for k in request.args.get("include", "").split(",") if k.strip())
-    result = services().search(q, int_arg("k", 10, 1, MAX_K), flag_arg("rerank"), document_id, mode, include)
+    result = services().search(q, int_arg("k", 10, 1, MAX_K), flag_arg("rerank"), document_id, mode, include,
+                               collection_arg())
     return jsonify(search_json(result))
 
 

@@ -6,12 +6,14 @@ import re
 from flask import Blueprint, abort, current_app, redirect, render_template, request, session, url_for
 from markupsafe import Markup, escape
 
+from docenrich import pdf
 from docenrich.client import WorkerUnavailable
 from docenrich.errors import caused_by
 from docenrich.search import MODES
 from docenrich.web.auth import csrf_ok, signed_in, token_matches, token_tag
-from docenrich.web.errors import QUEUE_DOWN, QUEUE_ERRORS
-from docenrich.web.presenters import doc_json, search_json, snippet_json
+from docenrich.web.errors import QUEUE_DOWN, QUEUE_ERRORS, ApiError
+from docenrich.web.params import collection_names
+from docenrich.web.presenters import collection_json, doc_json, search_json, snippet_json
 
 pages = Blueprint("pages", __name__)
 
@@ -19,7 +21,7 @@ STOPWORDS = frozenset(
     "a an and are as at be by de der die das und for from how in is it of on or the to was what which who with".split()
 )
 # Endpoints open to everyone even when API_TOKEN is set.
-PUBLIC_ENDPOINTS = ("pages.login", "health.healthz", "static")
+PUBLIC_ENDPOINTS = ("pages.login", "health.healthz", "static", "metrics.scrape")
 
 
 def services():
@@ -92,8 +94,10 @@ def logout():
 @pages.get("/")
 def index():
     """The document list with the upload area."""
-    docs = [doc_json(d) for d in services().store.list_documents()]
-    return render_template("index.html", documents=docs, max_upload_mb=current_app.config["MAX_UPLOAD_MB"])
+    store = services().store
+    docs = [doc_json(d) for d in store.list_documents()]
+    return render_template("index.html", documents=docs, max_upload_mb=current_app.config["MAX_UPLOAD_MB"],
+                           collections=store.list_collections())
 
 
 @pages.get("/documents/<doc_id>")
@@ -106,7 +110,8 @@ def document(doc_id: str):
     by_page: dict[int, list[dict]] = {}
     for snip in store.snippets(doc_id):
         by_page.setdefault(snip.page, []).append(snippet_json(snip))
-    return render_template("document.html", doc=doc_json(doc), pages=by_page)
+    return render_template("document.html", doc=doc_json(doc), pages=by_page,
+                           collections=store.collections_of([doc_id])[doc_id])
 
 
 @pages.get("/search")
@@ -118,9 +123,13 @@ def search_page():
     svc = services()
     mode = request.args.get("mode") if request.args.get("mode") in MODES else svc.config["SEARCH_MODE"]
     result, error, status = None, None, 200
+    try:
+        chosen = collection_names(request.args.getlist("collection"))
+    except ApiError as exc:
+        chosen, q, error, status = None, "", exc.message, 400
     if q:
         try:
-            result = search_json(svc.search(q, 10, rerank, document_id, mode))
+            result = search_json(svc.search(q, 10, rerank, document_id, mode, collections=chosen))
         except WorkerUnavailable as exc:
             error, status = f"Search is unavailable: {exc}.", 503
         except Exception as exc:
@@ -130,5 +139,40 @@ def search_page():
     docs = [d for d in svc.store.list_documents() if d.state == "ready"]
     return render_template(
         "search.html", q=q, result=result, error=error, documents=docs, document_id=document_id, rerank=rerank,
-        mode=mode, modes=MODES,
+        mode=mode, modes=MODES, collections=svc.store.list_collections(), chosen=chosen or [],
     ), status
+
+
+@pages.get("/collections")
+def collections_page():
+    """Every collection with its counts."""
+    found = [collection_json(c) for c in services().store.list_collections()]
+    return render_template("collections.html", collections=found)
+
+
+@pages.get("/collections/<name>")
+def collection_page(name: str):
+    """One collection: its documents, search within it, export and delete."""
+    store = services().store
+    found = store.get_collection(name)
+    if found is None:
+        abort(404, description="There is no collection with this name; it may have been deleted.")
+    docs = [doc_json(d) for d in store.list_documents([found.name])]
+    return render_template("collection.html", collection=collection_json(found), documents=docs)
+
+
+@pages.get("/documents/<doc_id>/pages/<int:page>")
+def cited_page(doc_id: str, page: int):
+    """One page drawn large with its snippets' boxes over it; the cited snippet (?snippet=) marked."""
+    store = services().store
+    doc = store.get_document(doc_id)
+    if doc is None or not 1 <= page <= max(doc.pages, 0):
+        abort(404, description="There is no such page; the document may have been deleted.")
+    try:
+        width, height = pdf.page_size(store.pdf_path(doc_id), page)
+    except (pdf.PDFError, ValueError):
+        abort(404, description="This page cannot be drawn.")
+    snippets = [snippet_json(s) for s in store.snippets(doc_id, page=page)]
+    cited = request.args.get("snippet", type=int)
+    return render_template("cited.html", doc=doc_json(doc), page=page, size=(width, height),
+                           snippets=snippets, cited=cited, q=request.args.get("q", "")[:1000])

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import url_for
 
-from docenrich.records import Document, StoredSnippet
+from docenrich.records import Collection, Document, StoredSnippet
 from docenrich.search import Hit, SearchResult
 
 DOC_FIELDS = (
@@ -17,6 +17,16 @@ def doc_json(doc: Document) -> dict:
     out = {name: getattr(doc, name) for name in DOC_FIELDS}
     out["url"] = url_for("pages.document", doc_id=doc.id)
     return out
+
+
+def collection_json(found: Collection) -> dict:
+    """A collection with its counts and its page URL."""
+    return {**found.to_dict(), "url": url_for("pages.collection_page", name=found.name)}
+
+
+def cited_url(snippet_id: int, document_id: str, page: int) -> str:
+    """The page a snippet was cited from, drawn large with the snippet marked."""
+    return url_for("pages.cited_page", doc_id=document_id, page=page, snippet=snippet_id)
 
 
 def image_url(snip: StoredSnippet) -> str | None:
@@ -40,6 +50,7 @@ def snippet_json(snip: StoredSnippet) -> dict:
         "meta": snip.meta,
         "has_vector": snip.has_vector,
         "image_url": image_url(snip),
+        "cited_url": cited_url(snip.id, snip.document_id, snip.page),
     }
 
 
@@ -62,6 +73,7 @@ def hit_json(hit: Hit) -> dict:
         "rerank_score": hit.rerank_score,
         "rerank_normalized": hit.rerank_normalized,
         "image_url": snip["image_url"],
+        "cited_url": snip["cited_url"],
     }
 
 
@@ -71,6 +83,7 @@ def search_json(result: SearchResult) -> dict:
         "query": result.query,
         "k": result.k,
         "document_id": result.document_id,
+        "collections": result.collections,
         "embedder": result.embedder,
         "reranked": result.reranked,
         "mode": result.mode,

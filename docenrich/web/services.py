@@ -13,6 +13,7 @@ from docenrich import client, search
 from docenrich.celery_app import celery_app
 from docenrich.storage import VectorIndex, open_store
 from docenrich.web.errors import redis_reason
+from docenrich.web.metrics import WebMetrics
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ class Services:
         self._key_locks: dict[str, threading.Lock] = {}
         # Short timeouts: health checks and page banners must answer quickly while Redis is down.
         self.redis = redis.Redis.from_url(celery_app.conf.broker_url, socket_connect_timeout=1, socket_timeout=2)
+        self.metrics = WebMetrics(self)
 
     def index_for(self, embedder: str) -> VectorIndex:
         """The in-memory index of one embedder's vectors, created on first use."""
@@ -77,13 +79,18 @@ class Services:
             raise redis.exceptions.ConnectionError("Redis is unreachable (cached status)")
 
     def search(self, q: str, k: int, rerank: bool, document_id: str | None, mode: str | None = None,
-               include_kinds: frozenset[str] = frozenset()) -> search.SearchResult:
-        """A search with this app's store, index cache, settings and cached worker status."""
+               include_kinds: frozenset[str] = frozenset(), collections: list[str] | None = None,
+               ) -> search.SearchResult:
+        """A search (in some collections, or all) with this app's store, indexes, settings and worker status."""
         mode = mode or self.config["SEARCH_MODE"]
         if mode != "lexical" or rerank:
             self.require_queue()
-        return search.search(
+        result = search.search(
             self.store, self.index_for, q, k=k, rerank=rerank, document_id=document_id,
             top_n=self.config["SEARCH_RERANK_TOP_N"], mode=mode, include_kinds=include_kinds,
+            collections=collections,
             worker_status=lambda: self.queue_status()["models"],
         )
+        self.metrics.observe_search(result.timings_ms)
+        return result
+

@@ -6,12 +6,14 @@ import logging
 import shutil
 import sqlite3
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from docenrich.records import READY, STATES, Document, states_before
 from docenrich.storage.base import QueueFull, StorageError, sanitize_filename
 from docenrich.storage.encoding import doc_id_for, is_doc_id, json_dump
 from docenrich.storage.sqlite.blobs import atomic_write, blob_present
+from docenrich.storage.sqlite.collections import default_collections
 from docenrich.storage.sqlite.rows import row_to_document
 
 if TYPE_CHECKING:
@@ -30,13 +32,14 @@ class DocumentsMixin:
     """The documents table and the PDFs its rows name."""
 
     def add_document(
-        self, data: bytes, filename: str, info: DocumentInfo | None = None, *,
+        self, data: bytes, filename: str, info: DocumentInfo | None = None,
+        collections: Iterable[str] | None = None, *,
         batch_pages: int | None = None, max_queued: int | None = None,
     ) -> tuple[Document, bool]:
-        """Store an uploaded PDF; same bytes give the same document. Returns (doc, created).
+        """Store an uploaded PDF in collections (default: the default one); same bytes give the same document.
 
-        batch_pages fixes the document's page batch size; with max_queued, QueueFull is raised
-        (atomically, across processes) when that many documents are already waiting.
+        Returns (doc, created). batch_pages fixes the document's page batch size; with max_queued,
+        QueueFull is raised (atomically, across processes) when that many documents are already waiting.
         """
         if not data:
             raise ValueError("The uploaded file is empty.")
@@ -51,6 +54,9 @@ class DocumentsMixin:
                 row, created, stale_images = self._upsert_document(
                     conn, sha, data, filename, info, batch_pages, max_queued
                 )
+                # A new document goes to the default collection unless named ones are given;
+                # a known one only joins the collections named this time.
+                self._link(conn, row["id"], default_collections(collections) if created else collections or [])
             committed = True
         finally:
             if not committed:
@@ -149,8 +155,10 @@ class DocumentsMixin:
         row = self._conn().execute("SELECT * FROM documents WHERE id = ?", (doc_id,)).fetchone()
         return None if row is None else row_to_document(row)
 
-    def list_documents(self) -> list[Document]:
-        """All documents, newest first."""
+    def list_documents(self, collections: Iterable[str] | None = None) -> list[Document]:
+        """All documents, newest first; only those of the named collections when some are given."""
+        if collections is not None:
+            return self.documents_in(collections)
         rows = self._conn().execute("SELECT * FROM documents ORDER BY created_at DESC, rowid DESC").fetchall()
         return [row_to_document(r) for r in rows]
 
@@ -215,11 +223,19 @@ class DocumentsMixin:
 
     def delete_document(self, doc_id: str) -> bool:
         """Remove a document's rows, vectors, PDF, unshared images and thumbnails."""
+        return self._delete_document(doc_id)
+
+    def _delete_document(self, doc_id: str, unless_linked: bool = False) -> bool:
+        """delete_document; with unless_linked, only when the document belongs to no collection."""
         if not is_doc_id(doc_id):
             return False
         with self._write("the deletion") as conn:
             row = conn.execute("SELECT sha256 FROM documents WHERE id = ?", (doc_id,)).fetchone()
             if row is None:
+                return False
+            if unless_linked and conn.execute(
+                "SELECT 1 FROM document_collections WHERE document_id = ? LIMIT 1", (doc_id,)
+            ).fetchone():
                 return False
             images, removed = self._clear_content(conn, doc_id)
             conn.execute("DELETE FROM documents WHERE id = ?", (doc_id,))

@@ -152,6 +152,24 @@ _MIGRATIONS: list[list[str]] = [
             UPDATE embedders SET vector_count = vector_count - 1 WHERE name = old.embedder;
             INSERT INTO vector_removals(snippet_id, embedder) VALUES (old.snippet_id, old.embedder); END""",
     ],
+    [
+        # Named collections; a document belongs to one or more. Existing documents join "default".
+        """CREATE TABLE collections (
+            name TEXT PRIMARY KEY,
+            description TEXT NOT NULL DEFAULT '',
+            created_at REAL NOT NULL
+        )""",
+        """CREATE TABLE document_collections (
+            document_id TEXT NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+            collection TEXT NOT NULL REFERENCES collections(name) ON DELETE CASCADE,
+            added_at REAL NOT NULL,
+            PRIMARY KEY (document_id, collection)
+        )""",
+        "CREATE INDEX document_collections_collection ON document_collections(collection, document_id)",
+        "INSERT INTO collections(name, created_at) VALUES ('default', (julianday('now') - 2440587.5) * 86400.0)",
+        """INSERT INTO document_collections(document_id, collection, added_at)
+           SELECT id, 'default', created_at FROM documents""",
+    ],
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 

@@ -15,11 +15,15 @@ _IDS_PER_QUERY = 500
 class SnippetsMixin:
     """Queries over the snippets table."""
 
-    def snippets(self, doc_id: str, *, limit: int | None = None, offset: int = 0) -> list[StoredSnippet]:
-        """A document's snippets in reading order (by ordinal)."""
+    def snippets(
+        self, doc_id: str, *, limit: int | None = None, offset: int = 0, page: int | None = None
+    ) -> list[StoredSnippet]:
+        """A document's snippets in reading order (by ordinal), optionally of one page only."""
+        on_page = "" if page is None else " AND s.page = ?"
+        params = (doc_id,) if page is None else (doc_id, int(page))
         rows = self._conn().execute(
-            f"SELECT {SNIPPET_COLS} FROM snippets s WHERE s.document_id = ? ORDER BY s.ordinal LIMIT ? OFFSET ?",
-            (doc_id, -1 if limit is None else int(limit), int(offset)),
+            f"SELECT {SNIPPET_COLS} FROM snippets s WHERE s.document_id = ?{on_page} ORDER BY s.ordinal LIMIT ? OFFSET ?",
+            (*params, -1 if limit is None else int(limit), int(offset)),
         ).fetchall()
         return [row_to_snippet(r) for r in rows]
 

@@ -2,7 +2,7 @@
 
 Layout under the data directory:
 
-    docenrich.sqlite3           WAL-mode database (documents, snippets, vectors, batches, FTS5 index)
+    docenrich.sqlite3           WAL-mode database (documents, collections, snippets, vectors, batches, FTS5 index)
     pdfs/<sha256>.pdf           uploaded PDFs, named by content
     images/<sha256>.<ext>       snippet images, named by content (shared between snippets)
     thumbs/<doc_id>/p<N>.png    page thumbnail cache
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from docenrich.storage.sqlite.batches import BatchesMixin
 from docenrich.storage.sqlite.blobs import BlobsMixin
+from docenrich.storage.sqlite.collections import CollectionsMixin
 from docenrich.storage.sqlite.connections import ConnectionsMixin
 from docenrich.storage.sqlite.documents import DocumentsMixin
 from docenrich.storage.sqlite.export import ExportMixin
@@ -24,6 +25,7 @@ from docenrich.storage.sqlite.vectors import VectorsMixin
 
 class SQLiteStore(
     DocumentsMixin,
+    CollectionsMixin,
     BatchesMixin,
     SnippetsMixin,
     VectorsMixin,

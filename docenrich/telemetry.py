@@ -1,0 +1,126 @@
+"""Worker telemetry pushed through Redis: task durations, model loads and switches, ingestion.
+
+Workers may run on other machines than the web app, so they do not serve metrics themselves:
+each pool child adds its observations to a few Redis hashes, and the web app's `/metrics`
+reads them at scrape time. Counters only ever grow; ingestion is also kept per minute for an
+hour so the status page can draw throughput.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+PREFIX = "docenrich:metrics:"
+TASK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+MINUTE_TTL = 2 * 3600
+TASK_KEY = PREFIX + "task:{name}"
+TASK_NAMES_KEY = PREFIX + "tasks"
+MODEL_KEY = PREFIX + "models"
+INGEST_KEY = PREFIX + "ingest"
+MINUTE_KEY = PREFIX + "minute:{minute}"
+
+
+def _bucket_field(bound: float) -> str:
+    return "le:" + ("+Inf" if math.isinf(bound) else repr(bound))
+
+
+def record_task(redis, name: str, seconds: float, state: str) -> None:
+    """Add one finished task's duration (and its outcome) to the task's histogram."""
+    pipe = redis.pipeline(transaction=False)
+    key = TASK_KEY.format(name=name)
+    for bound in (*TASK_BUCKETS, math.inf):
+        if seconds <= bound:
+            pipe.hincrby(key, _bucket_field(bound), 1)
+    pipe.hincrbyfloat(key, "sum", float(seconds))
+    pipe.hincrby(key, "count", 1)
+    pipe.hincrby(key, f"state:{state}", 1)
+    pipe.sadd(TASK_NAMES_KEY, name)
+    pipe.execute()
+
+
+def record_model_event(redis, event: dict) -> None:
+    """Count a model manager event: a switch (one model replaced another) with its seconds, or a cold load."""
+    kind, seconds = event.get("kind") or "unknown", float(event.get("seconds") or 0.0)
+    pipe = redis.pipeline(transaction=False)
+    if event.get("event") == "load" and event.get("previous"):
+        pipe.hincrby(MODEL_KEY, f"switches:{kind}", 1)
+        pipe.hincrbyfloat(MODEL_KEY, f"switch_seconds:{kind}", seconds)
+    elif event.get("event") == "cold_load":
+        pipe.hincrby(MODEL_KEY, f"loads:{kind}", 1)
+        pipe.hincrbyfloat(MODEL_KEY, f"load_seconds:{kind}", seconds)
+    else:
+        return
+    pipe.execute()
+
+
+def record_ingest(redis, snippets: int, pages: int, documents: int = 0) -> None:
+    """Count snippets and pages stored (and documents finished), in total and for this minute."""
+    minute = MINUTE_KEY.format(minute=int(time.time() // 60))
+    pipe = redis.pipeline(transaction=False)
+    for key in (INGEST_KEY, minute):
+        pipe.hincrby(key, "snippets", int(snippets))
+        pipe.hincrby(key, "pages", int(pages))
+        if documents:
+            pipe.hincrby(key, "documents", int(documents))
+    pipe.expire(minute, MINUTE_TTL)
+    pipe.execute()
+
+
+@dataclass
+class TaskStats:
+    """One task's duration histogram: cumulative bucket counts, sum, count, outcomes."""
+
+    buckets: list[tuple[str, int]]
+    total: float
+    count: int
+    states: dict[str, int] = field(default_factory=dict)
+
+
+def _task_stats(raw: dict) -> TaskStats:
+    values = {k.decode() if isinstance(k, bytes) else k: v for k, v in raw.items()}
+    buckets = [(("+Inf" if math.isinf(b) else repr(b)), int(values.get(_bucket_field(b), 0)))
+               for b in (*TASK_BUCKETS, math.inf)]
+    states = {k.split(":", 1)[1]: int(v) for k, v in values.items() if k.startswith("state:")}
+    return TaskStats(buckets, float(values.get("sum", 0)), int(values.get("count", 0)), states)
+
+
+def read_tasks(redis) -> dict[str, TaskStats]:
+    """Every task's duration histogram, by task name."""
+    names = sorted(n.decode() if isinstance(n, bytes) else n for n in redis.smembers(TASK_NAMES_KEY))
+    pipe = redis.pipeline(transaction=False)
+    for name in names:
+        pipe.hgetall(TASK_KEY.format(name=name))
+    return {name: _task_stats(raw) for name, raw in zip(names, pipe.execute())}
+
+
+def _numbers(raw: dict) -> dict[str, float]:
+    return {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}
+
+
+def read_models(redis) -> dict[str, float]:
+    """Model counters: switches:<kind>, switch_seconds:<kind>, loads:<kind>, load_seconds:<kind>."""
+    return _numbers(redis.hgetall(MODEL_KEY))
+
+
+def read_ingest(redis) -> dict[str, float]:
+    """Totals of snippets, pages and documents ingested."""
+    return _numbers(redis.hgetall(INGEST_KEY))
+
+
+def throughput(redis, minutes: int = 60) -> list[dict]:
+    """Snippets, pages and documents ingested in each of the last `minutes` minutes, oldest first."""
+    now = int(time.time() // 60)
+    keys = [now - i for i in range(minutes - 1, -1, -1)]
+    pipe = redis.pipeline(transaction=False)
+    for minute in keys:
+        pipe.hgetall(MINUTE_KEY.format(minute=minute))
+    out = []
+    for minute, raw in zip(keys, pipe.execute()):
+        values = _numbers(raw)
+        out.append({"minute": minute * 60, "snippets": int(values.get("snippets", 0)),
+                    "pages": int(values.get("pages", 0)), "documents": int(values.get("documents", 0))})
+    return out

@@ -1,0 +1,219 @@
+"""Collections: the store's tables and rules, and the API and search over them, with a real worker."""
+from __future__ import annotations
+
+import io
+import json
+import uuid
+
+import pyarrow.parquet as pq
+import pytest
+
+from docenrich.storage import SQLiteStore
+from tests.test_api import make_app, pdf_with_text, wait_ready
+
+
+# --------------------------------------------------------------------------- the store
+
+
+@pytest.fixture()
+def st(tmp_path):
+    store = SQLiteStore(tmp_path / "data")
+    yield store
+    store.close()
+
+
+def test_documents_go_to_default_unless_a_collection_is_named(st):
+    plain, _ = st.add_document(pdf_with_text("plain"), "plain.pdf")
+    data = pdf_with_text("named")
+    named, _ = st.add_document(data, "named.pdf", collections=["Project A"])
+    assert st.collections_of([plain.id, named.id]) == {plain.id: ["default"], named.id: ["Project A"]}
+    # The same bytes again, into another collection: one document in two collections.
+    again, created = st.add_document(data, "named.pdf", collections=["reports"])
+    assert (again.id, created) == (named.id, False)
+    assert st.collections_of([named.id])[named.id] == ["Project A", "reports"]
+    # The same bytes without a collection change nothing.
+    st.add_document(data, "named.pdf")
+    assert st.collections_of([named.id])[named.id] == ["Project A", "reports"]
+    counts = {c.name: c.documents for c in st.list_collections()}
+    assert counts == {"default": 1, "Project A": 1, "reports": 1}
+    assert [d.id for d in st.list_documents(["reports", "default"])] == [named.id, plain.id]
+    assert st.collection_document_ids(["Project A"]) == {named.id}
+
+
+def test_deleting_a_collection_keeps_documents_that_belong_elsewhere(st):
+    only, _ = st.add_document(pdf_with_text("only here"), "only.pdf", collections=["gone"])
+    shared, _ = st.add_document(pdf_with_text("shared"), "shared.pdf", collections=["gone", "kept"])
+    pdf = st.pdf_path(only.id)
+    assert sorted(st.delete_collection("gone")) == [only.id]
+    assert st.get_document(only.id) is None and not pdf.exists()
+    assert st.get_document(shared.id) is not None
+    assert st.collections_of([shared.id])[shared.id] == ["kept"]
+    assert st.get_collection("gone") is None and st.delete_collection("gone") is None
+
+
+@pytest.mark.parametrize("name", ["", " ", "-lead", "a/b", "x" * 65, "semi;colon", "_under"])
+def test_bad_collection_names_are_refused(st, name):
+    with pytest.raises(ValueError, match="collection name"):
+        st.create_collection(name)
+
+
+def test_existing_databases_put_their_documents_in_default(tmp_path):
+    """A database from before collections is migrated: every document lands in `default`."""
+    import sqlite3
+
+    from docenrich.storage.sqlite import schema
+
+    data = tmp_path / "old"
+    data.mkdir()
+    conn = sqlite3.connect(data / schema.DB_NAME)
+    for statement in schema._MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO documents (id, sha256, filename, size, created_at, updated_at) "
+                 "VALUES ('0123456789abcdef', '0123456789abcdef00', 'old.pdf', 10, 1, 1)")
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(data)
+    try:
+        assert store.collections_of(["0123456789abcdef"]) == {"0123456789abcdef": ["default"]}
+    finally:
+        store.close()
+
+
+# --------------------------------------------------------------------------- through the API
+
+
+@pytest.fixture(scope="module")
+def app(worker):
+    return make_app()
+
+
+@pytest.fixture(scope="module")
+def grouped(app):
+    """Three documents: one in `alpha`, one in `beta`, one in both, each with a marker word."""
+    client = app.test_client()
+    tag = uuid.uuid4().hex[:6]
+    names = {"alpha": f"alpha-{tag}", "beta": f"beta-{tag}"}
+    texts = {
+        "a": f"Lighthouse keepers {tag} trimmed the lamp wicks every evening before the storm.",
+        "b": f"Beekeepers {tag} inspect the hives for the queen bee in early spring.",
+        "ab": f"Glassblowers {tag} heat the furnace until the sand melts into clear glass.",
+    }
+    docs = {}
+    for key, collection in (("a", names["alpha"]), ("b", names["beta"])):
+        response = client.post("/api/documents", content_type="multipart/form-data", data={
+            "file": [(io.BytesIO(pdf_with_text(texts[key])), f"{key}-{tag}.pdf")], "collection": collection})
+        assert response.status_code == 202, response.get_json()
+        docs[key] = response.get_json()["documents"][0]
+    response = client.post(f"/api/documents?collection={names['alpha']},{names['beta']}",
+                           data={"file": [(io.BytesIO(pdf_with_text(texts["ab"])), f"ab-{tag}.pdf")]},
+                           content_type="multipart/form-data")
+    assert response.status_code == 202, response.get_json()
+    docs["ab"] = response.get_json()["documents"][0]
+    for doc in docs.values():
+        wait_ready(client, doc["id"])
+    return {"tag": tag, "names": names, "docs": docs}
+
+
+def found(client, query: str, *collections: str) -> set[str]:
+    params = "&".join(f"collection={c}" for c in collections)
+    body = client.get(f"/api/search?q={query}&k=50&rerank=0&{params}").get_json()
+    return {r["document_id"] for r in body["results"]}
+
+
+@pytest.mark.slow
+def test_upload_list_and_search_by_collection(app, grouped):
+    client = app.test_client()
+    ids = {k: d["id"] for k, d in grouped["docs"].items()}
+    alpha, beta = grouped["names"]["alpha"], grouped["names"]["beta"]
+    assert grouped["docs"]["a"]["collections"] == [alpha]
+    assert sorted(grouped["docs"]["ab"]["collections"]) == sorted([alpha, beta])
+    listed = client.get(f"/api/documents?collection={alpha}").get_json()["documents"]
+    assert {d["id"] for d in listed} == {ids["a"], ids["ab"]}
+    query = f"{grouped['tag']} work"
+    assert found(client, query, alpha) & set(ids.values()) == {ids["a"], ids["ab"]}
+    assert found(client, query, beta) & set(ids.values()) == {ids["b"], ids["ab"]}
+    assert found(client, query, alpha, beta) & set(ids.values()) == set(ids.values())
+    assert found(client, query) >= set(ids.values())
+    assert found(client, query, "all") >= set(ids.values())
+    assert found(client, query, f"nobody-{grouped['tag']}") == set()
+    body = client.get(f"/api/search?q=x&collection={alpha}").get_json()
+    assert body["collections"] == [alpha]
+    shown = client.get(f"/api/collections/{alpha}").get_json()
+    assert shown["documents"] == 2 and shown["snippets"] > 0
+    assert {d["id"] for d in shown["document_list"]} == {ids["a"], ids["ab"]}
+    all_names = {c["name"] for c in client.get("/api/collections").get_json()["collections"]}
+    assert {alpha, beta} <= all_names
+
+
+@pytest.mark.slow
+def test_collection_export_streams_jsonl_and_parquet(app, grouped):
+    client = app.test_client()
+    alpha = grouped["names"]["alpha"]
+    expected = {grouped["docs"]["a"]["id"], grouped["docs"]["ab"]["id"]}
+    response = client.get(f"/api/collections/{alpha}/export?format=jsonl")
+    assert response.status_code == 200 and response.is_streamed
+    assert f"{alpha}.jsonl" in response.headers["Content-Disposition"]
+    rows = [json.loads(line) for line in response.get_data(as_text=True).splitlines()]
+    assert {r["document_id"] for r in rows} == expected
+    assert all(len(r["embedding"]) == 384 for r in rows)
+    response = client.get(f"/api/collections/{alpha}/export?format=parquet")
+    assert response.status_code == 200 and response.is_streamed
+    table = pq.read_table(io.BytesIO(response.get_data()))
+    assert set(table.column("document_id").to_pylist()) == expected
+    assert table.num_rows == len(rows)
+    assert client.get(f"/api/collections/{alpha}/export?format=xml").status_code == 400
+
+
+@pytest.mark.slow
+def test_membership_and_delete_collection(app, grouped):
+    client = app.test_client()
+    tag, ids = grouped["tag"], {k: d["id"] for k, d in grouped["docs"].items()}
+    extra = f"extra-{tag}"
+    response = client.put(f"/api/collections/{extra}/documents/{ids['b']}")
+    assert response.status_code == 200 and extra in response.get_json()["collections"]
+    assert client.delete(f"/api/collections/{extra}/documents/{ids['b']}").status_code == 200
+    assert client.delete(f"/api/collections/{extra}/documents/{ids['b']}").status_code == 404
+    created = client.post("/api/collections", json={"name": f"empty-{tag}", "description": "nothing yet"})
+    assert created.status_code == 201 and created.get_json()["documents"] == 0
+    assert client.post("/api/collections", json={"name": f"empty-{tag}"}).status_code == 200
+    assert client.post("/api/collections", json={"name": "../etc"}).get_json()["code"] == "bad_collection"
+    assert client.get("/api/search?q=x&collection=a/b").status_code == 400
+
+    # Deleting beta removes b (only there) but keeps ab (also in alpha).
+    response = client.delete(f"/api/collections/{grouped['names']['beta']}")
+    assert response.status_code == 200
+    assert response.get_json()["documents_deleted"] == [ids["b"]]
+    assert client.get(f"/api/documents/{ids['b']}").status_code == 404
+    assert client.get(f"/api/documents/{ids['ab']}").get_json()["collections"] == [grouped["names"]["alpha"]]
+    assert found(client, f"{tag} bees hives") & {ids["b"]} == set()
+    assert client.get(f"/api/collections/{grouped['names']['beta']}").status_code == 404
+
+
+@pytest.mark.parametrize("chosen", [1, 3, 40, 99])
+def test_index_restricted_to_a_set_of_documents_is_exact(chosen):
+    """Small and large document sets (gathered rows, or all rows scored then picked) agree with brute force."""
+    import numpy as np
+
+    from docenrich.storage import VectorIndex
+
+    rng = np.random.default_rng(chosen)
+    matrix = rng.standard_normal((1000, 16)).astype(np.float32)
+    docs = np.array([f"{i % 100:016x}" for i in range(1000)], dtype="U16")
+    ids = np.arange(1000, dtype=np.int64) + 5
+
+    class Source:
+        def vectors_state(self):
+            return (1, 1)
+
+        def _load_vectors(self, embedder, after_rowid=0):
+            return ids, docs, matrix, 1000, (1, 1)
+
+    index = VectorIndex(Source(), "e")
+    index.refresh()
+    query = rng.standard_normal(16).astype(np.float32)
+    within = {f"{i:016x}" for i in range(chosen)} | {"ffffffffffffffff"}  # an unknown id is ignored
+    expected_rows = [i for i in np.argsort(-(matrix @ query), kind="stable") if docs[i] in within][:7]
+    assert [sid for sid, _ in index.search(query, 7, document_ids=within)] == [int(ids[i]) for i in expected_rows]
+    assert index.search(query, 7, document_ids=set()) == []
+    assert index.search(query, 7, document_id="0000000000000001", document_ids={"0000000000000002"}) == []
