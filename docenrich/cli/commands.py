@@ -120,7 +120,7 @@ def search_command(question: str, k: int, collection: tuple[str, ...], document:
     names = [collection_option(c) for c in collection] or None
     require_redis()
     try:
-        result = services().search(question, k, rerank, document, names)
+        result = services().search(question, k, rerank, document, collections=names)
     except client.WorkerUnavailable as exc:
         raise click.ClickException(str(exc)) from None
     rows = hit_rows(result)
