@@ -209,6 +209,12 @@ def test_index_restricted_to_a_set_of_documents_is_exact(chosen):
         def _load_vectors(self, embedder, after_rowid=0):
             return ids, docs, matrix, 1000, (1, 1)
 
+        def _vector_changes(self, embedder, after_rowid, after_seq):
+            fresh = after_rowid == 0
+            return {"removed": [] if after_seq is not None else None, "last_seq": 0,
+                    "ids": ids if fresh else ids[:0], "docs": docs if fresh else docs[:0],
+                    "matrix": matrix if fresh else matrix[:0], "max_rowid": 1000, "state": (1, 1)}
+
     index = VectorIndex(Source(), "e")
     index.refresh()
     query = rng.standard_normal(16).astype(np.float32)
