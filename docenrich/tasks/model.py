@@ -88,11 +88,12 @@ def get_sentence_embedding_task(self, text: str | list[str], with_model: bool = 
 
 @celery_app.task(bind=True, base=DocenrichTask, name="docenrich.embed_batch")
 def embed_batch_task(self, texts: list[str], lease: str | None = None, sender: str = "",
-                     staged: str | None = None) -> dict:
+                     staged: str | None = None, next_task: str | None = None) -> dict:
     """The pipeline's embedding step: texts in, {"vectors", "model", "sparse", "owner"} out; no images travel here.
 
     With a lease, it runs only if it can take the batch's lease and the batch is still staged
     (not stored yet): a duplicate message returns {"skipped": True} and the store step ignores it.
+    Done, it hands the lease to the linked store message `next_task`.
     """
     texts = _texts(texts, "texts")
     if lease is not None:
@@ -107,6 +108,10 @@ def embed_batch_task(self, texts: list[str], lease: str | None = None, sender: s
         if lease is not None:
             leases.release(lease)  # its retry (or recovery) takes the batch up again
         raise
+    if lease is not None and next_task:
+        # The linked store message (id next_task) holds the batch from here: this process stops
+        # renewing the lease, so a lost store message is not hidden behind a live worker.
+        leases.hand_to_broker(lease, leases.EMBEDDING, leases.EMBEDDING, next_task)
     return {"vectors": vectors, "model": name, "sparse": sparse, "owner": leases.owner_id()}
 
 

@@ -12,6 +12,7 @@ import logging
 import math
 
 from celery.exceptions import SoftTimeLimitExceeded
+from kombu.utils.uuid import uuid
 
 from docenrich import leases, telemetry
 from docenrich.celery_app import celery_app
@@ -159,10 +160,14 @@ def _queue_batch(doc_id: str, generation: int, index: int, seen: str) -> bool:
 def _send_embedding(doc_id: str, generation: int, index: int, texts: list[str], stage: str) -> None:
     """Send a staged batch's texts to the model worker, the store step linked; hand the lease on."""
     key = leases.lease_key(doc_id, generation, index)
+    # The store step's message id is fixed now, so the model worker can hand the lease to it:
+    # a store message lost on its way (a Redis restart) is then found by recovery like any other.
+    store_id = uuid()
     sent = embed_batch_task.apply_async(
         (texts,),
-        {"lease": key, "sender": leases.owner_id(), "staged": staging.staged_key(doc_id, generation, index)},
-        link=store_snippets_task.s(doc_id, index, generation),
+        {"lease": key, "sender": leases.owner_id(), "staged": staging.staged_key(doc_id, generation, index),
+         "next_task": store_id},
+        link=store_snippets_task.s(doc_id, index, generation).set(task_id=store_id),
         link_error=document_failed_task.s(doc_id, generation, index),
     )
     leases.hand_to_broker(key, stage, leases.EMBEDDING, sent.id)
