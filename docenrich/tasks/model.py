@@ -86,14 +86,30 @@ def get_sentence_embedding_task(self, text: str | list[str], with_model: bool = 
     return result
 
 
-@celery_app.task(bind=True, base=DocenrichTask, name="docenrich.embed_batch")
+class EmbedBatchTask(DocenrichTask):
+    """embed_batch: once Celery has published the linked store message, the lease is handed to it."""
+
+    abstract = True
+
+    def on_success(self, retval, task_id, args, kwargs):
+        # Celery sends link callbacks before on_success, so the store message (id next_task)
+        # exists by now: recovery can find it lost, and this process stops renewing the lease.
+        lease, next_task = kwargs.get("lease"), kwargs.get("next_task")
+        if lease and next_task and isinstance(retval, dict) and not retval.get("skipped"):
+            try:
+                leases.hand_to_broker(lease, leases.EMBEDDING, leases.EMBEDDING, next_task)
+            except Exception:
+                log.warning("could not hand the lease of %s to its store step", lease, exc_info=True)
+
+
+@celery_app.task(bind=True, base=EmbedBatchTask, name="docenrich.embed_batch")
 def embed_batch_task(self, texts: list[str], lease: str | None = None, sender: str = "",
                      staged: str | None = None, next_task: str | None = None) -> dict:
     """The pipeline's embedding step: texts in, {"vectors", "model", "sparse", "owner"} out; no images travel here.
 
     With a lease, it runs only if it can take the batch's lease and the batch is still staged
     (not stored yet): a duplicate message returns {"skipped": True} and the store step ignores it.
-    Done, it hands the lease to the linked store message `next_task`.
+    Done, it hands the lease to the linked store message `next_task` (in on_success).
     """
     texts = _texts(texts, "texts")
     if lease is not None:
@@ -108,10 +124,6 @@ def embed_batch_task(self, texts: list[str], lease: str | None = None, sender: s
         if lease is not None:
             leases.release(lease)  # its retry (or recovery) takes the batch up again
         raise
-    if lease is not None and next_task:
-        # The linked store message (id next_task) holds the batch from here: this process stops
-        # renewing the lease, so a lost store message is not hidden behind a live worker.
-        leases.hand_to_broker(lease, leases.EMBEDDING, leases.EMBEDDING, next_task)
     return {"vectors": vectors, "model": name, "sparse": sparse, "owner": leases.owner_id()}
 
 
