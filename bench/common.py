@@ -296,6 +296,11 @@ class LogWindow:
         """Seconds of each run of the task called `name`."""
         return [s for task, _, s in self.runtimes() if task == name]
 
+    def ignored(self, name: str) -> list[str]:
+        """Ids of the runs of `name` that ended by handing their rest to a new message."""
+        text = self.worker.log_text()[self.offset:]
+        return re.findall(rf"Task {re.escape(name)}\[([^\]]+)\] ignored", text)
+
     def by_name(self) -> dict[str, float]:
         totals: dict[str, float] = {}
         for name, _, s in self.runtimes():

@@ -50,6 +50,10 @@ class Settings:
     model_batch_size: int = 32
     model_preload: bool = True
     model_host_cache: int = 2
+    # Model tasks encode micro-batches of about this many seconds, and hand the rest to a new
+    # message when a search is waiting or after MODEL_TASK_SECONDS: a search waits one micro-batch.
+    embed_micro_batch_seconds: float = 0.25
+    model_task_seconds: float = 10.0
     model_backend: str = "auto"
     # Worker.
     max_tasks_per_child: int = 50
@@ -69,7 +73,11 @@ class Settings:
     snippet_image_max_px: int = 1024
     snippet_batch_pages: int = 8
     # Search.
-    search_rerank_top_n: int = 30
+    # 0: by the model worker's device (RERANK_DEPTH_CPU / RERANK_DEPTH_GPU candidates).
+    search_rerank_top_n: int = 0
+    rerank_depth_cpu: int = 20
+    rerank_depth_gpu: int = 100
+    query_cache_size: int = 512
     search_mode: str = "hybrid"
     search_fusion: str = "weighted"
     search_timeout: float = 30.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ FUSION_DEPTH = 50
 # Per-list weights of the weighted-sum fusion (SEARCH_FUSION=weighted): equal weights measured
 # best on the development set (bench/DEVSET.md), ahead of reciprocal-rank fusion.
 FUSION_WEIGHTS = {"dense": 1.0, "lexical": 1.0, "sparse": 1.0}
+# Accelerators that make a deep rerank cheap enough to be the default.
+GPU_DEVICES = ("cuda", "mps", "xpu")
 
 
 @dataclass
@@ -55,6 +58,83 @@ class SearchResult:
     notes: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
     collections: list[str] | None = None
+    reranked_count: int = 0  # candidates the reranker scored (0: not reranked)
+    rerank_depth: int = 0  # candidates it was asked to score at most
+    query_cached: bool = False  # the query vector came from the cache, with no model call
+
+
+class QueryVectors:
+    """A small LRU of query embeddings keyed by (embedder, text): a repeated query skips the model call.
+
+    Entries never go stale: a key names the embedder that made the vector, and the search
+    uses that embedder's vectors.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict[tuple[str, str], tuple] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, embedder: str | None, text: str) -> tuple | None:
+        """(vector, embedder, sparse weights) for the text, or None."""
+        if not embedder or self.size <= 0:
+            return None
+        with self._lock:
+            hit = self._items.get((embedder, text))
+            if hit is not None:
+                self._items.move_to_end((embedder, text))
+            return hit
+
+    def put(self, embedder: str, text: str, value: tuple) -> None:
+        """Remember a query's embedding, dropping the least recently used beyond the size."""
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._items[(embedder, text)] = value
+            self._items.move_to_end((embedder, text))
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+_query_vectors: QueryVectors | None = None
+
+
+def query_vectors() -> QueryVectors:
+    """This process's query-embedding cache (QUERY_CACHE_SIZE entries)."""
+    global _query_vectors
+    if _query_vectors is None:
+        _query_vectors = QueryVectors(get_settings().query_cache_size)
+    return _query_vectors
+
+
+@dataclass
+class RerankPlan:
+    """How deep to rerank, from the live model workers' devices, or why not to rerank at all."""
+
+    depth: int
+    skip: str | None = None
+
+
+def rerank_plan(status: dict[str, dict], configured: int | None = None) -> RerankPlan:
+    """The rerank depth for this search: SEARCH_RERANK_TOP_N if set, else by the workers' device."""
+    settings = get_settings()
+    workers = [w for w in status.values() if "reranker" in (w.get("models") or {})]
+    depth = configured if configured else settings.search_rerank_top_n
+    if not depth:
+        on_gpu = any(str(w.get("device") or "").startswith(GPU_DEVICES) for w in workers)
+        depth = settings.rerank_depth_gpu if on_gpu else settings.rerank_depth_cpu
+    reasons = [w["models"]["reranker"].get("unavailable") for w in workers]
+    # Skipped only when every live model worker has said it has no reranker: asking would
+    # cost a round trip to the worker just to hear that again.
+    skip = reasons[0] if reasons and all(reasons) else None
+    return RerankPlan(max(1, int(depth)), skip)
+
+
+def embedder_of(status: dict[str, dict]) -> str | None:
+    """The embedder the live model workers use, when they agree on one."""
+    names = {(w.get("models") or {}).get("embedder", {}).get("effective") for w in status.values()}
+    names.discard(None)
+    return names.pop() if len(names) == 1 else None
 
 
 def fallback_note(status: dict[str, dict], embedder: str | None = None) -> str | None:
@@ -96,14 +176,9 @@ def _rerank(query: str, candidates: list, top_n: int, notes: list[str]) -> tuple
     return [pool[i] for i in ranked.order], scores
 
 
-def _status_notes(store, index, embedder: str, worker_status: Callable[[], dict[str, dict]]) -> list[str]:
+def _status_notes(store, index, embedder: str, status: dict[str, dict]) -> list[str]:
     notes = []
-    try:
-        note = fallback_note(worker_status(), embedder)
-    except Exception:  # the status is a nicety; the search itself already succeeded
-        log.warning("could not read the worker model status", exc_info=True)
-        note = None
-    if note:
+    if note := fallback_note(status, embedder):
         notes.append(note)
     if missing := _unindexed(store, embedder):
         notes.append(
@@ -136,6 +211,7 @@ class _Retrieval:
     timings: dict[str, float] = field(default_factory=dict)
     embedder: str = ""
     index: object | None = None
+    cached: bool = False
 
 
 def _lexical(store, query: str, depth: int, document_id: str | None, exclude: frozenset[str]
@@ -146,8 +222,21 @@ def _lexical(store, query: str, depth: int, document_id: str | None, exclude: fr
     return found, _ms(time.perf_counter() - t0)
 
 
+def _embed(query: str, out: _Retrieval, embedder_hint: str | None) -> tuple:
+    """(vector, embedder, sparse weights) of the query: from the cache, else from the model worker."""
+    cache = query_vectors()
+    hit = cache.get(embedder_hint, query)
+    if hit is not None:
+        out.cached = True
+        return hit
+    got = client.embed_query_sparse(query)
+    cache.put(got[1], query, got)
+    return got
+
+
 def _retrieve(store, index_for, query: str, mode: str, depth: int, document_id: str | None,
-              exclude: frozenset[str], within: set[str] | None = None) -> _Retrieval:
+              exclude: frozenset[str], within: set[str] | None = None, embedder_hint: str | None = None,
+              ) -> _Retrieval:
     """Run the retrievers the mode asks for, each to `depth` candidates.
 
     In hybrid mode the lexical search runs in a thread while the query is embedded and the
@@ -161,7 +250,7 @@ def _retrieve(store, index_for, query: str, mode: str, depth: int, document_id: 
         lexical = _pool().submit(_lexical, store, query, ldepth, document_id, exclude)
     if mode in ("hybrid", "dense"):
         t0 = time.perf_counter()
-        vector, out.embedder, sparse = client.embed_query_sparse(query)
+        vector, out.embedder, sparse = _embed(query, out, embedder_hint)
         t1 = time.perf_counter()
         out.index = index_for(out.embedder)
         # Excluded kinds are filtered after the vector search, so it looks a little deeper.
@@ -212,15 +301,19 @@ def search(
     """Top-k snippets for a query (in some collections, or all): lexical, dense or both fused, reranked."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}")
-    top_n = get_settings().search_rerank_top_n if top_n is None else top_n
     k = max(1, min(int(k), MAX_K))
     exclude = EXCLUDED_KINDS - set(include_kinds)
     notes: list[str] = []
     started = time.perf_counter()
-    wanted = max(k, top_n) if rerank else k
+    status = _read_status(worker_status)
+    plan = rerank_plan(status, top_n)
+    if rerank and plan.skip:
+        notes.append(f"Reranking unavailable: {plan.skip}. Results are in retrieval order.")
+        rerank = False
+    wanted = max(k, plan.depth) if rerank else k
     within = None if collections is None else store.collection_document_ids(collections)
     got = _retrieve(store, index_for, query, mode, max(wanted, FUSION_DEPTH) if mode == "hybrid" else wanted,
-                    document_id, exclude, within)
+                    document_id, exclude, within, embedder_of(status))
     t0 = time.perf_counter()
     fused = fuse(got.lists) if mode == "hybrid" else next(iter(got.lists.values()))
     shown = (wanted + 10) * (4 if within is not None else 1)  # other collections' rows are dropped here
@@ -234,16 +327,29 @@ def search(
     rerank_scores = None
     t0 = time.perf_counter()
     if rerank and candidates:
-        candidates, rerank_scores = _rerank(query, candidates, top_n, notes)
+        candidates, rerank_scores = _rerank(query, candidates, plan.depth, notes)
     t["rerank"] = _ms(time.perf_counter() - t0)
     if got.index is not None:
-        notes += _status_notes(store, got.index, got.embedder, worker_status)
+        notes += _status_notes(store, got.index, got.embedder, status)
     elif not candidates and not store.list_documents():
         notes.append("No documents are indexed yet: upload a PDF first.")
     hits = _hits(store, candidates, k, rerank_scores, fusion.ranks(got.lists))
     got.timings["total"] = _ms(time.perf_counter() - started)
-    return SearchResult(query, k, document_id, got.embedder, rerank_scores is not None, mode, hits, notes,
-                        got.timings, collections)
+    result = SearchResult(query, k, document_id, got.embedder, rerank_scores is not None, mode, hits, notes,
+                          got.timings, collections)
+    result.reranked_count = len(rerank_scores or ())
+    result.rerank_depth = plan.depth if rerank else 0
+    result.query_cached = got.cached
+    return result
+
+
+def _read_status(worker_status: Callable[[], dict[str, dict]]) -> dict[str, dict]:
+    """The model workers' status, or {} when it cannot be read (it only tunes the search)."""
+    try:
+        return worker_status() or {}
+    except Exception:
+        log.warning("could not read the worker model status", exc_info=True)
+        return {}
 
 
 def fuse(lists: dict[str, list[tuple[int, float]]]) -> list[tuple[int, float]]:

@@ -170,6 +170,10 @@ class WorkerProcess:
 
 
 def pytest_sessionfinish(session, exitstatus):
+    # KEEP_TEST_DIR=1 keeps the workers' logs and data for a look after a failure.
+    if os.environ.get("KEEP_TEST_DIR"):
+        print(f"\ntest directory kept: {SESSION_DIR}")
+        return
     shutil.rmtree(SESSION_DIR, ignore_errors=True)
 
 

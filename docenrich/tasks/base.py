@@ -17,7 +17,7 @@ from docenrich.pdf.errors import PDFError
 
 log = logging.getLogger(__name__)
 
-DELIVERY_KEY = "docenrich:deliveries:{task_id}:{retries}"
+DELIVERY_KEY = "docenrich:deliveries:{task_id}:{retries}:{part}"
 
 
 # Losing Redis (the broker) mid-task: worth a retry, never the document's fault.
@@ -56,7 +56,9 @@ class DocenrichTask(Task):
     def _count_delivery(self) -> None:
         # acks_late + reject_on_worker_lost redeliver a task whose worker died; one that
         # kills its worker every time would loop forever without this count.
-        key = DELIVERY_KEY.format(task_id=self.request.id, retries=self.request.retries)
+        # A task that continues itself in a new message (Task.replace) keeps its id: each part counts apart.
+        key = DELIVERY_KEY.format(task_id=self.request.id, retries=self.request.retries,
+                                  part=self.request.get("replaced_task_nesting") or 0)
         try:
             client = redis_client()
             count = client.incr(key)

@@ -10,13 +10,16 @@ import os
 from typing import Any
 
 import numpy as np
+from celery.exceptions import Ignore
 
 from docenrich import leases, models
 from docenrich.celery_app import celery_app
 from docenrich.config import get_settings
 from docenrich.models.errors import BadInput, ModelError
 from docenrich.records import Snippet, embedding_text
+from docenrich.tasks import bounded
 from docenrich.tasks.base import DocenrichTask, redis_client
+from docenrich.tasks.bounded import Carried
 
 log = logging.getLogger(__name__)
 
@@ -48,35 +51,41 @@ def _encode(embedder, texts: list[str]) -> tuple[np.ndarray, list[dict[int, floa
     return _model_call(embedder.encode, texts), None
 
 
-def _encode_in_batches(task, texts: list[str]):
-    """(vectors, embedder name, sparse weights or None), batch by batch, with progress on long inputs."""
+def _encode_in_batches(task, texts: list[str], carried: Carried | None = None, continue_with=None,
+                       sparse: bool = True):
+    """(vectors, embedder name, sparse weights or None) in timed micro-batches, with progress on
+    long inputs; with continue_with, the task hands the rest to a new message when it should yield."""
     manager = models.get_manager()
     embedder = manager.embedder()
     name = manager.effective_name("embedder")
     batch = max(1, get_settings().model_batch_size)
-    parts, sparse = [], []
-    for start in range(0, len(texts), batch):
-        vectors, weights = _encode(embedder, texts[start : start + batch])
-        parts.append(vectors)
-        sparse = None if weights is None else sparse + weights
-        done = min(len(texts), start + batch)
-        if len(texts) > batch and task.request.id:
-            task.update_state(state="PROGRESS", meta={"stage": "embedding", "done": done, "total": len(texts)})
-    vectors = np.concatenate(parts) if parts else np.zeros((0, embedder.dim or 0), np.float32)
-    return vectors, name, sparse or None
+
+    def encode(chunk: list[str]):
+        return _encode(embedder, chunk) if sparse else (_model_call(embedder.encode, chunk), None)
+
+    def progress(done: int, total: int) -> None:
+        if total > batch and task.request.id:
+            task.update_state(state="PROGRESS", meta={"stage": "embedding", "done": done, "total": total})
+
+    out = bounded.encode_bounded(
+        encode, texts, name, carried=carried, progress=progress, yield_with=continue_with,
+        should_yield=bounded.yield_policy(redis_client()) if continue_with is not None else None,
+    )
+    vectors = out.vectors if out.done else np.zeros((0, embedder.dim or 0), np.float32)
+    return vectors, name, out.sparse or None
 
 
 @celery_app.task(bind=True, base=DocenrichTask, name="docenrich.get_sentence_embedding")
-def get_sentence_embedding_task(self, text: str | list[str], with_model: bool = False):
+def get_sentence_embedding_task(self, text: str | list[str], with_model: bool = False,
+                                carried: Carried | None = None):
     """Embed a string (one vector) or a list of strings (one row each), float32, L2-normalised."""
     texts = _texts(text)
     manager = models.get_manager()
     embedder = manager.embedder()
-    if texts and with_model:
-        vectors, sparse = _encode(embedder, texts)
-    else:
-        vectors = _model_call(embedder.encode, texts) if texts else np.zeros((0, embedder.dim or 0), np.float32)
-        sparse = None
+    vectors, _name, sparse = _encode_in_batches(
+        self, texts, carried, sparse=with_model,
+        continue_with=lambda done: self.replace(get_sentence_embedding_task.s(text, with_model, carried=done)),
+    )
     single = isinstance(text, str)
     result = vectors[0] if single else vectors
     if with_model:
@@ -91,6 +100,17 @@ class EmbedBatchTask(DocenrichTask):
 
     abstract = True
 
+    def on_replace(self, sig):
+        # The rest of the batch goes on in a new message (same id): the lease says the broker
+        # holds it, written only once it was sent; the continuation, sent by us, may take it.
+        try:
+            return super().on_replace(sig)
+        except Ignore:
+            lease = (self.request.kwargs or {}).get("lease")
+            if lease:
+                leases.hand_to_broker(lease, leases.EMBEDDING, leases.EMBEDDING, self.request.id)
+            raise
+
     def on_success(self, retval, task_id, args, kwargs):
         # Celery sends link callbacks before on_success, so the store message (id next_task)
         # exists by now: recovery can find it lost, and this process stops renewing the lease.
@@ -104,7 +124,8 @@ class EmbedBatchTask(DocenrichTask):
 
 @celery_app.task(bind=True, base=EmbedBatchTask, name="docenrich.embed_batch")
 def embed_batch_task(self, texts: list[str], lease: str | None = None, sender: str = "",
-                     staged: str | None = None, next_task: str | None = None) -> dict:
+                     staged: str | None = None, next_task: str | None = None,
+                     carried: Carried | None = None) -> dict:
     """The pipeline's embedding step: texts in, {"vectors", "model", "sparse", "owner"} out; no images travel here.
 
     With a lease, it runs only if it can take the batch's lease and the batch is still staged
@@ -118,8 +139,15 @@ def embed_batch_task(self, texts: list[str], lease: str | None = None, sender: s
         if not leases.claim(lease, leases.EMBEDDING, takes=(leases.EMBEDDING,), sender=sender):
             return {"skipped": True}
         log.info("embedding %s (%d texts)", lease.split(":", 2)[-1], len(texts))
+
+    def continue_with(done: Carried) -> None:
+        self.replace(embed_batch_task.s(texts, lease=lease, sender=leases.owner_id(), staged=staged,
+                                        next_task=next_task, carried=done))
+
     try:
-        vectors, name, sparse = _encode_in_batches(self, texts)
+        vectors, name, sparse = _encode_in_batches(self, texts, carried, continue_with)
+    except Ignore:  # continued in a new message, which holds the lease now
+        raise
     except BaseException:
         if lease is not None:
             leases.release(lease)  # its retry (or recovery) takes the batch up again
@@ -128,11 +156,14 @@ def embed_batch_task(self, texts: list[str], lease: str | None = None, sender: s
 
 
 @celery_app.task(bind=True, base=DocenrichTask, name="docenrich.enrich_snippets")
-def enrich_snippets_task(self, snippets: list[Snippet]) -> list[Snippet]:
+def enrich_snippets_task(self, snippets: list[Snippet], carried: Carried | None = None) -> list[Snippet]:
     """Fill in each snippet's embedding (and an image where it has none), batching the encoder."""
     if not isinstance(snippets, (list, tuple)) or not all(isinstance(s, Snippet) for s in snippets):
         raise BadInput("enrich_snippets_task takes a list of Snippet objects")
-    vectors, name, sparse = _encode_in_batches(self, [embedding_text(s) for s in snippets])
+    vectors, name, sparse = _encode_in_batches(
+        self, [embedding_text(s) for s in snippets], carried,
+        lambda done: self.replace(enrich_snippets_task.s(list(snippets), carried=done)),
+    )
     for i, (snippet, vector) in enumerate(zip(snippets, vectors)):
         snippet.embedding = vector
         snippet.embedding_model = name

@@ -115,6 +115,9 @@ def other_paths() -> dict:
         "query": {"type": "string"}, "k": {"type": "integer"}, "document_id": {"type": ["string", "null"]},
         "collections": {"type": ["array", "null"], "items": {"type": "string"}},
         "embedder": {"type": "string"}, "reranked": {"type": "boolean"},
+        "reranked_count": {"type": "integer", "description": "candidates the reranker scored"},
+        "rerank_depth": {"type": "integer", "description": "candidates it was asked to score at most (0: no rerank)"},
+        "query_cached": {"type": "boolean", "description": "the query vector came from the query cache"},
         "notes": {"type": "array", "items": {"type": "string"}},
         "results": {"type": "array", "items": ref("Hit")},
         "timings_ms": {"type": "object", "additionalProperties": {"type": "number"}}}}

@@ -1,0 +1,123 @@
+"""Searches that stay fast: rerank depth by device, the query cache, no rerank call without a
+reranker, and model tasks that yield to interactive work between timed micro-batches."""
+from __future__ import annotations
+
+import re
+import time
+
+import numpy as np
+import pytest
+
+from tests.conftest import wait_for
+from tests.stack import text_pdf
+from tests.test_api import make_app, pdf_with_text, upload, wait_ready
+
+pytestmark = pytest.mark.slow
+
+CONTINUED = "the rest continues in a new message"
+
+
+def received(log_text: str, task: str) -> int:
+    """How many messages of a task the worker received, from its log."""
+    return len(re.findall(rf"Task docenrich\.{task}\[[^\]]+\] received", log_text))
+
+
+def search(client, **params) -> dict:
+    response = client.get("/api/search", query_string=params)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()
+
+
+@pytest.fixture(scope="module")
+def paragraphs_doc(worker):
+    app = make_app()
+    client = app.test_client()
+    paragraphs = [f"Paragraph {i} about tidal pools, starfish number {i} and the lighthouse keeper." for i in range(40)]
+    doc = upload(client, pdf_with_text(*(" ".join(paragraphs[i:i + 4]) for i in range(0, 40, 4))), "pools.pdf")
+    return wait_ready(client, doc["id"])
+
+
+def test_rerank_depth_follows_the_device_and_the_response_counts_it(worker, paragraphs_doc):
+    client = make_app().test_client()
+    body = search(client, q="starfish in tidal pools", k=3, document=paragraphs_doc["id"])
+    # The session worker runs on the CPU: the CPU depth, and every candidate up to it was scored.
+    assert body["reranked"] is True and body["rerank_depth"] == 20
+    assert 3 <= body["reranked_count"] <= 20
+    assert body["reranked_count"] == min(20, paragraphs_doc["snippet_count"])
+    chosen = make_app(SEARCH_RERANK_TOP_N=4).test_client()
+    body = search(chosen, q="starfish in tidal pools", k=3, document=paragraphs_doc["id"])
+    assert body["rerank_depth"] == 4 and body["reranked_count"] == 4
+    body = search(client, q="starfish in tidal pools", k=3, rerank=0)
+    assert body["reranked"] is False and body["reranked_count"] == 0 and body["rerank_depth"] == 0
+
+
+def test_a_repeated_query_is_embedded_once(worker, paragraphs_doc):
+    client = make_app().test_client()
+    query = f"lighthouse keeper and starfish {time.time_ns()}"
+    first = search(client, q=query, k=5, rerank=0)
+    before = received(worker.log_text(), "get_sentence_embedding")
+    second = search(client, q=query, k=5, rerank=0)
+    assert first["query_cached"] is False and second["query_cached"] is True
+    assert [r["snippet_id"] for r in second["results"]] == [r["snippet_id"] for r in first["results"]]
+    time.sleep(1.0)  # a message sent anyway would be logged by now
+    assert received(worker.log_text(), "get_sentence_embedding") == before
+    third = search(client, q=query + " tides", k=5, rerank=0)
+    assert third["query_cached"] is False
+
+
+def test_no_rerank_call_once_the_worker_said_it_has_no_reranker(make_stack):
+    stack = make_stack()
+    worker = stack.worker("norerank", RERANKER_MODEL=str(stack.root / "no-such-reranker"))
+    web = stack.web()
+    doc_id = stack.add_document(text_pdf(2, seed=3), "two.pdf")
+    assert stack.wait_finished([doc_id])[doc_id].state == "ready"
+    first = web.get("/api/search?q=section+text&k=3").json()
+    assert first["reranked"] is False
+    assert any(n.startswith("Reranking unavailable") for n in first["notes"]), first["notes"]
+    wait_for(lambda: (worker.status(stack.app).get("models") or {}).get("reranker", {}).get("unavailable"), 30,
+             what="the worker to publish that it has no reranker")
+    time.sleep(3.5)  # the web app's cached worker status (3 s) now has it too
+    calls = received(worker.log_text(), "rerank")
+    again = web.get("/api/search?q=another+section&k=3").json()
+    assert again["reranked"] is False and any(n.startswith("Reranking unavailable") for n in again["notes"])
+    time.sleep(1.0)
+    assert received(worker.log_text(), "rerank") == calls
+
+
+def test_a_long_embedding_yields_to_a_query_and_stays_exact(make_stack, bundled_model):
+    from sentence_transformers import SentenceTransformer
+
+    stack = make_stack(EMBED_MICRO_BATCH_SECONDS="0.05", MODEL_TASK_SECONDS="0.3")
+    worker = stack.worker("yielding")
+    texts = [f"Sentence number {i} talks about rivers, bridges and the number {i * 7}." for i in range(600)]
+    big = stack.app.send_task("docenrich.get_sentence_embedding", args=[texts], queue="models")
+    wait_for(lambda: CONTINUED in worker.log_text() or big.ready(), 60,
+             what="the long task to hand its rest to a new message")
+    started = time.monotonic()
+    query = stack.app.send_task("docenrich.get_sentence_embedding", args=["where is the bridge?"],
+                                kwargs={"with_model": True}, queue="interactive")
+    answer = query.get(timeout=60)
+    waited = time.monotonic() - started
+    assert not big.ready(), "the query should have been answered while the long task still ran"
+    assert waited < 5.0, f"the query waited {waited:.1f}s behind the long task"
+    vectors = big.get(timeout=300)
+    # Many parts (more than the delivery cap of 3), same rows as one direct encode.
+    assert worker.log_text().count(CONTINUED) >= 4
+    direct = SentenceTransformer(bundled_model, device="cpu").encode(texts, normalize_embeddings=True)
+    assert vectors.shape == direct.shape and np.allclose(vectors, direct, atol=1e-4)
+    assert answer["embedding"].shape == (direct.shape[1],)
+
+
+def test_a_continued_pipeline_embedding_stores_each_batch_once(make_stack):
+    stack = make_stack(EMBED_MICRO_BATCH_SECONDS="0.02", MODEL_TASK_SECONDS="0.05", SNIPPET_BATCH_PAGES="4")
+    worker = stack.worker("pipeline")
+    doc_id = stack.add_document(text_pdf(8, seed=5, words=220), "eight.pdf")
+    doc = stack.wait_finished([doc_id])[doc_id]
+    assert doc.state == "ready" and doc.batches_done == doc.batches_total == 2
+    log_text = worker.log_text()
+    assert log_text.count(CONTINUED) >= 2, "the embedding should have continued in new messages"
+    succeeded = re.findall(r"Task docenrich\.embed_batch\[[^\]]+\] succeeded in [\d.e-]+s: \{'vectors'", log_text)
+    assert len(succeeded) == 2
+    snippets = stack.store.snippets(doc_id)
+    assert len(snippets) == doc.snippet_count > 8
+    assert stack.store.unindexed_count(next(iter(stack.store.embedder_counts()))) == 0
