@@ -96,6 +96,10 @@ def measure_extract(path: str | Path, repeat: int = 5) -> dict:
     methods: dict[str, Callable[[], object]] = {
         "extract_snippets (text + images)": lambda: pdf.extract_snippets(path),
         "extract_snippets (images=False)": lambda: pdf.extract_snippets(path, images=False),
+        "extract_snippets (images=False, tables=lines)": lambda: pdf.extract_snippets(path, images=False,
+                                                                                      tables="lines"),
+        "extract_snippets (images=False, tables=lines, ocr=False)": lambda: pdf.extract_snippets(
+            path, images=False, tables="lines", ocr=False),
         "bare PyMuPDF page.get_text()": lambda: _bare_get_text(path),
     }
     if pypdf_run is not None:

@@ -229,15 +229,8 @@ def measure_levels(env: common.BenchEnv, web: common.WebProcess, opts: Options) 
             "docs": filler.docs, "floor": floor}
 
 
-def start_workers(env: common.BenchEnv):
-    """The workers `make run` starts: a model worker and a docs worker (the all-role one stopped)."""
-    env.stop_worker("main")
-    docs = env.worker("docs", ["--role=docs"])
-    return env.worker("models", ["--role=models"]), docs
-
-
 def figure_search(env: common.BenchEnv, opts: Options) -> tuple[Figure, Figure]:
-    start_workers(env)
+    env.run_workers()
     web = env.web()
     data = measure_levels(env, web, opts)
     levels, busy = data["levels"], data["busy"]

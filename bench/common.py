@@ -308,6 +308,25 @@ class LogWindow:
         return totals
 
 
+class LogWindows:
+    """LogWindow over several workers at once (a model worker and a docs worker)."""
+
+    def __init__(self, workers):
+        self.windows = [LogWindow(w) for w in workers]
+
+    def runtimes(self) -> list[tuple[str, str, float]]:
+        return [r for w in self.windows for r in w.runtimes()]
+
+    def recycles(self) -> int:
+        return sum(w.recycles() for w in self.windows)
+
+    def by_name(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for name, _, seconds in self.runtimes():
+            totals[name] = totals.get(name, 0.0) + seconds
+        return totals
+
+
 class BenchEnv:
     """One Redis for the whole run, plus workers and web apps; everything started is stopped on exit."""
 
@@ -359,6 +378,12 @@ class BenchEnv:
             log.info("worker %s up in %.1fs", name, start)
             self._workers[name] = proc
         return self._workers[name]
+
+    def run_workers(self):
+        """The workers `make run` starts: a model worker and a docs worker (the all-role one stopped)."""
+        self.stop_worker("main")
+        docs = self.worker("docs", ["--role=docs"])
+        return self.worker("models", ["--role=models"]), docs
 
     def stop_worker(self, name: str) -> None:
         proc = self._workers.pop(name, None)

@@ -80,6 +80,8 @@ def make_celery(settings=None) -> Celery:
             "docenrich.store_snippets": {"queue": DOCS_QUEUE, "priority": 0},
             "docenrich.document_failed": {"queue": DOCS_QUEUE, "priority": 0},
             "docenrich.recover_documents": {"queue": DOCS_QUEUE, "priority": 3},
+            # Drawing images left for later is idle work: after everything else on the docs queue.
+            "docenrich.render_images": {"queue": DOCS_QUEUE, "priority": 9},
             "docenrich.enrich_snippets": {"queue": MODELS_QUEUE},
             "docenrich.embed_batch": {"queue": MODELS_QUEUE},
             "docenrich.get_sentence_embedding": {"queue": MODELS_QUEUE},

@@ -71,6 +71,8 @@ class Settings:
     snippet_target_tokens: int = 300
     snippet_overlap_tokens: int = 40
     snippet_image_max_px: int = 1024
+    snippet_images: str = "lazy"
+    pdf_tables: str = "layout"
     snippet_batch_pages: int = 8
     # Search.
     # 0: by the model worker's device (RERANK_DEPTH_CPU / RERANK_DEPTH_GPU candidates).

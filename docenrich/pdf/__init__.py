@@ -10,9 +10,9 @@ from docenrich.records import Snippet
 from .document import DocumentInfo, inspect_pdf, page_count
 from .errors import PDFError
 from .extract import extract_snippets, iter_snippet_batches
-from .render import page_size, render_page_thumbnail
+from .render import page_size, render_page_thumbnail, render_regions
 
 __all__ = [
     "DocumentInfo", "PDFError", "Snippet", "extract_snippets", "inspect_pdf", "iter_snippet_batches",
-    "page_count", "page_size", "render_page_thumbnail",
+    "page_count", "page_size", "render_page_thumbnail", "render_regions",
 ]

@@ -19,7 +19,7 @@ from .layout import _Block, _Figure, _load_page, _PageData, _union
 from .ocr import _ocr_page
 from .order import _mark_headings, _mostly_rtl, _reading_order
 from .render import DEFAULT_DPI, _PageRender, _render_whole_page
-from .tables import faithful, find_tables, outside, split_rows
+from .tables import faithful, find_tables, may_hold_table, outside, split_rows
 from .toc import is_toc_page
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class _Options:
     images: bool
     dpi: int
     ocr_language: str
-    tables: bool = True
+    tables: bool | str = True  # True/"layout", "lines", or False/"off"
     count: Callable[[str], float] | None = None  # the embedder's token count (an estimate without it)
     max_tokens: int | None = None  # the most content tokens the embedder reads
 
@@ -213,8 +213,8 @@ def _page_snippets(doc: pymupdf.Document, pd: _PageData, document_id: str | None
     tables: list[_Piece] = []
     if kind == "text" and is_toc_page(blocks):
         kind = "toc"  # kept and shown with its page, but left out of search by default
-    elif kind == "text" and opts.tables and not pd.display_space:
-        found = faithful(find_tables(page), blocks)
+    elif kind == "text" and opts.tables not in (False, "off") and not pd.display_space and may_hold_table(blocks):
+        found = faithful(find_tables(page, "lines" if opts.tables == "lines" else "layout"), blocks)
         if found:
             blocks = outside(blocks, found)
             tables = _table_pieces(found, state.heading, opts)
@@ -282,7 +282,7 @@ def iter_snippet_batches(source: bytes | str | Path, document_id: str | None = N
                          end_page: int | None = None, batch_pages: int = 8, target_tokens: int = 300,
                          overlap_tokens: int = 40, image_max_px: int = 1024, ocr: bool = True,
                          progress: Callable[[int, int], None] | None = None, images: bool = True,
-                         dpi: int = DEFAULT_DPI, ocr_language: str = "eng", tables: bool = True,
+                         dpi: int = DEFAULT_DPI, ocr_language: str = "eng", tables: bool | str = True,
                          count_tokens: Callable[[str], float] | None = None,
                          max_tokens: int | None = None) -> Iterator[list[Snippet]]:
     """Yield the snippets of every `batch_pages` pages of [start_page, end_page], streaming.

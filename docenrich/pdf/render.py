@@ -120,3 +120,69 @@ def page_size(source: bytes | str | Path, page: int) -> tuple[float, float]:
         return float(rect.width), float(rect.height)
     finally:
         doc.close()
+
+
+# Snippet kinds whose image is a picture rather than text to read: rendered in colour.
+COLOR_KINDS = frozenset({"figure", "page"})
+# Padding around a region, in points (the eager crop pads 2 px at 100 dpi).
+REGION_PAD_PT = 1.5
+
+
+def render_regions(source: bytes | str | Path, regions: list[tuple[int, tuple, str]], max_px: int = 1024,
+                   dpi: float = DEFAULT_DPI) -> list[Image.Image | None]:
+    """Region images of snippets stored without one: (page, display-space bbox, kind) each.
+
+    The PDF is opened once and each page rendered once, over the union of its regions, as the
+    extraction's eager path does. Text regions of pages with a /Rotate are rendered upright.
+    """
+    doc = _open(source)
+    try:
+        out: list[Image.Image | None] = [None] * len(regions)
+        by_page: dict[int, list[int]] = {}
+        for i, (page, _bbox, _kind) in enumerate(regions):
+            if 1 <= page <= doc.page_count:
+                by_page.setdefault(page, []).append(i)
+        for page, indexes in by_page.items():
+            _render_page_regions(doc[page - 1], [(i, regions[i]) for i in indexes], out, max_px, dpi)
+        return out
+    finally:
+        doc.close()
+
+
+def _render_page_regions(page: pymupdf.Page, items: list, out: list, max_px: int, dpi: float) -> None:
+    """Fill out[i] for each (i, (page, bbox, kind)) of one page."""
+    boxes = []
+    for i, (_page, bbox, kind) in items:
+        if kind == "page" or not bbox:
+            # As extraction does: a tiny page holding a bigger bitmap renders at the bitmap's size.
+            native = max((int(info.get("width") or 0) for info in page.get_image_info()), default=0)
+            out[i] = _render_whole_page(page, max_px, dpi, native)
+        else:
+            boxes.append((i, pymupdf.Rect(bbox) & page.rect, kind in COLOR_KINDS))
+    boxes = [b for b in boxes if not b[1].is_empty]
+    if not boxes:
+        return
+    union = pymupdf.Rect(boxes[0][1])
+    for _, rect, _ in boxes[1:]:
+        union |= rect
+    zoom = min(dpi / 72.0, guarded_zoom(union.width, union.height, int(union.width * dpi / 72.0) + 1))
+    # Regions are in display space; text of a page with /Rotate is upright in unrotated space.
+    matrix = (page.derotation_matrix if page.rotation else pymupdf.Identity) * pymupdf.Matrix(zoom, zoom)
+    color = any(c for _, _, c in boxes)
+    pix = page.get_pixmap(matrix=matrix, clip=union + (-REGION_PAD_PT, -REGION_PAD_PT, REGION_PAD_PT, REGION_PAD_PT),
+                          colorspace=pymupdf.csRGB if color else pymupdf.csGRAY, alpha=False)
+    image = Image.frombytes("RGB" if color else "L", (pix.width, pix.height), pix.samples)
+    to_pixels = matrix * pymupdf.Matrix(1, 0, 0, 1, -pix.x, -pix.y)
+    for i, rect, is_color in boxes:
+        pad = 0.0 if is_color else REGION_PAD_PT  # figures are cut exactly, text with a margin
+        box = (rect + (-pad, -pad, pad, pad)) * to_pixels
+        crop = (max(0, math.floor(box.x0)), max(0, math.floor(box.y0)),
+                min(image.width, math.ceil(box.x1)), min(image.height, math.ceil(box.y1)))
+        if crop[2] - crop[0] < 1 or crop[3] - crop[1] < 1:
+            continue
+        img = image.crop(crop)
+        if not is_color and img.mode != "L":
+            img = img.convert("L")
+        if max(img.size) > max_px:
+            img.thumbnail((max_px, max_px), Image.LANCZOS)
+        out[i] = img

@@ -13,8 +13,9 @@ from .layout import _Block
 
 log = logging.getLogger(__name__)
 
-# find_tables costs tenths of a second a page: it runs only where horizontal rules cross a good
-# part of the page at three heights or more, and not on drawings so busy that they are a figure.
+# find_tables costs tenths of a second a page: it runs only where the text is laid out in rows of
+# cells and horizontal rules cross a good part of the page at three heights or more, and not on
+# drawings so busy that they are a figure.
 MIN_RULES = 3  # heights with a rule: top, below the header, bottom
 MIN_RULE_FRACTION = 0.25  # of the page width
 MARGIN_FRACTION = 0.08  # of the page height, at the top and the bottom
@@ -22,6 +23,9 @@ MAX_DRAWING_ITEMS = 400
 MIN_CELLS = 4
 MIN_WORDS_KEPT = 0.9
 _WORD = re.compile(r"\w+")
+
+
+MIN_ROW_CELLS = 3  # separate text lines on one baseline, for a row of a table
 
 
 @dataclass
@@ -51,25 +55,50 @@ def _horizontal_spans(page: pymupdf.Page) -> dict[int, float] | None:
     return spans
 
 
-def _ruled(page: pymupdf.Page) -> bool:
-    """Whether horizontal rules cross a good part of the page at several heights, as tables have."""
+def may_hold_table(blocks: list[_Block]) -> bool:
+    """Whether the page's text has rows of MIN_ROW_CELLS or more separate lines at MIN_RULES heights.
+
+    A cheap test on text already parsed: reading the page's drawings for rules costs more than
+    extracting its text, so only pages whose text is laid out like a table's rows pay for it.
+    """
+    rows: dict[int, int] = {}
+    for b in blocks:
+        for ln in b.lines:
+            key = round(ln.bbox[3] / 2)  # baselines within ~2 pt
+            rows[key] = rows.get(key, 0) + 1
+    return sum(1 for n in rows.values() if n >= MIN_ROW_CELLS) >= MIN_RULES
+
+
+def _ruled(page: pymupdf.Page) -> pymupdf.Rect | None:
+    """The band of the page where horizontal rules cross a good part of it at several heights, as
+    tables have (None when there is none): table detection then reads the text of that band only."""
     spans = _horizontal_spans(page)
     if not spans:
-        return False
+        return None
     rect = page.rect
     margin = rect.height * MARGIN_FRACTION  # running-header and footer rules are no table
-    widths = sorted(w for y, w in spans.items()
-                    if w >= rect.width * MIN_RULE_FRACTION and rect.y0 + margin < y < rect.y1 - margin)
+    rules = sorted((w, y) for y, w in spans.items()
+                   if w >= rect.width * MIN_RULE_FRACTION and rect.y0 + margin < y < rect.y1 - margin)
     # A table's rules share its width: look for MIN_RULES of them within 5% of each other.
-    return any(widths[i + MIN_RULES - 1] <= widths[i] * 1.05 for i in range(len(widths) - MIN_RULES + 1))
+    heights = [y for i in range(len(rules) - MIN_RULES + 1) if rules[i + MIN_RULES - 1][0] <= rules[i][0] * 1.05
+               for _, y in rules[i : i + MIN_RULES]]
+    if not heights:
+        return None
+    return pymupdf.Rect(rect.x0, max(rect.y0, min(heights) - 3), rect.x1, min(rect.y1, max(heights) + 3))
 
 
-def find_tables(page: pymupdf.Page) -> list[_Table]:
-    """The page's ruled tables as Markdown, in unrotated page space; none on rotated pages."""
-    if page.rotation or not _ruled(page):
+def find_tables(page: pymupdf.Page, mode: str = "layout") -> list[_Table]:
+    """The page's ruled tables as Markdown, in unrotated page space; none on rotated pages.
+
+    mode "layout": PyMuPDF's table finder guided by its layout model (finds tables ruled only
+    horizontally, as LaTeX's booktabs draws them; about half a second a ruled page on a CPU);
+    "lines": its ruled-line finder alone (milliseconds, needs vertical rules too).
+    """
+    band = None if page.rotation else _ruled(page)
+    if band is None:
         return []
     try:
-        found = page.find_tables()
+        found = page.find_tables() if mode == "layout" else _line_tables(page, band)
     except PAGE_ERRORS + (ValueError,) as exc:
         log.warning("page %d: table detection failed: %s", page.number + 1, exc)
         return []
@@ -81,6 +110,14 @@ def find_tables(page: pymupdf.Page) -> list[_Table]:
         if markdown:
             out.append(_Table(markdown, tuple(table.bbox)))
     return out
+
+
+def _line_tables(page: pymupdf.Page, band: pymupdf.Rect):
+    """PyMuPDF's ruled-line table finder over the ruled band, without the layout model."""
+    try:
+        return page.find_tables(clip=band, use_layout=False)
+    except TypeError:  # PyMuPDF before the layout analyzer
+        return page.find_tables(clip=band)
 
 
 def _inside(b: _Block, t: _Table) -> bool:

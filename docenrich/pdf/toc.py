@@ -16,6 +16,8 @@ _TITLE = re.compile(r"^(table of contents|contents|index|inhalt|inhaltsverzeichn
                     r"[ií]ndice|indice|содержание|оглавление)\b", re.IGNORECASE)
 
 MIN_LINES = 6
+_ROMAN = frozenset("ivxlcIVXLC")
+_LEADER_END = frozenset(".\u00b7\u2026_")
 
 
 def is_toc_page(blocks: list[_Block]) -> bool:
@@ -24,9 +26,12 @@ def is_toc_page(blocks: list[_Block]) -> bool:
     lines = [ln for ln in lines if ln]
     if len(lines) < MIN_LINES:
         return False
-    leaders = sum(1 for ln in lines if _LEADER.search(ln))
-    index = sum(1 for ln in lines if _INDEX.search(ln))
-    numbered = sum(1 for ln in lines if _NUMBERED.search(ln))
+    # The patterns end in a page number (digits or a roman numeral), or a leader: other lines skip them.
+    ending = [ln for ln in lines if ln[-1].isdigit() or ln[-1] in _ROMAN]
+    leaders = sum(1 for ln in lines if (ln[-1] in _LEADER_END or ln[-1] in _ROMAN or ln[-1].isdigit())
+                  and _LEADER.search(ln))
+    index = sum(1 for ln in ending if _INDEX.search(ln))
+    numbered = sum(1 for ln in ending if _NUMBERED.search(ln))
     titled = any(_TITLE.match(ln) for ln in lines[:3])
     n = len(lines)
     if leaders >= max(4, 0.2 * n) or index >= max(6, 0.5 * n):

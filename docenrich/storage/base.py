@@ -161,6 +161,16 @@ class Store(Protocol):
         """Several snippets by id, in the order given; missing ids are skipped."""
         ...
 
+    def snippets_without_image(self, doc_id: str, limit: int = 500, *, after_ordinal: int = -1) -> list[StoredSnippet]:
+        """A document's snippets whose region image is not rendered yet (it is drawn lazily), in reading
+        order, those after `after_ordinal`."""
+        ...
+
+    def set_snippet_images(self, images: list[tuple[int, bytes, str]]) -> int:
+        """Store rendered (snippet id, encoded bytes, format) images for snippets that have none yet;
+        returns how many were set. Idempotent: a snippet's first image stays."""
+        ...
+
     def snippets_needing_vectors(
         self, embedder: str, limit: int, *, after_id: int = 0
     ) -> list[Snippet]:

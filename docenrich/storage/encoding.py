@@ -140,11 +140,15 @@ def _encode_image(snip: Snippet, ordinal: int) -> tuple[str | None, bytes | None
     if encoded is None:
         return None, None
     data, fmt = encoded
+    return image_name(data, fmt, f"snippet {ordinal}"), bytes(data)
+
+
+def image_name(data: bytes, fmt: str, what: str = "an image") -> str:
+    """The content name an encoded image is stored under: its SHA-256 and its format's extension."""
     ext = IMAGE_EXTS.get(str(fmt).lower().lstrip("."))
     if ext is None:
-        raise ValueError(f"snippet {ordinal}: unsupported image format {fmt!r}")
-    data = bytes(data)
-    return f"{hashlib.sha256(data).hexdigest()}.{ext}", data
+        raise ValueError(f"{what}: unsupported image format {fmt!r}")
+    return f"{hashlib.sha256(bytes(data)).hexdigest()}.{ext}"
 
 
 def _encode_vector(snip: Snippet, ordinal: int) -> tuple[bytes | None, int, str | None]:

@@ -195,6 +195,9 @@ def _extract(task, doc, start: int, end: int) -> list[Snippet]:
             target_tokens=settings.snippet_target_tokens,
             overlap_tokens=settings.snippet_overlap_tokens,
             image_max_px=settings.snippet_image_max_px,
+            # Lazy: the page and box are kept, the image is drawn later (first display or the idle pass).
+            images=settings.snippet_images != "lazy",
+            tables=settings.pdf_tables,
             progress=progress if task.request.id else None,
             count_tokens=counter,
             max_tokens=counter.max_tokens if counter else None,
@@ -299,10 +302,20 @@ def store_snippets_task(self, embedded: dict | list | None, doc_id: str, batch_i
     if saved is None:
         return {"document": doc_id, "deleted": True}
     _count_ingested(saved, batch_index, len(snippets))
+    if saved.state == READY and get_settings().snippet_images == "lazy":
+        _queue_images(saved)
     if saved.state not in FINISHED_STATES:
         store.update_document(doc_id, generation=doc.generation, state="embedding",
                               stage=f"Embedded {saved.batches_done} of {saved.batches_total} page batches")
     return {"document": doc_id, "batch": batch_index, "state": saved.state, "snippets": len(snippets)}
+
+
+def _queue_images(doc) -> None:
+    """Queue the idle pass that draws the region images of a document that just became ready."""
+    try:
+        celery_app.send_task("docenrich.render_images", args=(doc.id, doc.generation))
+    except Exception:  # the images are drawn on first display anyway
+        log.warning("could not queue the image pass of %s", doc.id, exc_info=True)
 
 
 def _save(store, doc, batch_index: int, snippets: list[Snippet]):

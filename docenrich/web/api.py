@@ -12,7 +12,7 @@ from typing import Any
 from celery.result import AsyncResult
 from flask import Blueprint, current_app, jsonify, request, send_file
 
-from docenrich import pdf, uploads
+from docenrich import lazy_images, pdf, uploads
 from docenrich.celery_app import celery_app
 from docenrich.records import Document
 from docenrich.search import MAX_K, MODES
@@ -132,6 +132,8 @@ def document_snippets(doc_id: str):
 def snippet_image(snippet_id: int):
     """A snippet's region image, cached for good under its versioned URL."""
     snip = store().get_snippet(snippet_id)
+    if snip is not None and not snip.image_path:
+        snip = _drawn(snip)
     path = store().image_file(snip.image_path) if snip and snip.image_path else None
     if path is None:
         raise ApiError(404, "This snippet has no image.", "not_found")
@@ -142,6 +144,15 @@ def snippet_image(snippet_id: int):
     if immutable:
         response.cache_control.immutable = True
     return response
+
+
+def _drawn(snip):
+    """The snippet with its region image drawn now (extraction leaves it for later)."""
+    try:
+        return lazy_images.draw_one(store(), snip)
+    except (pdf.PDFError, KeyError) as exc:
+        log.warning("snippet %s: its image could not be drawn: %s", snip.id, exc)
+        return snip
 
 
 @api.get("/documents/<doc_id>/pages/<int:page>/thumbnail")

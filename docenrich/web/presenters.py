@@ -30,10 +30,11 @@ def cited_url(snippet_id: int, document_id: str, page: int) -> str:
 
 
 def image_url(snip: StoredSnippet) -> str | None:
-    """The snippet's image URL, versioned by content, or None when it has no image."""
-    # `v` names the image content, so a URL never changes meaning and can be cached for good.
+    """The snippet's image URL: versioned by content once drawn, plain while it is still to draw."""
     if not snip.image_path:
-        return None
+        # Drawn lazily: the first request renders it from the page and box.
+        return url_for("api.snippet_image", snippet_id=snip.id) if snip.bbox or snip.kind == "page" else None
+    # `v` names the image content, so a URL never changes meaning and can be cached for good.
     return url_for("api.snippet_image", snippet_id=snip.id, v=snip.image_path[:16])
 
 

@@ -5,7 +5,7 @@ import sqlite3
 from collections.abc import Iterable
 
 from docenrich.records import Snippet, StoredSnippet
-from docenrich.storage.encoding import json_load
+from docenrich.storage.encoding import image_name, json_load
 from docenrich.storage.sqlite.rows import SNIPPET_COLS, row_to_snippet
 
 # Bound on the ids in one IN (...) query, well under SQLite's variable limit.
@@ -26,6 +26,28 @@ class SnippetsMixin:
             (*params, -1 if limit is None else int(limit), int(offset)),
         ).fetchall()
         return [row_to_snippet(r) for r in rows]
+
+    def snippets_without_image(self, doc_id: str, limit: int = 500, *, after_ordinal: int = -1) -> list[StoredSnippet]:
+        """A document's snippets whose region image is not rendered yet, in reading order after an ordinal."""
+        rows = self._conn().execute(
+            f"SELECT {SNIPPET_COLS} FROM snippets s WHERE s.document_id = ? AND s.image IS NULL AND s.ordinal > ? "
+            "ORDER BY s.ordinal LIMIT ?", (doc_id, int(after_ordinal), int(limit)),
+        ).fetchall()
+        return [row_to_snippet(r) for r in rows]
+
+    def set_snippet_images(self, images: list[tuple[int, bytes, str]]) -> int:
+        """Store rendered (snippet id, bytes, format) region images where a snippet has none yet."""
+        named = [(sid, image_name(data, fmt, f"snippet {sid}"), bytes(data)) for sid, data, fmt in images]
+        new_files: list[str] = []
+        self._write_new_images({name: data for _, name, data in named}, new_files)
+        try:
+            with self._write("the snippet images") as conn:
+                done = sum(conn.execute("UPDATE snippets SET image = ? WHERE id = ? AND image IS NULL",
+                                        (name, sid)).rowcount for sid, name, _ in named)
+        finally:
+            # Files of snippets deleted (or drawn by another process) meanwhile are not kept.
+            self._collect(images=new_files)
+        return done
 
     def get_snippet(self, snippet_id: int) -> StoredSnippet | None:
         """One snippet by id, or None."""
