@@ -42,8 +42,8 @@ keepalive = 5
 accesslog = "-"
 errorlog = "-"
 loglevel = "info"
-# When, how, whom, what, the answer, its size, and how long it took.
-access_log_format = '%(t)s %(h)s "%(r)s" %(s)s %(B)sB %(M)sms "%(a)s"'
+# When, which worker process, whom, what, the answer, its size, how long it took, and the client.
+access_log_format = '%(t)s %(p)s %(h)s "%(r)s" %(s)s %(B)sB %(M)sms "%(a)s"'
 # gunicorn 25+ opens a control socket at one path per user by default: two servers on one host
 # (several ports, or tests) would fight over it, and signals already do what docenrich needs.
 control_socket_disable = True
