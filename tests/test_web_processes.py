@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import uuid
@@ -132,3 +133,26 @@ def test_the_server_config_imports_nothing_of_the_web_app():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT,
                          env={**os.environ, "WEB_WORKERS": "3"})
     assert out.stdout.split() == ["gthread", "False", "3", "[]"], out.stdout + out.stderr
+
+
+def test_sighup_to_the_master_replaces_the_workers_without_dropping_requests(redis_server):
+    server = gunicorn("gunicorn-hup", SECRET_KEY="hup-secret")
+    try:
+        booted = lambda: re.findall(r"Booting worker with pid: (\d+)", server.log_path.read_text())  # noqa: E731
+        wait_for(lambda: len(booted()) == 2, 30, 0.1, "two worker processes")
+        old = set(booted())
+        assert server.get("/api/documents").status == 200
+        os.kill(server.process.pid, signal.SIGHUP)  # the master only: its workers die on a bare SIGHUP
+        statuses = []
+
+        def replaced():
+            statuses.append(server.get("/api/documents").status)
+            new = set(booted()) - old
+            gone = all(not os.path.exists(f"/proc/{pid}") for pid in old)
+            return len(new) == 2 and gone
+
+        wait_for(replaced, 60, 0.1, "the old workers to be replaced by two new ones")
+        assert set(statuses) == {200}, statuses
+        assert server.process.poll() is None and "Hang up: Master" in server.log_path.read_text()
+    finally:
+        server.stop()
