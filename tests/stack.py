@@ -301,8 +301,9 @@ class Stack:
             raise errors[0]
         return procs
 
-    def web(self, name: str = "web", **env: str) -> WebProcess:
-        proc = WebProcess(f"{name}-{self.tag}", {**self.env, **{k: str(v) for k, v in env.items()}})
+    def web(self, name: str = "web", argv: list[str] | None = None, **env: str) -> WebProcess:
+        """Start a web server (`python app.py`, or argv) on this stack and wait until it answers."""
+        proc = WebProcess(f"{name}-{self.tag}", {**self.env, **{k: str(v) for k, v in env.items()}}, argv)
         self.webs.append(proc)
         return proc.start()
 

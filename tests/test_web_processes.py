@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlencode
 
 import pytest
@@ -156,3 +157,17 @@ def test_sighup_to_the_master_replaces_the_workers_without_dropping_requests(red
         assert server.process.poll() is None and "Hang up: Master" in server.log_path.read_text()
     finally:
         server.stop()
+
+
+def test_the_queue_cap_holds_across_servers_taking_uploads_at_once(make_stack):
+    """MAX_QUEUED_DOCUMENTS is decided by the store, not by a process: two servers of two
+    processes each, sent distinct PDFs in parallel with no worker draining the queue, admit
+    exactly the cap between them."""
+    cap, sent = 3, 10
+    stack = make_stack(MAX_QUEUED_DOCUMENTS=cap)
+    servers = [stack.web(f"cap-{i}", argv=GUNICORN, SECRET_KEY="cap", WEB_WORKERS=2, WEB_THREADS=4) for i in range(2)]
+    pdfs = [(f"cap-{i}.pdf", pdf_with_text(f"Distinct document number {i} {uuid.uuid4().hex}")) for i in range(sent)]
+    with ThreadPoolExecutor(sent) as pool:
+        statuses = list(pool.map(lambda i: servers[i % 2].upload([pdfs[i]]).status, range(sent)))
+    assert sorted(statuses) == [202] * cap + [429] * (sent - cap), statuses
+    assert stack.store.queued_count() == cap
