@@ -50,14 +50,11 @@ control_socket_disable = True
 proc_name = "docenrich-web"
 
 
-def _shared_secret() -> None:
-    """Give every worker of this master one SECRET_KEY, so a session made by one is valid in all."""
+def on_starting(server) -> None:
+    """Before any worker is forked: give them all one SECRET_KEY, so a session made by one is valid in all."""
     if _settings.secret_key or os.environ.get("SECRET_KEY"):
         return
     # Workers inherit the master's environment; without this each would invent its own key.
     os.environ["SECRET_KEY"] = secrets.token_hex(32)
-    log.warning("SECRET_KEY is not set: this server's workers share a random one, so sessions end when it "
-                "restarts and are not valid on other hosts. Set SECRET_KEY (the same on every host).")
-
-
-_shared_secret()
+    server.log.warning("SECRET_KEY is not set: this server's workers share a random one, so sessions end when it "
+                       "restarts and are not valid on other hosts. Set SECRET_KEY (the same on every host).")
