@@ -108,7 +108,7 @@ def read_searches(redis, stages: tuple[str, ...]) -> dict[str, TaskStats]:
     pipe = redis.pipeline(transaction=False)
     for stage in stages:
         pipe.hgetall(SEARCH_KEY.format(stage=stage))
-    return {stage: _task_stats(raw, SEARCH_BUCKETS) for stage, raw in zip(stages, pipe.execute())}
+    return {stage: _task_stats(raw, SEARCH_BUCKETS) for stage, raw in zip(stages, pipe.execute(), strict=True)}
 
 
 def read_refusals(redis) -> dict[str, float]:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 from collections import Counter as Tally
 
-from flask import Blueprint, Response, current_app, request
 import redis as redis_lib
+from flask import Blueprint, Response, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
