@@ -19,9 +19,10 @@ RUN apt-get update \
 WORKDIR /app
 
 # torch first, from the index the build arg names, so that requirements.txt finds torch==2.13.0
-# satisfied (the CPU build unless TORCH_INDEX names a CUDA one); then the locked versions.
+# satisfied (the CPU build unless TORCH_INDEX names a CUDA one; its +cpu/+cuXXX local version
+# outranks PyPI's plain one, as in the Makefile); then the locked versions.
 COPY requirements.txt requirements.lock ./
-RUN pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}" \
+RUN pip install --index-url "${TORCH_INDEX}" --extra-index-url https://pypi.org/simple "torch==${TORCH_VERSION}" \
     && pip install -c requirements.lock -r requirements.txt
 
 COPY app.py bge.py celery_config.py celery_worker.py start_celery_worker.py pyproject.toml ./
