@@ -9,8 +9,9 @@ can be passed in GUNICORN_CMD_ARGS.
 
 This module is read by the master process, so it imports nothing of the web app and leaves
 the environment as it found it (but for SECRET_KEY): each worker imports the app and reads the
-settings after it is forked, so a SIGHUP brings up workers with the current code and `.env`.
-Bind address and the number of workers are read once, at start.
+settings after it is forked, so a SIGHUP brings up workers with the app's current code and
+`.env`. The bind address, the number of workers and docenrich.config (imported here) are read
+once, at start.
 """
 from __future__ import annotations
 
