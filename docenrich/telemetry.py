@@ -1,8 +1,10 @@
-"""Worker telemetry pushed through Redis: task durations, model loads and switches, ingestion.
+"""Telemetry pushed through Redis: task durations, model loads and switches, ingestion, and the
+web app's search latency and refused uploads.
 
 Workers may run on other machines than the web app, so they do not serve metrics themselves:
 each pool child adds its observations to a few Redis hashes, and the web app's `/metrics`
-reads them at scrape time. Counters only ever grow; ingestion is also kept per minute for an
+reads them at scrape time. Web processes do the same with their own observations, so a scrape
+answered by any one of several web processes reports the whole service. Counters only ever grow; ingestion is also kept per minute for an
 hour so the status page can draw throughput.
 """
 from __future__ import annotations
@@ -22,21 +24,29 @@ TASK_NAMES_KEY = PREFIX + "tasks"
 MODEL_KEY = PREFIX + "models"
 INGEST_KEY = PREFIX + "ingest"
 MINUTE_KEY = PREFIX + "minute:{minute}"
+SEARCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+SEARCH_KEY = PREFIX + "search:{stage}"
+REFUSALS_KEY = PREFIX + "refusals"
 
 
 def _bucket_field(bound: float) -> str:
     return "le:" + ("+Inf" if math.isinf(bound) else repr(bound))
 
 
-def record_task(redis, name: str, seconds: float, state: str) -> None:
-    """Add one finished task's duration (and its outcome) to the task's histogram."""
-    pipe = redis.pipeline(transaction=False)
-    key = TASK_KEY.format(name=name)
-    for bound in (*TASK_BUCKETS, math.inf):
+def _observe(pipe, key: str, seconds: float, buckets: tuple[float, ...]) -> None:
+    """Queue the increments of one observation of a histogram kept in a Redis hash."""
+    for bound in (*buckets, math.inf):
         if seconds <= bound:
             pipe.hincrby(key, _bucket_field(bound), 1)
     pipe.hincrbyfloat(key, "sum", float(seconds))
     pipe.hincrby(key, "count", 1)
+
+
+def record_task(redis, name: str, seconds: float, state: str) -> None:
+    """Add one finished task's duration (and its outcome) to the task's histogram."""
+    pipe = redis.pipeline(transaction=False)
+    key = TASK_KEY.format(name=name)
+    _observe(pipe, key, seconds, TASK_BUCKETS)
     pipe.hincrby(key, f"state:{state}", 1)
     pipe.sadd(TASK_NAMES_KEY, name)
     pipe.execute()
@@ -80,10 +90,36 @@ class TaskStats:
     states: dict[str, int] = field(default_factory=dict)
 
 
-def _task_stats(raw: dict) -> TaskStats:
+def record_search(redis, seconds_by_stage: dict[str, float]) -> None:
+    """Add one search's latency by stage (embed, retrieve, rerank, total) to the stages' histograms."""
+    pipe = redis.pipeline(transaction=False)
+    for stage, seconds in seconds_by_stage.items():
+        _observe(pipe, SEARCH_KEY.format(stage=stage), seconds, SEARCH_BUCKETS)
+    pipe.execute()
+
+
+def record_refusal(redis, reason: str) -> None:
+    """Count one upload refused before any work was queued."""
+    redis.hincrby(REFUSALS_KEY, reason, 1)
+
+
+def read_searches(redis, stages: tuple[str, ...]) -> dict[str, TaskStats]:
+    """The search latency histogram of each stage."""
+    pipe = redis.pipeline(transaction=False)
+    for stage in stages:
+        pipe.hgetall(SEARCH_KEY.format(stage=stage))
+    return {stage: _task_stats(raw, SEARCH_BUCKETS) for stage, raw in zip(stages, pipe.execute(), strict=True)}
+
+
+def read_refusals(redis) -> dict[str, float]:
+    """Refused uploads, by reason."""
+    return _numbers(redis.hgetall(REFUSALS_KEY))
+
+
+def _task_stats(raw: dict, bounds: tuple[float, ...] = TASK_BUCKETS) -> TaskStats:
     values = {k.decode() if isinstance(k, bytes) else k: v for k, v in raw.items()}
     buckets = [(("+Inf" if math.isinf(b) else repr(b)), int(values.get(_bucket_field(b), 0)))
-               for b in (*TASK_BUCKETS, math.inf)]
+               for b in (*bounds, math.inf)]
     states = {k.split(":", 1)[1]: int(v) for k, v in values.items() if k.startswith("state:")}
     return TaskStats(buckets, float(values.get("sum", 0)), int(values.get("count", 0)), states)
 

@@ -174,12 +174,13 @@ def list_files(folder: Path) -> list[Path]:
 
 
 class WebProcess:
-    """`python app.py` on a free loopback port, as `make run` starts it; always torn down."""
+    """`python app.py` (or another server command, e.g. gunicorn) on a free loopback port; always torn down."""
 
-    def __init__(self, name: str, env: dict[str, str]):
+    def __init__(self, name: str, env: dict[str, str], argv: list[str] | None = None):
         from docenrich.cli.redis_server import free_port
 
         self.name = name
+        self.argv = argv or [sys.executable, str(ROOT / "app.py")]
         self.port = free_port()
         self.log_path = SESSION_DIR / f"{name}.log"
         self.env = {
@@ -196,13 +197,13 @@ class WebProcess:
     def start(self, timeout: float = 60.0) -> WebProcess:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
 
         def answers():
             if self.process.poll() is not None:
-                raise AssertionError(f"app.py exited with {self.process.returncode}:\n{self.log_tail()}")
+                raise AssertionError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
             try:
                 return http_request(self.port, "GET", "/healthz", timeout=5)
             except OSError:
@@ -300,8 +301,9 @@ class Stack:
             raise errors[0]
         return procs
 
-    def web(self, name: str = "web", **env: str) -> WebProcess:
-        proc = WebProcess(f"{name}-{self.tag}", {**self.env, **{k: str(v) for k, v in env.items()}})
+    def web(self, name: str = "web", argv: list[str] | None = None, **env: str) -> WebProcess:
+        """Start a web server (`python app.py`, or argv) on this stack and wait until it answers."""
+        proc = WebProcess(f"{name}-{self.tag}", {**self.env, **{k: str(v) for k, v in env.items()}}, argv)
         self.webs.append(proc)
         return proc.start()
 

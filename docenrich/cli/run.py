@@ -1,7 +1,13 @@
-"""Run the whole service in the foreground: Redis (unless REDIS_URL is set), the worker, the web app.
+"""Run the whole service in the foreground: Redis (unless REDIS_URL is set), the workers, the web app.
 
-Ctrl-C stops all of them: the web app first, then the worker (letting its task finish or
-go back to the queue), then Redis (which writes its append-only file).
+The workers are a `models` worker (one process, the one model on the device) and a `docs`
+worker (PDF extraction and storage, DOCS_CONCURRENCY processes), so the next batch of pages is
+extracted while the model embeds this one; RUN_WORKERS=all starts a single worker for both.
+The web app is served by gunicorn (docenrich.cli.gunicorn_conf).
+
+Ctrl-C stops all of them: the web app first (finishing its requests), then the workers
+(letting their tasks finish or go back to the queue), then Redis (which writes its
+append-only file). SIGHUP to gunicorn's master (its pid is printed) reloads the web app gracefully.
 """
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -93,15 +100,17 @@ class Service:
 
     def __init__(self):
         self.redis: RedisServer | None = None
-        self.children: list[tuple[str, subprocess.Popen]] = []
+        self.children: list[tuple[str, subprocess.Popen, float]] = []
 
-    def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+    def spawn(self, name: str, argv: list[str], env: dict[str, str], grace: float = 10) -> subprocess.Popen:
+        """Start a child in its own process group; stop() gives it `grace` seconds after SIGTERM."""
         proc = subprocess.Popen(argv, env=env, cwd=PROJECT_DIR, start_new_session=True)
-        self.children.append((name, proc))
+        self.children.append((name, proc, grace))
         return proc
 
     def dead_child(self) -> tuple[str, int] | None:
-        for name, proc in self.children:
+        """The name and exit code of a child (or Redis) that has exited, if any."""
+        for name, proc, _ in self.children:
             if proc.poll() is not None:
                 return name, proc.returncode
         if self.redis and self.redis.process and self.redis.process.poll() is not None:
@@ -109,16 +118,17 @@ class Service:
         return None
 
     def stop(self) -> None:
-        for name, proc in reversed(self.children):
+        """Stop the children in reverse order of start (web, workers), then Redis."""
+        for name, proc, grace in reversed(self.children):
             if proc.poll() is None:
                 print(f"Stopping {name} (pid {proc.pid})")
                 _signal_group(proc, signal.SIGTERM)
                 try:
-                    proc.wait(30 if name == "worker" else 10)
+                    proc.wait(grace)
                 except subprocess.TimeoutExpired:
                     _signal_group(proc, signal.SIGKILL)
                     proc.wait()
-            # The prefork pool child shares the group; make sure nothing is left behind.
+            # Pool children and gunicorn's workers share the group; make sure nothing is left behind.
             _signal_group(proc, signal.SIGKILL)
         if self.redis is not None:
             print("Stopping redis")
@@ -165,6 +175,36 @@ def start_redis(settings, service: Service, data_dir: Path, env: dict[str, str])
         env["C_FORCE_ROOT"] = "1"
 
 
+def worker_commands(settings, host: str | None = None) -> list[tuple[str, list[str]]]:
+    """(node name, argv) of the workers `make run` starts, as RUN_WORKERS says."""
+    host = host or socket.gethostname()
+    script = [sys.executable, "start_celery_worker.py"]
+    if settings.run_workers == "all":
+        return [(f"all@{host}", [*script, "--role", "all", "--name", f"all@{host}"])]
+    if settings.run_workers != "split":
+        raise SystemExit(f"RUN_WORKERS must be split or all, not {settings.run_workers!r}")
+    return [
+        (f"models@{host}", [*script, "--role", "models", "--name", f"models@{host}"]),
+        (f"docs@{host}", [*script, "--role", "docs", "--concurrency", str(settings.docs_processes),
+                          "--name", f"docs@{host}"]),
+    ]
+
+
+def start_workers(settings, service: Service, env: dict[str, str]) -> None:
+    """Start the Celery workers, saying which."""
+    for name, argv in worker_commands(settings):
+        role = argv[argv.index("--role") + 1]
+        concurrency = argv[argv.index("--concurrency") + 1] if "--concurrency" in argv else "1"
+        print(f"Worker {name} (role {role}, concurrency {concurrency})")
+        # Workers finish their current task on SIGTERM (a model task may take a while).
+        service.spawn(f"{role} worker", argv, env, grace=30)
+
+
+def web_argv() -> list[str]:
+    """gunicorn serving the app with docenrich's configuration."""
+    return [sys.executable, "-m", "gunicorn", "-c", "python:docenrich.cli.gunicorn_conf", "docenrich.web.wsgi:app"]
+
+
 def supervise(service: Service, stopping) -> int:
     """Wait until a signal asks us to stop (0) or a child dies (1)."""
     while not stopping():
@@ -178,9 +218,9 @@ def supervise(service: Service, stopping) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`make run`: Redis, the worker and the web app in the foreground until Ctrl-C."""
+    """`make run`: Redis, the workers and the web app in the foreground until Ctrl-C."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--no-web", action="store_true", help="start Redis and the worker only")
+    parser.add_argument("--no-web", action="store_true", help="start Redis and the workers only")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
@@ -201,10 +241,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
     try:
         start_redis(settings, service, data_dir, env)
+        # Before gunicorn starts: its workers inherit one key, so a session made by one is valid in all.
         env.setdefault("SECRET_KEY", settings.secret_key or ensure_env_secret("SECRET_KEY"))
-        service.spawn("worker", [sys.executable, "start_celery_worker.py"], env)
+        start_workers(settings, service, env)
         if not args.no_web:
-            service.spawn("web", [sys.executable, "app.py"], env)
+            web = service.spawn("web", web_argv(), env, grace=settings.web_graceful_timeout + 5)
+            # SIGHUP to the master only: gunicorn's workers treat it as the default, a kill.
+            print(f"Web: gunicorn (pid {web.pid}), {settings.web_workers} processes x {settings.web_threads} threads; "
+                  f"`kill -HUP {web.pid}` reloads it gracefully")
             url = f"http://{settings.web_host}:{settings.web_port}/"
             if wait_http(url + "healthz", 120, service):
                 print(f"\n  docenrich is running: {url}\n  Press Ctrl-C to stop.\n", flush=True)

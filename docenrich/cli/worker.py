@@ -3,6 +3,7 @@
     python start_celery_worker.py                 # model worker + document work (one process pool child)
     python start_celery_worker.py --role models   # only model work, one per GPU
     python start_celery_worker.py --role docs --concurrency 4   # CPU-only document work
+                                                  # (default DOCS_CONCURRENCY, else half the CPUs)
 
 Extra arguments pass through to `celery worker`.
 """
@@ -18,6 +19,7 @@ from docenrich.config import PROJECT_DIR, get_settings
 
 log = logging.getLogger(__name__)
 
+# `models` and `docs` together consume what `all` consumes (tests/test_worker_roles.py checks it).
 ROLE_QUEUES = {
     "all": "interactive,models,docs",
     "models": "interactive,models",
@@ -27,7 +29,7 @@ ROLE_QUEUES = {
 
 def worker_argv(role: str, settings, concurrency: int | None, name: str | None, extra: list[str]) -> list[str]:
     """The `celery worker` command line for a role."""
-    concurrency = concurrency or (1 if role != "docs" else max(1, (os.cpu_count() or 2) // 2))
+    concurrency = concurrency or (1 if role != "docs" else settings.docs_processes)
     if role != "docs" and concurrency != 1:
         raise SystemExit("a model worker runs at concurrency 1: it keeps one model on its device")
     log_file = settings.worker_log_file

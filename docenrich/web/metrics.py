@@ -1,9 +1,10 @@
 """Prometheus metrics at /metrics: documents, ingestion, queues, search latency, refusals, workers.
 
-The web app's own observations (search latency by stage, upload refusals) live in a registry
-per app. Everything else is read at scrape time: document states from the store, queue
-backlog from Redis, and what the workers pushed to Redis (`docenrich.telemetry`): task
-durations, model loads and switches, snippets and pages ingested. The model each worker
+Everything is read at scrape time: document states from the store, queue backlog from Redis,
+and what the web processes and workers pushed to Redis (`docenrich.telemetry`): search latency
+by stage, upload refusals, task durations, model loads and switches, snippets and pages
+ingested. Nothing is counted in the web process itself, so behind a load balancer every web
+process answers a scrape with the same totals. The model each worker
 holds comes from the status the workers publish.
 """
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import logging
 from collections import Counter as Tally
 
+import redis as redis_lib
 from flask import Blueprint, Response, current_app, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from docenrich import telemetry
@@ -23,34 +25,32 @@ log = logging.getLogger(__name__)
 
 metrics = Blueprint("metrics", __name__)
 
-SEARCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 SEARCH_STAGES = ("embed", "retrieve", "rerank", "total")
 
 
 class WebMetrics:
-    """The app's registry: its own histograms and counters plus the scrape-time collector."""
+    """The app's registry (the scrape-time collector), and its observations pushed to Redis."""
 
     def __init__(self, services):
+        self.services = services
         self.registry = CollectorRegistry()
-        self.search_seconds = Histogram(
-            "docenrich_search_seconds", "Search latency by stage (embed, retrieve, rerank, total).",
-            ["stage"], buckets=SEARCH_BUCKETS, registry=self.registry,
-        )
-        self.upload_refusals = Counter(
-            "docenrich_upload_refusals", "Uploaded files refused before any work was queued, by reason.",
-            ["reason"], registry=self.registry,
-        )
         self.registry.register(ServiceCollector(services))
 
     def observe_search(self, timings_ms: dict[str, float]) -> None:
         """Record one search's stage timings."""
-        for stage in SEARCH_STAGES:
-            if stage in timings_ms:
-                self.search_seconds.labels(stage).observe(timings_ms[stage] / 1000.0)
+        seconds = {stage: timings_ms[stage] / 1000.0 for stage in SEARCH_STAGES if stage in timings_ms}
+        self._push(telemetry.record_search, seconds)
 
     def refused(self, reason: str) -> None:
         """Count one refused upload."""
-        self.upload_refusals.labels(reason or "unknown").inc()
+        self._push(telemetry.record_refusal, reason or "unknown")
+
+    def _push(self, record, value) -> None:
+        # A metric is never worth failing the request it describes.
+        try:
+            record(self.services.redis, value)
+        except (redis_lib.exceptions.RedisError, OSError) as exc:
+            log.warning("metrics: could not record in Redis: %s", exc)
 
 
 class ServiceCollector:
@@ -92,8 +92,23 @@ class ServiceCollector:
             counter = CounterMetricFamily(f"docenrich_{what}_ingested", f"{what.capitalize()} stored by the workers.")
             counter.add_metric([], ingest.get(what, 0.0))
             yield counter
+        yield from _web_families(telemetry.read_searches(redis, SEARCH_STAGES), telemetry.read_refusals(redis))
         yield from _task_families(telemetry.read_tasks(redis))
         yield from _model_families(telemetry.read_models(redis), self.services.queue_status()["models"])
+
+
+def _web_families(searches: dict, refusals: dict[str, float]):
+    latency = HistogramMetricFamily("docenrich_search_seconds", "Search latency by stage (embed, retrieve, rerank, total).",
+                                    labels=["stage"])
+    for stage, stats in searches.items():
+        if stats.count:
+            latency.add_metric([stage], stats.buckets, stats.total)
+    yield latency
+    refused = CounterMetricFamily("docenrich_upload_refusals", "Uploaded files refused before any work was queued, by reason.",
+                                  labels=["reason"])
+    for reason, count in sorted(refusals.items()):
+        refused.add_metric([reason], count)
+    yield refused
 
 
 def _task_families(tasks: dict):

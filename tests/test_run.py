@@ -1,0 +1,112 @@
+"""`make run` (`python -m docenrich.cli.run`): gunicorn for the web app, a models worker and a docs
+worker that together consume every queue, and Ctrl-C stopping web, workers, then Redis."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, TEST_ENV, wait_for
+from tests.stack import http_request, post_pdfs
+from tests.test_api import pdf_with_text
+
+
+def queues(role: str) -> set[str]:
+    from docenrich.cli.worker import ROLE_QUEUES
+
+    return set(ROLE_QUEUES[role].split(","))
+
+
+def test_models_and_docs_workers_together_consume_every_queue_the_all_worker_does():
+    from docenrich.celery_app import ALL_QUEUES, celery_app
+
+    assert queues("models") | queues("docs") == queues("all") == set(ALL_QUEUES)
+    # The document work stays off the model worker, so extraction runs beside embedding.
+    assert not queues("docs") & {"models", "interactive"}
+    routed = {route["queue"] for route in celery_app.conf.task_routes.values()} | {celery_app.conf.task_default_queue}
+    assert routed <= queues("models") | queues("docs"), routed
+
+
+def test_run_workers_setting_picks_the_split_or_the_single_worker():
+    from docenrich.cli.run import worker_commands
+    from docenrich.config import DOCS_CONCURRENCY_CAP, load_settings
+
+    split = dict(worker_commands(load_settings(env={}), host="h"))
+    assert list(split) == ["models@h", "docs@h"]
+    assert split["models@h"][-4:] == ["--role", "models", "--name", "models@h"]
+    default = min(DOCS_CONCURRENCY_CAP, max(1, (os.cpu_count() or 2) // 2))
+    assert split["docs@h"][-6:] == ["--role", "docs", "--concurrency", str(default), "--name", "docs@h"]
+    three = dict(worker_commands(load_settings(env={"DOCS_CONCURRENCY": "3"}), host="h"))
+    assert three["docs@h"][-3] == "3"
+    single = worker_commands(load_settings(env={"RUN_WORKERS": "all"}), host="h")
+    assert [name for name, _ in single] == ["all@h"] and "all" in single[0][1]
+    with pytest.raises(SystemExit):
+        worker_commands(load_settings(env={"RUN_WORKERS": "both"}), host="h")
+
+
+def processes_with(marker: str) -> list[int]:
+    """Pids of the live processes whose environment contains marker."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.mark.slow
+def test_make_run_serves_with_gunicorn_splits_the_workers_and_stops_in_order(tmp_path, reranker_checkpoint):
+    from docenrich.cli.redis_server import find_redis_server, free_port
+
+    try:
+        find_redis_server()
+    except Exception as exc:
+        pytest.skip(str(exc))
+    data_dir = tmp_path / f"data-{uuid.uuid4().hex}"
+    port = free_port()
+    env = {**os.environ, **TEST_ENV, "REDIS_URL": "", "REDIS_PORT": str(free_port()), "REDIS_PASSWORD": "run-test",
+           "WEB_PORT": str(port), "DATA_DIR": str(data_dir), "SECRET_KEY": "run-test", "API_TOKEN": "",
+           "WORKER_LOG_FILE": str(tmp_path / "worker.log"), "DOCS_CONCURRENCY": "1", "WEB_WORKERS": "2"}
+    out_path = tmp_path / "run.out"
+    with open(out_path, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "docenrich.cli.run"], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def healthy():
+            assert proc.poll() is None, out_path.read_text()[-3000:]
+            try:
+                body = http_request(port, "GET", "/healthz", timeout=5).json()
+            except (OSError, ValueError):
+                return None
+            return body if len(body.get("workers", [])) == 2 else None
+
+        health = wait_for(healthy, 180, 0.5, "the web app to see both workers")
+        assert {w.split("@")[0] for w in health["workers"]} == {"models", "docs"}, health
+        response = post_pdfs(port, [("run.pdf", pdf_with_text("Lighthouse keepers logged every passing ship."))])
+        assert response.status == 202, response.text
+        doc_id = response.json()["documents"][0]["id"]
+        wait_for(lambda: http_request(port, "GET", f"/api/documents/{doc_id}").json()["state"] == "ready", 180, 0.5,
+                 "the upload to be extracted by the docs worker and embedded by the models worker")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(120) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        for pid in processes_with(str(data_dir)):
+            os.kill(pid, signal.SIGKILL)
+    text = out_path.read_text()
+    assert "development server" not in text and "Starting gunicorn" in text, text[-3000:]
+    assert "Worker models@" in text and "(role models, concurrency 1)" in text
+    assert "Worker docs@" in text and "(role docs, concurrency 1)" in text
+    stops = [line for line in text.splitlines() if line.startswith("Stopping ")]
+    assert [line.split(" (")[0] for line in stops] == [
+        "Stopping web", "Stopping docs worker", "Stopping models worker", "Stopping redis"], stops
+    assert processes_with(str(data_dir)) == [], "make run left processes behind"
