@@ -59,7 +59,7 @@ class PgServer:
 
     def drop(self, url: str) -> None:
         """Drop a test database, ending its leftover sessions."""
-        name = url.rsplit("/", 1)[-1].split("?", 1)[0]
+        name = url.split("?", 1)[0].rsplit("/", 1)[-1]
         self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
     def stop(self) -> None:
