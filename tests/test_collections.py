@@ -12,7 +12,6 @@ from docenrich.storage import SQLiteStore
 from tests.storeutil import stored_pdfs
 from tests.test_api import make_app, pdf_with_text, wait_ready
 
-
 # --------------------------------------------------------------------------- the store
 
 
