@@ -84,21 +84,37 @@ class PgVectorIndex:
         hits = self._approximate(q, k, docs, ef)
         return hits if len(hits) >= min(k, inside) else self._exact(q, k, docs)
 
-    def _approximate(self, q: np.ndarray, k: int, docs: list[str] | None, ef: int) -> list[tuple[int, float]]:
-        """HNSW scan: the ORDER BY matches the partial index's expression, dim is a literal so the
-        planner can prove the index's WHERE dim = n."""
+    def _approximate_sql(self, docs: list[str] | None) -> str:
+        """The HNSW query: ORDER BY matches the partial index's expression, and dim is a literal
+        so the planner can prove the index's WHERE dim = n."""
         dim = int(self._dim)
         where = f"dim = {dim} AND embedder = %s" + (" AND document_id = ANY(%s)" if docs else "")
-        args = [self.embedder, *([docs] if docs else [])]
+        return (f"SELECT snippet_id, embedding::vector({dim}) <=> %s::vector({dim}) AS distance FROM vectors "
+                f"WHERE {where} ORDER BY embedding::vector({dim}) <=> %s::vector({dim}) LIMIT %s")
+
+    @staticmethod
+    def _use_hnsw(conn, ef: int) -> None:
+        """For this transaction only: the search breadth, and no sorted scan of another index (with
+        stale statistics or a small table the planner would rather sort the embedder's rows)."""
+        for name, value in (("hnsw.ef_search", str(int(ef))), ("enable_sort", "off"), ("enable_seqscan", "off")):
+            conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+
+    def _approximate(self, q: np.ndarray, k: int, docs: list[str] | None, ef: int) -> list[tuple[int, float]]:
+        """HNSW scan of up to ef rows (k when unfiltered), best first, cut to k."""
+        args = [q, self.embedder, *([docs] if docs else []), q, k if docs is None else ef]
         with self.store._read_committed() as conn:
-            conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(int(ef)),))
-            limit = k if docs is None else ef
-            rows = conn.execute(
-                f"""SELECT snippet_id, embedding::vector({dim}) <=> %s::vector({dim}) AS distance
-                    FROM vectors WHERE {where} ORDER BY embedding::vector({dim}) <=> %s::vector({dim}) LIMIT %s""",
-                (q, *args, q, limit),
-            ).fetchall()
+            self._use_hnsw(conn, ef)
+            rows = conn.execute(self._approximate_sql(docs), args).fetchall()
         return [(int(r["snippet_id"]), 1.0 - float(r["distance"])) for r in rows[:k]]
+
+    def plan(self, query: np.ndarray, k: int = 10) -> str:
+        """EXPLAIN of the unfiltered HNSW query as search() runs it (to check the index is used)."""
+        self.refresh()
+        q = np.asarray(query, dtype=np.float32).reshape(-1)
+        with self.store._read_committed() as conn:
+            self._use_hnsw(conn, self.ef_search)
+            rows = conn.execute("EXPLAIN " + self._approximate_sql(None), (q, self.embedder, q, k)).fetchall()
+        return "\n".join(r["QUERY PLAN"] for r in rows)
 
     def _exact(self, q: np.ndarray, k: int, docs: list[str] | None) -> list[tuple[int, float]]:
         """Exact scan: the uncast expression matches no HNSW index, so every candidate row is scored."""

@@ -168,7 +168,7 @@ def migrate(conn: psycopg.Connection) -> int:
         row = conn.execute("SELECT version FROM schema_version").fetchone()
         if row is None:
             conn.execute("INSERT INTO schema_version(version) VALUES (0)")
-        version = 0 if row is None else int(row[0])
+        version = 0 if row is None else int(row["version"])
         if version > SCHEMA_VERSION:
             raise StorageError(
                 f"The database was created by a newer docenrich (schema {version}, "
