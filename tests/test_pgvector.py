@@ -16,7 +16,7 @@ if str(ROOT) not in sys.path:
 from docenrich.records import Snippet  # noqa: E402
 from docenrich.storage import QueueFull, SQLiteStore, StorageError, open_store  # noqa: E402
 from docenrich.storage.postgres import SCHEMA_VERSION, PostgresStore  # noqa: E402
-from tests.storeutil import make_batch, pattern_image, pdf_bytes  # noqa: E402
+from tests.storeutil import make_batch, pdf_bytes  # noqa: E402
 
 DIM = 384
 
@@ -44,7 +44,7 @@ def fill(st: PostgresStore, vectors: np.ndarray, docs: int = 6, model: str = "m"
         snippets = [Snippet(text=f"snippet {d}-{i}", page=1, document_id=doc.id, ordinal=i) for i in range(per_doc)]
         st.save_batch(doc.id, 0, snippets)
         ids = [s.id for s in st.snippets(doc.id)]
-        st.save_vectors(list(zip(ids, vectors[d * per_doc:(d + 1) * per_doc])), model)
+        st.save_vectors(list(zip(ids, vectors[d * per_doc:(d + 1) * per_doc], strict=True)), model)
     return doc_ids
 
 
