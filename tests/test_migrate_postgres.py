@@ -104,6 +104,8 @@ def assert_same_search(sq: SQLiteStore, pg: PostgresStore, encoder) -> None:
     exact.refresh()
     hnsw.refresh()
     assert len(exact) == len(hnsw)
+    # The copy dropped the HNSW index for its bulk insert and built it again at the end.
+    assert "vectors_hnsw_384" in hnsw.plan(encoder.encode(["anything"], normalize_embeddings=True)[0])
     for question in ("How many pages does the document have?", "an image in a LaTeX document", "columns of text"):
         q = encoder.encode([question], normalize_embeddings=True)[0]
         want, got = exact.search(q, 5), hnsw.search(q, 5)

@@ -185,3 +185,13 @@ def test_web_app_serves_files_and_searches_from_postgres(pg, tmp_path):
     assert thumb.status_code == 200 and thumb.data[:4] == b"\x89PNG" and pg.thumb_bytes(doc.id, 1) == thumb.data
     assert not (tmp_path / "unused" / "thumbs" / doc.id).exists()
     svc.store.close()
+
+
+def test_a_lost_connection_is_a_retryable_storage_error_then_reconnects(pg, pg_server):
+    doc, _ = pg.add_document(pdf_bytes("lost"), "lost.pdf")
+    pid = pg._q("SELECT pg_backend_pid() AS pid").fetchone()["pid"]
+    pg_server.admin(f"SELECT pg_terminate_backend({int(pid)})")
+    with pytest.raises(StorageError, match="busy or unreachable"):
+        pg.update_document(doc.id, stage="after the cut")
+    # The broken connection is replaced on the next call, as after a database restart.
+    assert pg.update_document(doc.id, stage="after the cut").stage == "after the cut"

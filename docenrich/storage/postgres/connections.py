@@ -41,6 +41,25 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+def storage_reason(exc: BaseException) -> str | None:
+    """Human wording for a database error that is about the storage (not a bug), else None.
+
+    "busy" marks what is worth retrying (the pipeline retries such a save with backoff): lock
+    conflicts, deadlocks and a lost or restarting server.
+    """
+    from psycopg import OperationalError, errors
+
+    if isinstance(exc, errors.DiskFull):
+        return "the disk is full"
+    if isinstance(exc, errors.ReadOnlySqlTransaction):
+        return "the database is read-only"
+    if isinstance(exc, (errors.DeadlockDetected, errors.SerializationFailure, errors.LockNotAvailable)):
+        return "the database stayed busy (another process is writing); try again"
+    if isinstance(exc, OperationalError):
+        return f"the database is busy or unreachable ({_first_line(exc)})"
+    return None
+
+
 class ConnectionsMixin:
     """One connection per thread and process (a small pool without a dependency), closed together."""
 
@@ -102,8 +121,11 @@ class ConnectionsMixin:
 
         try:
             return self._conn().execute(sql, args)
-        except psycopg.OperationalError as exc:
-            raise StorageError(f"The database could not be read: {_first_line(exc)}.") from exc
+        except psycopg.Error as exc:
+            why = storage_reason(exc)
+            if why is None:
+                raise
+            raise StorageError(f"The database could not be read: {why}.") from exc
 
     @contextlib.contextmanager
     def _write(self, what: str = "the change", lock: int | None = None) -> Iterator[psycopg.Connection]:
@@ -116,8 +138,11 @@ class ConnectionsMixin:
                 if lock is not None:
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
                 yield conn
-        except psycopg.OperationalError as exc:
-            raise StorageError(f"Could not save {what}: {_first_line(exc)}.") from exc
+        except psycopg.Error as exc:
+            why = storage_reason(exc)
+            if why is None:
+                raise
+            raise StorageError(f"Could not save {what}: {why}.") from exc
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[psycopg.Connection]:

@@ -15,7 +15,8 @@ import numpy as np
 
 from docenrich.storage.encoding import json_load
 from docenrich.storage.postgres.lexical import lex_vector
-from docenrich.storage.postgres.schema import CONTENT_LOCK
+from docenrich.storage.postgres.schema import CONTENT_LOCK, HNSW_MAX_DIM
+from docenrich.storage.postgres.vectors import hnsw_index_sql
 
 if TYPE_CHECKING:
     import psycopg
@@ -148,15 +149,57 @@ def _copy_thumbs(source: SQLiteStore, conn: psycopg.Connection, doc_id: str) -> 
                          (doc_id, int(match.group(1)), int(match.group(2) or 0), path.read_bytes()))
 
 
+def copy_embedders(source: SQLiteStore, target: PostgresStore) -> dict[str, int]:
+    """Register the source's embedders (and so their dimensions' HNSW indexes) in the target."""
+    dims = {r["name"]: r["dim"] for r in source._conn().execute("SELECT name, dim FROM embedders")}
+    with target._write("the embedders", lock=CONTENT_LOCK) as conn:
+        target._register_dims(conn, {name: {dim} for name, dim in dims.items()})
+    return dims
+
+
+def set_vector_indexes(target: PostgresStore, dims: set[int], present: bool) -> None:
+    """Drop, or build (with memory to work in), the HNSW indexes of these dimensions.
+
+    Inserting into an HNSW index costs milliseconds per vector; building it once after a bulk
+    copy is many times faster. Searches meanwhile scan exactly (slower, never wrong).
+    """
+    conn = target._conn()
+    if present:
+        conn.execute("SET maintenance_work_mem = '1GB'")
+    for dim in sorted(d for d in dims if d <= HNSW_MAX_DIM):
+        conn.execute(hnsw_index_sql(dim) if present else f"DROP INDEX IF EXISTS vectors_hnsw_{int(dim)}")
+    if present:
+        conn.execute("RESET maintenance_work_mem")
+        conn.execute("ANALYZE vectors")
+
+
 def copy_store(source: SQLiteStore, target: PostgresStore, *, thumbnails: bool = True, limit: int | None = None,
                step: Callable[[str, bool], None] | None = None) -> dict[str, int]:
-    """Copy every document not in the target yet (at most limit); step(doc_id, copied) after each one."""
+    """Copy every document not in the target yet (at most limit); step(doc_id, copied) after each one.
+
+    When the copy brings more vectors than the target holds, the HNSW indexes are dropped first
+    and built at the end (an interrupted run leaves them to the next run, which builds them).
+    """
     copy_collections(source, target)
+    dims = set(copy_embedders(source, target).values())
     todo, present = pending_documents(source, target)
+    todo = todo[:limit]
+    incoming = sum(_vector_count(source, d) for d in todo)
+    held = int(target._q("SELECT count(*) AS n FROM vectors").fetchone()["n"])
+    bulk = incoming > held
+    if bulk:
+        set_vector_indexes(target, dims, present=False)
     copied = 0
-    for doc_id in todo[:limit]:
+    for doc_id in todo:
         done = copy_document(source, target, doc_id, thumbnails=thumbnails)
         copied += int(done)
         if step is not None:
             step(doc_id, done)
-    return {"copied": copied, "skipped": present, "left": max(0, len(todo) - copied)}
+    # Also after an earlier run that was cut short before its indexes were built.
+    set_vector_indexes(target, dims, present=True)
+    left = len(pending_documents(source, target)[0])
+    return {"copied": copied, "skipped": present, "left": left, "bulk": int(bulk)}
+
+
+def _vector_count(source: SQLiteStore, doc_id: str) -> int:
+    return source._conn().execute("SELECT count(*) FROM vectors WHERE document_id = ?", (doc_id,)).fetchone()[0]
