@@ -121,12 +121,14 @@ def load_postgres(url: str, vectors: np.ndarray) -> float:
     return elapsed
 
 
-def build_hnsw(url: str, workers: int) -> float:
-    """The HNSW index built over the loaded rows with room to work; seconds taken."""
+def build_hnsw(url: str, workers: int, notices: list[str]) -> float:
+    """The HNSW index built over the loaded rows with room to work; seconds taken (server notices,
+    such as the graph outgrowing maintenance_work_mem, are appended to notices)."""
     from docenrich.storage.postgres.connections import open_connection
     from docenrich.storage.postgres.vectors import hnsw_index_sql
 
     conn = open_connection(url)
+    conn.add_notice_handler(lambda diag: notices.append(f"{diag.message_primary} {diag.message_detail or ''}".strip()))
     conn.execute(f"DROP INDEX IF EXISTS vectors_hnsw_{DIM}")
     conn.execute("SET maintenance_work_mem = '2GB'")
     conn.execute(f"SET max_parallel_maintenance_workers = {int(workers)}")
@@ -186,28 +188,53 @@ def child(kind: str, target: str, queries_file: Path) -> None:
                       "p50_ms": pct(times, 50) * 1e3, "vectors": len(index)}))
 
 
-def ingest(url: str, data_dir: Path, docs: int = 10, per_doc: int = 200) -> dict:
-    """save_batch of the same snippets (text + 384-d vector) on both backends: snippets per second."""
-    from docenrich.records import Snippet
+def ingest(urls: tuple[str, str], data_dir: Path, docs: int = 10, per_doc: int = 200) -> dict:
+    """save_batch of the same snippets (text + 384-d vector) on both backends: snippets per second.
+
+    "postgres_bulk" drops the HNSW index after the first document, as migrate-to-postgres does
+    for a bulk copy, to show what index maintenance costs per insert."""
     from docenrich.storage import SQLiteStore
     from docenrich.storage.postgres import PostgresStore
 
     vectors = clustered(docs * per_doc, seed=99)
     out = {}
-    for name, store in (("sqlite", SQLiteStore(data_dir)), ("postgres", PostgresStore(url))):
+    stores = (("sqlite", SQLiteStore(data_dir)), ("postgres", PostgresStore(urls[0])),
+              ("postgres_bulk", PostgresStore(urls[1])))
+    for name, store in stores:
         t0 = time.perf_counter()
         for d in range(docs):
-            doc, _ = store.add_document(f"%PDF-1.4\n% ingest {d}\n%%EOF\n".encode(), f"{d}.pdf")
-            store.begin_batches(doc.id, 1)
-            store.save_batch(doc.id, 0, [
-                Snippet(text=f"Passage {i} of document {d}: settings such as R_MAKEVARS_USER and cache sizes.",
-                        page=1 + i // 20, document_id=doc.id, ordinal=i, meta={"heading": f"Section {i // 20}"},
-                        embedding=vectors[d * per_doc + i], embedding_model=EMBEDDER)
-                for i in range(per_doc)])
+            _ingest_document(store, d, vectors[d * per_doc:(d + 1) * per_doc])
+            if d == 0 and name == "postgres_bulk":
+                store._q(f"DROP INDEX vectors_hnsw_{DIM}")
         out[name] = docs * per_doc / (time.perf_counter() - t0)
         store.close()
     out["ratio"] = out["postgres"] / out["sqlite"]
     return out
+
+
+def _ingest_document(store, d: int, vectors: np.ndarray) -> None:
+    from docenrich.records import Snippet
+
+    doc, _ = store.add_document(f"%PDF-1.4\n% ingest {d}\n%%EOF\n".encode(), f"{d}.pdf")
+    store.begin_batches(doc.id, 1)
+    store.save_batch(doc.id, 0, [
+        Snippet(text=f"Passage {i} of document {d}: settings such as R_MAKEVARS_USER and cache sizes.",
+                page=1 + i // 20, document_id=doc.id, ordinal=i, meta={"heading": f"Section {i // 20}"},
+                embedding=v, embedding_model=EMBEDDER)
+        for i, v in enumerate(vectors)])
+
+
+def ef_sweep(pg, queries: np.ndarray, exact_hits: list[list[int]], values: list[int]) -> list[dict]:
+    """HNSW latency and recall@10 at several hnsw.ef_search values."""
+    from docenrich.storage.postgres.index import PgVectorIndex
+
+    rows = []
+    for ef in values:
+        index = PgVectorIndex(pg, EMBEDDER, ef_search=ef)
+        index.refresh()
+        times, hits = timed_searches(index, queries)
+        rows.append({"ef": ef, "p50": pct(times, 50), "p95": pct(times, 95), "recall": recall(exact_hits, hits)})
+    return rows
 
 
 # --------------------------------------------------------------------------- running
@@ -234,7 +261,8 @@ def run_size(n: int, admin_url: str, work: Path, args: argparse.Namespace) -> di
     data_dir = work / f"sqlite-{n}"
     res = {"n": n, "sqlite_load_s": load_sqlite(data_dir, vectors), "pg_load_s": load_postgres(url, vectors)}
     del vectors
-    res["build_s"] = build_hnsw(url, args.workers)
+    res["notices"] = []
+    res["build_s"] = build_hnsw(url, args.workers, res["notices"])
     print(f"{n:,}: loaded (SQLite {res['sqlite_load_s']:.1f} s, PostgreSQL COPY {res['pg_load_s']:.1f} s), "
           f"HNSW built in {res['build_s']:.1f} s", flush=True)
     from docenrich.storage import SQLiteStore
@@ -249,6 +277,7 @@ def run_size(n: int, admin_url: str, work: Path, args: argparse.Namespace) -> di
     res.update(exact_p50=pct(exact_t, 50), exact_p95=pct(exact_t, 95), hnsw_p50=pct(hnsw_t, 50),
                hnsw_p95=pct(hnsw_t, 95), recall=recall(exact_hits, hnsw_hits), ef_search=hnsw.ef_search,
                uses_hnsw=f"vectors_hnsw_{DIM}" in hnsw.plan(queries[0], K))
+    res["sweep"] = ef_sweep(pg, queries, exact_hits, [int(v) for v in args.ef_sweep.split(",") if v.strip()])
     del exact
     sq.close()
     pg.close()
@@ -275,10 +304,18 @@ def markdown(results: list[dict], ingest_res: dict | None, args: argparse.Namesp
             f"{r['hnsw_p50'] * 1e3:.1f} / {r['hnsw_p95'] * 1e3:.1f} ms | {r['recall']:.3f} | {r['ef_search']} | "
             f"{r['build_s']:.1f} s | {r['sqlite_load_s']:.1f} / {r['pg_load_s']:.1f} s | "
             f"{ws['rss_mib']:.0f} / {wp['rss_mib']:.0f} MiB | {ws['refresh_s']:.2f} / {wp['refresh_s']:.3f} s |")
+    lines += ["", "HNSW at other `hnsw.ef_search` values (setting `PG_HNSW_EF_SEARCH`), same queries:", "",
+              "| vectors | ef_search | p50 / p95 | recall@10 |", "|---:|---:|---:|---:|"]
+    lines += [f"| {r['n']:,} | {w['ef']} | {w['p50'] * 1e3:.1f} / {w['p95'] * 1e3:.1f} ms | {w['recall']:.3f} |"
+              for r in results for w in r.get("sweep", [])]
     if ingest_res:
         lines += ["", f"Ingest (save_batch of the same 200-snippet batches with 384-d vectors): SQLite "
                   f"{ingest_res['sqlite']:.0f} snippets/s, PostgreSQL {ingest_res['postgres']:.0f} snippets/s "
-                  f"(PostgreSQL / SQLite = {ingest_res['ratio']:.2f})."]
+                  f"(PostgreSQL / SQLite = {ingest_res['ratio']:.2f}); PostgreSQL without the HNSW index "
+                  f"(built afterwards, as a bulk copy does) {ingest_res['postgres_bulk']:.0f} snippets/s."]
+    for r in results:
+        if r.get("notices"):
+            lines += ["", f"Server notices while building the index at {r['n']:,}: " + "; ".join(r["notices"])]
     if note:
         lines += ["", note]
     return "\n".join(lines) + "\n"
@@ -289,6 +326,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sizes", default="100000", help="comma-separated vector counts")
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--ef-search", type=int, default=100)
+    parser.add_argument("--ef-sweep", default="40,100,200,400", help="ef_search values for the recall table")
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                         help="max_parallel_maintenance_workers for the index build")
     parser.add_argument("--database-url", help="a PostgreSQL server with pgvector (default: start pgserver)")
@@ -314,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     admin_url = args.database_url or server.get_uri()
     try:
         results = [run_size(int(s), admin_url, work, args) for s in args.sizes.split(",") if s.strip()]
-        ingest_res = ingest(fresh_database(admin_url, "bench_ingest"), work / "ingest")
+        ingest_res = ingest((fresh_database(admin_url, "bench_ingest"), fresh_database(admin_url, "bench_bulk")),
+                            work / "ingest")
         print(json.dumps(ingest_res), flush=True)
         Path(args.out).write_text(markdown(results, ingest_res, args, args.note))
         print(Path(args.out).read_text())
