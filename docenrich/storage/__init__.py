@@ -41,9 +41,9 @@ __all__ = [
 
 
 def open_store(settings: Settings | None = None, *, data_dir=None, database_url: str | None = None) -> Store:
-    """The store the settings select: PostgreSQL when a database URL is set, else SQLite under
-    data_dir (default settings.data_dir)."""
-    if settings is None and (data_dir is None or database_url is None):
+    """The store the settings select: PostgreSQL when a database URL is set (database_url, else
+    settings.database_url), else SQLite under data_dir (default settings.data_dir)."""
+    if settings is None and (data_dir is None or database_url is None or database_url):
         from docenrich.config import get_settings
 
         settings = get_settings()
@@ -55,14 +55,10 @@ def open_store(settings: Settings | None = None, *, data_dir=None, database_url:
         # Imported here: SQLite users never need psycopg installed.
         from docenrich.storage.postgres import PostgresStore
 
-        if settings is None:
-            from docenrich.config import get_settings
-
-            settings = get_settings()
         return PostgresStore(database_url, ef_search=settings.pg_hnsw_ef_search)
     return SQLiteStore(settings.data_dir if data_dir is None else data_dir)
 
 
 def is_postgres_url(url: str) -> bool:
-    """Whether a database URL names PostgreSQL."""
-    return url.split(":", 1)[0] in ("postgresql", "postgres", "postgresql+psycopg")
+    """Whether a database URL names PostgreSQL (psycopg's schemes)."""
+    return url.split(":", 1)[0] in ("postgresql", "postgres")
