@@ -8,6 +8,8 @@ import unicodedata
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
+from docenrich.records import DEFAULT_COLLECTION
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -281,6 +283,12 @@ class Store(Protocol):
     def close(self) -> None:
         """Release every connection this store opened in this process."""
         ...
+
+
+def default_collections(names: Iterable[str] | None) -> list[str]:
+    """The collections an upload goes into: those named, else the default one."""
+    names = [n for n in (names or []) if n]
+    return names or [DEFAULT_COLLECTION]
 
 
 def check_collection_name(name: object) -> str:

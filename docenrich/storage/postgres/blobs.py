@@ -5,8 +5,7 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from docenrich.storage.encoding import check_doc_id
-from docenrich.storage.sqlite.blobs import IMAGE_NAME
+from docenrich.storage.encoding import IMAGE_NAME, check_doc_id
 
 if TYPE_CHECKING:
     import psycopg

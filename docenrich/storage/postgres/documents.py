@@ -8,12 +8,10 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from docenrich.records import Document, states_before
-from docenrich.storage.base import QueueFull, StorageError, sanitize_filename
+from docenrich.storage.base import QueueFull, StorageError, default_collections, sanitize_filename
 from docenrich.storage.encoding import doc_id_for, is_doc_id, json_dump
-from docenrich.storage.postgres.rows import row_to_document
 from docenrich.storage.postgres.schema import ADMISSION_LOCK, CONTENT_LOCK
-from docenrich.storage.sqlite.collections import default_collections
-from docenrich.storage.sqlite.documents import UPDATABLE, _column_values, _positive
+from docenrich.storage.rows import UPDATABLE, column_values, positive, row_to_document
 
 if TYPE_CHECKING:
     import psycopg
@@ -75,7 +73,7 @@ class DocumentsMixin:
             conn.execute(
                 """INSERT INTO documents (id, sha256, filename, size, state, stage, progress, batch_pages,
                        created_at, updated_at) VALUES (%s, %s, %s, %s, 'queued', 'Queued', 0, %s, %s, %s)""",
-                (doc_id, sha, sanitize_filename(filename), len(data), _positive(batch_pages), now, now),
+                (doc_id, sha, sanitize_filename(filename), len(data), positive(batch_pages), now, now),
             )
         elif row["state"] == "failed":
             self._restart_failed(conn, doc_id, now, batch_pages)
@@ -96,7 +94,7 @@ class DocumentsMixin:
                    error = NULL, snippet_count = 0, batches_total = NULL, batches_done = 0,
                    embedder = NULL, generation = generation + 1, batch_pages = %s, updated_at = %s
                WHERE id = %s""",
-            (_positive(batch_pages), now, doc_id),
+            (positive(batch_pages), now, doc_id),
         )
 
     def restart_document(self, doc_id: str) -> Document | None:
@@ -161,7 +159,7 @@ class DocumentsMixin:
             raise TypeError(f"update_document() cannot set {sorted(unknown)}; allowed: {sorted(UPDATABLE)}")
         if not is_doc_id(doc_id):
             return None
-        values = _column_values(fields)
+        values = column_values(fields)
         values["updated_at"] = time.time()
         where, args = "id = %s", [doc_id]
         if "state" in values:
@@ -187,7 +185,7 @@ class DocumentsMixin:
         """The document's page batch size, set to batch_pages only if none was fixed yet."""
         with self._write("the document status") as conn:
             conn.execute("UPDATE documents SET batch_pages = %s WHERE id = %s AND batch_pages IS NULL",
-                         (_positive(batch_pages), doc_id))
+                         (positive(batch_pages), doc_id))
             row = conn.execute("SELECT batch_pages FROM documents WHERE id = %s", (doc_id,)).fetchone()
         return None if row is None else row["batch_pages"]
 

@@ -1,9 +1,9 @@
-"""PostgreSQL rows back into records, through the SQLite backend's converters (same columns)."""
+"""PostgreSQL rows back into records, through the shared converters."""
 from __future__ import annotations
 
 import logging
 
-from docenrich.storage.sqlite.rows import row_to_document, row_to_snippet
+from docenrich.storage.rows import row_to_document, row_to_snippet
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from docenrich.storage.base import StorageError, reason
-from docenrich.storage.encoding import check_doc_id
+from docenrich.storage.encoding import IMAGE_NAME, check_doc_id
 
 log = logging.getLogger(__name__)
 
-IMAGE_NAME = re.compile(r"[0-9a-f]{64}\.(?:webp|png|jpg|gif)")
 _PDF_NAME = re.compile(r"[0-9a-f]{64}\.pdf")
 # Files younger than this may belong to a write still in progress; the sweep leaves them.
 ORPHAN_MIN_AGE_S = 3600.0
