@@ -45,6 +45,9 @@ class Settings:
     redis_port: int = 6379
     redis_password: str = ""
     data_dir: Path = PROJECT_DIR / "data"
+    # PostgreSQL (with pgvector) instead of SQLite: postgresql://user:pass@host:5432/db.
+    database_url: str = ""
+    pg_hnsw_ef_search: int = 100
     # Models.
     embedder_model: str = DEFAULT_EMBEDDER
     reranker_model: str = DEFAULT_RERANKER

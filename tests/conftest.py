@@ -191,6 +191,39 @@ def redis_server():
 
 
 @pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL 16 with pgvector (pgserver) for the whole session, always torn down."""
+    from tests.pg import PgServer
+
+    server = PgServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def pg_url(pg_server):
+    """The URL of a database of its own for one test, dropped afterwards."""
+    url = pg_server.fresh_url()
+    yield url
+    pg_server.drop(url)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_store(request, tmp_path):
+    """A store of each backend: SQLite under tmp_path, PostgreSQL in a fresh database."""
+    if request.param == "sqlite":
+        from docenrich.storage import SQLiteStore
+
+        store = SQLiteStore(tmp_path / "data")
+    else:
+        from docenrich.storage.postgres import PostgresStore
+
+        store = PostgresStore(request.getfixturevalue("pg_url"))
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="session")
 def redis_url(redis_server) -> str:
     return redis_server.url
 

@@ -9,17 +9,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from docenrich.storage import SQLiteStore
+from tests.storeutil import stored_pdfs
 from tests.test_api import make_app, pdf_with_text, wait_ready
-
 
 # --------------------------------------------------------------------------- the store
 
 
 @pytest.fixture()
-def st(tmp_path):
-    store = SQLiteStore(tmp_path / "data")
-    yield store
-    store.close()
+def st(any_store):
+    """The store-level tests run on SQLite and on PostgreSQL."""
+    return any_store
 
 
 def test_documents_go_to_default_unless_a_collection_is_named(st):
@@ -43,9 +42,9 @@ def test_documents_go_to_default_unless_a_collection_is_named(st):
 def test_deleting_a_collection_keeps_documents_that_belong_elsewhere(st):
     only, _ = st.add_document(pdf_with_text("only here"), "only.pdf", collections=["gone"])
     shared, _ = st.add_document(pdf_with_text("shared"), "shared.pdf", collections=["gone", "kept"])
-    pdf = st.pdf_path(only.id)
+    assert f"{only.sha256}.pdf" in stored_pdfs(st)
     assert sorted(st.delete_collection("gone")) == [only.id]
-    assert st.get_document(only.id) is None and not pdf.exists()
+    assert st.get_document(only.id) is None and stored_pdfs(st) == [f"{shared.sha256}.pdf"]
     assert st.get_document(shared.id) is not None
     assert st.collections_of([shared.id])[shared.id] == ["kept"]
     assert st.get_collection("gone") is None and st.delete_collection("gone") is None

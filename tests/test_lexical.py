@@ -15,6 +15,7 @@ from docenrich.records import Snippet  # noqa: E402
 from docenrich.storage import DB_NAME, SCHEMA_VERSION, SQLiteStore  # noqa: E402
 from docenrich.storage.sqlite import schema  # noqa: E402
 from docenrich.storage.sqlite.lexical import fts_query  # noqa: E402
+from tests.storeutil import is_postgres  # noqa: E402
 
 TEXTS = [
     "Set the environment variable R_MAKEVARS_USER to point at a personal Makevars file.",
@@ -33,10 +34,21 @@ def snip(doc_id: str, i: int, text: str, kind: str = "text", heading: str | None
 
 
 @pytest.fixture
-def st(tmp_path: Path):
-    s = SQLiteStore(tmp_path / "data")
-    yield s
-    s.close()
+def st(any_store):
+    """Each test runs on SQLite (FTS5) and on PostgreSQL (tsvector)."""
+    return any_store
+
+
+def index_sizes(st) -> tuple[int, int]:
+    """(rows in the lexical index, snippets), read from the backend's own tables."""
+    if is_postgres(st):
+        row = st._q("SELECT count(*) FILTER (WHERE lex <> ''::tsvector) AS i, count(*) AS s FROM snippets").fetchone()
+        return row["i"], row["s"]
+    conn = sqlite3.connect(st.db_path)
+    try:
+        return tuple(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("snippets_fts", "snippets"))
+    finally:
+        conn.close()
 
 
 def add_doc(st, tag: str, texts: list[str], **kw) -> str:
@@ -100,12 +112,7 @@ def test_index_follows_insert_update_and_delete(st):
     assert st.delete_document(doc_id)
     hits = st.lexical_search("XDG_CONFIG_HOME", 5)
     assert [st.get_snippet(h[0]).document_id for h in hits] == [other]
-    conn = sqlite3.connect(st.db_path)
-    try:
-        indexed = conn.execute("SELECT count(*) FROM snippets_fts").fetchone()[0]
-        stored = conn.execute("SELECT count(*) FROM snippets").fetchone()[0]
-    finally:
-        conn.close()
+    indexed, stored = index_sizes(st)
     assert indexed == stored == 1
 
 

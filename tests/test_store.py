@@ -1,125 +1,39 @@
-"""Tests for store.py against a real SQLite file under tmp_path (no Redis/Celery)."""
+"""The Store contract on both backends: SQLite under tmp_path and a real PostgreSQL (pgvector).
+
+SQLite-only behaviour (WAL, files on disk, disk-full handling) is in test_store_sqlite.py; the
+vector indexes in test_store_vectors.py; PostgreSQL's own (HNSW, admission across processes)
+in test_pgvector.py.
+"""
 from __future__ import annotations
 
-import errno
 import multiprocessing
 import os
-import sqlite3
 import sys
 import threading
 from pathlib import Path
 
 import numpy as np
-import PIL.Image
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # plain `pytest` (not `python -m pytest`) does not add the root
     sys.path.insert(0, str(ROOT))
 
-from docenrich.records import Snippet  # noqa: E402
-from docenrich.storage import (  # noqa: E402
-    DB_NAME,
-    SCHEMA_VERSION,
-    DimensionMismatch,
-    StorageError,
-    VectorIndex,
-    sanitize_filename,
+from docenrich.storage import Store, sanitize_filename  # noqa: E402
+from tests.storeutil import (  # noqa: E402
+    DIM,
+    document_info,
+    make_batch,
+    pdf_bytes,
+    stored_images,
+    stored_pdfs,
+    stored_thumbs,
 )
-from docenrich.storage import SQLiteStore as Store  # noqa: E402
-from docenrich.storage.sqlite import blobs as store_mod  # noqa: E402
-
-DIM = 16
-
-
-def pdf_bytes(tag: str) -> bytes:
-    return f"%PDF-1.4\n% test document {tag}\n%%EOF\n".encode()
-
-
-def unit(rng: np.random.Generator, dim: int = DIM) -> np.ndarray:
-    v = rng.standard_normal(dim).astype(np.float32)
-    return v / np.linalg.norm(v)
-
-
-def pattern_image(n: int) -> PIL.Image.Image:
-    """A black/white 8x8 image spelling n in binary: distinct n give distinct images under any encoding."""
-    img = PIL.Image.new("L", (8, 8), 255)
-    img.putdata([0 if (n >> bit) & 1 else 255 for bit in range(64)])
-    return img
-
-
-def make_batch(
-    doc_id: str,
-    batch: int,
-    n: int = 5,
-    *,
-    rng: np.random.Generator | None = None,
-    model: str | None = "test-model",
-    dim: int = DIM,
-    image: int | None = None,
-) -> list[Snippet]:
-    """n snippets with ordinals batch*100 + i; the first one carries pattern_image(image) if asked."""
-    rng = rng or np.random.default_rng(batch)
-    out = []
-    for i in range(n):
-        out.append(
-            Snippet(
-                text=f"doc {doc_id} batch {batch} snippet {i}",
-                image=pattern_image(image) if (image is not None and i == 0) else None,
-                page=batch + 1,
-                bbox=(1.0, 2.0, 3.0 + i, 4.0),
-                document_id=doc_id,
-                ordinal=batch * 100 + i,
-                kind="figure" if (image is not None and i == 0) else "text",
-                embedding=unit(rng, dim) if model else None,
-                embedding_model=model,
-                meta={"i": i},
-            )
-        )
-    return out
-
-
-def files_in(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir())
 
 
 @pytest.fixture
-def st(tmp_path: Path) -> Store:
-    s = Store(tmp_path / "data")
-    yield s
-    s.close()
-
-
-# --------------------------------------------------------------------------- setup / schema
-
-
-def test_database_is_wal_and_versioned(st: Store):
-    conn = sqlite3.connect(st.data_dir / DB_NAME)
-    try:
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    finally:
-        conn.close()
-    for sub in ("pdfs", "images", "thumbs"):
-        assert (st.data_dir / sub).is_dir()
-    # Reopening an up-to-date database keeps the data.
-    doc, _ = st.add_document(pdf_bytes("a"), "a.pdf")
-    again = Store(st.data_dir)
-    assert again.get_document(doc.id) is not None
-    again.close()
-
-
-def test_newer_schema_is_refused(tmp_path: Path):
-    Store(tmp_path).close()
-    conn = sqlite3.connect(tmp_path / DB_NAME)
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    conn.commit()
-    conn.close()
-    with pytest.raises(StorageError, match="newer"):
-        Store(tmp_path)
-
-
-# --------------------------------------------------------------------------- documents
+def st(any_store) -> Store:
+    return any_store
 
 
 def test_same_bytes_give_same_document(st: Store):
@@ -130,8 +44,8 @@ def test_same_bytes_give_same_document(st: Store):
     assert first.id == second.id == first.sha256[:16]
     assert second.filename == "report.pdf"
     assert len(st.list_documents()) == 1
-    assert files_in(st.data_dir / "pdfs") == [f"{first.sha256}.pdf"]
-    assert st.pdf_path(first.id).read_bytes() == data
+    assert stored_pdfs(st) == [f"{first.sha256}.pdf"]
+    assert st.pdf_bytes(first.id) == data
     other, created3 = st.add_document(pdf_bytes("different"), "x.pdf")
     assert created3 and other.id != first.id
     assert [d.id for d in st.list_documents()] == [other.id, first.id]  # newest first
@@ -148,21 +62,15 @@ def test_failed_document_is_reset_on_reupload(st: Store):
     assert again.state == "queued" and again.error is None
     assert again.snippet_count == 0 and again.batches_total is None and again.batches_done == 0
     assert st.snippets(doc.id) == [] and st.done_batches(doc.id) == set()
-    assert files_in(st.data_dir / "images") == []
+    assert stored_images(st) == []
     assert st.embedder_counts() == {}
 
 
 def test_add_document_records_info(st: Store):
-    info = store_mod_info(page_count=7, title="T", producer="P", has_text_layer=False, metadata={"a": 1})
+    info = document_info(page_count=7, title="T", producer="P", has_text_layer=False, metadata={"a": 1})
     doc, _ = st.add_document(pdf_bytes("info"), "i.pdf", info)
     assert (doc.pages, doc.title, doc.producer, doc.has_text_layer, doc.metadata) == (7, "T", "P", False, {"a": 1})
     assert doc.to_dict()["metadata"] == {"a": 1}
-
-
-def store_mod_info(**kw):
-    from docenrich.pdf import DocumentInfo
-
-    return DocumentInfo(**kw)
 
 
 def test_empty_upload_rejected(st: Store):
@@ -268,9 +176,6 @@ def test_store_survives_fork(st: Store):
     assert st.update_document(doc.id, stage="parent again").stage == "parent again"
 
 
-# --------------------------------------------------------------------------- batches
-
-
 def test_save_batch_is_idempotent(st: Store):
     doc, _ = st.add_document(pdf_bytes("idem"), "i.pdf")
     st.begin_batches(doc.id, 3)
@@ -285,14 +190,14 @@ def test_save_batch_is_idempotent(st: Store):
     assert st.embedder_counts() == {"test-model": 4}
     assert st.vectors_version() == version  # identical vectors: nothing changed
     assert second.batches_done == 1 and st.done_batches(doc.id) == {0}
-    assert len(files_in(st.data_dir / "images")) == 1
+    assert len(stored_images(st)) == 1
 
 
 def test_resaved_batch_updates_in_place(st: Store):
     doc, _ = st.add_document(pdf_bytes("resave"), "s.pdf")
     st.save_batch(doc.id, 0, make_batch(doc.id, 0, n=5, image=3))
     ids = [r.id for r in st.snippets(doc.id)]
-    idx = VectorIndex(st, "test-model")
+    idx = st.vector_index("test-model")
     idx.refresh()
     changed = make_batch(doc.id, 0, n=3, rng=np.random.default_rng(99))  # new vectors, no image
     changed[1].text = "changed text"
@@ -301,7 +206,7 @@ def test_resaved_batch_updates_in_place(st: Store):
     rows = st.snippets(doc.id)
     assert saved.snippet_count == 5 and [r.id for r in rows] == ids  # upsert: same rows, none lost
     assert rows[1].text == "changed text" and rows[0].image_path is None
-    assert files_in(st.data_dir / "images") == []  # the replaced image was collected
+    assert stored_images(st) == []  # the replaced image was collected
     assert st.embedder_counts() == {"test-model": 4} and not rows[0].has_vector
     idx.refresh()  # replaced vectors: the index must not keep the old ones
     assert len(idx) == 4
@@ -363,7 +268,7 @@ def test_save_batch_for_deleted_document(st: Store):
     doc, _ = st.add_document(pdf_bytes("gone"), "g.pdf")
     st.delete_document(doc.id)
     assert st.save_batch(doc.id, 0, make_batch(doc.id, 0, image=4)) is None
-    assert files_in(st.data_dir / "images") == []
+    assert stored_images(st) == []
     assert st.embedder_counts() == {}
 
 
@@ -384,9 +289,6 @@ def test_save_batch_validates_input(st: Store):
     assert st.get_document(doc.id).snippet_count == 0
 
 
-# --------------------------------------------------------------------------- deletion
-
-
 def test_delete_removes_rows_files_and_vectors(st: Store):
     a, _ = st.add_document(pdf_bytes("del-a"), "a.pdf")
     b, _ = st.add_document(pdf_bytes("del-b"), "b.pdf")
@@ -394,11 +296,11 @@ def test_delete_removes_rows_files_and_vectors(st: Store):
     st.save_batch(a.id, 0, make_batch(a.id, 0, image=shared, rng=np.random.default_rng(1)))
     st.save_batch(a.id, 1, make_batch(a.id, 1, image=0x0F0F, rng=np.random.default_rng(2)))
     st.save_batch(b.id, 0, make_batch(b.id, 0, image=shared, rng=np.random.default_rng(3)))
-    assert len(files_in(st.data_dir / "images")) == 2  # shared image stored once
-    thumb = st.save_thumb(a.id, 1, b"\x89PNG fake")
-    assert thumb.read_bytes() == b"\x89PNG fake"
+    assert len(stored_images(st)) == 2  # shared image stored once
+    st.save_thumb(a.id, 1, b"\x89PNG fake")
+    assert st.thumb_bytes(a.id, 1) == b"\x89PNG fake" and stored_thumbs(st, a.id) == 1
 
-    idx = VectorIndex(st, "test-model")
+    idx = st.vector_index("test-model")
     idx.refresh()
     assert len(idx) == 15
     a_ids = {s.id for s in st.snippets(a.id)}
@@ -412,11 +314,10 @@ def test_delete_removes_rows_files_and_vectors(st: Store):
     assert st.snippets(a.id) == [] and st.done_batches(a.id) == set()
     assert all(st.get_snippet(i) is None for i in a_ids)
     assert list(st.export_rows(a.id)) == []
-    assert not (st.data_dir / "pdfs" / f"{a.sha256}.pdf").exists()
-    assert (st.data_dir / "pdfs" / f"{b.sha256}.pdf").exists()
-    assert files_in(st.data_dir / "images") == [b_image]  # shared kept, a's own removed
+    assert stored_pdfs(st) == [f"{b.sha256}.pdf"]
+    assert stored_images(st) == [b_image]  # shared kept, a's own removed
     assert b_image in a_images
-    assert not thumb.exists()
+    assert st.thumb_bytes(a.id, 1) is None and stored_thumbs(st, a.id) == 0
     assert st.embedder_counts() == {"test-model": 5}
     assert st.vectors_version() > version
 
@@ -426,263 +327,10 @@ def test_delete_removes_rows_files_and_vectors(st: Store):
     assert len(hits) == 5 and not ({h[0] for h in hits} & a_ids)
 
     st.delete_document(b.id)
-    assert files_in(st.data_dir / "images") == []
-    assert files_in(st.data_dir / "pdfs") == []
+    assert stored_images(st) == []
+    assert stored_pdfs(st) == []
     idx.refresh()
     assert len(idx) == 0 and idx.search(np.ones(DIM), 3) == []
-
-
-# --------------------------------------------------------------------------- storage failures
-
-
-def _enospc(*_a, **_k):
-    raise OSError(errno.ENOSPC, "No space left on device")
-
-
-def test_disk_full_on_upload_leaves_nothing(st: Store, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(store_mod.os, "replace", _enospc)
-    with pytest.raises(StorageError, match="disk is full"):
-        st.add_document(pdf_bytes("full"), "f.pdf")
-    monkeypatch.undo()
-    assert st.list_documents() == []
-    assert files_in(st.data_dir / "pdfs") == []  # no temp file either
-
-
-def test_pdfs_dir_replaced_by_file_gives_storage_error(st: Store):
-    pdfs = st.data_dir / "pdfs"
-    pdfs.rmdir()
-    pdfs.write_bytes(b"not a directory")
-    with pytest.raises(StorageError) as info:
-        st.add_document(pdf_bytes("nodir"), "n.pdf")
-    assert "Could not save the uploaded PDF" in str(info.value)
-    assert st.list_documents() == []
-    assert pdfs.read_bytes() == b"not a directory"
-
-
-def test_unwritable_data_dir_on_startup(tmp_path: Path):
-    (tmp_path / "pdfs").write_bytes(b"")
-    with pytest.raises(StorageError, match="data directory"):
-        Store(tmp_path)
-
-
-def test_disk_full_while_saving_images_leaves_nothing(st: Store, monkeypatch: pytest.MonkeyPatch):
-    doc, _ = st.add_document(pdf_bytes("img-full"), "i.pdf")
-    st.begin_batches(doc.id, 1)
-    batch = make_batch(doc.id, 0, image=5)
-    batch += make_batch(doc.id, 1, image=6)
-    calls = {"n": 0}
-    real_replace = os.replace
-
-    def second_fails(src, dst):
-        calls["n"] += 1
-        if calls["n"] >= 2:
-            _enospc()
-        real_replace(src, dst)
-
-    monkeypatch.setattr(store_mod.os, "replace", second_fails)
-    with pytest.raises(StorageError, match="disk is full"):
-        st.save_batch(doc.id, 0, batch)
-    monkeypatch.undo()
-    assert calls["n"] == 2  # the first image was written, then collected
-    assert files_in(st.data_dir / "images") == []
-    d = st.get_document(doc.id)
-    assert d.snippet_count == 0 and d.batches_done == 0 and d.state == "queued"
-    assert st.embedder_counts() == {}
-
-
-def test_database_full_leaves_no_row_and_no_file(st: Store):
-    conn = st._conn()
-    pages = conn.execute("PRAGMA page_count").fetchone()[0]
-    conn.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own "disk full" for this connection
-    big = store_mod_info(page_count=1, title="x", producer="y", has_text_layer=True, metadata={"blob": "z" * 200_000})
-    with pytest.raises(StorageError, match="disk is full"):
-        st.add_document(pdf_bytes("dbfull"), "d.pdf", big)
-    conn.execute("PRAGMA max_page_count = 1073741823")
-    assert st.list_documents() == []
-    assert files_in(st.data_dir / "pdfs") == []
-
-
-# --------------------------------------------------------------------------- processes
-
-
-def _process_worker(data_dir: str, tag: str, n_batches: int, start) -> None:
-    s = Store(data_dir)
-    doc, _ = s.add_document(pdf_bytes(tag), f"{tag}.pdf")
-    s.begin_batches(doc.id, n_batches)
-    start.wait(120)  # a Barrier: both processes start writing together
-    rng = np.random.default_rng(abs(hash(tag)) % 2**32)
-    for b in range(n_batches):
-        s.update_document(doc.id, state="embedding", stage=f"batch {b}")
-        s.save_batch(doc.id, b, make_batch(doc.id, b, n=8, rng=rng, image=b + 1))
-    s.close()
-
-
-def test_two_processes_write_at_once(tmp_path: Path):
-    Store(tmp_path).close()  # schema exists before the race, as in production
-    ctx = multiprocessing.get_context("spawn")
-    start = ctx.Barrier(2)
-    n_batches = 40
-    procs = [
-        ctx.Process(target=_process_worker, args=(str(tmp_path), tag, n_batches, start)) for tag in ("p1", "p2")
-    ]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(180)
-    assert [p.exitcode for p in procs] == [0, 0]
-    s = Store(tmp_path)
-    docs = s.list_documents()
-    assert len(docs) == 2
-    for d in docs:
-        assert d.state == "ready" and d.batches_done == n_batches and d.snippet_count == n_batches * 8
-    assert s.embedder_counts() == {"test-model": 2 * n_batches * 8}
-    assert len(files_in(tmp_path / "images")) == n_batches  # same colours in both docs: shared
-    s.close()
-    # The writes really interleaved: each process committed batches while the other was busy.
-    conn = sqlite3.connect(tmp_path / DB_NAME)
-    spans = conn.execute("SELECT min(done_at), max(done_at) FROM batches GROUP BY document_id").fetchall()
-    conn.close()
-    (a0, a1), (b0, b1) = spans
-    assert a0 < b1 and b0 < a1
-
-
-# --------------------------------------------------------------------------- vector index
-
-
-def _fill(st: Store, n_docs: int, per_doc: int, dim: int, model: str, seed: int) -> list[str]:
-    rng = np.random.default_rng(seed)
-    ids = []
-    for d in range(n_docs):
-        doc, _ = st.add_document(pdf_bytes(f"{model}-{seed}-{d}"), f"{d}.pdf")
-        ids.append(doc.id)
-        for b in range(0, per_doc, 50):
-            batch = make_batch(doc.id, b // 50, n=min(50, per_doc - b), rng=rng, model=model, dim=dim)
-            st.save_batch(doc.id, b // 50, batch)
-    return ids
-
-
-def _brute(st: Store, model: str, q: np.ndarray, k: int, doc_id: str | None = None):
-    ids, docs, mat, _ = st.load_vectors(model)
-    if doc_id is not None:
-        keep = docs == doc_id
-        ids, mat = ids[keep], mat[keep]
-    scores = mat @ q
-    order = np.argsort(-scores)[:k]
-    return ids[order], scores[order]
-
-
-def test_vector_index_matches_bruteforce(st: Store):
-    doc_ids = _fill(st, n_docs=3, per_doc=400, dim=DIM, model="test-model", seed=7)
-    idx = VectorIndex(st, "test-model")
-    idx.refresh()
-    assert len(idx) == 1200 and idx.dim == DIM
-    rng = np.random.default_rng(123)
-    for _ in range(10):
-        q = unit(rng)
-        for k in (1, 10, 50):
-            got = idx.search(q, k)
-            want_ids, want_scores = _brute(st, "test-model", q, k)
-            assert [g[0] for g in got] == want_ids.tolist()
-            np.testing.assert_allclose([g[1] for g in got], want_scores, rtol=1e-5, atol=1e-6)
-        for doc_id in doc_ids:
-            got = idx.search(q, 7, document_id=doc_id)
-            want_ids, _ = _brute(st, "test-model", q, 7, doc_id)
-            assert [g[0] for g in got] == want_ids.tolist()
-            assert {st.get_snippet(g[0]).document_id for g in got} == {doc_id}
-    assert len(idx.search(unit(rng), 5000)) == 1200  # k larger than n
-    assert idx.search(unit(rng), 5, document_id="0123456789abcdef") == []
-    assert idx.search(unit(rng), 0) == []
-    with pytest.raises(ValueError, match="dimensions"):
-        idx.search(np.ones(DIM + 1), 3)
-
-
-def test_incremental_refresh_appends(st: Store, monkeypatch: pytest.MonkeyPatch):
-    _fill(st, n_docs=1, per_doc=100, dim=DIM, model="test-model", seed=1)
-    idx = VectorIndex(st, "test-model")
-    idx.refresh()
-    assert len(idx) == 100
-
-    def no_reload():
-        raise AssertionError("inserts only: refresh must append, not reload")
-
-    monkeypatch.setattr(idx, "_reload", no_reload)
-    idx.refresh()  # nothing changed: no-op
-    calls = {"n": 0}
-    real_load = st._load_vectors
-
-    def counting_load(*a, **k):
-        calls["n"] += 1
-        return real_load(*a, **k)
-
-    monkeypatch.setattr(st, "_load_vectors", counting_load)
-    idx.refresh()
-    assert calls["n"] == 0  # unchanged version: not even a query
-    new_docs = _fill(st, n_docs=2, per_doc=1100, dim=DIM, model="test-model", seed=2)  # forces buffer growth
-    for _ in range(2):
-        idx.refresh()
-    assert len(idx) == 2300 and calls["n"] == 1
-    newest = st.snippets(new_docs[1])[-1]
-    vec = next(r["embedding"] for r in st.export_rows(new_docs[1]) if r["snippet_id"] == newest.id)
-    assert idx.search(np.array(vec, dtype=np.float32), 1, document_id=new_docs[1])[0][0] == newest.id
-    q = unit(np.random.default_rng(5))
-    want_ids, _ = _brute(st, "test-model", q, 20)
-    assert [h[0] for h in idx.search(q, 20)] == want_ids.tolist()
-
-    monkeypatch.undo()
-    st.delete_document(new_docs[0])
-    idx.refresh()  # a removal: full reload
-    assert len(idx) == 1200
-
-
-def test_embedder_isolation_and_dimension_check(st: Store):
-    doc, _ = st.add_document(pdf_bytes("iso"), "iso.pdf")
-    st.save_batch(doc.id, 0, make_batch(doc.id, 0, n=4, model="small", dim=8))
-    st.save_batch(doc.id, 1, make_batch(doc.id, 1, n=6, model="large", dim=32))
-    small, large = VectorIndex(st, "small"), VectorIndex(st, "large")
-    small.refresh()
-    large.refresh()
-    assert (len(small), small.dim, len(large), large.dim) == (4, 8, 6, 32)
-    small_ids = {s.id for s in st.snippets(doc.id) if s.ordinal < 100}
-    assert {h[0] for h in small.search(np.ones(8), 10)} == small_ids
-    assert not ({h[0] for h in large.search(np.ones(32), 10)} & small_ids)
-    with pytest.raises(ValueError):
-        small.search(np.ones(32), 3)
-    with pytest.raises(DimensionMismatch, match="8-dimensional"):
-        st.save_batch(doc.id, 2, make_batch(doc.id, 2, n=2, model="small", dim=16))
-    assert st.done_batches(doc.id) == {0, 1}  # the failed batch left nothing
-    assert st.embedder_counts() == {"large": 6, "small": 4}
-    assert st.embedder_dims() == {"large": 32, "small": 8}
-    assert VectorIndex(st, "nobody").search(np.ones(8), 3) == []
-
-
-def test_reembedding_flow(st: Store):
-    doc, _ = st.add_document(pdf_bytes("reembed"), "r.pdf")
-    st.save_batch(doc.id, 0, make_batch(doc.id, 0, n=5))
-    st.save_batch(doc.id, 1, make_batch(doc.id, 1, n=3, model=None))
-    todo = st.snippets_needing_vectors("test-model", 100)
-    assert sorted(s.ordinal for s in todo) == [100, 101, 102]
-    assert all(isinstance(s, Snippet) and s.text and s.document_id == doc.id for s in todo)
-    todo_new = st.snippets_needing_vectors("new-model", 3)
-    assert len(todo_new) == 3
-    rest = st.snippets_needing_vectors("new-model", 100, after_id=todo_new[-1].meta["snippet_id"])
-    assert len(rest) == 5
-    idx = VectorIndex(st, "new-model")
-    idx.refresh()
-    assert len(idx) == 0
-    version = st.vectors_version()
-    rng = np.random.default_rng(0)
-    items = [(s.meta["snippet_id"], unit(rng, 24)) for s in todo_new + rest]
-    st.save_vectors(items + [(999_999, unit(rng, 24))], "new-model")  # 999_999: no such snippet, skipped
-    assert st.vectors_version() > version
-    assert st.snippets_needing_vectors("new-model", 100) == []
-    assert st.embedder_counts() == {"new-model": 8, "test-model": 5}
-    idx.refresh()
-    assert len(idx) == 8
-    with pytest.raises(DimensionMismatch):
-        st.save_vectors([(todo[0].meta["snippet_id"], unit(rng, 12))], "new-model")
-    assert st.delete_vectors("new-model") == 8
-    idx.refresh()
-    assert len(idx) == 0
 
 
 def test_export_rows(st: Store):
@@ -707,35 +355,58 @@ def test_export_rows(st: Store):
     ]
 
 
-# --------------------------------------------------------------------------- paths
-
-
-def test_image_file_refuses_traversal(st: Store):
-    doc, _ = st.add_document(pdf_bytes("img"), "img.pdf")
+def test_blobs_by_bytes_validate_names_and_ids(st: Store):
+    doc, _ = st.add_document(pdf_bytes("blobs"), "b.pdf")
     batch = make_batch(doc.id, 0, n=1, image=1)
     st.save_batch(doc.id, 0, batch)
     name = st.snippets(doc.id)[0].image_path
-    path = st.image_file(name)
-    assert path is not None and path.parent == st.data_dir / "images"
-    assert path.read_bytes() == batch[0].image_bytes()[0]
-    (st.data_dir / "secret").write_text("x")
-    bad_names = ("../x", "../secret", "../" + name, name.upper(), name + "/..", "/etc/passwd", "", name[:-4])
-    for bad in bad_names + ("a" * 64 + ".exe", None, 42):
-        assert st.image_file(bad) is None, bad
-    assert st.image_file("0" * 64 + ".png") is None  # well-formed but absent
-
-
-def test_thumb_and_pdf_paths_validate_ids(st: Store):
-    doc, _ = st.add_document(pdf_bytes("thumb"), "t.pdf")
-    path = st.thumb_path(doc.id, 3)
-    assert path.parent == st.data_dir / "thumbs" / doc.id and path.parent.is_dir()
-    assert st.thumb_path(doc.id, 3, width=300) != path
-    assert st.save_thumb(doc.id, 3, b"png-bytes") == path and path.read_bytes() == b"png-bytes"
-    with pytest.raises(ValueError):
-        st.thumb_path("../../etc", 1)
-    with pytest.raises(ValueError):
-        st.thumb_path(doc.id, 0)
+    assert st.image_bytes(name) == batch[0].image_bytes()[0]
+    for bad in ("../x", "../" + name, name.upper(), name + "/..", "/etc/passwd", "", name[:-4], None, 42):
+        assert st.image_bytes(bad) is None, bad
+    assert st.image_bytes("0" * 64 + ".png") is None  # well-formed but absent
+    assert st.thumb_bytes(doc.id, 3) is None
+    st.save_thumb(doc.id, 3, b"png-bytes")
+    st.save_thumb(doc.id, 3, b"wide", width=300)
+    assert (st.thumb_bytes(doc.id, 3), st.thumb_bytes(doc.id, 3, 300)) == (b"png-bytes", b"wide")
+    for bad_id, page in (("../../etc", 1), (doc.id, 0)):
+        with pytest.raises(ValueError):
+            st.thumb_bytes(bad_id, page)
     with pytest.raises(KeyError):
-        st.pdf_path("0123456789abcdef")
+        st.pdf_bytes("0123456789abcdef")
     with pytest.raises(ValueError):
-        st.pdf_path("../x")
+        st.pdf_bytes("../x")
+
+
+def test_images_drawn_later_fill_only_snippets_without_one(st: Store):
+    import io
+
+    from PIL import Image
+
+    from tests.storeutil import pattern_image
+
+    doc, _ = st.add_document(pdf_bytes("lazy"), "lazy.pdf")
+    st.begin_batches(doc.id, 1)
+    st.save_batch(doc.id, 0, make_batch(doc.id, 0, n=4, image=3))
+    waiting = st.snippets_without_image(doc.id)
+    assert [s.ordinal for s in waiting] == [1, 2, 3]  # the first snippet came with its image
+    assert [s.ordinal for s in st.snippets_without_image(doc.id, 5, after_ordinal=1)] == [2, 3]
+
+    def png(n: int) -> bytes:
+        buf = io.BytesIO()
+        pattern_image(n).save(buf, "PNG")
+        return buf.getvalue()
+
+    first = next(s for s in st.snippets(doc.id) if s.ordinal == 0)
+    # The snippet that has an image keeps it; the others take theirs; a deleted id is skipped.
+    assert st.set_snippet_images([(first.id, png(9), "png"), (waiting[0].id, png(5), "png"),
+                                  (waiting[1].id, png(6), "png"), (10**9, png(7), "png")]) == 2
+    assert st.set_snippet_images([(waiting[0].id, png(8), "png")]) == 0  # the first image drawn stays
+    after = {s.ordinal: s for s in st.snippets(doc.id)}
+    assert after[0].image_path == first.image_path and after[3].image_path is None
+    drawn = st.image_bytes(after[1].image_path)
+    assert Image.open(io.BytesIO(drawn)).getpixel((0, 0)) == pattern_image(5).getpixel((0, 0))
+    assert [s.ordinal for s in st.snippets_without_image(doc.id)] == [3]
+    # Images nobody uses (the skipped id's, the second draw's) are not kept.
+    assert len(stored_images(st)) == 3
+    st.delete_document(doc.id)
+    assert stored_images(st) == []

@@ -1,7 +1,8 @@
 """Storage for docenrich: documents, snippets, vectors and content files behind one interface.
 
 Only this package speaks SQL. Callers type against `Store` (the interface) and get one from
-`open_store()`; `SQLiteStore` is the backend in use today.
+`open_store()`: `SQLiteStore` under a data directory, or `PostgresStore` (PostgreSQL with
+pgvector) when DATABASE_URL names a postgresql:// database.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from docenrich.storage.base import (
     QueueFull,
     StorageError,
     Store,
+    VectorSearch,
     check_collection_name,
     sanitize_filename,
 )
@@ -30,6 +32,7 @@ __all__ = [
     "StorageError",
     "Store",
     "VectorIndex",
+    "VectorSearch",
     "check_collection_name",
     "migrate",
     "open_store",
@@ -37,13 +40,25 @@ __all__ = [
 ]
 
 
-def open_store(settings: Settings | None = None, *, data_dir=None) -> Store:
-    """The store the settings select: SQLite under data_dir (default settings.data_dir)."""
-    if data_dir is None:
-        if settings is None:
-            from docenrich.config import get_settings
+def open_store(settings: Settings | None = None, *, data_dir=None, database_url: str | None = None) -> Store:
+    """The store the settings select: PostgreSQL when a database URL is set (database_url, else
+    settings.database_url), else SQLite under data_dir (default settings.data_dir)."""
+    if settings is None and (data_dir is None or database_url is None or database_url):
+        from docenrich.config import get_settings
 
-            settings = get_settings()
-        data_dir = settings.data_dir
-    # The place a second backend is chosen, once a setting names one (e.g. a database URL).
-    return SQLiteStore(data_dir)
+        settings = get_settings()
+    if database_url is None:
+        database_url = settings.database_url
+    if database_url:
+        if not is_postgres_url(database_url):
+            raise StorageError("DATABASE_URL must be a postgresql:// URL (leave it empty for SQLite).")
+        # Imported here: SQLite users never need psycopg installed.
+        from docenrich.storage.postgres import PostgresStore
+
+        return PostgresStore(database_url, ef_search=settings.pg_hnsw_ef_search)
+    return SQLiteStore(settings.data_dir if data_dir is None else data_dir)
+
+
+def is_postgres_url(url: str) -> bool:
+    """Whether a database URL names PostgreSQL (psycopg's schemes)."""
+    return url.split(":", 1)[0] in ("postgresql", "postgres")

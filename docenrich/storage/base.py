@@ -6,8 +6,9 @@ import os
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+from docenrich.records import DEFAULT_COLLECTION
 
 if TYPE_CHECKING:
     import numpy as np
@@ -35,6 +36,23 @@ class QueueFull(RuntimeError):
 
 class DimensionMismatch(ValueError):
     """An embedder name was reused with a different vector dimension."""
+
+
+class VectorSearch(Protocol):
+    """What search needs of a dense index: refresh, top-k by similarity, and its size."""
+
+    def refresh(self) -> None:
+        """Catch up with the stored vectors."""
+        ...
+
+    def search(
+        self, query: np.ndarray, k: int, document_id: str | None = None, document_ids: Iterable[str] | None = None
+    ) -> list[tuple[int, float]]:
+        """Top-k (snippet_id, score) best first, optionally within one document or a set of them."""
+        ...
+
+    def __len__(self) -> int:
+        ...
 
 
 class Store(Protocol):
@@ -250,25 +268,37 @@ class Store(Protocol):
 
     # ---- files
 
-    def pdf_path(self, doc_id: str) -> Path:
-        """Path of a document's PDF; KeyError if the document does not exist."""
+    def pdf_bytes(self, doc_id: str) -> bytes:
+        """A document's PDF; KeyError if the document does not exist."""
         ...
 
-    def image_file(self, name: str) -> Path | None:
-        """Path of a stored image by name, or None if missing or not a plain content name."""
+    def image_bytes(self, name: str) -> bytes | None:
+        """A stored image by content name, or None if missing or not a plain content name."""
         ...
 
-    def thumb_path(self, doc_id: str, page: int, width: int | None = None) -> Path:
-        """Cache path of a page thumbnail (its folder is created; the file may not exist)."""
+    def thumb_bytes(self, doc_id: str, page: int, width: int | None = None) -> bytes | None:
+        """A cached page rendering (PNG), or None when not rendered yet; ValueError for a bad id or page."""
         ...
 
-    def save_thumb(self, doc_id: str, page: int, data: bytes, width: int | None = None) -> Path:
-        """Atomically write a rendered PNG thumbnail to its cache path."""
+    def save_thumb(self, doc_id: str, page: int, data: bytes, width: int | None = None) -> object:
+        """Cache a rendered PNG of a page (a file on SQLite, a row on PostgreSQL)."""
+        ...
+
+    # ---- dense search
+
+    def vector_index(self, embedder: str) -> VectorSearch:
+        """Dense top-k over one embedder's vectors: an in-memory matrix (SQLite) or SQL (pgvector)."""
         ...
 
     def close(self) -> None:
         """Release every connection this store opened in this process."""
         ...
+
+
+def default_collections(names: Iterable[str] | None) -> list[str]:
+    """The collections an upload goes into: those named, else the default one."""
+    names = [n for n in (names or []) if n]
+    return names or [DEFAULT_COLLECTION]
 
 
 def check_collection_name(name: object) -> str:

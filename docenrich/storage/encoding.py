@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 # Image formats we accept from Snippet.image_bytes(), mapped to the file extension.
 IMAGE_EXTS = {"webp": "webp", "png": "png", "jpeg": "jpg", "jpg": "jpg", "gif": "gif"}
+# A stored image's name: its content hash and a known extension (never a path).
+IMAGE_NAME = re.compile(r"[0-9a-f]{64}\.(?:webp|png|jpg|gif)")
 MAX_KIND = 32
 _DOC_ID = re.compile(r"[0-9a-f]{16}")
 

@@ -120,7 +120,7 @@ def extract_document_task(self, doc_id: str, generation: int | None = None) -> d
         from docenrich.pdf import page_count
 
         try:
-            pages = page_count(store.pdf_path(doc_id))
+            pages = page_count(store.pdf_bytes(doc_id))
         except PDFError as exc:
             fail_document(doc_id, str(exc), doc.generation)
             return {"document": doc_id, "queued": 0, "error": str(exc)}
@@ -187,7 +187,7 @@ def _extract(task, doc, start: int, end: int) -> list[Snippet]:
 
     try:
         return extract_snippets(
-            get_store().pdf_path(doc.id),
+            get_store().pdf_bytes(doc.id),
             doc.id,
             start_page=start,
             end_page=end,

@@ -5,6 +5,7 @@ through `presenters`. Errors are ApiError, answered as JSON by the app's error h
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 from typing import Any
@@ -134,13 +135,15 @@ def snippet_image(snippet_id: int):
     snip = store().get_snippet(snippet_id)
     if snip is not None and not snip.image_path:
         snip = _drawn(snip)
-    path = store().image_file(snip.image_path) if snip and snip.image_path else None
-    if path is None:
+    data = store().image_bytes(snip.image_path) if snip and snip.image_path else None
+    if data is None:
         raise ApiError(404, "This snippet has no image.", "not_found")
     # Versioned URLs (?v=<content name>) never change meaning; bare ones may after a re-extraction.
     immutable = request.args.get("v") == snip.image_path[:16]
-    response = send_file(path, mimetype=IMAGE_TYPES.get(path.suffix.lstrip("."), "application/octet-stream"),
-                         max_age=YEAR if immutable else 300, conditional=True, etag=True)
+    # The image's name is its content hash: the ETag of bytes from a file or a database row alike.
+    response = send_file(io.BytesIO(data), mimetype=IMAGE_TYPES.get(snip.image_path.rsplit(".", 1)[-1],
+                         "application/octet-stream"), max_age=YEAR if immutable else 300, conditional=True,
+                         etag=snip.image_path, last_modified=None)
     if immutable:
         response.cache_control.immutable = True
     return response
@@ -174,16 +177,18 @@ def page_png(doc: Document, page: int, width: int):
     if not 1 <= page <= max(doc.pages, 0):
         raise ApiError(404, f"{doc.filename} has no page {page}.", "not_found")
     thumbnail = width == 240  # thumbnails keep their historical cache name
-    path = store().thumb_path(doc.id, page) if thumbnail else store().thumb_path(doc.id, page, width)
-    if not path.is_file():
+    cache_width = None if thumbnail else width
+    data = store().thumb_bytes(doc.id, page, cache_width)
+    if data is None:
         try:
-            data = pdf.render_page_thumbnail(store().pdf_path(doc.id), page, width=width,
+            data = pdf.render_page_thumbnail(store().pdf_bytes(doc.id), page, width=width,
                                              max_height=THUMB_MAX_HEIGHT if thumbnail else None)
         except pdf.PDFError as exc:
             raise ApiError(422, f"Page {page} of {doc.filename} cannot be drawn: {exc}", exc.code) from None
-        path = store().save_thumb(doc.id, page, data) if thumbnail else store().save_thumb(doc.id, page, data, width)
+        store().save_thumb(doc.id, page, data, cache_width)
     # Document ids name the PDF's content, so a page's rendering never changes.
-    return send_file(path, mimetype="image/png", max_age=7 * 24 * 3600, conditional=True, etag=True)
+    return send_file(io.BytesIO(data), mimetype="image/png", max_age=7 * 24 * 3600, conditional=True,
+                     etag=f"{doc.id}-p{page}-w{width}")
 
 
 # --------------------------------------------------------------------------- export

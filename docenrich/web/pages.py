@@ -169,8 +169,8 @@ def cited_page(doc_id: str, page: int):
     if doc is None or not 1 <= page <= max(doc.pages, 0):
         abort(404, description="There is no such page; the document may have been deleted.")
     try:
-        width, height = pdf.page_size(store.pdf_path(doc_id), page)
-    except (pdf.PDFError, ValueError):
+        width, height = pdf.page_size(store.pdf_bytes(doc_id), page)
+    except (pdf.PDFError, ValueError, KeyError):
         abort(404, description="This page cannot be drawn.")
     snippets = [snippet_json(s) for s in store.snippets(doc_id, page=page)]
     cited = request.args.get("snippet", type=int)

@@ -11,7 +11,7 @@ import redis
 
 from docenrich import client, search
 from docenrich.celery_app import celery_app
-from docenrich.storage import VectorIndex, open_store
+from docenrich.storage import VectorSearch, open_store
 from docenrich.web.errors import redis_reason
 from docenrich.web.metrics import WebMetrics
 
@@ -23,8 +23,8 @@ class Services:
 
     def __init__(self, config: dict):
         self.config = config
-        self.store = open_store(data_dir=config["DATA_DIR"])
-        self._indexes: dict[str, VectorIndex] = {}
+        self.store = open_store(data_dir=config["DATA_DIR"], database_url=config.get("DATABASE_URL") or "")
+        self._indexes: dict[str, VectorSearch] = {}
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, Any]] = {}
         self._key_locks: dict[str, threading.Lock] = {}
@@ -32,11 +32,11 @@ class Services:
         self.redis = redis.Redis.from_url(celery_app.conf.broker_url, socket_connect_timeout=1, socket_timeout=2)
         self.metrics = WebMetrics(self)
 
-    def index_for(self, embedder: str) -> VectorIndex:
-        """The in-memory index of one embedder's vectors, created on first use."""
+    def index_for(self, embedder: str) -> VectorSearch:
+        """The dense index of one embedder (in memory on SQLite, in SQL on PostgreSQL), made on first use."""
         with self._lock:
             if embedder not in self._indexes:
-                self._indexes[embedder] = VectorIndex(self.store, embedder)
+                self._indexes[embedder] = self.store.vector_index(embedder)
             return self._indexes[embedder]
 
     def cached(self, key: str, ttl: float, compute: Callable[[], Any]) -> Any:

@@ -18,11 +18,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from docenrich.storage.base import StorageError, reason
-from docenrich.storage.encoding import check_doc_id
+from docenrich.storage.encoding import IMAGE_NAME, check_doc_id
 
 log = logging.getLogger(__name__)
 
-IMAGE_NAME = re.compile(r"[0-9a-f]{64}\.(?:webp|png|jpg|gif)")
 _PDF_NAME = re.compile(r"[0-9a-f]{64}\.pdf")
 # Files younger than this may belong to a write still in progress; the sweep leaves them.
 ORPHAN_MIN_AGE_S = 3600.0
@@ -133,6 +132,28 @@ class BlobsMixin:
         path = self.thumb_path(doc_id, page, width)
         atomic_write(path, data, "the page thumbnail")
         return path
+
+    def pdf_bytes(self, doc_id: str) -> bytes:
+        """A document's PDF; KeyError if the document (or its file) does not exist."""
+        try:
+            return self.pdf_path(doc_id).read_bytes()
+        except FileNotFoundError:
+            raise KeyError(doc_id) from None
+
+    def image_bytes(self, name: str) -> bytes | None:
+        """A stored image by content name, or None if missing or not a plain content name."""
+        path = self.image_file(name)
+        try:
+            return None if path is None else path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def thumb_bytes(self, doc_id: str, page: int, width: int | None = None) -> bytes | None:
+        """A cached page rendering, or None when not rendered yet."""
+        try:
+            return self.thumb_path(doc_id, page, width).read_bytes()
+        except FileNotFoundError:
+            return None
 
     def _ensure_file(self, path: Path, data: bytes, what: str) -> None:
         """Under the write lock: make sure a content file exists before a row points at it."""

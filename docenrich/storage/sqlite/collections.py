@@ -6,7 +6,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 
-from docenrich.records import DEFAULT_COLLECTION, Collection, Document
+from docenrich.records import Collection, Document
 from docenrich.storage.base import check_collection_name
 from docenrich.storage.sqlite.rows import row_to_document
 
@@ -126,9 +126,3 @@ class CollectionsMixin:
             "SELECT document_id FROM document_collections WHERE collection = ? ORDER BY added_at, document_id", (name,))]
         for doc_id in ids:
             yield from self.export_rows(doc_id, embedder)
-
-
-def default_collections(names: Iterable[str] | None) -> list[str]:
-    """The collections an upload goes into: those named, else the default one."""
-    names = [n for n in (names or []) if n]
-    return names or [DEFAULT_COLLECTION]

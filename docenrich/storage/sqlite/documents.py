@@ -9,24 +9,16 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from docenrich.records import READY, STATES, Document, states_before
-from docenrich.storage.base import QueueFull, StorageError, sanitize_filename
+from docenrich.records import Document, states_before
+from docenrich.storage.base import QueueFull, StorageError, default_collections, sanitize_filename
 from docenrich.storage.encoding import doc_id_for, is_doc_id, json_dump
+from docenrich.storage.rows import UPDATABLE, column_values, positive, row_to_document
 from docenrich.storage.sqlite.blobs import atomic_write, blob_present
-from docenrich.storage.sqlite.collections import default_collections
-from docenrich.storage.sqlite.rows import row_to_document
 
 if TYPE_CHECKING:
     from docenrich.pdf import DocumentInfo
 
 log = logging.getLogger(__name__)
-
-MAX_STAGE = 500
-MAX_ERROR = 2000
-UPDATABLE = frozenset(
-    {"state", "stage", "progress", "error", "pages", "title", "producer", "has_text_layer", "metadata", "embedder"}
-)
-
 
 class DocumentsMixin:
     """The documents table and the PDFs its rows name."""
@@ -94,7 +86,7 @@ class DocumentsMixin:
             conn.execute(
                 """INSERT INTO documents (id, sha256, filename, size, state, stage, progress, batch_pages,
                        created_at, updated_at) VALUES (?, ?, ?, ?, 'queued', 'Queued', 0, ?, ?, ?)""",
-                (doc_id, sha, sanitize_filename(filename), len(data), _positive(batch_pages), now, now),
+                (doc_id, sha, sanitize_filename(filename), len(data), positive(batch_pages), now, now),
             )
             created = True
         elif row["state"] == "failed":
@@ -120,7 +112,7 @@ class DocumentsMixin:
                    error = NULL, snippet_count = 0, batches_total = NULL, batches_done = 0,
                    embedder = NULL, generation = generation + 1, batch_pages = ?, updated_at = ?
                WHERE id = ?""",
-            (_positive(batch_pages), now, doc_id),
+            (positive(batch_pages), now, doc_id),
         )
         return stale_images
 
@@ -187,7 +179,7 @@ class DocumentsMixin:
             raise TypeError(f"update_document() cannot set {sorted(unknown)}; allowed: {sorted(UPDATABLE)}")
         if not is_doc_id(doc_id):
             return None
-        values = _column_values(fields)
+        values = column_values(fields)
         values["updated_at"] = time.time()
         where, args = "id = ?", [doc_id]
         if "state" in values:
@@ -216,7 +208,7 @@ class DocumentsMixin:
         with self._write("the document status") as conn:
             conn.execute(
                 "UPDATE documents SET batch_pages = ? WHERE id = ? AND batch_pages IS NULL",
-                (_positive(batch_pages), doc_id),
+                (positive(batch_pages), doc_id),
             )
             row = conn.execute("SELECT batch_pages FROM documents WHERE id = ?", (doc_id,)).fetchone()
         return None if row is None else row[0]
@@ -262,35 +254,3 @@ class DocumentsMixin:
         conn.execute("DELETE FROM snippets WHERE document_id = ?", (doc_id,))
         conn.execute("DELETE FROM batches WHERE document_id = ?", (doc_id,))
         return images, removed
-
-
-def _column_values(fields: dict[str, Any]) -> dict[str, Any]:
-    """update_document's fields validated and converted to column values."""
-    values: dict[str, Any] = {}
-    for key, value in fields.items():
-        if key == "state":
-            if value not in STATES:
-                raise ValueError(f"unknown state {value!r}; expected one of {STATES}")
-            if value == READY and "progress" not in fields:
-                values["progress"] = 1.0
-        elif key == "progress":
-            value = min(1.0, max(0.0, float(value)))
-        elif key == "stage":
-            value = str(value or "")[:MAX_STAGE]
-        elif key == "error":
-            value = None if value is None else str(value)[:MAX_ERROR]
-        elif key == "pages":
-            value = int(value)
-        elif key in ("title", "producer"):
-            value = str(value or "")
-        elif key == "has_text_layer":
-            value = None if value is None else int(bool(value))
-        elif key == "metadata":
-            value = json_dump(value)
-        values[key] = value
-    return values
-
-
-def _positive(value: int | None) -> int | None:
-    """A page batch size: a whole number of at least 1, or None."""
-    return None if value is None else max(1, int(value))

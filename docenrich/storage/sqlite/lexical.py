@@ -1,46 +1,20 @@
 """Lexical search: BM25 over the FTS5 index of snippet text and context (heading, title)."""
 from __future__ import annotations
 
-import re
 import sqlite3
-import unicodedata
 from collections.abc import Iterable
 
-# Query words matched by nearly every snippet: they cost time and add nothing to BM25.
-_STOPWORDS = frozenset(
-    "a an and are as at be by can do does for from how i if in into is it its my of on or "
-    "should so that the their then there these this to was we what when where which who why "
-    "will with you your".split()
-)
-# One query term: a run of letters/digits joined by identifier punctuation (R_MAKEVARS_USER,
-# foo.bar(), --no-same-owner, 2.0.1, C++).
-_TERM = re.compile(r"\w+(?:[._:/+'\-]+\w+)*", re.UNICODE)
-_PART = re.compile(r"\w+", re.UNICODE)
+from docenrich.storage.terms import query_terms
+
 # Weight of the text and context columns in bm25(): the heading and title count half.
 _BM25_WEIGHTS = "1.0, 0.5"
-MAX_TERMS = 32
 MAX_SPARSE_TERMS = 64
 
 
 def fts_query(query: str) -> str:
     """An FTS5 MATCH expression for free text: its terms OR-ed, each identifier a phrase of its parts."""
-    text = unicodedata.normalize("NFKC", query)
-    terms: list[str] = []
-    seen: set[str] = set()
-    for match in _TERM.finditer(text):
-        parts = [p.lower() for p in _PART.findall(match.group().replace("_", " "))]
-        if not parts:
-            continue
-        key = " ".join(parts)
-        if key in seen or (len(parts) == 1 and key in _STOPWORDS):
-            continue
-        seen.add(key)
-        # Double quotes make every part a literal string: no FTS5 operator can be injected.
-        terms.append('"' + key.replace('"', '""') + '"')
-    if not terms:
-        # A query of stopwords only still deserves an answer.
-        terms = ['"' + w.lower() + '"' for w in _PART.findall(text)[:MAX_TERMS]]
-    return " OR ".join(terms[:MAX_TERMS])
+    # Double quotes make every part a literal string: no FTS5 operator can be injected.
+    return " OR ".join('"' + " ".join(parts).replace('"', '""') + '"' for parts in query_terms(query))
 
 
 class LexicalMixin:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from docenrich.storage.index import VectorIndex
 from docenrich.storage.sqlite.batches import BatchesMixin
 from docenrich.storage.sqlite.blobs import BlobsMixin
 from docenrich.storage.sqlite.collections import CollectionsMixin
@@ -42,3 +43,7 @@ class SQLiteStore(
         self.db_path = self.data_dir / DB_NAME
         self._init_connections()
         set_up(self._conn(), self.db_path)
+
+    def vector_index(self, embedder: str) -> VectorIndex:
+        """Dense search for one embedder: its vectors held in this process as a numpy matrix."""
+        return VectorIndex(self, embedder)

@@ -1,0 +1,128 @@
+"""PgVectorIndex: dense top-k in SQL (HNSW, cosine), so the web process holds no vector matrix."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from docenrich.storage.postgres.schema import HNSW_MAX_DIM
+
+if TYPE_CHECKING:
+    from docenrich.storage.postgres.store import PostgresStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EF_SEARCH = 100
+# pgvector caps hnsw.ef_search at 1000: an index scan never yields more rows than that.
+MAX_EF_SEARCH = 1000
+# Filtered sets this small are searched exactly: pgvector 0.6 has no iterative index scans, so
+# an HNSW scan filtered afterwards may return fewer than k rows of a small document set.
+EXACT_BELOW = 20000
+
+
+class PgVectorIndex:
+    """The refresh/search/len shape of VectorIndex over one embedder's vectors in pgvector."""
+
+    def __init__(self, store: PostgresStore, embedder: str, ef_search: int = DEFAULT_EF_SEARCH,
+                 exact_below: int = EXACT_BELOW):
+        """An index reading through `store`; call refresh() for its size."""
+        self.store = store
+        self.embedder = embedder
+        self.ef_search = max(1, min(MAX_EF_SEARCH, int(ef_search)))
+        self.exact_below = exact_below
+        self._n = 0
+        self._dim = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension (0 while empty)."""
+        return self._dim
+
+    def refresh(self) -> None:
+        """Read the embedder's vector count and dimension (one indexed row; nothing is loaded)."""
+        row = self.store._q("SELECT dim, vector_count FROM embedders WHERE name = %s", (self.embedder,)).fetchone()
+        self._dim, self._n = (0, 0) if row is None else (int(row["dim"]), max(0, int(row["vector_count"])))
+
+    def search(
+        self, query: np.ndarray, k: int, document_id: str | None = None, document_ids: Collection[str] | None = None
+    ) -> list[tuple[int, float]]:
+        """Top-k (snippet_id, cosine similarity) best first; optionally within one document or a set."""
+        if document_id is not None:
+            document_ids = {document_id} if document_ids is None or document_id in document_ids else set()
+        if k <= 0 or self._n == 0:
+            return []
+        q = np.asarray(query, dtype=np.float32).reshape(-1)
+        if q.shape[0] != self._dim:
+            raise ValueError(f"query has {q.shape[0]} dimensions; embedder {self.embedder!r} vectors have {self._dim}")
+        if document_ids is not None:
+            docs = sorted(document_ids)
+            if not docs:
+                return []
+            return self._filtered(q, k, docs)
+        if self._dim > HNSW_MAX_DIM:
+            return self._exact(q, k, None)
+        hits = self._approximate(q, k, None, self.ef_search)
+        # Fewer than k rows: another embedder of the same size shares the index; fall back to exact.
+        return hits if len(hits) >= min(k, self._n) else self._exact(q, k, None)
+
+    def _filtered(self, q: np.ndarray, k: int, docs: list[str]) -> list[tuple[int, float]]:
+        """Within a set of documents: exact for small sets, else an over-fetching HNSW scan."""
+        row = self.store._q("SELECT count(*) AS n FROM vectors WHERE embedder = %s AND document_id = ANY(%s)",
+                            (self.embedder, docs)).fetchone()
+        inside = int(row["n"])
+        if inside == 0:
+            return []
+        if inside < self.exact_below or self._dim > HNSW_MAX_DIM:
+            return self._exact(q, k, docs)
+        # Ask for as many rows as the filter is expected to leave k of, within pgvector's cap.
+        ef = min(MAX_EF_SEARCH, max(self.ef_search, int(k * self._n / inside * 2)))
+        hits = self._approximate(q, k, docs, ef)
+        return hits if len(hits) >= min(k, inside) else self._exact(q, k, docs)
+
+    def _approximate_sql(self, docs: list[str] | None) -> str:
+        """The HNSW query: ORDER BY matches the partial index's expression, and dim is a literal
+        so the planner can prove the index's WHERE dim = n."""
+        dim = int(self._dim)
+        where = f"dim = {dim} AND embedder = %s" + (" AND document_id = ANY(%s)" if docs else "")
+        return (f"SELECT snippet_id, embedding::vector({dim}) <=> %s::vector({dim}) AS distance FROM vectors "
+                f"WHERE {where} ORDER BY embedding::vector({dim}) <=> %s::vector({dim}) LIMIT %s")
+
+    @staticmethod
+    def _use_hnsw(conn, ef: int) -> None:
+        """For this transaction only: the search breadth, and no sorted scan of another index (with
+        stale statistics or a small table the planner would rather sort the embedder's rows)."""
+        for name, value in (("hnsw.ef_search", str(int(ef))), ("enable_sort", "off"), ("enable_seqscan", "off")):
+            conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+
+    def _approximate(self, q: np.ndarray, k: int, docs: list[str] | None, ef: int) -> list[tuple[int, float]]:
+        """HNSW scan of up to ef rows (k when unfiltered), best first, cut to k."""
+        args = [q, self.embedder, *([docs] if docs else []), q, k if docs is None else ef]
+        with self.store._read_committed() as conn:
+            self._use_hnsw(conn, ef)
+            rows = conn.execute(self._approximate_sql(docs), args).fetchall()
+        return [(int(r["snippet_id"]), 1.0 - float(r["distance"])) for r in rows[:k]]
+
+    def plan(self, query: np.ndarray, k: int = 10) -> str:
+        """EXPLAIN of the unfiltered HNSW query as search() runs it (to check the index is used)."""
+        self.refresh()
+        q = np.asarray(query, dtype=np.float32).reshape(-1)
+        with self.store._read_committed() as conn:
+            self._use_hnsw(conn, self.ef_search)
+            rows = conn.execute("EXPLAIN " + self._approximate_sql(None), (q, self.embedder, q, k)).fetchall()
+        return "\n".join(r["QUERY PLAN"] for r in rows)
+
+    def _exact(self, q: np.ndarray, k: int, docs: list[str] | None) -> list[tuple[int, float]]:
+        """Exact scan: the uncast expression matches no HNSW index, so every candidate row is scored."""
+        where = "embedder = %s" + (" AND document_id = ANY(%s)" if docs else "")
+        args = [self.embedder, *([docs] if docs else [])]
+        rows = self.store._q(
+            f"""SELECT snippet_id, embedding <=> %s AS distance FROM vectors WHERE {where}
+                ORDER BY distance LIMIT %s""",
+            (q, *args, int(k)),
+        ).fetchall()
+        return [(int(r["snippet_id"]), 1.0 - float(r["distance"])) for r in rows]

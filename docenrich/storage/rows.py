@@ -1,0 +1,91 @@
+"""Database rows back into records, and status fields into column values, for every backend."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from docenrich.records import READY, STATES, Document, StoredSnippet
+from docenrich.storage.encoding import json_dump, json_load
+
+MAX_STAGE = 500
+MAX_ERROR = 2000
+UPDATABLE = frozenset(
+    {"state", "stage", "progress", "error", "pages", "title", "producer", "has_text_layer", "metadata", "embedder"}
+)
+
+
+def row_to_document(row: Mapping[str, Any]) -> Document:
+    """A Document from a `documents` row."""
+    htl = row["has_text_layer"]
+    return Document(
+        id=row["id"],
+        sha256=row["sha256"],
+        filename=row["filename"],
+        size=row["size"],
+        state=row["state"],
+        stage=row["stage"],
+        progress=float(row["progress"]),
+        pages=row["pages"],
+        title=row["title"],
+        producer=row["producer"],
+        has_text_layer=None if htl is None else bool(htl),
+        error=row["error"],
+        snippet_count=row["snippet_count"],
+        batches_total=row["batches_total"],
+        batches_done=row["batches_done"],
+        embedder=row["embedder"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        metadata=json_load(row["metadata"], {}),
+        generation=row["generation"],
+        batch_pages=row["batch_pages"],
+    )
+
+
+def row_to_snippet(row: Mapping[str, Any]) -> StoredSnippet:
+    """A StoredSnippet from a row selected with SNIPPET_COLS."""
+    bbox = json_load(row["bbox"], None)
+    return StoredSnippet(
+        id=row["id"],
+        document_id=row["document_id"],
+        ordinal=row["ordinal"],
+        page=row["page"],
+        bbox=tuple(bbox) if bbox is not None else None,
+        text=row["text"],
+        kind=row["kind"],
+        meta=json_load(row["meta"], {}),
+        image_path=row["image"],
+        has_vector=bool(row["has_vector"]),
+    )
+
+
+def column_values(fields: dict[str, Any]) -> dict[str, Any]:
+    """update_document's fields validated and converted to column values."""
+    values: dict[str, Any] = {}
+    for key, value in fields.items():
+        if key == "state":
+            if value not in STATES:
+                raise ValueError(f"unknown state {value!r}; expected one of {STATES}")
+            if value == READY and "progress" not in fields:
+                values["progress"] = 1.0
+        elif key == "progress":
+            value = min(1.0, max(0.0, float(value)))
+        elif key == "stage":
+            value = str(value or "")[:MAX_STAGE]
+        elif key == "error":
+            value = None if value is None else str(value)[:MAX_ERROR]
+        elif key == "pages":
+            value = int(value)
+        elif key in ("title", "producer"):
+            value = str(value or "")
+        elif key == "has_text_layer":
+            value = None if value is None else int(bool(value))
+        elif key == "metadata":
+            value = json_dump(value)
+        values[key] = value
+    return values
+
+
+def positive(value: int | None) -> int | None:
+    """A page batch size: a whole number of at least 1, or None."""
+    return None if value is None else max(1, int(value))

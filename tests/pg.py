@@ -1,0 +1,67 @@
+"""A real PostgreSQL with pgvector for the tests: pgserver's binaries in a temp dir, one per session."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+
+class PgServer:
+    """One pgserver instance; each test gets a database of its own from fresh_url()."""
+
+    def __init__(self) -> None:
+        try:
+            import pgserver
+            import psycopg  # noqa: F401
+        except ImportError as exc:
+            pytest.skip(f"PostgreSQL tests need the pgserver and psycopg packages ({exc}); "
+                        "pip install -r requirements-test.txt")
+        # A short path: the server's Unix socket lives in it and socket paths are capped at ~100 bytes.
+        self.dir = Path(tempfile.mkdtemp(prefix="pg-", dir="/tmp"))
+        self.server = pgserver.get_server(self.dir, cleanup_mode="delete")
+        self.uri = self.server.get_uri()
+        self._wait()
+        self.admin("CREATE EXTENSION IF NOT EXISTS vector")
+
+    def _wait(self, timeout: float = 60.0) -> None:
+        import psycopg
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with psycopg.connect(self.uri, connect_timeout=2) as conn:
+                    conn.execute("SELECT 1")
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def url(self, database: str) -> str:
+        """The URL of one database of this server."""
+        return self.server.get_uri(database)
+
+    def admin(self, sql: str, database: str = "postgres") -> None:
+        import psycopg
+
+        with psycopg.connect(self.url(database), autocommit=True) as conn:
+            conn.execute(sql)
+
+    def fresh_url(self) -> str:
+        """A new, empty database (with the vector extension available) and its URL."""
+        name = f"test_{uuid.uuid4().hex[:12]}"
+        self.admin(f"CREATE DATABASE {name}")
+        return self.url(name)
+
+    def drop(self, url: str) -> None:
+        """Drop a test database, ending its leftover sessions."""
+        name = url.split("?", 1)[0].rsplit("/", 1)[-1]
+        self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    def stop(self) -> None:
+        self.server.cleanup()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,96 @@
+"""Helpers shared by the store tests: synthetic PDFs, snippets, vectors, and what a store holds."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+
+from docenrich.records import Snippet
+
+DIM = 16
+
+
+def pdf_bytes(tag: str) -> bytes:
+    return f"%PDF-1.4\n% test document {tag}\n%%EOF\n".encode()
+
+
+def unit(rng: np.random.Generator, dim: int = DIM) -> np.ndarray:
+    v = rng.standard_normal(dim).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def pattern_image(n: int) -> PIL.Image.Image:
+    """A black/white 8x8 image spelling n in binary: distinct n give distinct images under any encoding."""
+    img = PIL.Image.new("L", (8, 8), 255)
+    img.putdata([0 if (n >> bit) & 1 else 255 for bit in range(64)])
+    return img
+
+
+def make_batch(
+    doc_id: str,
+    batch: int,
+    n: int = 5,
+    *,
+    rng: np.random.Generator | None = None,
+    model: str | None = "test-model",
+    dim: int = DIM,
+    image: int | None = None,
+) -> list[Snippet]:
+    """n snippets with ordinals batch*100 + i; the first one carries pattern_image(image) if asked."""
+    rng = rng or np.random.default_rng(batch)
+    out = []
+    for i in range(n):
+        out.append(
+            Snippet(
+                text=f"doc {doc_id} batch {batch} snippet {i}",
+                image=pattern_image(image) if (image is not None and i == 0) else None,
+                page=batch + 1,
+                bbox=(1.0, 2.0, 3.0 + i, 4.0),
+                document_id=doc_id,
+                ordinal=batch * 100 + i,
+                kind="figure" if (image is not None and i == 0) else "text",
+                embedding=unit(rng, dim) if model else None,
+                embedding_model=model,
+                meta={"i": i},
+            )
+        )
+    return out
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def document_info(**kw):
+    from docenrich.pdf import DocumentInfo
+
+    return DocumentInfo(**kw)
+
+
+def is_postgres(st) -> bool:
+    return type(st).__name__ == "PostgresStore"
+
+
+def _table_names(st, table: str, column: str) -> list[str]:
+    return sorted(r[column] for r in st._q(f"SELECT {column} FROM {table}"))
+
+
+def stored_images(st) -> list[str]:
+    """Names of the image blobs the store holds: files on SQLite, rows on PostgreSQL."""
+    return _table_names(st, "images", "name") if is_postgres(st) else files_in(st.data_dir / "images")
+
+
+def stored_pdfs(st) -> list[str]:
+    """The PDFs the store holds, as <sha256>.pdf."""
+    if is_postgres(st):
+        return [f"{sha}.pdf" for sha in _table_names(st, "pdfs", "sha256")]
+    return files_in(st.data_dir / "pdfs")
+
+
+def stored_thumbs(st, doc_id: str) -> int:
+    """How many page renderings of a document the store keeps."""
+    if is_postgres(st):
+        return st._q("SELECT count(*) AS n FROM thumbs WHERE document_id = %s", (doc_id,)).fetchone()["n"]
+    folder = st.thumb_dir / doc_id
+    return len(list(folder.iterdir())) if folder.is_dir() else 0
