@@ -315,10 +315,11 @@ class Stack:
 
     @property
     def store(self):
-        from docenrich.storage import SQLiteStore as Store
+        from docenrich.storage import SQLiteStore, open_store
 
         if self._store is None:
-            self._store = Store(self.data_dir)
+            url = self.env.get("DATABASE_URL")
+            self._store = open_store(database_url=url, data_dir=self.data_dir) if url else SQLiteStore(self.data_dir)
         return self._store
 
     def add_document(self, data: bytes, name: str) -> str:
