@@ -66,7 +66,8 @@ class PgVectorIndex:
             return self._filtered(q, k, docs)
         if self._dim > HNSW_MAX_DIM:
             return self._exact(q, k, None)
-        hits = self._approximate(q, k, None, self.ef_search)
+        # An HNSW scan yields at most ef_search rows: a deeper request widens it (up to pgvector's cap).
+        hits = self._approximate(q, k, None, max(self.ef_search, min(k, MAX_EF_SEARCH)))
         # Fewer than k rows: another embedder of the same size shares the index; fall back to exact.
         return hits if len(hits) >= min(k, self._n) else self._exact(q, k, None)
 
