@@ -8,7 +8,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
 
-.PHONY: run test install install-test system-test-deps flower bench eval gpu-check worker web clean-venv lock
+.PHONY: run test install install-test system-test-deps flower bench bench-pgvector eval gpu-check worker web clean-venv lock
 
 run: install
 	$(VPY) -m docenrich.cli.run
@@ -64,6 +64,11 @@ test: install-test system-test-deps
 
 bench: install-test
 	$(VPY) bench/run_all.py
+
+# Dense retrieval at 100,000 and 1,000,000 vectors, SQLite exact vs pgvector HNSW (about half an
+# hour on 2 cores, most of it building the index): writes bench/PGVECTOR.md.
+bench-pgvector: install-test
+	$(VPY) bench/bench_pgvector.py --sizes 100000,1000000
 
 # On a machine with a CUDA GPU: measures the one-model worker there and writes bench/GPU.md.
 # Without one it says so and exits 0.

@@ -172,13 +172,13 @@ def extraction_verdict(corpus: dict, big: dict) -> str:
 class IngestRun:
     """Uploads the set through POST /api/documents and waits until every document is ready."""
 
-    def __init__(self, env: common.BenchEnv, files: list[Path]):
+    def __init__(self, env: common.BenchEnv, files: list[Path], web=None, workers=None, store=None):
         from docenrich.storage import SQLiteStore as Store
 
         self.env, self.files = env, files
-        self.web = env.web()
-        self.workers = env.run_workers()
-        self.store = Store(common.data_dir())
+        self.web = web or env.web()
+        self.workers = workers or env.run_workers()
+        self.store = store or Store(common.data_dir())
         self.rounds: list[dict] = []
 
     def ingest(self) -> None:

@@ -4,7 +4,8 @@
     python bench/run_all.py --quick               # smoke run, writes bench/out/RESULTS-quick.md
     python bench/run_all.py --only models,search  # some groups, writes bench/out/RESULTS-partial.md
 
-Groups, in order: extract (figure 1), models (2a/b, 3, 4, 6a), ingest (2c), search (5, 6b).
+Groups, in order: extract (figure 1), models (2a/b, 3, 4, 6a), ingest (2c), search (5, 6b),
+postgres (7, 8: pgvector against SQLite's exact search, whole ingest on PostgreSQL).
 Everything runs on the bundled all-MiniLM-L6-v2 embedder and a seeded cross-encoder reranker,
 on the CPU, with a private Redis, worker and web app that are stopped at the end.
 """
@@ -27,18 +28,20 @@ from bench.common import Figure, Options  # noqa: E402
 log = logging.getLogger("bench.run_all")
 
 RESULTS = common.ROOT / "bench" / "RESULTS.md"
-GROUPS = ("extract", "models", "ingest", "search")
-ORDER = ("extract", "embedding", "ingest", "switching", "overhead", "search", "memory_worker", "memory_web")
+GROUPS = ("extract", "models", "ingest", "search", "postgres")
+ORDER = ("extract", "embedding", "ingest", "switching", "overhead", "search", "memory_worker", "memory_web",
+         "ingest_pg", "store")
 
 
 def run_group(name: str, env: common.BenchEnv, opts: Options) -> list[Figure]:
-    from bench import bench_ingest, bench_models, bench_search
+    from bench import bench_ingest, bench_models, bench_postgres, bench_search
 
     runners: dict[str, Callable[[], list[Figure]]] = {
         "extract": lambda: [bench_ingest.figure_extract(opts)],
         "models": lambda: bench_models.run(env, opts),
         "ingest": lambda: [bench_ingest.figure_ingest(env, opts)],
         "search": lambda: bench_search.run(env, opts),
+        "postgres": lambda: bench_postgres.run(env, opts),
     }
     return runners[name]()
 
