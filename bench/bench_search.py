@@ -243,7 +243,8 @@ def figure_search(env: common.BenchEnv, opts: Options) -> tuple[Figure, Figure]:
         f"GET /api/search?k=10 through the web app (python app.py) and the worker, rerank of the top {_top_n()} on; "
         f"stored snippets are synthetic (corpus texts, random unit vectors under {common.BUNDLED_EMBEDDER}) inserted "
         f"through Store.save_batch; per size {len(levels[min(levels)]['full'])} searches with rerank and "
-        f"{len(levels[top]['fast'])} without (retrieve samples); at {top:,}, {len(busy['blocks'])} blocks of "
+        f"{len(levels[top]['fast'])} without (retrieve samples), the query cache off (every search embeds its "
+        f"query); at {top:,}, {len(busy['blocks'])} blocks of "
         f"{len(levels[top]['full']) // len(busy['blocks'])} idle searches alternate with as many blocks during the "
         f"ingestion of a {busy['pages']}-page PDF (uploaded through the API, deleted and drained after each block); "
         f"split from the response's timings_ms",

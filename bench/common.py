@@ -219,8 +219,10 @@ class WebProcess:
 
         self.port = free_port()
         self.log_path = log_path
+        # No query cache: the benchmark cycles through a few queries, and each search is measured
+        # as a new question (its embedding included).
         self.env = {**os.environ, "WEB_PORT": str(self.port), "WEB_HOST": "127.0.0.1", "SECRET_KEY": "bench",
-                    "API_TOKEN": "", **(env or {})}
+                    "API_TOKEN": "", "QUERY_CACHE_SIZE": "0", **(env or {})}
         self.process: subprocess.Popen | None = None
         self.url = f"http://127.0.0.1:{self.port}"
         self._session = None

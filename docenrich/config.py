@@ -70,6 +70,7 @@ class Settings:
     result_expires: int = 86400
     worker_log_file: str = "celery_worker.log"
     docenrich_worker_role: str = "all"
+    docs_nice: int = 10
     # Processes of a docs worker; 0 picks max(1, cpu_count // 2), at most DOCS_CONCURRENCY_CAP.
     docs_concurrency: int = 0
     # What `make run` starts: "split" (a models worker and a docs worker) or "all" (one worker).

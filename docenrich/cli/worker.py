@@ -85,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     from docenrich.celery_app import celery_app
 
     argv = worker_argv(args.role, settings, args.concurrency, args.name, extra)
+    if args.role == "docs" and settings.docs_nice:
+        # PDF work is background work: on a shared machine the model worker (a search's embedding
+        # and rerank) and the web processes get the CPU first.
+        os.nice(settings.docs_nice)
     log.info("starting celery %s", " ".join(argv))
     celery_app.worker_main(argv)
     return 0
