@@ -7,13 +7,13 @@ import signal
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT, TEST_ENV, wait_for
 from tests.stack import http_request, post_pdfs
 from tests.test_api import pdf_with_text
+from tests.test_trust import processes_with
 
 
 def queues(role: str) -> set[str]:
@@ -47,19 +47,6 @@ def test_run_workers_setting_picks_the_split_or_the_single_worker():
     assert [name for name, _ in single] == ["all@h"] and "all" in single[0][1]
     with pytest.raises(SystemExit):
         worker_commands(load_settings(env={"RUN_WORKERS": "both"}), host="h")
-
-
-def processes_with(marker: str) -> list[int]:
-    """Pids of the live processes whose environment contains marker."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker.encode() in (entry / "environ").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
 
 
 @pytest.mark.slow

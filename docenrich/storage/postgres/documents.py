@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from docenrich.records import Document, states_before
 from docenrich.storage.base import QueueFull, StorageError, default_collections, sanitize_filename
-from docenrich.storage.encoding import doc_id_for, is_doc_id, json_dump
+from docenrich.storage.encoding import doc_id_for, info_values, is_doc_id
 from docenrich.storage.postgres.schema import ADMISSION_LOCK, CONTENT_LOCK
 from docenrich.storage.rows import UPDATABLE, column_values, positive, row_to_document
 
@@ -112,14 +112,7 @@ class DocumentsMixin:
         conn.execute(
             """UPDATE documents SET pages = %s, title = %s, producer = %s, has_text_layer = %s, metadata = %s
                WHERE id = %s""",
-            (
-                int(getattr(info, "page_count", 0) or 0),
-                str(getattr(info, "title", "") or ""),
-                str(getattr(info, "producer", "") or ""),
-                None if getattr(info, "has_text_layer", None) is None else int(bool(info.has_text_layer)),
-                json_dump(getattr(info, "metadata", None)),
-                doc_id,
-            ),
+            (*info_values(info), doc_id),
         )
 
     def get_document(self, doc_id: str) -> Document | None:

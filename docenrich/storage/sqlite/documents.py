@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from docenrich.records import Document, states_before
 from docenrich.storage.base import QueueFull, StorageError, default_collections, sanitize_filename
-from docenrich.storage.encoding import doc_id_for, is_doc_id, json_dump
+from docenrich.storage.encoding import doc_id_for, info_values, is_doc_id
 from docenrich.storage.rows import UPDATABLE, column_values, positive, row_to_document
 from docenrich.storage.sqlite.blobs import atomic_write, blob_present
 
@@ -130,14 +130,7 @@ class DocumentsMixin:
         conn.execute(
             """UPDATE documents SET pages = ?, title = ?, producer = ?, has_text_layer = ?, metadata = ?
                WHERE id = ?""",
-            (
-                int(getattr(info, "page_count", 0) or 0),
-                str(getattr(info, "title", "") or ""),
-                str(getattr(info, "producer", "") or ""),
-                None if getattr(info, "has_text_layer", None) is None else int(bool(info.has_text_layer)),
-                json_dump(getattr(info, "metadata", None)),
-                doc_id,
-            ),
+            (*info_values(info), doc_id),
         )
 
     def get_document(self, doc_id: str) -> Document | None:
