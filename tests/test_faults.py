@@ -33,8 +33,8 @@ def test_sigkilled_workers_mid_document_lose_and_duplicate_nothing(make_stack):
     """
     batch_pages, pages = 2, 24
     stack = make_stack(SNIPPET_BATCH_PAGES=batch_pages)
-    # ~250 tokens a page: embedding a batch takes long enough to be caught in flight.
-    first_pdf, second_pdf = text_pdf(pages, seed=21, sections=1, words=180), text_pdf(pages, seed=22, sections=1, words=180)
+    # ~500 tokens a page: embedding a batch takes long enough to be caught in flight.
+    first_pdf, second_pdf = text_pdf(pages, seed=21, sections=1, words=360), text_pdf(pages, seed=22, sections=1, words=360)
 
     # 1. The `make run` topology: one worker for every queue, killed mid-document.
     doc_a = stack.add_document(first_pdf, "first.pdf")
@@ -127,7 +127,9 @@ def test_redis_killed_and_restarted_mid_ingestion(make_stack):
 def test_time_limits_fail_the_task_and_spare_the_worker(make_stack):
     from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
-    stack = make_stack(TASK_SOFT_TIME_LIMIT=2, TASK_TIME_LIMIT=4, SNIPPET_BATCH_PAGES=4096)
+    # Eager images: drawing the bomb's page inflates its content stream inside MuPDF, which is what
+    # the last part needs (text alone may come out of it within the limit on a fast machine).
+    stack = make_stack(TASK_SOFT_TIME_LIMIT=2, TASK_TIME_LIMIT=4, SNIPPET_BATCH_PAGES=4096, SNIPPET_IMAGES="eager")
     worker = stack.worker("limits", "docs")  # document work only: no model needed
     main_pid = worker.process.pid
 
