@@ -80,8 +80,11 @@ def zeros_flate(megabytes: int) -> bytes:
     return b"\x78\xda" + first + again * (megabytes - 1) + comp.flush() + adler.to_bytes(4, "big")
 
 
-def bomb_pdf(kind: str, megabytes: int = 1024) -> bytes:
+def bomb_pdf(kind: str, megabytes: int = 1024, repeats: int = 1) -> bytes:
     """A one-page PDF with a FlateDecode stream of `megabytes` MiB of zeros (~1 MB on disk).
+
+    `repeats` lists a "content" bomb that many times in the page's /Contents, so MuPDF inflates it
+    again each time: the time inside MuPDF grows while the file does not.
 
     kind "content": the zeros are a second content stream of the page (NUL is whitespace,
     so the page is valid and shows one line of text). kind "image": a 32768 x 32768 gray
@@ -107,7 +110,7 @@ def bomb_pdf(kind: str, megabytes: int = 1024) -> bytes:
         doc.xref_set_key(page.xref, "Resources", f"<< /Font {font} /XObject << /Im0 {bomb} 0 R >> >>")
     doc.update_stream(bomb, zeros_flate(megabytes), compress=False)
     doc.xref_set_key(bomb, "Filter", "/FlateDecode")
-    contents = [*page.get_contents(), extra]
+    contents = [*page.get_contents(), *[extra] * (repeats if kind == "content" else 1)]
     doc.xref_set_key(page.xref, "Contents", "[" + " ".join(f"{x} 0 R" for x in contents) + "]")
     data = doc.tobytes()
     doc.close()

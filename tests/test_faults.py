@@ -163,8 +163,8 @@ def test_time_limits_fail_the_task_and_spare_the_worker(make_stack):
     print(f"slow extraction: {doc.error}")
 
     # The same when the time goes inside MuPDF, where the soft limit cannot interrupt and
-    # the hard limit kills the pool child: ~10 s of inflating a 1 GiB content stream.
-    bomb = stack.add_document(bomb_pdf("content"), "bomb.pdf")
+    # the hard limit kills the pool child: a 1 GiB content stream inflated 8 times (~2 s each here).
+    bomb = stack.add_document(bomb_pdf("content", repeats=8), "bomb.pdf")
     doc = stack.wait_finished([bomb], timeout=60)[bomb]
     assert doc.state == "failed", (doc.state, doc.stage)
     assert "time limit" in doc.error, doc.error
