@@ -113,3 +113,20 @@ def test_tables_become_markdown_snippets_with_box_and_image():
     assert "Austria" in clip and "Finland" in clip
     # The table's cells are not repeated as loose text snippets.
     assert not any("83,879" in s.text for s in sn if s.kind == "text")
+
+
+def test_a_grid_ruled_both_ways_needs_no_layout_model(monkeypatch):
+    from docenrich.pdf import tables
+
+    calls = []
+    real = tables._layout_tables
+    monkeypatch.setattr(tables, "_layout_tables", lambda page: calls.append(page.number) or real(page))
+    with pymupdf.open(corpus_file("011-google-doc-document/google-doc-document.pdf")) as doc:
+        grid = tables.find_tables(doc[0], "layout")
+    assert [t.markdown.count("\n") for t in grid] == [5] and calls == [], (grid, calls)
+    # Rules drawn only across the page (booktabs): the line finder sees no cells, the model does.
+    with pymupdf.open(corpus_file(MULTICOLUMN)) as doc:
+        assert tables.find_tables(doc[2], "lines") == []
+        booktabs = tables.find_tables(doc[2], "layout")
+    assert len(booktabs) == 1 and "|Austria|8.9|83,879|Vienna|German|" in booktabs[0].markdown
+    assert calls == [2]

@@ -90,18 +90,27 @@ def _ruled(page: pymupdf.Page) -> pymupdf.Rect | None:
 def find_tables(page: pymupdf.Page, mode: str = "layout") -> list[_Table]:
     """The page's ruled tables as Markdown, in unrotated page space; none on rotated pages.
 
-    mode "layout": PyMuPDF's table finder guided by its layout model (finds tables ruled only
-    horizontally, as LaTeX's booktabs draws them; about half a second a ruled page on a CPU);
-    "lines": its ruled-line finder alone (milliseconds, needs vertical rules too).
+    mode "lines": PyMuPDF's ruled-line finder alone (milliseconds, needs vertical rules too);
+    "layout": the same, then, where it finds no table, PyMuPDF's finder guided by its layout model
+    (finds tables ruled only horizontally, as LaTeX's booktabs draws them; 0.1–0.3 s a page on a CPU).
     """
     band = None if page.rotation else _ruled(page)
     if band is None:
         return []
     try:
-        found = _layout_tables(page) if mode == "layout" else _line_tables(page, band)
+        # A grid ruled both ways is found by the line finder in milliseconds; the layout model
+        # (tenths of a second) is left for pages where it finds none, such as booktabs tables.
+        out = _markdown(_line_tables(page, band))
+        if not out and mode == "layout":
+            out = _markdown(_layout_tables(page))
     except PAGE_ERRORS + (ValueError,) as exc:
         log.warning("page %d: table detection failed: %s", page.number + 1, exc)
         return []
+    return out
+
+
+def _markdown(found) -> list[_Table]:
+    """The tables of a find_tables result with at least two columns and MIN_CELLS cells, as Markdown."""
     out = []
     for table in found.tables:
         if table.row_count * table.col_count < MIN_CELLS or table.col_count < 2:
