@@ -27,6 +27,11 @@ TASK_MODULES = ["docenrich.tasks"]
 # worker name, read in one HGETALL (never a scan of the keyspace).
 MODEL_STATUS_KEY = "docenrich:model-status"
 
+# Searches that will send the model worker a task (a query embedding, a rerank) before long:
+# a sorted set of tokens scored by when each hold lapses. Ingestion's micro-batches pause while
+# one is live, so the search's next task does not wait behind another micro-batch.
+MODEL_HOLDS_KEY = "docenrich:model-holds"
+
 
 def make_celery(settings=None) -> Celery:
     """Build the Celery app from settings."""

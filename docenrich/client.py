@@ -5,9 +5,12 @@ torch or the model manager: a message names its task, and the worker that consum
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +23,7 @@ from docenrich.celery_app import (
     ALL_QUEUES,
     DOCS_QUEUE,
     INTERACTIVE_QUEUE,
+    MODEL_HOLDS_KEY,
     MODEL_STATUS_KEY,
     MODELS_QUEUE,
     celery_app,
@@ -158,6 +162,36 @@ def worker_models(redis_client=None) -> dict[str, dict]:
     if gone:
         client.hdel(MODEL_STATUS_KEY, *gone)
     return out
+
+
+# A hold lapses by itself after this long, so a web process that dies mid-search stalls nothing.
+HOLD_SECONDS = 2.0
+
+
+@contextlib.contextmanager
+def model_hold(redis_client=None) -> Iterator[None]:
+    """Ask ingestion's micro-batches to pause while this block sends the model worker its tasks.
+
+    Without it a search's rerank waits behind the micro-batch that started while its candidates
+    were being retrieved. A broker error only loses the hint.
+    """
+    client = redis_client if redis_client is not None else celery_app.backend.client
+    token = uuid.uuid4().hex
+    try:
+        now = time.time()
+        pipe = client.pipeline(transaction=False)
+        pipe.zremrangebyscore(MODEL_HOLDS_KEY, "-inf", now)
+        pipe.zadd(MODEL_HOLDS_KEY, {token: now + HOLD_SECONDS})
+        pipe.execute()
+    except Exception:
+        log.debug("could not set a model hold", exc_info=True)
+    try:
+        yield
+    finally:
+        try:
+            client.zrem(MODEL_HOLDS_KEY, token)
+        except Exception:
+            log.debug("could not clear a model hold", exc_info=True)
 
 
 def queue_lengths(redis_client) -> dict[str, int]:

@@ -2,6 +2,7 @@
 in the worker. Returns records; the web app and the command line present them."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -284,6 +285,30 @@ def _pool() -> ThreadPoolExecutor:
         return _executor
 
 
+def _ranked(store, index_for, query: str, mode: str, wanted: int, document_id: str | None,
+            exclude: frozenset[str], within: set[str] | None, status: dict[str, dict], depth: int,
+            notes: list[str]) -> tuple[_Retrieval, list, dict | None]:
+    """Retrieve, fuse and (with depth > 0) rerank: the retrieval, the candidates, the rerank scores."""
+    got = _retrieve(store, index_for, query, mode, max(wanted, FUSION_DEPTH) if mode == "hybrid" else wanted,
+                    document_id, exclude, within, embedder_of(status))
+    t0 = time.perf_counter()
+    fused = fuse(got.lists) if mode == "hybrid" else next(iter(got.lists.values()))
+    shown = (wanted + 10) * (4 if within is not None else 1)  # other collections' rows are dropped here
+    candidates = _candidates(store, fused[:shown], exclude, within)[:wanted]
+    t = got.timings
+    t["fuse"] = _ms(time.perf_counter() - t0)
+    # What retrieval adds after the query embedding: in hybrid mode the lexical search overlapped
+    # the embedding and the vector scan, so only the wait for it still to finish counts.
+    counted = ("dense", "sparse", "lexical_wait", "fuse") if mode == "hybrid" else ("dense", "lexical", "fuse")
+    t["retrieve"] = round(sum(t.get(stage, 0.0) for stage in counted), 1)
+    rerank_scores = None
+    t0 = time.perf_counter()
+    if depth and candidates:
+        candidates, rerank_scores = _rerank(query, candidates, depth, notes)
+    t["rerank"] = _ms(time.perf_counter() - t0)
+    return got, candidates, rerank_scores
+
+
 def search(
     store,
     index_for: Callable[[str], object],
@@ -312,23 +337,10 @@ def search(
         rerank = False
     wanted = max(k, plan.depth) if rerank else k
     within = None if collections is None else store.collection_document_ids(collections)
-    got = _retrieve(store, index_for, query, mode, max(wanted, FUSION_DEPTH) if mode == "hybrid" else wanted,
-                    document_id, exclude, within, embedder_of(status))
-    t0 = time.perf_counter()
-    fused = fuse(got.lists) if mode == "hybrid" else next(iter(got.lists.values()))
-    shown = (wanted + 10) * (4 if within is not None else 1)  # other collections' rows are dropped here
-    candidates = _candidates(store, fused[:shown], exclude, within)[:wanted]
-    got.timings["fuse"] = _ms(time.perf_counter() - t0)
-    t = got.timings
-    # What retrieval adds after the query embedding: in hybrid mode the lexical search overlapped
-    # the embedding and the vector scan, so only the wait for it still to finish counts.
-    counted = ("dense", "sparse", "lexical_wait", "fuse") if mode == "hybrid" else ("dense", "lexical", "fuse")
-    t["retrieve"] = round(sum(t.get(stage, 0.0) for stage in counted), 1)
-    rerank_scores = None
-    t0 = time.perf_counter()
-    if rerank and candidates:
-        candidates, rerank_scores = _rerank(query, candidates, plan.depth, notes)
-    t["rerank"] = _ms(time.perf_counter() - t0)
+    # The model worker is asked to pause ingestion between this search's two tasks.
+    with client.model_hold() if rerank or mode != "lexical" else contextlib.nullcontext():
+        got, candidates, rerank_scores = _ranked(store, index_for, query, mode, wanted, document_id, exclude,
+                                                 within, status, plan.depth if rerank else 0, notes)
     if got.index is not None:
         notes += _status_notes(store, got.index, got.embedder, status)
     elif not candidates and not store.list_documents():

@@ -121,3 +121,36 @@ def test_a_continued_pipeline_embedding_stores_each_batch_once(make_stack):
     snippets = stack.store.snippets(doc_id)
     assert len(snippets) == doc.snippet_count > 8
     assert stack.store.unindexed_count(next(iter(stack.store.embedder_counts()))) == 0
+
+
+def test_while_a_search_holds_the_worker_its_second_task_waits_for_no_micro_batch(make_stack):
+    import redis
+
+    from docenrich import client
+    from docenrich.celery_app import MODEL_HOLDS_KEY
+
+    # Micro-batches of about a second: waiting behind one would show.
+    stack = make_stack(EMBED_MICRO_BATCH_SECONDS="1.0", MODEL_TASK_SECONDS="600", MODEL_BATCH_SIZE="64")
+    worker = stack.worker("holding")
+    words = " ".join(f"river{i} bridge harbour lantern" for i in range(60))
+    texts = [f"Passage {i}: {words}" for i in range(400)]
+    big = stack.app.send_task("docenrich.get_sentence_embedding", args=[texts], queue="models")
+    wait_for(lambda: big.state == "PROGRESS" and big.info.get("done", 0) >= 64, 120,
+             what="the long embedding to run its first micro-batches")
+    broker = redis.Redis.from_url(stack.redis.url)
+
+    def interactive(text: str):
+        return stack.app.send_task("docenrich.get_sentence_embedding", args=[text], queue="interactive")
+
+    with client.model_hold(broker):
+        assert broker.zcard(MODEL_HOLDS_KEY) == 1
+        interactive("where is the bridge?").get(timeout=60)  # waits for the micro-batch in flight
+        time.sleep(0.2)  # the search retrieves its candidates meanwhile
+        started = time.monotonic()
+        second = interactive("which harbour has a lantern?").get(timeout=60)
+        waited = time.monotonic() - started
+    assert broker.zcard(MODEL_HOLDS_KEY) == 0, "the hold ends with the block"
+    assert waited < 0.6, f"the second task waited {waited:.2f}s: a micro-batch ran in between"
+    assert second.shape == (384,) and not big.ready(), "the long embedding was still running"
+    vectors = big.get(timeout=600)
+    assert vectors.shape == (400, 384) and CONTINUED in worker.log_text()

@@ -7,6 +7,10 @@ has run for MODEL_TASK_SECONDS. If so, it continues in a new message of the same
 the rows done so far (`Task.replace`, keeping its id and links), and the worker, which reads
 its queues in priority order, runs the interactive task first. An interactive task thus waits
 for one micro-batch at most, and every model task is bounded in length.
+
+A search sends two tasks, the query embedding and then the rerank, with its retrieval between
+them. While a search holds the model worker (`client.model_hold`), a micro-batch does not start:
+the task waits for the search's next message and yields to it, so the rerank does not wait too.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from docenrich.celery_app import INTERACTIVE_QUEUE, queue_keys
+from docenrich.celery_app import INTERACTIVE_QUEUE, MODEL_HOLDS_KEY, queue_keys
 from docenrich.config import get_settings
 
 log = logging.getLogger(__name__)
@@ -26,6 +30,10 @@ log = logging.getLogger(__name__)
 # The first micro-batch of a process, before it has measured the model: small enough to be quick
 # with any model on any device.
 FIRST_MICRO_BATCH = 4
+# How often a paused micro-batch looks again for the search's message, and the longest pause:
+# a search's retrieval between its two model tasks takes tens of milliseconds.
+HOLD_POLL_SECONDS = 0.005
+MAX_HOLD_WAIT = 0.5  # then a micro-batch runs anyway: a steady stream of searches must not stall ingestion
 
 
 @dataclass
@@ -68,13 +76,25 @@ class _Pace:
 pace = _Pace()
 
 
-def interactive_waiting(client) -> bool:
-    """Whether a message waits in the interactive queue (any priority level): one round trip."""
+def _look(client) -> tuple[bool, int]:
+    """(whether a message waits in the interactive queue, live search holds): one round trip."""
+    pipe = client.pipeline(transaction=False)
+    for key in queue_keys(INTERACTIVE_QUEUE):
+        pipe.llen(key)
+    pipe.zcount(MODEL_HOLDS_KEY, time.time(), "+inf")
+    *lengths, holds = pipe.execute()
+    return any(lengths), holds
+
+
+def interactive_waiting(client, max_wait: float = MAX_HOLD_WAIT) -> bool:
+    """Whether interactive work waits; while a search holds the worker, waits up to max_wait for it."""
+    deadline = time.monotonic() + max_wait
     try:
-        pipe = client.pipeline(transaction=False)
-        for key in queue_keys(INTERACTIVE_QUEUE):
-            pipe.llen(key)
-        return any(pipe.execute())
+        waiting, holds = _look(client)
+        while not waiting and holds and time.monotonic() < deadline:
+            time.sleep(HOLD_POLL_SECONDS)
+            waiting, holds = _look(client)
+        return waiting
     except Exception:  # a broker hiccup must not fail the embedding; it just does not yield
         log.debug("could not read the interactive queue", exc_info=True)
         return False
@@ -86,14 +106,14 @@ def encode_bounded(
     model: str,
     *,
     carried: Carried | None = None,
-    should_yield: Callable[[float], bool] | None = None,
+    should_yield: Callable[[float, int], bool] | None = None,
     yield_with: Callable[[Carried], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Carried:
     """Encode texts (after what `carried` holds) in timed micro-batches; all rows, or a hand-off.
 
-    should_yield(seconds this part has run) is asked after each micro-batch while texts remain;
-    when it says yes, yield_with(rows so far) continues the work elsewhere (it raises).
+    should_yield(seconds this part has run, texts this part encoded) is asked before each
+    micro-batch; when it says yes, yield_with(rows so far) continues the work elsewhere (it raises).
     """
     cap = max(1, get_settings().model_batch_size)
     out = carried if carried is not None and carried.model == model else Carried(model, np.zeros((0, 0), np.float32))
@@ -101,7 +121,12 @@ def encode_bounded(
     sparse = list(out.sparse or []) if out.done else []
     start, began = out.done, time.monotonic()
     has_sparse = bool(out.sparse)
+    first = start
     while start < len(texts):
+        if should_yield is not None and yield_with is not None \
+                and should_yield(time.monotonic() - began, start - first):
+            log.info("embedded %d of %d texts; the rest continues in a new message", start, len(texts))
+            yield_with(Carried(model, np.concatenate(parts) if parts else out.vectors, sparse if has_sparse else None))
         size = pace.size(model, cap)
         t0 = time.monotonic()
         vectors, weights = encode(texts[start : start + size])
@@ -113,19 +138,16 @@ def encode_bounded(
         start += len(vectors)
         if progress is not None:
             progress(start, len(texts))
-        if start < len(texts) and should_yield is not None and yield_with is not None \
-                and should_yield(time.monotonic() - began):
-            log.info("embedded %d of %d texts; the rest continues in a new message", start, len(texts))
-            yield_with(Carried(model, np.concatenate(parts), sparse if has_sparse else None))
     rows = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
     return Carried(model, rows, sparse if has_sparse else None)
 
 
-def yield_policy(client) -> Callable[[float], bool]:
-    """should_yield for encode_bounded: interactive work waits, or the part ran MODEL_TASK_SECONDS."""
+def yield_policy(client) -> Callable[[float, int], bool]:
+    """should_yield for encode_bounded: interactive work waits (or a search is about to send it),
+    or the part has encoded something and run MODEL_TASK_SECONDS."""
     limit = get_settings().model_task_seconds
 
-    def should_yield(elapsed: float) -> bool:
-        return elapsed >= limit or interactive_waiting(client)
+    def should_yield(elapsed: float, encoded: int) -> bool:
+        return (encoded > 0 and elapsed >= limit) or interactive_waiting(client)
 
     return should_yield
