@@ -35,6 +35,9 @@ pytestmark = pytest.mark.slow
 EXTRACTED = re.compile(r"Task docenrich\.extract_pages\[[^\]]+\] succeeded in [\d.e-]+s: "
                        r"\{'document': '(\w+)', 'batch': (\d+), 'snippets'")
 EMBEDDED = re.compile(r"Task docenrich\.embed_batch\[[^\]]+\] succeeded in [\d.e-]+s: \{'vectors'")
+# Celery's warning for a task that was running when the broker connection went away.
+IN_FLIGHT = re.compile(r"Task docenrich\.(embed_batch|store_snippets)\[([^\]]+)\] cannot be acknowledged after a "
+                       r"connection loss")
 
 
 def executions(workers) -> tuple[Counter, int]:
@@ -69,7 +72,13 @@ def test_three_workers_reconnecting_during_a_backlog_run_each_batch_once(make_st
     print(f"Redis restarted at {at_restart}/30 batches; extractions {sum(extracted.values())}, embeddings {embedded}")
     assert sorted(extracted) == [(doc_id, b) for b in range(30)]
     assert set(extracted.values()) == {1}, {k: n for k, n in extracted.items() if n != 1}
-    assert embedded == 30
+    # The vectors travel in the embedding's result and the store step's message. A batch whose
+    # step was running when Redis went away may be embedded again (its message was lost with the
+    # connection), or its first embedding may have finished without logging success; no other
+    # batch is, however many workers queue a recovery.
+    in_flight = {task for w in workers for _, task in IN_FLIGHT.findall(w.log_text())}
+    print(f"steps carrying vectors in flight at the restart: {len(in_flight)}")
+    assert abs(embedded - 30) <= len(in_flight), (embedded, in_flight)
 
 
 # --------------------------------------------------------------------------- 2. batch geometry
