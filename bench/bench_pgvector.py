@@ -337,7 +337,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000", help="comma-separated vector counts")
     parser.add_argument("--queries", type=int, default=50)
-    parser.add_argument("--ef-search", type=int, default=100)
+    parser.add_argument("--ef-search", type=int, default=0, help="0: the app's default, by the number of vectors")
     parser.add_argument("--ef-sweep", default="40,100,200,400", help="ef_search values for the recall table")
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                         help="max_parallel_maintenance_workers for the index build")

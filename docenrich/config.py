@@ -47,7 +47,7 @@ class Settings:
     data_dir: Path = PROJECT_DIR / "data"
     # PostgreSQL (with pgvector) instead of SQLite: postgresql://user:pass@host:5432/db.
     database_url: str = ""
-    pg_hnsw_ef_search: int = 100
+    pg_hnsw_ef_search: int = 0  # 0: grows with the number of vectors
     # Models.
     embedder_model: str = DEFAULT_EMBEDDER
     reranker_model: str = DEFAULT_RERANKER

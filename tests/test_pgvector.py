@@ -55,6 +55,22 @@ def pg(pg_url):
     st.close()
 
 
+def test_search_breadth_grows_with_the_index_unless_configured(pg_url):
+    from docenrich.storage.postgres.index import auto_ef_search
+
+    assert [auto_ef_search(n) for n in (0, 3000, 250_000, 1_000_000, 10_000_000)] == [100, 100, 100, 400, 1000]
+    configured = PostgresStore(pg_url, ef_search=250)
+    try:
+        assert configured.vector_index("m").ef_search == 250
+    finally:
+        configured.close()
+    default = open_store(database_url=pg_url)  # PG_HNSW_EF_SEARCH unset: by the index's size
+    try:
+        assert default.vector_index("m").configured_ef == 0
+    finally:
+        default.close()
+
+
 def test_hnsw_recall_at_10_against_exact_search(pg):
     rng = np.random.default_rng(11)
     vectors = clustered(rng, 3000)
@@ -62,7 +78,7 @@ def test_hnsw_recall_at_10_against_exact_search(pg):
     ids, docs, matrix, _ = pg.load_vectors("m")
     index = pg.vector_index("m")
     index.refresh()
-    assert (len(index), index.dim, index.ef_search) == (3000, DIM, 100)
+    assert (len(index), index.dim, index.ef_search) == (3000, DIM, 100)  # the floor of the automatic breadth
     # Questions resemble the stored passages: each query lies near one stored vector.
     queries = _near(np.random.default_rng(12), vectors[np.random.default_rng(13).integers(0, 3000, 50)], 0.5)
     recalls = []

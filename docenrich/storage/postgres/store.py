@@ -14,7 +14,7 @@ from docenrich.storage.postgres.collections import CollectionsMixin
 from docenrich.storage.postgres.connections import ConnectionsMixin, open_connection
 from docenrich.storage.postgres.documents import DocumentsMixin
 from docenrich.storage.postgres.export import ExportMixin
-from docenrich.storage.postgres.index import DEFAULT_EF_SEARCH, PgVectorIndex
+from docenrich.storage.postgres.index import PgVectorIndex
 from docenrich.storage.postgres.lexical import LexicalMixin
 from docenrich.storage.postgres.schema import migrate
 from docenrich.storage.postgres.snippets import SnippetsMixin
@@ -36,7 +36,7 @@ class PostgresStore(
 ):
     """PostgreSQL with pgvector; one connection per thread and process, reopened after a fork."""
 
-    def __init__(self, database_url: str, *, ef_search: int = DEFAULT_EF_SEARCH):
+    def __init__(self, database_url: str, *, ef_search: int = 0):
         """Connect, and bring the schema up to date (the vector extension included)."""
         self.database_url = database_url
         self.ef_search = int(ef_search)
