@@ -142,12 +142,20 @@ def encode_bounded(
     return Carried(model, rows, sparse if has_sparse else None)
 
 
-def yield_policy(client) -> Callable[[float, int], bool]:
-    """should_yield for encode_bounded: interactive work waits (or a search is about to send it),
-    or the part has encoded something and run MODEL_TASK_SECONDS."""
+def yield_policy(client, bulk: bool = True) -> Callable[[float, int], bool]:
+    """should_yield for encode_bounded: interactive work waits (or, for bulk work, a search is about
+    to send it), or the part has encoded something and run MODEL_TASK_SECONDS.
+
+    A task that came through the interactive queue encodes something before it yields, and never
+    waits for a search's hold: it is what the search waits for.
+    """
     limit = get_settings().model_task_seconds
 
     def should_yield(elapsed: float, encoded: int) -> bool:
-        return (encoded > 0 and elapsed >= limit) or interactive_waiting(client)
+        if not encoded and not bulk:
+            return False
+        if encoded and elapsed >= limit:
+            return True
+        return interactive_waiting(client, MAX_HOLD_WAIT if bulk else 0.0)
 
     return should_yield

@@ -13,7 +13,7 @@ import numpy as np
 from celery.exceptions import Ignore
 
 from docenrich import leases, models
-from docenrich.celery_app import celery_app
+from docenrich.celery_app import INTERACTIVE_QUEUE, celery_app
 from docenrich.config import get_settings
 from docenrich.models.errors import BadInput, ModelError
 from docenrich.records import Snippet, embedding_text
@@ -67,9 +67,10 @@ def _encode_in_batches(task, texts: list[str], carried: Carried | None = None, c
         if total > batch and task.request.id:
             task.update_state(state="PROGRESS", meta={"stage": "embedding", "done": done, "total": total})
 
+    bulk = (task.request.delivery_info or {}).get("routing_key") != INTERACTIVE_QUEUE
     out = bounded.encode_bounded(
         encode, texts, name, carried=carried, progress=progress, yield_with=continue_with,
-        should_yield=bounded.yield_policy(redis_client()) if continue_with is not None else None,
+        should_yield=bounded.yield_policy(redis_client(), bulk) if continue_with is not None else None,
     )
     vectors = out.vectors if out.done else np.zeros((0, embedder.dim or 0), np.float32)
     return vectors, name, out.sparse or None
