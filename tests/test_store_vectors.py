@@ -106,6 +106,27 @@ def test_incremental_refresh_appends(st: Store, monkeypatch: pytest.MonkeyPatch)
     assert len(idx) == 1200
 
 
+def test_rows_stored_after_a_load_or_a_removal_are_appended_without_a_copy(st: Store):
+    # A search refreshes the index first: copying every row into a larger buffer would stall it.
+    docs = _fill(st, n_docs=2, per_doc=400, dim=DIM, model="test-model", seed=3)
+    idx = VectorIndex(st, "test-model")
+    idx.refresh()
+    loaded = idx._matrix
+    _fill(st, n_docs=1, per_doc=100, dim=DIM, model="test-model", seed=4)  # within a quarter of 800
+    idx.refresh()
+    assert len(idx) == 900 and idx._matrix is loaded
+    st.delete_document(docs[0])
+    idx.refresh()
+    assert len(idx) == 500
+    after_removal = idx._matrix
+    _fill(st, n_docs=1, per_doc=100, dim=DIM, model="test-model", seed=5)
+    idx.refresh()
+    assert len(idx) == 600 and idx._matrix is after_removal
+    q = unit(np.random.default_rng(9))
+    want_ids, _ = _brute(st, "test-model", q, 20)
+    assert [h[0] for h in idx.search(q, 20)] == want_ids.tolist()
+
+
 def test_embedder_isolation_and_dimension_check(st: Store):
     doc, _ = st.add_document(pdf_bytes("iso"), "iso.pdf")
     st.save_batch(doc.id, 0, make_batch(doc.id, 0, n=4, model="small", dim=8))

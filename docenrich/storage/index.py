@@ -101,15 +101,22 @@ class VectorIndex:
         if removed and n:
             keep = ~np.isin(id_buf[:n], np.asarray(removed, dtype=np.int64))
             if not keep.all():
-                buf, id_buf, doc_buf = buf[:n][keep], id_buf[:n][keep], doc_buf[:n][keep]
-                n = len(id_buf)
+                # Into new arrays of the same capacity: the rows appended next need no copy.
+                kept = int(keep.sum())
+                grown = np.empty_like(buf), np.empty_like(id_buf), np.empty_like(doc_buf)
+                for old, new in zip((buf, id_buf, doc_buf), grown, strict=True):
+                    np.compress(keep, old[:n], axis=0, out=new[:kept])
+                buf, id_buf, doc_buf = grown
+                n = kept
         ids, docs, matrix = changes["ids"], changes["docs"], changes["matrix"]
         m = len(ids)
         codes = dict(self._doc_codes)
         new_codes = np.fromiter((codes.setdefault(d, len(codes)) for d in docs.tolist()), dtype=np.int32, count=m)
         dim = matrix.shape[1] if m else self._dim
         if m and (n + m > buf.shape[0] or buf.shape[1] != dim):
-            cap = max(n + m, 2 * buf.shape[0], 1024)
+            # A quarter of headroom after a load, doubling after that: a search that refreshes
+            # the index while documents are being stored seldom waits for a copy of every row.
+            cap = max(n + m + (n + m) // 4, 2 * buf.shape[0], 1024)
             grown = np.empty((cap, dim), dtype=np.float32), np.empty(cap, dtype=np.int64), np.empty(cap, dtype=np.int32)
             if n and buf.shape[1] == dim:
                 grown[0][:n], grown[1][:n], grown[2][:n] = buf[:n], id_buf[:n], doc_buf[:n]
