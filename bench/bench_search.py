@@ -337,8 +337,9 @@ def search_causes(idle: dict, busy: dict, alone: dict) -> list[str]:
         f"pairs truncated at the model's limit.",
         f"During ingestion a search's tasks go to the `interactive` queue, which the model worker reads first; "
         f"the embedding of a page batch runs in timed micro-batches and continues in a new message whenever "
-        f"interactive work waits ({len(busy['tasks_s']['continued'])} such hand-offs in these blocks), so a search "
-        f"waits for one micro-batch at most, twice (its embedding, then its rerank). Finished embed_batch parts "
+        f"interactive work waits ({len(busy['tasks_s']['continued'])} such hand-offs in these blocks), so a search's "
+        f"embedding waits for one micro-batch at most (EMBED_MICRO_BATCH_SECONDS); between its embedding and its "
+        f"rerank the search holds the worker, so no micro-batch starts before the rerank. Finished embed_batch parts "
         f"took {_ms_stats(embed)}; extraction ran in the docs worker ({_ms_stats(extract)} per page batch). "
         f"Embed p95 went from {ms(s_idle['embed']['p95'])} idle to {ms(s_busy['embed']['p95'])}, rerank p95 from "
         f"{ms(s_idle['rerank']['p95'])} to {ms(s_busy['rerank']['p95'])}; the pool child was recycled "
