@@ -49,28 +49,41 @@ class Carried:
         return len(self.vectors)
 
 
+# What a text costs the encoder, in characters: its length plus a fixed part (special tokens, the
+# call itself), so a pace measured on short queries also sizes micro-batches of long passages.
+TEXT_OVERHEAD_CHARS = 64
+
+
+def _cost(texts: list[str]) -> int:
+    """A micro-batch's size for the encoder: every text is padded to the longest."""
+    return len(texts) * max((len(t) + TEXT_OVERHEAD_CHARS for t in texts), default=0)
+
+
 @dataclass
 class _Pace:
-    """Seconds per text this process measured, per model (an exponential moving average)."""
+    """Seconds per padded character this process measured, per model (an exponential moving average)."""
 
-    per_text: dict[str, float] = field(default_factory=dict)
+    per_char: dict[str, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def size(self, model: str, cap: int) -> int:
-        """Texts per micro-batch: as many as fit the time budget, at least 1, at most `cap`."""
+    def size(self, model: str, texts: list[str], cap: int) -> int:
+        """How many of `texts` (from the first) fit the time budget: at least 1, at most `cap`."""
         with self.lock:
-            seconds = self.per_text.get(model)
+            seconds = self.per_char.get(model)
         if seconds is None:
-            return max(1, min(cap, FIRST_MICRO_BATCH))
-        budget = get_settings().embed_micro_batch_seconds
-        return max(1, min(cap, int(budget / max(seconds, 1e-6))))
+            return max(1, min(cap, FIRST_MICRO_BATCH, len(texts)))
+        allowance = get_settings().embed_micro_batch_seconds / max(seconds, 1e-12)
+        n = 1
+        while n < min(cap, len(texts)) and _cost(texts[: n + 1]) <= allowance:
+            n += 1
+        return n
 
-    def record(self, model: str, texts: int, seconds: float) -> None:
+    def record(self, model: str, texts: list[str], seconds: float) -> None:
         """Fold one micro-batch's time into the estimate."""
-        each = seconds / max(1, texts)
+        each = seconds / max(1, _cost(texts))
         with self.lock:
-            old = self.per_text.get(model)
-            self.per_text[model] = each if old is None else 0.7 * old + 0.3 * each
+            old = self.per_char.get(model)
+            self.per_char[model] = each if old is None else 0.7 * old + 0.3 * each
 
 
 pace = _Pace()
@@ -127,10 +140,11 @@ def encode_bounded(
                 and should_yield(time.monotonic() - began, start - first):
             log.info("embedded %d of %d texts; the rest continues in a new message", start, len(texts))
             yield_with(Carried(model, np.concatenate(parts) if parts else out.vectors, sparse if has_sparse else None))
-        size = pace.size(model, cap)
+        size = pace.size(model, texts[start : start + cap], cap)
+        chunk = texts[start : start + size]
         t0 = time.monotonic()
-        vectors, weights = encode(texts[start : start + size])
-        pace.record(model, size, time.monotonic() - t0)
+        vectors, weights = encode(chunk)
+        pace.record(model, chunk, time.monotonic() - t0)
         parts.append(vectors)
         if weights is not None:
             has_sparse = True
