@@ -58,7 +58,7 @@ class Settings:
     model_host_cache: int = 2
     # Model tasks encode micro-batches of about this many seconds, and hand the rest to a new
     # message when a search is waiting or after MODEL_TASK_SECONDS: a search waits one micro-batch.
-    embed_micro_batch_seconds: float = 0.1
+    embed_micro_batch_seconds: float = 0.25
     model_task_seconds: float = 10.0
     model_backend: str = "auto"
     # Worker.
