@@ -304,7 +304,9 @@ def markdown(results: list[dict], ingest_res: dict | None, args: argparse.Namesp
              f"`python bench/bench_pgvector.py --sizes {args.sizes}`: {DIM}-d unit vectors in 1,000 topics of 50 "
              f"subtopics each, {args.queries} queries near stored vectors, top-{K}, HNSW m=16 ef_construction=64 (pgvector "
              f"defaults), cosine; {os.cpu_count()} cores. Latency is one search() call as the web app makes "
-             "it (PostgreSQL: through the socket, including its set_config statements).", "",
+             "it (PostgreSQL: through the socket, including its set_config statements). The first table's "
+             "ef_search is the app's default (`PG_HNSW_EF_SEARCH` unset: 100, or one per 2,500 vectors when more).",
+             "",
              "| vectors | SQLite exact p50 / p95 | HNSW p50 / p95 | recall@10 | ef_search | HNSW build | "
              "load SQLite / PG COPY | web RSS SQLite / PG | web index load SQLite / PG |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -338,7 +340,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sizes", default="100000", help="comma-separated vector counts")
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--ef-search", type=int, default=0, help="0: the app's default, by the number of vectors")
-    parser.add_argument("--ef-sweep", default="40,100,200,400", help="ef_search values for the recall table")
+    parser.add_argument("--ef-sweep", default="100,200,400,800", help="ef_search values for the recall table")
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                         help="max_parallel_maintenance_workers for the index build")
     parser.add_argument("--database-url", help="a PostgreSQL server with pgvector (default: start pgserver)")
