@@ -73,10 +73,13 @@ class _Pace:
         if seconds is None:
             return max(1, min(cap, FIRST_MICRO_BATCH, len(texts)))
         allowance = get_settings().embed_micro_batch_seconds / max(seconds, 1e-12)
-        n = 1
-        while n < min(cap, len(texts)) and _cost(texts[: n + 1]) <= allowance:
+        n = longest = 0
+        for text in texts[:cap]:
+            longest = max(longest, len(text) + TEXT_OVERHEAD_CHARS)
+            if n and (n + 1) * longest > allowance:
+                break
             n += 1
-        return n
+        return max(1, n)
 
     def record(self, model: str, texts: list[str], seconds: float) -> None:
         """Fold one micro-batch's time into the estimate."""

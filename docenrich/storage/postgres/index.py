@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EF_SEARCH = 100
 # With ef_search 0 ("auto") the breadth grows with the index: fixed at 100, recall@10 fell from
-# 1.00 at 100,000 vectors to 0.71-0.89 at 1,000,000, where 400 gave 0.93-0.96 (bench/PGVECTOR.md).
+# 1.00 at 100,000 vectors to 0.71-0.89 at 1,000,000, where 400 gave 0.91-0.96 (bench/PGVECTOR.md).
 AUTO_EF_VECTORS = 2500  # vectors per unit of ef_search
 # pgvector caps hnsw.ef_search at 1000: an index scan never yields more rows than that.
 MAX_EF_SEARCH = 1000
