@@ -33,6 +33,31 @@ MODEL_STATUS_KEY = "docenrich:model-status"
 MODEL_HOLDS_KEY = "docenrich:model-holds"
 
 
+# Which time limits each task takes (Settings.time_limits); the public enrich_snippets task,
+# whose size its caller chooses, keeps the global TASK_SOFT_TIME_LIMIT / TASK_TIME_LIMIT.
+TASK_LIMIT_KINDS = {
+    "docenrich.extract_pages": "extract",
+    "docenrich.extract_document": "document",
+    "docenrich.recover_documents": "document",
+    "docenrich.document_failed": "document",
+    "docenrich.store_snippets": "store",
+    "docenrich.render_images": "images",
+    "docenrich.embed_batch": "embed",
+    "docenrich.get_sentence_embedding": "interactive",
+    "docenrich.rerank": "interactive",
+    "docenrich.ping": "interactive",
+}
+
+
+def task_limits(settings) -> dict[str, dict[str, int]]:
+    """Celery task annotations: each task's soft and hard time limit."""
+    out = {}
+    for name, kind in TASK_LIMIT_KINDS.items():
+        soft, hard = settings.time_limits(kind)
+        out[name] = {"soft_time_limit": soft, "time_limit": hard}
+    return out
+
+
 def make_celery(settings=None) -> Celery:
     """Build the Celery app from settings."""
     settings = settings or get_settings()
@@ -56,6 +81,7 @@ def make_celery(settings=None) -> Celery:
         task_track_started=True,
         task_soft_time_limit=settings.task_soft_time_limit,
         task_time_limit=settings.task_time_limit,
+        task_annotations=task_limits(settings),
         worker_max_tasks_per_child=settings.max_tasks_per_child,
         worker_concurrency=1,
         worker_send_task_events=True,

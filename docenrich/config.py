@@ -65,6 +65,14 @@ class Settings:
     max_tasks_per_child: int = 50
     task_soft_time_limit: int = 1500
     task_time_limit: int = 1800
+    # Per task kind, "soft/hard" seconds, each capped by the two above: a page batch needs
+    # seconds, so a hang inside a native library costs a minute and a half, not half an hour.
+    extract_time_limit: str = "60/90"        # one page batch (OCR of 8 dense pages included)
+    document_time_limit: str = "120/150"     # opening a document and queueing its batches, recovery
+    store_time_limit: str = "120/150"        # storing one batch with its vectors
+    images_time_limit: str = "600/660"       # drawing a document's deferred region images
+    embed_time_limit: str = "600/660"        # one embedding task of a batch, a model load included
+    interactive_time_limit: str = "300/360"  # a query embedding or a rerank, a model load included
     task_max_retries: int = 5
     task_max_deliveries: int = 3
     result_expires: int = 86400
@@ -77,7 +85,7 @@ class Settings:
     run_workers: str = "split"
     # Uploads and PDFs.
     max_upload_mb: int = 100
-    max_pages: int = 2000
+    max_pages: int = 10000
     max_queued_documents: int = 200
     snippet_target_tokens: int = 300
     snippet_overlap_tokens: int = 40
@@ -129,6 +137,14 @@ class Settings:
     @property
     def signing_enabled(self) -> bool:
         return bool(self.security_key and self.security_certificate and self.security_cert_store)
+
+    def time_limits(self, kind: str) -> tuple[int, int]:
+        """(soft, hard) seconds for a task kind ("extract", "store", ...), within the global limits."""
+        raw = str(getattr(self, f"{kind}_time_limit"))
+        soft_s, _, hard_s = raw.partition("/")
+        soft, hard = int(soft_s), int(hard_s or soft_s)
+        hard = min(hard, self.task_time_limit)
+        return min(soft, self.task_soft_time_limit, hard), hard
 
     def resolve_model(self, name: str) -> str:
         """Turn the `bundled` sentinel into a folder path; other names pass through."""

@@ -100,7 +100,7 @@ class ModelManager:
         return self._specs[kind].effective
 
     def preload_host(self, kinds: tuple[str, ...] = KINDS) -> None:
-        """Load weights into host memory only, so forked children start warm; never touches CUDA."""
+        """Load weights into host memory only (the device gets them on first use); never touches CUDA."""
         with self._locked():
             for kind in kinds:
                 if kind in self._models or self._specs[kind].unavailable:

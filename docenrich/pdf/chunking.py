@@ -1,15 +1,22 @@
 """Cutting a page's ordered blocks into snippets of about a target number of tokens."""
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .layout import _Block, _union
+from .structure import SEP, Structure, heading_rank
 
 # (line text, line bbox, tokens): the unit chunks are built from.
 _Item = tuple[str, tuple, float]
 
 _HYPHENS = ("-", "\u2010", "\u00ad")
+# A minor section (a topic's "Arguments", "Examples") joins the snippet before it while that
+# snippet holds less than this share of the target: no 20-word snippets of one usage line.
+MERGE_FRACTION = 0.6
+# A numbered run-in heading ("3.6.31 digits(x, {b}).") opens a topic inside a paragraph.
+_RUN_IN = re.compile(r"^(?:\d+\.)+\d+\.?\s+\S")
 Counter = Callable[[str], float]
 
 
@@ -33,7 +40,12 @@ def _estimate_tokens(text: str) -> float:
 class _Piece:
     text: str
     bbox: tuple[float, float, float, float]
-    heading: str | None
+    path: tuple[str, ...] = ()
+
+    @property
+    def heading(self) -> str | None:
+        """The heading path as one string, outermost first."""
+        return SEP.join(self.path) or None
 
 
 def _join_lines(items: list[_Item]) -> str:
@@ -97,16 +109,23 @@ def _last_words(text: str, budget: float, count: Counter = _estimate_tokens) -> 
 
 
 class _Chunker:
-    """Accumulates lines into pieces; a heading sticks to the text that follows it."""
+    """Accumulates lines into pieces; a heading sticks to the text that follows it.
 
-    def __init__(self, target: float, overlap: float, heading: str | None, count: Counter = _estimate_tokens):
+    A piece never spans two topics: an outline entry or a heading that starts a topic closes
+    it. A topic's minor sections join the piece before them while it is small.
+    """
+
+    def __init__(self, target: float, overlap: float, struct: Structure, page: int = 0,
+                 count: Counter = _estimate_tokens):
         self.target = target
         self.count = count
         self.overlap = overlap
         self.pieces: list[_Piece] = []
         self.cur: list[_Item] = []
         self.cur_tok = 0.0
-        self.heading = heading
+        self.struct = struct
+        self.page = page
+        self.path = struct.path()       # where the piece being built sits
         self.held = False               # the chunk ends in a heading: must take more text
         self.prev_col: int | None = -1
 
@@ -122,9 +141,10 @@ class _Chunker:
         tail = self._overlap_tail(carry) if keep_overlap and self.overlap > 0 else []
         self.cur = tail + carry
         self.cur_tok = sum(t for _, _, t in self.cur)
+        self.path = self.struct.path()
 
     def _piece(self) -> _Piece:
-        return _Piece(_join_lines(self.cur), _union(bb for _, bb, _ in self.cur), self.heading)
+        return _Piece(_join_lines(self.cur), _union(bb for _, bb, _ in self.cur), self.path)
 
     def _overlap_tail(self, carry: list[_Item]) -> list[_Item]:
         """The last lines (or words) of the current piece that fit the overlap budget, in order."""
@@ -143,9 +163,15 @@ class _Chunker:
         return tail[::-1]
 
     def add(self, b: _Block) -> None:
-        """Append one block in reading order, closing pieces at the target size."""
+        """Append one block in reading order, closing pieces at the target size and at topics."""
         if not b.lines:
             return
+        if self.struct.at(self.page, b.bbox[1]):
+            # An outline entry begins here: a new topic, whatever the size of the piece.
+            if self.cur and not self.held:
+                self.flush(keep_overlap=False)
+            if not self.cur or self.held:
+                self.path = self.struct.path()
         target = self.target
         if b.col != self.prev_col and self.cur and not self.held and self.prev_col != -1 \
                 and self.cur_tok >= 0.25 * target:
@@ -155,8 +181,11 @@ class _Chunker:
         items = _block_items(b, target, self.count)
         block_tok = sum(t for _, _, t in items)
         if b.heading:
-            self._add_heading(items, block_tok)
+            self._add_heading(b, items, block_tok)
             return
+        run_in = b.lines[0].lead_bold
+        if run_in and _RUN_IN.match(run_in):
+            self._open_topic(run_in.rstrip(" .:"), heading_rank(b.lines[0].size, True, False))
         if self.cur and not self.held and self.cur_tok + block_tok > target and self.cur_tok >= target * 0.5:
             self.flush(keep_overlap=False)  # block boundary: a clean cut needs no overlap
         for item in items:
@@ -166,37 +195,55 @@ class _Chunker:
             self.cur_tok += item[2]
         self.held = False
 
-    def _add_heading(self, items: list[_Item], tokens: float) -> None:
-        if self.cur and not self.held:
+    def _add_heading(self, b: _Block, items: list[_Item], tokens: float) -> None:
+        text = _join_lines(items)
+        size = max(ln.size for ln in b.lines)
+        topic = self.struct.heading(text, heading_rank(size, all(ln.bold for ln in b.lines), b.entry), b.entry)
+        if self.cur and not self.held and (topic or self.cur_tok >= self.target * MERGE_FRACTION):
             self.flush(keep_overlap=False)
-        heading_text = _join_lines(items)[:200]
-        # Consecutive headings (chapter, then section) are kept as "outer / inner".
-        if self.held and self.heading:
-            self.heading = f"{self.heading.split(' / ')[-1]} / {heading_text}"
+        if not self.cur or self.held:
+            self.path = self.struct.path()  # the piece starts at this heading
         else:
-            self.heading = heading_text
+            self.path = self.struct.topic_path()  # a minor section merged into its topic's piece
         self.cur.extend(items)
         self.cur_tok += tokens
         self.held = True
 
-    def finish(self) -> tuple[list[_Piece], str | None]:
-        """All pieces, the last one included, and the heading in force at the end."""
+    def _open_topic(self, text: str, rank: tuple) -> None:
+        """A run-in heading: the paragraph it opens starts a piece under it when it names a topic."""
+        if self.struct.heading(text, rank) and self.cur and not self.held:
+            self.flush(keep_overlap=False)
+        if not self.cur or self.held:
+            self.path = self.struct.path()
+
+    def finish(self) -> list[_Piece]:
+        """All pieces, the last one included."""
         if self.cur:
             self.pieces.append(self._piece())
-        return self.pieces, self.heading
+        return self.pieces
 
 
-def _chunk_page(blocks: list[_Block], target: float, overlap: float, heading: str | None,
-                count: Counter = _estimate_tokens) -> tuple[list[_Piece], str | None]:
+def _chunk_page(blocks: list[_Block], target: float, overlap: float, struct: Structure, page: int = 0,
+                count: Counter = _estimate_tokens) -> list[_Piece]:
     """Merge ordered blocks into ~target-token pieces; a heading sticks to what follows.
 
     Works on whole lines (cheap; line ends are word ends) and only cuts a line into
-    words for the overlap tail or when one line alone exceeds the target.
+    words for the overlap tail or when one line alone exceeds the target. `struct` carries
+    the heading path from page to page.
     """
-    chunker = _Chunker(target, overlap, heading, count)
+    chunker = _Chunker(target, overlap, struct, page, count)
     for b in blocks:
         chunker.add(b)
     return chunker.finish()
+
+
+def path_at(pieces: list[_Piece], y: float, default: tuple[str, ...]) -> tuple[str, ...]:
+    """The path of the last piece that starts above `y` (a table's or figure's place), else `default`."""
+    found = default
+    for p in pieces:
+        if p.bbox[1] <= y:
+            found = p.path
+    return found
 
 
 def fit_pieces(pieces: list[_Piece], count: Counter, limit: int, prefix: Callable[[_Piece], str]) -> list[_Piece]:
@@ -220,4 +267,4 @@ def _fit_one(p: _Piece, count: Counter, limit: int, prefix: Callable[[_Piece], s
         parts = [" ".join(words[: len(words) // 2]), " ".join(words[len(words) // 2 :])]
     if not parts[1]:
         return [p]  # nothing left to cut: the model truncates this one character run
-    return [q for part in parts for q in _fit_one(_Piece(part, p.bbox, p.heading), count, limit, prefix)]
+    return [q for part in parts for q in _fit_one(_Piece(part, p.bbox, p.path), count, limit, prefix)]

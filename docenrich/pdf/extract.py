@@ -11,7 +11,7 @@ import pymupdf
 
 from docenrich.records import Snippet, embedding_prefix
 
-from .chunking import _chunk_page, _estimate_tokens, _join_lines, _Piece, fit_pieces
+from .chunking import _chunk_page, _estimate_tokens, _join_lines, _Piece, fit_pieces, path_at
 from .document import _open, _page
 from .errors import PAGE_ERRORS
 from .headers import HEADER_WINDOW, _margin_lines, _strip_headers
@@ -19,14 +19,18 @@ from .layout import _Block, _Figure, _load_page, _PageData, _union
 from .ocr import _ocr_page
 from .order import _mark_headings, _mostly_rtl, _reading_order
 from .render import DEFAULT_DPI, _PageRender, _render_whole_page
+from .structure import SEP, Outline, Structure, heading_rank
 from .tables import faithful, find_tables, may_hold_table, outside, split_rows
 from .toc import is_toc_page
 
 log = logging.getLogger(__name__)
 
 MAX_SNIPPETS_PER_PAGE = 999  # ordinals are page * 1000 + index
-# Tokens kept free in a snippet for the heading and title that lead its embedded text.
-HEADING_RESERVE = 24
+# Tokens kept free in a snippet for the heading path and title that lead its embedded text.
+HEADING_RESERVE = 40
+# Pages read before a batch's first page for the headings in force there (the outline, when
+# the PDF has one, gives the upper levels at any page).
+LOOKBACK_PAGES = 4
 # Titles that name a file or a template rather than the document.
 _JUNK_TITLE = re.compile(r"(\.(docx?|pdf|tex|dvi|odt|rtf|indd|qxd)$)|^(untitled|microsoft word\b|title\b|none$)",
                          re.IGNORECASE)
@@ -60,7 +64,7 @@ class _Options:
 class _RunState:
     """What carries over from one page to the next."""
 
-    heading: str | None = None  # the section heading in force, for snippets that follow it
+    structure: Structure  # the heading path in force, for snippets that follow it
     title: str = ""  # the document's title, carried into what is embedded
 
 
@@ -176,20 +180,20 @@ class _PageOut:
                                      ordinal=self.pd.number * 1000 + len(self.snippets), kind=kind, meta=meta))
 
 
-def _context(heading: str | None, title: str) -> dict:
-    """The meta that carries a snippet's section heading and document title."""
-    return {**({"heading": heading} if heading else {}), **({"title": title} if title else {})}
+def _context(path: tuple[str, ...], title: str) -> dict:
+    """The meta that carries a snippet's heading path (as a list and as one string) and document title."""
+    return {**({"heading": SEP.join(path), "path": list(path)} if path else {}), **({"title": title} if title else {})}
 
 
 def _emit(out: _PageOut, pieces: list[_Piece], figures: list[_Figure], blocks: list[_Block], kind: str,
-          heading: str | None, title: str = "") -> None:
+          start_path: tuple[str, ...], title: str = "") -> None:
     """Text snippets in reading order, then figure snippets top to bottom with their captions."""
     for p in pieces:
-        out.add(p.text, p.bbox, kind, _context(p.heading, title), gray=True)
+        out.add(p.text, p.bbox, kind, _context(p.path, title), gray=True)
     for f in sorted(figures, key=lambda f: (f.bbox[1], f.bbox[0])):
         caption = _find_caption(f, blocks)
         meta = {"caption": caption} if caption else {}
-        meta.update(_context(heading, title))
+        meta.update(_context(path_at(pieces, f.bbox[1], start_path), title))
         out.add(caption, f.bbox, "figure", meta, pad=0)
 
 
@@ -210,17 +214,18 @@ def _page_snippets(doc: pymupdf.Document, pd: _PageData, document_id: str | None
         return [_whole_page_snippet(page, pd, document_id, opts, {"error": pd.error})]
 
     blocks = _reading_order(pd.blocks, rtl=_mostly_rtl(pd.blocks))
-    tables: list[_Piece] = []
+    found: list = []
     if kind == "text" and is_toc_page(blocks):
         kind = "toc"  # kept and shown with its page, but left out of search by default
     elif kind == "text" and opts.tables not in (False, "off") and not pd.display_space and may_hold_table(blocks):
         found = faithful(find_tables(page, "lines" if opts.tables == "lines" else "layout"), blocks)
         if found:
             blocks = outside(blocks, found)
-            tables = _table_pieces(found, state.heading, opts)
     _mark_headings(blocks, body_size)
-    pieces, state.heading = _chunk_page(blocks, opts.target_tokens, opts.overlap_tokens, state.heading,
-                                        opts.count or _estimate_tokens)
+    start_path = state.structure.path()
+    pieces = _chunk_page(blocks, opts.target_tokens, opts.overlap_tokens, state.structure, pd.number,
+                         opts.count or _estimate_tokens)
+    tables = _table_pieces(found, pieces, start_path, opts)
     if opts.count is not None and opts.max_tokens:
         title = state.title
         pieces = fit_pieces(pieces, opts.count, opts.max_tokens,
@@ -229,20 +234,22 @@ def _page_snippets(doc: pymupdf.Document, pd: _PageData, document_id: str | None
     covered = pieces + tables
     render = _render_region(page, pd, covered, figures, opts) if opts.images and (covered or figures) else None
     out = _PageOut(page, pd, document_id, render, opts.image_max_px)
-    _emit(out, pieces, figures, blocks, kind, state.heading, state.title)
+    _emit(out, pieces, figures, blocks, kind, start_path, state.title)
     for t in tables:
-        out.add(t.text, t.bbox, "table", _context(t.heading, state.title))
+        out.add(t.text, t.bbox, "table", _context(t.path, state.title))
     if not out.snippets:
         # Text existed but nothing survived (e.g. only a page number): still say so.
         return [_whole_page_snippet(page, pd, document_id, opts, {"no_text_layer": False, "no_content": True})]
     return out.snippets
 
 
-def _table_pieces(found: list, heading: str | None, opts: _Options) -> list[_Piece]:
-    """Table snippets: the whole table as Markdown, cut into row groups when it is too long to embed."""
+def _table_pieces(found: list, pieces: list[_Piece], start_path: tuple[str, ...], opts: _Options) -> list[_Piece]:
+    """Table snippets: the whole table as Markdown, cut into row groups when it is too long to embed,
+    each under the heading path of the text above it."""
     count = opts.count or _estimate_tokens
     limit = (opts.max_tokens or opts.target_tokens) - min(HEADING_RESERVE, opts.target_tokens // 4)
-    return [_Piece(md, t.bbox, heading) for t in found for md in split_rows(t.markdown, count, limit)]
+    return [_Piece(md, t.bbox, path_at(pieces, t.bbox[1], start_path)) for t in found
+            for md in split_rows(t.markdown, count, limit)]
 
 
 def _whole_page_snippet(page: pymupdf.Page, pd: _PageData, document_id: str | None, opts: _Options,
@@ -304,7 +311,8 @@ def iter_snippet_batches(source: bytes | str | Path, document_id: str | None = N
                         image_max_px=max(16, image_max_px), ocr=ocr, images=images, dpi=dpi,
                         ocr_language=ocr_language, tables=tables, count=count_tokens, max_tokens=max_tokens)
         pages = _PageWindow(doc, render=images)
-        state = _RunState(title=document_title(doc))
+        state = _RunState(Structure(Outline.of(doc)), title=document_title(doc))
+        _look_back(pages, start, state.structure)
         step = max(1, batch_pages)
         for bstart in range(start, end + 1, step):
             bend = min(end, bstart + step - 1)
@@ -316,6 +324,30 @@ def iter_snippet_batches(source: bytes | str | Path, document_id: str | None = N
             yield batch
     finally:
         doc.close()
+
+
+def _look_back(pages: _PageWindow, start: int, structure: Structure) -> None:
+    """Read the headings of the few pages before `start`, so a batch knows the path in force there."""
+    first = max(1, start - LOOKBACK_PAGES)
+    if first >= start:
+        return
+    window = pages.around(first)
+    body = pages.body_size(window)
+    for num in range(first, start):
+        pages.around(num)
+        pd = pages.cache[num]
+        if not pd.blocks or pd.error is not None:
+            continue
+        _strip_headers(pd, [pages.cache[w] for w in pages.cache if w != num and abs(w - num) <= HEADER_WINDOW])
+        blocks = _reading_order(pd.blocks, rtl=_mostly_rtl(pd.blocks))
+        _mark_headings(blocks, body)
+        for b in blocks:
+            structure.at(num, b.bbox[1])
+            if b.heading:
+                text = _join_lines([(ln.text, ln.bbox, 0.0) for ln in b.lines])
+                structure.heading(text, heading_rank(max(ln.size for ln in b.lines),
+                                                     all(ln.bold for ln in b.lines), b.entry), b.entry)
+        pd.dl = None
 
 
 def extract_snippets(source: bytes | str | Path, document_id: str | None = None, **options) -> list[Snippet]:

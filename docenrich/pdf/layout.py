@@ -33,6 +33,11 @@ class _Line:
     bbox: Box  # unrotated page space
     size: float
     bold: bool
+    # The first span's size and whether it is set in a fixed-pitch font: an API entry's
+    # signature line ("sum (x)", "int foo(void)") leads with its name in code type.
+    lead_size: float = 0.0
+    lead_mono: bool = False
+    lead_bold: str = ""  # the bold words a line opens with, when the rest is not bold (a run-in heading)
 
 
 @dataclass
@@ -41,6 +46,7 @@ class _Block:
     bbox: Box
     heading: bool = False
     col: int | None = None      # column index from _reading_order; None spans columns
+    entry: bool = False         # an API entry's signature: a topic heading set in code type
 
 
 @dataclass
@@ -95,6 +101,18 @@ def _font_is_bold(font: str) -> bool:
     return bold
 
 
+_MONO_FONTS: dict[str, bool] = {}
+
+
+def _font_is_mono(font: str) -> bool:
+    mono = _MONO_FONTS.get(font)
+    if mono is None:
+        low = font.lower()
+        mono = _MONO_FONTS[font] = any(k in low for k in ("mono", "courier", "cmtt", "consol", "code", "typewriter",
+                                                             "lmtt", "txtt", "menlo", "inconsolata"))
+    return mono
+
+
 def _box_fixer(page: pymupdf.Page, rotated_space: bool) -> Callable[[object], Box]:
     """Maps MuPDF boxes to unrotated page space (MuPDF reports rotated pages as displayed)."""
     if rotated_space and page.rotation:
@@ -121,6 +139,10 @@ def _parse_line(ln: dict, fix: Callable[[object], Box], tally: _Tally) -> _Line 
     prev_x1 = -1e9
     best_size, best_n = 0.0, -1
     bold_chars = chars = 0
+    lead: dict | None = None
+    run_in = ""  # the bold words the line opens with, once a regular word follows them
+    run_in_done = False
+    had_bold = False
     for sp in ln["spans"]:
         raw = sp["text"]
         if raw.isascii() and raw.isprintable():
@@ -134,6 +156,8 @@ def _parse_line(ln: dict, fix: Callable[[object], Box], tally: _Tally) -> _Line 
         if not n:
             continue
         bb = sp["bbox"]
+        if lead is None:
+            lead = sp
         if parts and t[0] != " " and parts[-1][-1] != " ":
             # Spans that abut without a space but sit apart on the page (or were
             # separated by unknown glyphs) are separate words.
@@ -144,18 +168,23 @@ def _parse_line(ln: dict, fix: Callable[[object], Box], tally: _Tally) -> _Line 
         chars += n
         if n > best_n:
             best_size, best_n = sp["size"], n
-        if sp["flags"] & 16:
-            bold_chars += n
-        else:
+        bold = bool(sp["flags"] & 16)
+        if not bold:
             font = sp["font"]
             bold = _BOLD_FONTS.get(font)
             if bold is None:
                 bold = _font_is_bold(font)
-            if bold:
-                bold_chars += n
+        if bold:
+            bold_chars += n
+            had_bold = True
+        elif not run_in_done:
+            run_in_done = True
+            run_in = "".join(parts[:-1]).strip() if had_bold else ""
     if not parts:
         return None
-    return _Line("".join(parts).strip(), fix(ln["bbox"]), round(best_size, 1), bold_chars * 2 > chars)
+    mono = lead is not None and bool(lead["flags"] & 8 or _font_is_mono(lead["font"]))
+    return _Line("".join(parts).strip(), fix(ln["bbox"]), round(best_size, 1), bold_chars * 2 > chars,
+                 round(lead["size"], 1) if lead else 0.0, mono, run_in)
 
 
 def _parse_block(b: dict, fix: Callable[[object], Box], tally: _Tally) -> _Block | None:

@@ -130,9 +130,26 @@ def _mostly_rtl(blocks: list[_Block]) -> bool:
         sum(len(ln.text) for b in blocks for ln in b.lines) / 2
 
 
+# An API entry's signature leads with its name in code type at least this much above the body.
+ENTRY_SIZE = 1.05
+MAX_ENTRY_LINES = 8  # one entry may list several call forms
+
+
+def _is_entry(b: _Block, body_size: float) -> bool:
+    """A signature line that opens an API entry: short, and led by a name in larger or bold code type."""
+    first = b.lines[0]
+    if not all(ln.lead_mono for ln in b.lines) or any(len(ln.text) > 160 for ln in b.lines):
+        return False
+    return (body_size > 0 and first.lead_size >= body_size * ENTRY_SIZE) or (first.bold and len(b.lines) <= 2)
+
+
 def _mark_headings(blocks: list[_Block], body_size: float) -> None:
-    """Mark as headings the short blocks that stand out: larger or bold type, no closing punctuation."""
+    """Mark as headings the short blocks that stand out: larger or bold type, no closing punctuation,
+    and as entries the signature lines that open an API entry."""
     for b in blocks:
+        if len(b.lines) <= MAX_ENTRY_LINES and _is_entry(b, body_size):
+            b.heading = b.entry = True
+            continue
         words = sum(len(ln.text.split()) for ln in b.lines)
         if len(b.lines) > 3 or words > 20 or words == 0:
             continue

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -130,14 +132,30 @@ def _layout_tables(page: pymupdf.Page):
     global _layout_ready
     if not _layout_ready:
         try:
-            from pymupdf.layout import DocumentLayoutAnalyzer
-
-            model = DocumentLayoutAnalyzer.get_model(feature_set_name="rf")
+            model = _layout_model()
             pymupdf._get_layout = lambda *args, **kwargs: model.predict(*args, **kwargs)
         except Exception as exc:  # an older PyMuPDF, or no layout package: its default finder
             log.info("PyMuPDF's layout model is not available (%s); using its default table finder", exc)
         _layout_ready = True
     return page.find_tables()
+
+
+def _layout_model():
+    """PyMuPDF's layout model, imported here, in the process that runs it (see docenrich/__init__)."""
+    from docenrich import DEFERRED_MODULES
+
+    for name in DEFERRED_MODULES:
+        if name in sys.modules and sys.modules[name] is None:
+            del sys.modules[name]
+    saved = pymupdf._get_layout
+    # Importing the package activates its default model; a placeholder skips that load.
+    pymupdf._get_layout = saved if callable(saved) else (lambda *args, **kwargs: None)
+    try:
+        from pymupdf.layout import DocumentLayoutAnalyzer
+    finally:
+        pymupdf._get_layout = saved
+    log.info("PyMuPDF's layout model loaded in process %d", os.getpid())
+    return DocumentLayoutAnalyzer.get_model(feature_set_name="rf")
 
 
 def _line_tables(page: pymupdf.Page, band: pymupdf.Rect):

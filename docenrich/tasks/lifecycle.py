@@ -1,4 +1,4 @@
-"""Worker lifecycle: preload in the parent, reset in each pool child, publish model status,
+"""Worker lifecycle: models loaded in each pool child (never in the parent), publish model status,
 beat a heartbeat, queue recovery on every (re)connect and now and then."""
 from __future__ import annotations
 
@@ -66,35 +66,43 @@ def _task_finished(task_id=None, task=None, state=None, **_):
 
 @signals.worker_init.connect
 def _prepare_parent(sender=None, **_):
-    # Runs once in the worker's main process, before it forks the pool child: the slow
-    # imports (and the weights, in host memory) are then inherited by every child, so
-    # max-tasks-per-child recycling costs a fork, not an import and a load from disk.
+    # Runs once in the worker's main process, before it forks the pool child. Nothing that
+    # starts native thread pools (torch, onnxruntime, OpenMP) is imported here: a child forked
+    # from a parent that holds their threads' locks can wait on them forever. Models load in
+    # the child (see _prepare_child).
     global _hostname
     _hostname = getattr(sender, "hostname", None) or "unknown"
     leases.set_worker(_hostname)  # before the fork: pool children name the same worker run
-    settings = get_settings()
-    if settings.docenrich_worker_role == "docs":
-        return
-    start = time.perf_counter()
-    models.import_model_libraries()
-    log.info("model libraries imported in %.2fs", time.perf_counter() - start)
-    manager = models.get_manager()
-    manager.on_change = _safe_publish
-    manager.on_event = _record_model_event
-    if settings.model_preload:
-        manager.preload_host()
-    # Celery runs gc.collect() before every fork; frozen, the imported libraries and the
-    # preloaded weights are not scanned each time a child is recycled.
+    # Celery runs gc.collect() before every fork; frozen, what the parent imported is not
+    # scanned each time a child is recycled.
     gc.freeze()
-    _safe_publish(manager.status())
 
 
 @signals.worker_process_init.connect
 def _prepare_child(**_):
+    settings = get_settings()
+    if settings.docenrich_worker_role == "docs":
+        return
     manager = models.get_manager()
     manager.reset_after_fork()
     manager.on_change = _safe_publish
     manager.on_event = _record_model_event
+    _safe_publish(manager.status())
+    if settings.model_preload:
+        # Celery gives a new child a few seconds to report ready: the import and the load run
+        # beside it, and the first task waits for them on the manager's lock.
+        threading.Thread(target=_preload, args=(manager,), name="docenrich-preload", daemon=True).start()
+
+
+def _preload(manager) -> None:
+    start = time.perf_counter()
+    try:
+        models.import_model_libraries()
+        manager.preload_host()
+    except Exception:
+        log.warning("model preload failed; models load on first use", exc_info=True)
+        return
+    log.info("model libraries and weights loaded in the pool child in %.2fs", time.perf_counter() - start)
     _safe_publish(manager.status())
 
 
