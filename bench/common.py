@@ -352,10 +352,10 @@ class BenchEnv:
             self._apps[db] = make_celery(load_settings(redis_url=self.redis_url(db)))
         return self._apps[db]
 
-    def web(self) -> WebProcess:
-        """The web app (started on first use, then shared)."""
+    def web(self, **env: str) -> WebProcess:
+        """The web app (started on first use, then shared), with `env` on top of the benchmark's settings."""
         if not self._webs:
-            self._webs.append(WebProcess(self.log_dir / "web.log").start())
+            self._webs.append(WebProcess(self.log_dir / "web.log", env=env or None).start())
         return self._webs[0]
 
     def purge(self, db: int = 0) -> None:

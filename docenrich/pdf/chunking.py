@@ -183,7 +183,9 @@ class _Chunker:
         if b.heading:
             self._add_heading(b, items, block_tok)
             return
-        run_in = b.lines[0].lead_bold
+        first = b.lines[0]
+        # Bold words that open a paragraph; MuPDF may set them as a line of their own.
+        run_in = first.lead_bold or (first.text if first.bold and len(b.lines) > 1 else "")
         if run_in and _RUN_IN.match(run_in):
             self._open_topic(run_in.rstrip(" .:"), heading_rank(b.lines[0].size, True, False))
         if self.cur and not self.held and self.cur_tok + block_tok > target and self.cur_tok >= target * 0.5:

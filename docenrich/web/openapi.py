@@ -56,6 +56,8 @@ def schemas() -> dict:
         "properties": {
             "rank": integer, "snippet_id": integer, "document_id": string, "filename": nullable("string"),
             "title": nullable("string"), "page": integer, "bbox": bbox, "kind": string, "text": string,
+            "breadcrumb": {"type": "array", "items": string,
+                           "description": "document title, then the heading path: chapter › section › topic"},
             "vector_score": number, "rerank_score": nullable("number"), "rerank_normalized": nullable("number"),
             "image_url": nullable("string"), "cited_url": string,
         },

@@ -55,6 +55,16 @@ def snippet_json(snip: StoredSnippet) -> dict:
     }
 
 
+def breadcrumb(snip: StoredSnippet, title: str | None = None) -> list[str]:
+    """Where a snippet sits: its document's title, then its heading path (chapter › … › topic)."""
+    meta = snip.meta or {}
+    path = meta.get("path")
+    if not isinstance(path, list):
+        path = [meta["heading"]] if meta.get("heading") else []
+    head = meta.get("title") or title
+    return [str(p) for p in ([head] if head else []) + path]
+
+
 def hit_json(hit: Hit) -> dict:
     """A search result: the snippet's fields, its document's name, and its scores."""
     snip = snippet_json(hit.snippet)
@@ -64,6 +74,7 @@ def hit_json(hit: Hit) -> dict:
         "document_id": snip["document_id"],
         "filename": hit.document.filename if hit.document else None,
         "title": hit.document.title if hit.document else None,
+        "breadcrumb": breadcrumb(hit.snippet, hit.document.title if hit.document else None),
         "page": snip["page"],
         "bbox": snip["bbox"],
         "kind": snip["kind"],
