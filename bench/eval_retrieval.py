@@ -279,7 +279,19 @@ def report(sections: list[str], seconds: float, notes: list[str]) -> str:
     ])
 
 
-def run_set(name: str, env_overrides: dict[str, str]) -> tuple[dict, list[Question], dict]:
+def variant_rankings(env: common.BenchEnv, label: str, settings: dict[str, str], questions: list[Question]
+                     ) -> dict[str, Ranking]:
+    """Hybrid rankings from a second web process with search-time settings of its own (same store)."""
+    web = common.WebProcess(env.log_dir / f"web-{label}.log", env=settings).start()
+    try:
+        return {q.id: [r["text"] for r in web.get("/api/search", q=q.question, k=DEPTH, mode="hybrid",
+                                                  rerank=0)[1]["results"]] for q in questions}
+    finally:
+        web.stop()
+
+
+def run_set(name: str, env_overrides: dict[str, str], variants: list[tuple[str, dict[str, str]]] = ()
+            ) -> tuple[dict, list[Question], dict]:
     """Ingest one set's manuals into a fresh service and rank every question with every method."""
     docs = fetch_docs(name)
     questions = load_questions(SETS[name])
@@ -288,6 +300,9 @@ def run_set(name: str, env_overrides: dict[str, str]) -> tuple[dict, list[Questi
         web = env.web(**env_overrides)
         states = ingest(web, docs)
         rankings = pipeline_rankings(web, questions)
+        for label, settings in variants:
+            rankings[f"hybrid, {label}"] = variant_rankings(env, label.replace(" ", "-"),
+                                                            {**env_overrides, **settings}, questions)
     rankings.update(naive_rankings(docs, questions))
     return rankings, questions, states
 
@@ -298,14 +313,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sets", default="prose,reference", help="comma-separated: prose, reference")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for the worker and web process (for ablations)")
+    parser.add_argument("--variant", action="append", default=[], metavar="LABEL:NAME=VALUE[,NAME=VALUE]",
+                        help="also rank with hybrid search under these search-time settings")
     parser.add_argument("--json", type=Path, default=None, help="also write every method's rankings here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     started = time.monotonic()
     overrides = dict(item.split("=", 1) for item in args.env)
+    variants = [(label, dict(kv.split("=", 1) for kv in spec.split(",")))
+                for label, _, spec in (v.partition(":") for v in args.variant)]
     sections, dump = [], {}
     for name in [n.strip() for n in args.sets.split(",") if n.strip()]:
-        rankings, questions, states = run_set(name, overrides)
+        rankings, questions, states = run_set(name, overrides, variants)
         sections.append(set_section(name, rankings, questions, states))
         dump[name] = {label: {qid: first_hit(r, next(q.needles for q in questions if q.id == qid))
                               for qid, r in by_id.items()} for label, by_id in rankings.items()}

@@ -5,7 +5,8 @@
     python bench/run_all.py --only models,search  # some groups, writes bench/out/RESULTS-partial.md
 
 Groups, in order: extract (figure 1), models (2a/b, 3, 4, 6a), ingest (2c), search (5, 6b),
-postgres (7, 8: pgvector against SQLite's exact search, whole ingest on PostgreSQL).
+postgres (7, 8: pgvector against SQLite's exact search, whole ingest on PostgreSQL), large (9: a
+2,571-page document, pages/s per quarter and the peak RSS of every worker process).
 Everything runs on the bundled all-MiniLM-L6-v2 embedder and a seeded cross-encoder reranker,
 on the CPU, with a private Redis, worker and web app that are stopped at the end.
 """
@@ -28,13 +29,13 @@ from bench.common import Figure, Options  # noqa: E402
 log = logging.getLogger("bench.run_all")
 
 RESULTS = common.ROOT / "bench" / "RESULTS.md"
-GROUPS = ("extract", "models", "ingest", "search", "postgres")
+GROUPS = ("extract", "models", "ingest", "search", "postgres", "large")
 ORDER = ("extract", "embedding", "ingest", "switching", "overhead", "search", "memory_worker", "memory_web",
-         "ingest_pg", "store")
+         "ingest_pg", "store", "large")
 
 
 def run_group(name: str, env: common.BenchEnv, opts: Options) -> list[Figure]:
-    from bench import bench_ingest, bench_models, bench_postgres, bench_search
+    from bench import bench_ingest, bench_large, bench_models, bench_postgres, bench_search
 
     runners: dict[str, Callable[[], list[Figure]]] = {
         "extract": lambda: [bench_ingest.figure_extract(opts)],
@@ -42,6 +43,7 @@ def run_group(name: str, env: common.BenchEnv, opts: Options) -> list[Figure]:
         "ingest": lambda: [bench_ingest.figure_ingest(env, opts)],
         "search": lambda: bench_search.run(env, opts),
         "postgres": lambda: bench_postgres.run(env, opts),
+        "large": lambda: bench_large.run(env, opts),
     }
     return runners[name]()
 

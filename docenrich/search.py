@@ -165,6 +165,30 @@ def _candidates(store, ranked: list[tuple[int, float]], exclude: frozenset[str],
             if sid in found and found[sid].kind not in exclude and (within is None or found[sid].document_id in within)]
 
 
+def topic_boost(candidates: list[tuple[StoredSnippet, float]], weight: float) -> list[tuple[StoredSnippet, float]]:
+    """Small-to-big scoring: each snippet gains `weight` times the best score of another candidate of the
+    same topic (document and heading path), so a topic that answers across its sections rises as a whole."""
+    best: dict[tuple, list[float]] = {}
+    for snip, score in candidates:
+        key = _topic_key(snip)
+        if key is not None:
+            top = best.setdefault(key, [])
+            top.append(score)
+            top.sort(reverse=True)
+            del top[2:]
+    out = []
+    for snip, score in candidates:
+        top = best.get(_topic_key(snip)) or []
+        other = (top[1] if top and top[0] == score else top[0]) if len(top) > 1 else 0.0
+        out.append((snip, score + weight * other))
+    return sorted(out, key=lambda item: -item[1])
+
+
+def _topic_key(snip: StoredSnippet) -> tuple | None:
+    path = (snip.meta or {}).get("path")
+    return (snip.document_id, tuple(path)) if path else None
+
+
 def _rerank(query: str, candidates: list, top_n: int, notes: list[str]) -> tuple[list, dict | None]:
     """Candidates reordered by the reranker, with its scores by snippet id; unchanged without one."""
     pool = candidates[:top_n]
@@ -294,7 +318,11 @@ def _ranked(store, index_for, query: str, mode: str, wanted: int, document_id: s
     t0 = time.perf_counter()
     fused = fuse(got.lists) if mode == "hybrid" else next(iter(got.lists.values()))
     shown = (wanted + 10) * (4 if within is not None else 1)  # other collections' rows are dropped here
-    candidates = _candidates(store, fused[:shown], exclude, within)[:wanted]
+    candidates = _candidates(store, fused[:shown], exclude, within)
+    weight = get_settings().search_topic_weight
+    if weight > 0 and mode == "hybrid":
+        candidates = topic_boost(candidates, weight)
+    candidates = candidates[:wanted]
     t = got.timings
     t["fuse"] = _ms(time.perf_counter() - t0)
     # What retrieval adds after the query embedding: in hybrid mode the lexical search overlapped

@@ -51,6 +51,28 @@ def text_pdf(pages: int, seed: int = 0, sections: int = 4, words: int = 90) -> b
     return data
 
 
+def table_pdf(pages: int, seed: int = 3) -> bytes:
+    """A PDF of `pages` pages, each a table ruled only horizontally (booktabs style, which only
+    PyMuPDF's layout model finds) and a line of prose."""
+    rnd = random.Random(seed)
+    doc = pymupdf.open()
+    for n in range(pages):
+        page = doc.new_page(width=595, height=842)
+        page.insert_text((60, 90), f"Table {n + 1}: measurements of run {n + 1}", fontsize=12, fontname="hebo")
+        top, rows = 120, 8
+        for r in range(rows):
+            cells = ["Sample", "Mass", "Volume", "Density"] if r == 0 else \
+                [f"s{n}-{r}", f"{rnd.uniform(1, 9):.2f}", f"{rnd.uniform(1, 9):.2f}", f"{rnd.uniform(0.1, 2):.3f}"]
+            for c, text in enumerate(cells):
+                page.insert_text((70 + c * 120, top + 20 + r * 18), text, fontsize=10)
+        for y in (top + 5, top + 25, top + 30 + (rows - 1) * 18):
+            page.draw_line((60, y), (540, y), width=0.8)
+        page.insert_text((60, 330), f"The measurements of run {n + 1} were taken at room temperature.", fontsize=10)
+    data = doc.tobytes()
+    doc.close()
+    return data
+
+
 def doubled_pdf(pages_log2: int, text: str = "A page of text that repeats. ") -> bytes:
     """A PDF of 2**pages_log2 identical text pages, built in milliseconds by doubling."""
     doc = pymupdf.open()

@@ -173,3 +173,18 @@ def test_heading_numbers_and_case_do_not_matter():
     assert norm_title("Chapter 17: Arithmetic") == "arithmetic"
     assert norm_title("See also:") == "see also"
     assert norm_title("civil law") == "civil law"
+
+
+def test_a_running_header_names_the_topic_when_nothing_else_does():
+    doc = pymupdf.open()
+    rnd = random.Random(3)
+    for topic in ("matrix_power", "matrix_power", "matrix_power", "vector_norm", "vector_norm", "vector_norm"):
+        page = doc.new_page()
+        page.insert_text((60, 40), topic, fontsize=9)
+        prose = " ".join(rnd.choice(WORDS) for _ in range(150))
+        page.insert_textbox(pymupdf.Rect(60, 130, 540, 700), f"Plain prose about {topic}: {prose}", fontsize=10)
+    snippets = extract_snippets(doc.tobytes(), "doc", images=False)
+    for s in snippets:
+        topic = "matrix_power" if "matrix_power" in s.text else "vector_norm"
+        assert s.meta.get("path") == [topic], (s.page, s.meta)
+        assert not s.text.startswith(topic + " " + topic)

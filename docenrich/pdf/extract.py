@@ -222,6 +222,7 @@ def _page_snippets(doc: pymupdf.Document, pd: _PageData, document_id: str | None
         if found:
             blocks = outside(blocks, found)
     _mark_headings(blocks, body_size)
+    state.structure.running = _short_running(pd.running)
     start_path = state.structure.path()
     pieces = _chunk_page(blocks, opts.target_tokens, opts.overlap_tokens, state.structure, pd.number,
                          opts.count or _estimate_tokens)
@@ -241,6 +242,12 @@ def _page_snippets(doc: pymupdf.Document, pd: _PageData, document_id: str | None
         # Text existed but nothing survived (e.g. only a page number): still say so.
         return [_whole_page_snippet(page, pd, document_id, opts, {"no_text_layer": False, "no_content": True})]
     return out.snippets
+
+
+def _short_running(text: str) -> str:
+    """A running header fit to stand for a topic: a few words, not a page label."""
+    text = " ".join(text.split())
+    return text if 0 < len(text) <= 80 and any(c.isalpha() for c in text) else ""
 
 
 def _table_pieces(found: list, pieces: list[_Piece], start_path: tuple[str, ...], opts: _Options) -> list[_Piece]:

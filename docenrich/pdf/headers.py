@@ -116,6 +116,9 @@ def _strip_headers(pd: _PageData, neighbours: list[_PageData]) -> None:
                 break
     if not drop:
         return
+    pd.running = " ".join(ln.text for b in pd.blocks for ln in b.lines
+                          if id(ln) in drop and ln.bbox[3] <= pd.height * HEADER_BAND
+                          and not _PAGE_NUM_RE.match(ln.text.strip()))[:200]
     kept = _blocks_keeping(pd.blocks, lambda ln: id(ln) not in drop)
     if not any(_meaningful(ln.text) for b in kept for ln in b.lines):
         # Every page repeats the same lines (a one-line form, a label sheet): that IS the

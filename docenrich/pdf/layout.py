@@ -65,6 +65,7 @@ class _PageData:
     garbled: bool = False       # text layer exists but is mostly unknown glyphs
     error: str | None = None
     margins: list = field(default_factory=list)  # outer lines before header removal
+    running: str = ""           # the running header's words (no page number), once stripped
     display_space: bool = False  # coordinates as displayed (OCR) instead of unrotated
     sizes: dict = field(default_factory=dict)  # font size -> characters, for the body size
     has_text: bool = False      # meaningful text before header removal

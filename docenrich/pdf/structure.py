@@ -130,6 +130,7 @@ class Structure:
         self.outline_path: tuple[str, ...] = ()
         self.layout: list[_Heading] = []
         self.seen: dict[str, int] = {}
+        self.running = ""  # the page's running header: the path while nothing else names one
 
     def at(self, page: int, y: float) -> bool:
         """Move the reading point to (page, y); True when an outline entry began since the last point."""
@@ -161,14 +162,16 @@ class Structure:
 
     def path(self) -> tuple[str, ...]:
         """The full path at the reading point."""
-        return bounded(self.outline_path + tuple(h.text for h in self.layout))
+        path = self.outline_path + tuple(h.text for h in self.layout)
+        return bounded(path) if path or not self.running else (self.running,)
 
     def topic_path(self) -> tuple[str, ...]:
         """The path without a trailing minor section: where merged sections of one topic sit."""
         layout = list(self.layout)
         while layout and layout[-1].minor:
             layout.pop()
-        return bounded(self.outline_path + tuple(h.text for h in layout))
+        path = self.outline_path + tuple(h.text for h in layout)
+        return bounded(path) if path or not self.running else (self.running,)
 
 
 def heading_rank(size: float, bold: bool, entry: bool) -> tuple:
