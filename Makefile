@@ -75,9 +75,11 @@ bench-pgvector: install-test
 gpu-check: install-test
 	$(VPY) bench/gpu_check.py
 
-# Retrieval quality on the frozen question set (bench/eval/), written to bench/EVAL.md.
+# Retrieval quality on the two frozen question sets (bench/eval/: prose manuals, and 2,571 pages of
+# reference manuals), written to bench/EVAL.md, with search-time variants beside the defaults.
+EVAL_VARIANTS ?= --variant "topic score 0.3:SEARCH_TOPIC_WEIGHT=0.3" --variant "RRF fusion:SEARCH_FUSION=rrf"
 eval: install-test system-test-deps
-	$(VPY) bench/eval_retrieval.py
+	$(VPY) bench/eval_retrieval.py $(EVAL_VARIANTS)
 
 flower: install
 	$(VPY) -m docenrich.cli.flower

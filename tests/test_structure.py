@@ -188,3 +188,12 @@ def test_a_running_header_names_the_topic_when_nothing_else_does():
         topic = "matrix_power" if "matrix_power" in s.text else "vector_norm"
         assert s.meta.get("path") == [topic], (s.page, s.meta)
         assert not s.text.startswith(topic + " " + topic)
+
+
+def test_a_heading_that_repeats_its_outline_entry_is_not_a_level_of_its_own():
+    s = Structure(Outline([(1, 0.0)], [("The base package", "abbreviate")]))
+    s.at(1, 10.0)
+    assert s.heading("abbreviate Abbreviate Strings", (14.0, True)) is True
+    assert s.path() == ("The base package", "abbreviate")
+    assert s.heading("Usage", (10.0, True)) is False
+    assert s.path() == ("The base package", "abbreviate", "Usage")

@@ -146,7 +146,7 @@ class Structure:
     def heading(self, text: str, rank: tuple, entry: bool = False) -> bool:
         """Take a heading found on the page; True when it starts a new topic, False for a minor section."""
         key = norm_title(text)
-        if key and any(key == norm_title(t) for t in self.outline_path):
+        if key and self._in_outline(key):
             return True  # the outline's own entry, set on the page: already in the path
         count = self.seen.get(key, 0)
         self.seen[key] = count + 1
@@ -159,6 +159,13 @@ class Structure:
             self.layout.pop()
         self.layout.append(_Heading(_short(text), rank, False))
         return True
+
+    def _in_outline(self, key: str) -> bool:
+        """Whether a heading is one of the outline's entries in force ("abs" is also "abs Absolute value")."""
+        if any(key == norm_title(t) for t in self.outline_path):
+            return True
+        leaf = norm_title(self.outline_path[-1]) if self.outline_path else ""
+        return bool(leaf) and key.startswith(leaf + " ")
 
     def path(self) -> tuple[str, ...]:
         """The full path at the reading point."""
