@@ -307,6 +307,23 @@ def run_set(name: str, env_overrides: dict[str, str], variants: list[tuple[str, 
     return rankings, questions, states
 
 
+def _each_set_alone(names: list[str], args: argparse.Namespace, argv: list[str] | None) -> int:
+    """Run each set in a process of its own (each has its own Redis and store), then join the reports."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    rest = [a for i, a in enumerate(argv) if not (a.startswith(("--sets", "--output")) or
+                                                   (i and argv[i - 1] in ("--sets", "--output")))]
+    parts = []
+    for name in names:
+        out = common.OUT_DIR / f"EVAL-{name}.md"
+        subprocess.run([sys.executable, __file__, "--sets", name, "--output", str(out), *rest], check=True)
+        parts.append(out.read_text())
+    head, _, first = parts[0].partition("\n## The ")
+    body = ["## The " + first] + ["## The " + p.partition("\n## The ")[2] for p in parts[1:]]
+    args.output.write_text(head + "\n" + "\n".join(body))
+    log.info("wrote %s", args.output)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=REPORT)
@@ -323,7 +340,10 @@ def main(argv: list[str] | None = None) -> int:
     variants = [(label, dict(kv.split("=", 1) for kv in spec.split(",")))
                 for label, _, spec in (v.partition(":") for v in args.variant)]
     sections, dump = [], {}
-    for name in [n.strip() for n in args.sets.split(",") if n.strip()]:
+    names = [n.strip() for n in args.sets.split(",") if n.strip()]
+    if len(names) > 1:
+        return _each_set_alone(names, args, argv)
+    for name in names:
         rankings, questions, states = run_set(name, overrides, variants)
         sections.append(set_section(name, rankings, questions, states))
         dump[name] = {label: {qid: first_hit(r, next(q.needles for q in questions if q.id == qid))

@@ -23,6 +23,7 @@ SEP = " › "
 OUTLINE_TOLERANCE = 12.0
 MAX_LEVELS = 6  # a deeper path keeps its first level and the innermost ones
 MAX_PART_CHARS = 120
+MAX_OUTLINE_ENTRIES = 200_000  # a hostile outline costs memory, not a failed document
 # A heading text seen this many times in one run is a topic's fixed section, not a topic.
 MINOR_REPEATS = 3
 
@@ -80,13 +81,11 @@ class Outline:
             log.info("outline unreadable: %s", exc)
             toc = []
         entries: list[tuple[int, float, int, str]] = []
-        for i, item in enumerate(toc):
+        for item in toc[:MAX_OUTLINE_ENTRIES]:
             level, title, page = int(item[0]), _short(str(item[1] or "")), int(item[2])
             if page < 1 or page > doc.page_count or not title:
                 continue
             entries.append((page, _top_of(doc, page, item[3] if len(item) > 3 else None), level, title))
-            if i > 100_000:
-                break
         # Sorted by position; ties keep the outline's order (a chapter before its first section).
         order = sorted(range(len(entries)), key=lambda i: (entries[i][0], entries[i][1], i))
         keys, paths, stack = [], [], []

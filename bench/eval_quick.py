@@ -1,0 +1,125 @@
+"""A fast, in-process run of one evaluation set, for working on chunking and search between runs of
+`make eval`: the manuals are extracted with the pipeline's own code, embedded by the bundled model in
+this process (vectors cached by text), stored in a SQLite store, and searched by `docenrich.search`
+with the query embedded here instead of by a worker. No Redis, worker or web process: the numbers
+match `make eval`'s dense, lexical and hybrid rows up to the worker's batching, not its timings.
+
+    python bench/eval_quick.py --set reference [--env SEARCH_TOPIC_WEIGHT=0.3]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import pickle
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import common, eval_retrieval  # noqa: E402
+
+log = logging.getLogger("bench.eval_quick")
+CACHE = common.CACHE_DIR / "eval-quick-vectors.pkl"
+
+
+class Embedder:
+    """The bundled model in this process, its vectors cached by text across runs."""
+
+    def __init__(self):
+        from sentence_transformers import SentenceTransformer
+
+        from docenrich.config import bundled_model_path
+
+        self.model = SentenceTransformer(bundled_model_path(), device="cpu")
+        self.cache: dict[str, object] = pickle.loads(CACHE.read_bytes()) if CACHE.exists() else {}
+
+    def __call__(self, texts: list[str]):
+        keys = [hashlib.sha1(t.encode()).hexdigest() for t in texts]
+        missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in self.cache}.items())
+        if missing:
+            vectors = self.model.encode([t for _, t in missing], batch_size=32, normalize_embeddings=True,
+                                        show_progress_bar=False)
+            self.cache.update({k: v for (k, _), v in zip(missing, vectors, strict=True)})
+        return [self.cache[k] for k in keys]
+
+    def save(self) -> None:
+        CACHE.parent.mkdir(parents=True, exist_ok=True)
+        CACHE.write_bytes(pickle.dumps(self.cache))
+
+
+def build_store(folder: Path, docs: dict[str, Path], embed: Embedder):
+    """A SQLite store holding every manual's snippets with their vectors, extracted as the workers do."""
+    from docenrich.config import get_settings
+    from docenrich.models.tokens import embedder_counter
+    from docenrich.pdf import inspect_pdf, iter_snippet_batches
+    from docenrich.records import embedding_text
+    from docenrich.storage import SQLiteStore
+
+    settings = get_settings()
+    counter = embedder_counter(settings)
+    store = SQLiteStore(folder)
+    for name, path in docs.items():
+        data = path.read_bytes()
+        doc, _ = store.add_document(data, path.name, inspect_pdf(data), batch_pages=settings.snippet_batch_pages)
+        batches = iter_snippet_batches(data, doc.id, batch_pages=settings.snippet_batch_pages, images=False,
+                                       target_tokens=settings.snippet_target_tokens,
+                                       overlap_tokens=settings.snippet_overlap_tokens, tables=settings.pdf_tables,
+                                       count_tokens=counter, max_tokens=counter.max_tokens if counter else None)
+        count = 0
+        for index, batch in enumerate(batches):
+            for s, v in zip(batch, embed([embedding_text(s) for s in batch]), strict=True):
+                s.embedding, s.embedding_model = v, common.BUNDLED_EMBEDDER
+            store.save_batch(doc.id, index, batch)
+            count += len(batch)
+        log.info("%s: %d snippets", name, count)
+    return store
+
+
+def rankings(store, questions, embed: Embedder) -> dict[str, dict[str, list[str]]]:
+    """Each mode's top-10 texts per question, through docenrich.search with the query embedded here."""
+    from docenrich import client, search
+
+    client.embed_query_sparse = lambda text, timeout=None: (embed([text])[0], common.BUNDLED_EMBEDDER, None)
+    out: dict[str, dict[str, list[str]]] = {}
+    for mode in ("dense", "lexical", "hybrid"):
+        out[mode] = {}
+        for q in questions:
+            result = search.search(store, store.vector_index, q.question, k=eval_retrieval.DEPTH, rerank=False,
+                                   mode=mode, worker_status=lambda: {})
+            out[mode][q.id] = [h.snippet.text for h in result.hits]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", default="reference", choices=sorted(eval_retrieval.SETS))
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    os.environ.update(dict(item.split("=", 1) for item in args.env))
+    common.setup_environment()
+    started = time.monotonic()
+    docs = eval_retrieval.fetch_docs(args.set)
+    questions = eval_retrieval.load_questions(eval_retrieval.SETS[args.set])
+    embed = Embedder()
+    with tempfile.TemporaryDirectory() as folder:
+        store = build_store(Path(folder), docs, embed)
+        embed.save()
+        ranked = rankings(store, questions, embed)
+    for mode, by_id in ranked.items():
+        ranks = [eval_retrieval.first_hit(by_id[q.id], q.needles) for q in questions]
+        m = eval_retrieval.metrics(ranks)
+        misses = [q.id for q, r in zip(questions, ranks, strict=True) if r is None or r > 5]
+        print(f"{mode:8s} hit@1 {m['hit@1']:.2f} hit@5 {m['hit@5']:.2f} MRR@10 {m['mrr@10']:.2f}  "
+              f"outside top 5: {' '.join(misses)}")
+    print(f"{time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
