@@ -48,12 +48,12 @@ def zip_bytes() -> bytes:
     return buf.getvalue()
 
 
-def five_thousand_pages() -> bytes:
-    """5,000 pages in about two seconds: double a page to 4,096, then add 904 more."""
-    data = doubled_pdf(12, "Page of a very long document. ")
+def over_the_page_limit() -> bytes:
+    """10,001 pages (one over the default MAX_PAGES) in seconds: double a page to 8,192, add 1,809 more."""
+    data = doubled_pdf(13, "Page of a very long document. ")
     with pymupdf.open(stream=data, filetype="pdf") as doc, pymupdf.open(stream=data, filetype="pdf") as src:
-        doc.insert_pdf(src, from_page=0, to_page=903)
-        assert doc.page_count == 5000
+        doc.insert_pdf(src, from_page=0, to_page=1808)
+        assert doc.page_count == 10001
         return doc.tobytes(garbage=1)
 
 
@@ -122,7 +122,7 @@ REFUSED = [
     ("empty.pdf", lambda: b"", 422, "empty", "empty"),
     ("truncated.pdf", lambda: text_pdf(6, seed=8)[: len(text_pdf(6, seed=8)) * 2 // 3], 422, "corrupt", "incomplete"),
     ("header-only.pdf", lambda: b"%PDF-1.7\n" + bytes(range(256)) * 16, 422, "corrupt", "damaged"),
-    ("huge.pdf", five_thousand_pages, 413, "too_many_pages", "5000 pages"),
+    ("huge.pdf", over_the_page_limit, 413, "too_many_pages", "10001 pages"),
 ]
 
 
