@@ -4,7 +4,9 @@ this process (vectors cached by text), stored in a SQLite store, and searched by
 with the query embedded here instead of by a worker. No Redis, worker or web process: the numbers
 match `make eval`'s dense, lexical and hybrid rows up to the worker's batching, not its timings.
 
-    python bench/eval_quick.py --set reference [--env SEARCH_TOPIC_WEIGHT=0.3]
+    python bench/eval_quick.py --set reference [--env NAME=VALUE] [--variant LABEL:NAME=VALUE,...]
+
+Each --variant searches the same store again with its settings (search-time settings only).
 """
 from __future__ import annotations
 
@@ -80,13 +82,43 @@ def build_store(folder: Path, docs: dict[str, Path], embed: Embedder):
     return store
 
 
-def rankings(store, questions, embed: Embedder) -> dict[str, dict[str, list[str]]]:
+def _patch(settings: dict[str, str]) -> list[tuple[object, str, object]]:
+    """Experiments on constants: W_<list>=w sets a fusion weight, BM25=a/b the FTS5 column weights."""
+    from docenrich import search
+    from docenrich.storage.sqlite import lexical
+
+    saved = [(search, "FUSION_WEIGHTS", dict(search.FUSION_WEIGHTS)), (lexical, "_BM25_WEIGHTS", lexical._BM25_WEIGHTS)]
+    for name, value in list(settings.items()):
+        if name.startswith("W_"):
+            search.FUSION_WEIGHTS[name[2:].lower()] = float(settings.pop(name))
+        elif name == "BM25":
+            lexical._BM25_WEIGHTS = ", ".join(settings.pop(name).split("/"))
+    return saved
+
+
+def _restore(saved: list[tuple[object, str, object]]) -> None:
+    for module, name, value in saved:
+        setattr(module, name, value)
+
+
+def report(label: str, ranked: dict[str, dict[str, list[str]]], questions) -> None:
+    """One line per mode: hit@1, hit@5, MRR@10 and the questions outside the top 5."""
+    for mode, by_id in ranked.items():
+        ranks = [eval_retrieval.first_hit(by_id[q.id], q.needles) for q in questions]
+        m = eval_retrieval.metrics(ranks)
+        misses = [q.id for q, r in zip(questions, ranks, strict=True) if r is None or r > 5]
+        print(f"{label:12s} {mode:8s} hit@1 {m['hit@1']:.2f} hit@5 {m['hit@5']:.2f} MRR@10 {m['mrr@10']:.2f}  "
+              f"outside top 5: {' '.join(misses)}", flush=True)
+
+
+def rankings(store, questions, embed: Embedder, modes=("dense", "lexical", "hybrid")
+             ) -> dict[str, dict[str, list[str]]]:
     """Each mode's top-10 texts per question, through docenrich.search with the query embedded here."""
     from docenrich import client, search
 
     client.embed_query_sparse = lambda text, timeout=None: (embed([text])[0], common.BUNDLED_EMBEDDER, None)
     out: dict[str, dict[str, list[str]]] = {}
-    for mode in ("dense", "lexical", "hybrid"):
+    for mode in modes:
         out[mode] = {}
         for q in questions:
             result = search.search(store, store.vector_index, q.question, k=eval_retrieval.DEPTH, rerank=False,
@@ -99,10 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", default="reference", choices=sorted(eval_retrieval.SETS))
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--variant", action="append", default=[], metavar="LABEL:NAME=VALUE,...")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     os.environ.update(dict(item.split("=", 1) for item in args.env))
     common.setup_environment()
+    from docenrich.config import get_settings
+
     started = time.monotonic()
     docs = eval_retrieval.fetch_docs(args.set)
     questions = eval_retrieval.load_questions(eval_retrieval.SETS[args.set])
@@ -110,13 +145,19 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         store = build_store(Path(folder), docs, embed)
         embed.save()
-        ranked = rankings(store, questions, embed)
-    for mode, by_id in ranked.items():
-        ranks = [eval_retrieval.first_hit(by_id[q.id], q.needles) for q in questions]
-        m = eval_retrieval.metrics(ranks)
-        misses = [q.id for q, r in zip(questions, ranks, strict=True) if r is None or r > 5]
-        print(f"{mode:8s} hit@1 {m['hit@1']:.2f} hit@5 {m['hit@5']:.2f} MRR@10 {m['mrr@10']:.2f}  "
-              f"outside top 5: {' '.join(misses)}")
+        report("defaults", rankings(store, questions, embed), questions)
+        for variant in args.variant:
+            label, _, pairs = variant.partition(":")
+            saved = dict(os.environ)
+            settings = dict(item.split("=", 1) for item in pairs.split(",") if item)
+            patched = _patch(settings)
+            os.environ.update(settings)
+            get_settings.cache_clear()
+            report(label, rankings(store, questions, embed, modes=("hybrid",)), questions)
+            os.environ.clear()
+            os.environ.update(saved)
+            _restore(patched)
+            get_settings.cache_clear()
     print(f"{time.monotonic() - started:.0f} s")
     return 0
 

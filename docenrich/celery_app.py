@@ -25,12 +25,11 @@ TASK_MODULES = ["docenrich.tasks"]
 
 # Where each model worker publishes what its pool child holds: one hash, a JSON value per
 # worker name, read in one HGETALL (never a scan of the keyspace).
-MODEL_STATUS_KEY = "docenrich:model-status"
+from docenrich.keys import MODEL_HOLDS_KEY, MODEL_STATUS_KEY  # noqa: E402,F401
 
 # Searches that will send the model worker a task (a query embedding, a rerank) before long:
 # a sorted set of tokens scored by when each hold lapses. Ingestion's micro-batches pause while
 # one is live, so the search's next task does not wait behind another micro-batch.
-MODEL_HOLDS_KEY = "docenrich:model-holds"
 
 
 # Which time limits each task takes (Settings.time_limits); the public enrich_snippets task,
@@ -71,8 +70,11 @@ def make_celery(settings=None) -> Celery:
         result_serializer=serializer,
         accept_content=[serializer],
         result_accept_content=[serializer],
+        # Results are kept only for callers that wait for them (searches, bge.py, .delay() of the
+        # public tasks), for minutes; pipeline tasks ignore theirs. No extended results: a
+        # task's arguments (page texts, vectors) are not copied into Redis a second time.
         result_expires=settings.result_expires,
-        result_extended=True,
+        result_extended=False,
         # A task is acknowledged only once done; a worker lost mid-task puts it back.
         # celery_worker caps how often that may happen per task.
         task_acks_late=True,

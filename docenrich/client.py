@@ -84,7 +84,8 @@ def send(name: str, args: tuple = (), kwargs: dict | None = None, *, queue: str 
 
 
 def wait(result: AsyncResult, timeout: float, what: str) -> Any:
-    """A task's result, or WorkerUnavailable saying whether any worker is online."""
+    """A task's result, or WorkerUnavailable saying whether any worker is online. The result is
+    forgotten once read: Redis keeps nothing per search."""
     try:
         return result.get(timeout=timeout, propagate=True, disable_sync_subtasks=False)
     except CeleryTimeout:
@@ -95,6 +96,15 @@ def wait(result: AsyncResult, timeout: float, what: str) -> Any:
             else "no worker is online; start one with `python start_celery_worker.py`"
         )
         raise WorkerUnavailable(f"{what} got no answer within {timeout:g}s: {hint}") from None
+    finally:
+        _forget(result)
+
+
+def _forget(result: AsyncResult) -> None:
+    try:
+        result.forget()
+    except Exception:  # the result expires anyway; a lost Redis must not hide the answer
+        log.debug("could not forget result %s", result.id, exc_info=True)
 
 
 def call(name: str, args: tuple, what: str, *, timeout: float | None = None, interactive: bool = True,

@@ -44,6 +44,8 @@ class Settings:
     redis_host: str = "127.0.0.1"
     redis_port: int = 6379
     redis_password: str = ""
+    # Memory cap of the Redis `make run` starts (noeviction: full, it refuses writes, never drops work).
+    redis_maxmemory: str = "1gb"
     data_dir: Path = PROJECT_DIR / "data"
     # PostgreSQL (with pgvector) instead of SQLite: postgresql://user:pass@host:5432/db.
     database_url: str = ""
@@ -75,7 +77,7 @@ class Settings:
     interactive_time_limit: str = "300/360"  # a query embedding or a rerank, a model load included
     task_max_retries: int = 5
     task_max_deliveries: int = 3
-    result_expires: int = 86400
+    result_expires: int = 600  # results a caller waits for; pipeline tasks keep none
     worker_log_file: str = "celery_worker.log"
     docenrich_worker_role: str = "all"
     docs_nice: int = 10

@@ -28,12 +28,10 @@ import uuid
 from datetime import datetime
 
 from docenrich.celery_app import ALL_QUEUES, celery_app, queue_keys
-from docenrich.config import get_settings
+from docenrich.keys import HANDOFF_TTL, HEARTBEATS_KEY, LEASE_KEY, REDIS_RUN_KEY  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-HEARTBEATS_KEY = "docenrich:heartbeats"
-LEASE_KEY = "docenrich:lease:{doc_id}:{generation}:{batch_index}"
 HEARTBEAT_INTERVAL = 5.0
 HEARTBEAT_TTL = 15
 # An owned lease lasts this long unless renewed; a thread of the owning process renews it.
@@ -44,8 +42,6 @@ LEASE_TTL = 30
 UNACKED_GRACE = 30
 # Kombu's Redis transport keeps delivered, unacknowledged messages here.
 UNACKED_KEY, UNACKED_INDEX_KEY = "unacked", "unacked_index"
-# The run id of the Redis server recovery last saw: a new one means Redis restarted.
-REDIS_RUN_KEY = "docenrich:redis-run"
 
 # Stages: a batch is queueing (being sent), queued (for extraction), extracting, embedding, storing.
 QUEUEING, QUEUED, EXTRACTING, EMBEDDING, STORING = "queueing", "queued", "extracting", "embedding", "storing"
@@ -159,7 +155,7 @@ def claim(key: str, stage: str, *, takes: tuple[str, ...] = (), sender: str = ""
 def hand_to_broker(key: str, stage: str, next_stage: str, task_id: str) -> bool:
     """After sending the next step's message: the lease says the broker holds that message."""
     _stop_renewing(key)
-    ttl = get_settings().result_expires
+    ttl = HANDOFF_TTL
     return bool(_client().eval(_HANDOFF, 1, key, f"{stage}|{owner_id()}|", f"{next_stage}||{task_id}", ttl))
 
 

@@ -318,9 +318,11 @@ def _ranked(store, index_for, query: str, mode: str, wanted: int, document_id: s
     t0 = time.perf_counter()
     fused = fuse(got.lists) if mode == "hybrid" else next(iter(got.lists.values()))
     shown = (wanted + 10) * (4 if within is not None else 1)  # other collections' rows are dropped here
+    weight = get_settings().search_topic_weight if mode == "hybrid" else 0.0
+    if weight > 0:  # a topic's sections help each other from anywhere in the fused list
+        shown = max(shown, FUSION_DEPTH)
     candidates = _candidates(store, fused[:shown], exclude, within)
-    weight = get_settings().search_topic_weight
-    if weight > 0 and mode == "hybrid":
+    if weight > 0:
         candidates = topic_boost(candidates, weight)
     candidates = candidates[:wanted]
     t = got.timings

@@ -14,11 +14,12 @@ import math
 import time
 from dataclasses import dataclass, field
 
+from docenrich.keys import METRICS_PREFIX, MINUTE_TTL
+
 log = logging.getLogger(__name__)
 
-PREFIX = "docenrich:metrics:"
+PREFIX = METRICS_PREFIX
 TASK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
-MINUTE_TTL = 2 * 3600
 TASK_KEY = PREFIX + "task:{name}"
 TASK_NAMES_KEY = PREFIX + "tasks"
 MODEL_KEY = PREFIX + "models"

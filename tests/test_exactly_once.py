@@ -133,7 +133,7 @@ def test_store_step_retries_a_busy_database_and_fails_the_document_in_words_othe
     doc = stack.wait_finished([second], timeout=90)[second]
     assert doc.state == "failed", (doc.state, doc.stage)
     assert doc.error.startswith("storing pages 1–4 failed:") and "dimensional" in doc.error, doc.error
-    assert stack.app.send_task("docenrich.recover_documents").get(timeout=60) == []
+    assert stack.app.send_task("docenrich.recover_documents", ignore_result=False).get(timeout=60) == []
     assert stack.store.get_document(second).state == "failed"
 
 

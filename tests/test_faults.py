@@ -52,8 +52,8 @@ def test_sigkilled_workers_mid_document_lose_and_duplicate_nothing(make_stack):
     rows_a = assert_ingested_exactly_once(stack, doc_a, expected_a, batch_pages, pages // batch_pages)
 
     # Recovery is idempotent: again, plus a stray re-queue of the document, changes nothing.
-    assert stack.app.send_task("docenrich.recover_documents").get(timeout=60) == []
-    assert stack.app.send_task("docenrich.extract_document", args=[doc_a]).get(timeout=60)["queued"] == 0
+    assert stack.app.send_task("docenrich.recover_documents", ignore_result=False).get(timeout=60) == []
+    assert stack.app.send_task("docenrich.extract_document", args=[doc_a], ignore_result=False).get(timeout=60)["queued"] == 0
     assert snippet_rows(stack.data_dir, doc_a) == rows_a
 
     # 2. The model worker dies mid-embedding (its message, with the link that stores the

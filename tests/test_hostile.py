@@ -314,7 +314,8 @@ def extract_directly(stack, data: bytes, name: str, timeout: float = 120) -> dic
 
     doc, _ = stack.store.add_document(data, name, inspect_pdf(data))
     stack.store.begin_batches(doc.id, 1)
-    return stack.app.send_task("docenrich.extract_pages", args=[doc.id, 0], queue="docs").get(timeout=timeout)
+    return stack.app.send_task("docenrich.extract_pages", args=[doc.id, 0], queue="docs",
+                                ignore_result=False).get(timeout=timeout)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from docenrich.cli.orphans import alive, die_with_parent, wait_gone
+
 log = logging.getLogger(__name__)
 
 
@@ -51,57 +53,100 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class RedisServer:
-    """One redis-server subprocess on loopback, with a password and append-only persistence."""
+    """One redis-server subprocess on loopback, with a password and append-only persistence.
+
+    Its settings, password included, are in a 0600 file in its data folder (never on the
+    command line, where `ps` shows them to every user), with its pid file beside it: a later
+    start finds a server an earlier run left behind and stops it.
+    """
 
     def __init__(self, data_dir: str | Path, port: int = 6379, password: str = "", host: str = "127.0.0.1",
-                 persistent: bool = True):
+                 persistent: bool = True, maxmemory: str = "", pdeathsig: bool = False):
         self.data_dir = Path(data_dir)
         self.port = port
         self.password = password
         self.host = host
         self.persistent = persistent
+        self.maxmemory = maxmemory
+        self.pdeathsig = pdeathsig
         self.process: subprocess.Popen | None = None
         # The server's own log (and anything it prints): a pipe nobody reads would fill and block it.
         self.log_path = self.data_dir / "redis.log"
+        self.conf_path = self.data_dir / "redis.conf"
+        self.pid_path = self.data_dir / "redis.pid"
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}{self.host}:{self.port}/0"
 
-    def command(self) -> list[str]:
-        """The redis-server command line."""
-        cmd = [
-            find_redis_server(),
-            "--bind", self.host,
-            "--port", str(self.port),
-            "--dir", str(self.data_dir),
-            "--protected-mode", "yes",
-            "--save", "60 1" if self.persistent else "",
-            "--appendonly", "yes" if self.persistent else "no",
-            "--appendfsync", "everysec",
-            "--daemonize", "no",
-            "--logfile", "",
+    def config(self) -> str:
+        """The server's configuration file."""
+        lines = [
+            f"bind {self.host}",
+            f"port {self.port}",
+            f'dir "{self.data_dir}"',
+            f'pidfile "{self.pid_path}"',
+            "protected-mode yes",
+            "save 60 1" if self.persistent else 'save ""',
+            f"appendonly {'yes' if self.persistent else 'no'}",
+            "appendfsync everysec",
+            "daemonize no",
+            'logfile ""',
         ]
+        if self.maxmemory:
+            # A broker must never drop what it holds: queued messages, leases and staged batches
+            # are work. Full, Redis refuses new writes with a clear error instead of evicting.
+            lines += [f"maxmemory {self.maxmemory}", "maxmemory-policy noeviction"]
         if self.password:
-            cmd += ["--requirepass", self.password]
-        return cmd
+            lines.append(f"requirepass {self.password}")
+        return "\n".join(lines) + "\n"
+
+    def command(self) -> list[str]:
+        """The redis-server command line: the binary and its configuration file."""
+        return [find_redis_server(), str(self.conf_path)]
+
+    def _write_config(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            os.fchmod(fh.fileno(), 0o600)
+            fh.write(self.config())
 
     def start(self, timeout: float = 15.0) -> RedisServer:
-        """Start the server and wait until it answers PING."""
+        """Start the server and wait until it answers PING; first stop one an earlier run left here."""
+        if port_in_use(self.host, self.port):
+            self.stop_stale()
         if port_in_use(self.host, self.port):
             raise RedisError(
                 f"port {self.port} on {self.host} is already in use (another Redis, or a previous run still "
                 f"going?). Stop it, set REDIS_PORT to a free port, or set REDIS_URL to use that Redis."
             )
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._write_config()
         with open(self.log_path, "ab") as log_file:
             self.process = subprocess.Popen(
-                self.command(), stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+                self.command(), stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=die_with_parent() if self.pdeathsig else None,
             )
         self.wait_ready(timeout)
         log.info("redis-server %s listening on %s:%s (data in %s)", self.process.pid, self.host, self.port, self.data_dir)
         return self
+
+    def stop_stale(self, timeout: float = 10.0) -> bool:
+        """Stop a redis-server an earlier run left in this data folder (its pid file names it)."""
+        try:
+            pid = int(self.pid_path.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return False
+        if not alive(pid) or not cmdline or not Path(cmdline[0].decode(errors="replace")).name.startswith("redis-server"):
+            return False
+        log.warning("stopping redis-server %s left behind by an earlier run (data in %s)", pid, self.data_dir)
+        os.kill(pid, signal.SIGTERM)  # it writes its append-only file and exits
+        if not wait_gone(pid, timeout):
+            os.kill(pid, signal.SIGKILL)
+            wait_gone(pid, 5)
+        return True
 
     def wait_ready(self, timeout: float = 15.0) -> None:
         """Block until the server answers PING."""

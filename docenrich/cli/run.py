@@ -21,9 +21,11 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from docenrich.cli.orphans import die_with_parent
 from docenrich.cli.redis_server import RedisError, RedisServer, port_in_use
 from docenrich.config import PROJECT_DIR, load_settings
 
@@ -102,9 +104,13 @@ class Service:
         self.redis: RedisServer | None = None
         self.children: list[tuple[str, subprocess.Popen, float]] = []
 
-    def spawn(self, name: str, argv: list[str], env: dict[str, str], grace: float = 10) -> subprocess.Popen:
-        """Start a child in its own process group; stop() gives it `grace` seconds after SIGTERM."""
-        proc = subprocess.Popen(argv, env=env, cwd=PROJECT_DIR, start_new_session=True)
+    def spawn(self, name: str, argv: list[str], env: dict[str, str], grace: float = 10,
+              on_orphan: int = signal.SIGQUIT) -> subprocess.Popen:
+        """Start a child in its own process group; stop() gives it `grace` seconds after SIGTERM.
+        Should this process die without stopping it (SIGKILL, the OOM killer), the child gets
+        `on_orphan`: SIGQUIT is a quick shutdown for gunicorn and Celery alike."""
+        proc = subprocess.Popen(argv, env=env, cwd=PROJECT_DIR, start_new_session=True,
+                                preexec_fn=die_with_parent(on_orphan))
         self.children.append((name, proc, grace))
         return proc
 
@@ -161,10 +167,13 @@ def start_redis(settings, service: Service, data_dir: Path, env: dict[str, str])
     """Start a local Redis unless REDIS_URL names one, and point the children at it."""
     if settings.redis_url:
         print("Using the Redis at REDIS_URL (starting none)")
+        if not urllib.parse.urlsplit(settings.redis_url).password:
+            print("WARNING: REDIS_URL has no password. Anyone who can reach that Redis can send the workers "
+                  "pickled tasks, which run code. Set one (requirepass) and put it in REDIS_URL.", file=sys.stderr)
         return
     password = settings.redis_password or ensure_env_secret("REDIS_PASSWORD")
     service.redis = RedisServer(data_dir / "redis", port=settings.redis_port, password=password,
-                                host=settings.redis_host)
+                                host=settings.redis_host, maxmemory=settings.redis_maxmemory, pdeathsig=True)
     service.redis.start()
     env["REDIS_URL"] = service.redis.url
     print(f"Redis on {settings.redis_host}:{settings.redis_port} (password in .env, data in {data_dir / 'redis'})")
@@ -217,6 +226,16 @@ def supervise(service: Service, stopping) -> int:
     return 0
 
 
+def _port_frees(host: str, port: int, timeout: float) -> bool:
+    """True once nothing listens on the port; a web app an earlier run left may still be stopping."""
+    deadline = time.monotonic() + timeout
+    while port_in_use(host, port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """`make run`: Redis, the workers and the web app in the foreground until Ctrl-C."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -227,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    if port_in_use(settings.web_host, settings.web_port) and not args.no_web:
+    if not args.no_web and not _port_frees(settings.web_host, settings.web_port, 15):
         raise SystemExit(
             f"port {settings.web_port} is already in use on {settings.web_host}: is docenrich already running? "
             f"Stop it, or set WEB_PORT to a free port."

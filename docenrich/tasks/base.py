@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 
 from celery import Task
+from celery.app.task import get_actual_ignore_result
 from celery.exceptions import Reject, SoftTimeLimitExceeded, TimeLimitExceeded
 from kombu.exceptions import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -12,12 +13,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from docenrich.celery_app import celery_app
 from docenrich.config import get_settings
 from docenrich.errors import caused_by
+from docenrich.keys import DELIVERY_KEY, DELIVERY_TTL
 from docenrich.models.errors import BadInput, ModelError, ModelUnavailable
 from docenrich.pdf.errors import PDFError
 
 log = logging.getLogger(__name__)
-
-DELIVERY_KEY = "docenrich:deliveries:{task_id}:{retries}:{part}"
 
 
 # Losing Redis (the broker) mid-task: worth a retry, never the document's fault.
@@ -53,16 +53,34 @@ class DocenrichTask(Task):
             self._count_delivery()
         return super().__call__(*args, **kwargs)
 
+    def update_state(self, task_id=None, state=None, meta=None, **kwargs):
+        """Progress for a caller that waits; a task whose result nobody reads writes none to Redis."""
+        if task_id is None and get_actual_ignore_result(self, self.request):
+            return None
+        return super().update_state(task_id, state, meta, **kwargs)
+
+    def _delivery_key(self) -> str:
+        # A task that continues itself in a new message (Task.replace) keeps its id: each part counts apart.
+        return DELIVERY_KEY.format(task_id=self.request.id, retries=self.request.retries,
+                                   part=self.request.get("replaced_task_nesting") or 0)
+
+    def after_return(self, status, retval, task_id, args, kwargs, einfo) -> None:
+        # The task ended in this child (a retry counts under a new key): its count has done its job.
+        if not self.request.called_directly and self.request.id:
+            try:
+                redis_client().delete(self._delivery_key())
+            except (RedisConnectionError, RedisTimeoutError):
+                pass  # it expires
+        super().after_return(status, retval, task_id, args, kwargs, einfo)
+
     def _count_delivery(self) -> None:
         # acks_late + reject_on_worker_lost redeliver a task whose worker died; one that
         # kills its worker every time would loop forever without this count.
-        # A task that continues itself in a new message (Task.replace) keeps its id: each part counts apart.
-        key = DELIVERY_KEY.format(task_id=self.request.id, retries=self.request.retries,
-                                  part=self.request.get("replaced_task_nesting") or 0)
+        key = self._delivery_key()
         try:
             client = redis_client()
             count = client.incr(key)
-            client.expire(key, get_settings().result_expires)
+            client.expire(key, DELIVERY_TTL)
         except (RedisConnectionError, RedisTimeoutError):
             return
         cap = get_settings().task_max_deliveries

@@ -34,7 +34,7 @@ def _ingesting() -> bool:
         return False
 
 
-@celery_app.task(bind=True, base=DocenrichTask, name="docenrich.render_images", throws=(PDFError,))
+@celery_app.task(bind=True, base=DocenrichTask, name="docenrich.render_images", ignore_result=True, throws=(PDFError,))
 def render_images_task(self, doc_id: str, generation: int | None = None, after_ordinal: int = -1) -> dict:
     """Draw the missing region images of a ready document, a few seconds at a time."""
     store = get_store()

@@ -3,6 +3,7 @@ beat a heartbeat, queue recovery on every (re)connect and now and then."""
 from __future__ import annotations
 
 import gc
+import signal
 import json
 import logging
 import threading
@@ -11,8 +12,10 @@ import time
 from celery import bootsteps, signals
 
 from docenrich import leases, models, telemetry
+from docenrich.cli.orphans import follow_parent
 from docenrich.celery_app import MODEL_STATUS_KEY, celery_app
 from docenrich.config import get_settings
+from docenrich.keys import SWEEP_KEY
 from docenrich.tasks.base import redis_client
 
 log = logging.getLogger(__name__)
@@ -21,7 +24,6 @@ log = logging.getLogger(__name__)
 _hostname = "unknown"
 # At most one recovery sweep per this many seconds, whichever worker sends it.
 SWEEP_INTERVAL = 20
-SWEEP_KEY = "docenrich:recovery-sweep"
 
 
 def _publish_status(status: dict) -> None:
@@ -80,6 +82,9 @@ def _prepare_parent(sender=None, **_):
 
 @signals.worker_process_init.connect
 def _prepare_child(**_):
+    # A pool child whose worker died (killed with its supervisor) ends too: its task goes
+    # back to the queue through recovery, as after a power loss.
+    follow_parent(signal.SIGKILL)
     settings = get_settings()
     if settings.docenrich_worker_role == "docs":
         return

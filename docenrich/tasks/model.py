@@ -123,7 +123,7 @@ class EmbedBatchTask(DocenrichTask):
                 log.warning("could not hand the lease of %s to its store step", lease, exc_info=True)
 
 
-@celery_app.task(bind=True, base=EmbedBatchTask, name="docenrich.embed_batch")
+@celery_app.task(bind=True, base=EmbedBatchTask, name="docenrich.embed_batch", ignore_result=True)
 def embed_batch_task(self, texts: list[str], lease: str | None = None, sender: str = "",
                      staged: str | None = None, next_task: str | None = None,
                      carried: Carried | None = None) -> dict:

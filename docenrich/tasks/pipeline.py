@@ -108,7 +108,7 @@ class DocumentTask(DocenrichTask):
     step = "extracting"
 
 
-@celery_app.task(bind=True, base=DocumentTask, name="docenrich.extract_document")
+@celery_app.task(bind=True, base=DocumentTask, name="docenrich.extract_document", ignore_result=True)
 def extract_document_task(self, doc_id: str, generation: int | None = None) -> dict:
     """Fix a document's page batches and queue those not stored and not held by a live worker."""
     store = get_store()
@@ -210,7 +210,7 @@ def _extract(task, doc, start: int, end: int) -> list[Snippet]:
         raise
 
 
-@celery_app.task(bind=True, base=DocumentTask, name="docenrich.extract_pages")
+@celery_app.task(bind=True, base=DocumentTask, name="docenrich.extract_pages", ignore_result=True)
 def extract_pages_task(self, doc_id: str, batch_index: int, generation: int | None = None, sender: str = "") -> dict:
     """Extract one page range and send its texts to the model worker; the snippets wait here.
 
@@ -269,7 +269,7 @@ class StoreTask(DocumentTask):
     autoretry_for = (*DocenrichTask.autoretry_for, TransientStorageError)
 
 
-@celery_app.task(bind=True, base=StoreTask, name="docenrich.store_snippets")
+@celery_app.task(bind=True, base=StoreTask, name="docenrich.store_snippets", ignore_result=True)
 def store_snippets_task(self, embedded: dict | list | None, doc_id: str, batch_index: int,
                         generation: int | None = None) -> dict:
     """Persist an embedded batch; the store marks the document ready when all are in."""
@@ -337,7 +337,7 @@ def _count_ingested(doc, batch_index: int, snippets: int) -> None:
         log.debug("could not count an ingested batch", exc_info=True)
 
 
-@celery_app.task(name="docenrich.document_failed")
+@celery_app.task(name="docenrich.document_failed", ignore_result=True)
 def document_failed_task(request, exc, traceback, doc_id: str, generation: int | None = None,
                          batch_index: int | None = None) -> None:
     """Errback: a batch failed for good, so the document (of that run) is failed with the reason.
@@ -355,7 +355,7 @@ def document_failed_task(request, exc, traceback, doc_id: str, generation: int |
     fail_document(doc_id, f"embedding failed: {reason}", generation)
 
 
-@celery_app.task(bind=True, base=DocenrichTask, name="docenrich.recover_documents")
+@celery_app.task(bind=True, base=DocenrichTask, name="docenrich.recover_documents", ignore_result=True)
 def recover_documents_task(self, stale_after: float = 0.0) -> list[str]:
     """Re-queue the batches of unfinished documents that nobody alive holds; stored ones are not redone."""
     recovered = []

@@ -9,11 +9,10 @@ from __future__ import annotations
 import base64
 import json
 
-from docenrich.config import get_settings
+from docenrich.keys import STAGED_KEY, STAGED_TTL
 from docenrich.records import Snippet
 from docenrich.tasks.base import redis_client
 
-STAGED_KEY = "docenrich:staged:{doc_id}:{generation}:{batch_index}"
 
 
 def _dump(snippet: Snippet) -> dict:
@@ -46,10 +45,10 @@ def staged_key(doc_id: str, generation: int, batch_index: int) -> str:
 
 
 def stage(doc_id: str, generation: int, batch_index: int, snippets: list[Snippet]) -> None:
-    """Keep a batch's snippets until its vectors arrive (for as long as task results are kept)."""
+    """Keep a batch's snippets until its vectors arrive (a day at most)."""
     key = staged_key(doc_id, generation, batch_index)
     payload = json.dumps([_dump(s) for s in snippets], default=str)
-    redis_client().set(key, payload, ex=get_settings().result_expires)
+    redis_client().set(key, payload, ex=STAGED_TTL)
 
 
 def unstage(doc_id: str, generation: int, batch_index: int) -> list[Snippet] | None:

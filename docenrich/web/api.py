@@ -6,15 +6,13 @@ through `presenters`. Errors are ApiError, answered as JSON by the app's error h
 from __future__ import annotations
 
 import io
-import json
 import logging
 from typing import Any
 
-from celery.result import AsyncResult
 from flask import Blueprint, current_app, jsonify, request, send_file
 
 from docenrich import lazy_images, pdf, uploads
-from docenrich.celery_app import celery_app
+from docenrich.keys import TASK_OWNER_KEY, TASK_OWNER_TTL
 from docenrich.records import Document
 from docenrich.search import MAX_K, MODES
 from docenrich.storage import sanitize_filename
@@ -34,7 +32,6 @@ IMAGE_TYPES = {"webp": "image/webp", "png": "image/png", "jpg": "image/jpeg", "g
 YEAR = 365 * 24 * 3600
 # A thumbnail is 240 px wide; a page far taller than wide is drawn at most this tall.
 THUMB_MAX_HEIGHT = 2000
-TASK_OWNER_KEY = "docenrich:task-owner:{task_id}"
 PAGE_WIDTHS = (200, 2000)
 
 
@@ -84,7 +81,7 @@ def accept(upload, name: str, collections: list[str] | None) -> tuple[Document, 
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
         raise ApiError(exc.status, exc.message, exc.code, headers) from None
     if task_id:
-        remember_task(task_id)
+        remember_task(task_id, doc.id)
     return doc, created, task_id
 
 
@@ -223,37 +220,31 @@ def search():
     return jsonify(search_json(result))
 
 
-def remember_task(task_id: str) -> None:
-    """Record that this task was started through the API, for as long as results are kept."""
-    key = TASK_OWNER_KEY.format(task_id=task_id)
-    services().redis.set(key, "api", ex=int(current_app.config["RESULT_EXPIRES"]))
+def remember_task(task_id: str, doc_id: str) -> None:
+    """Record that this task was started through the API for a document, for a day."""
+    services().redis.set(TASK_OWNER_KEY.format(task_id=task_id), doc_id, ex=TASK_OWNER_TTL)
+
+
+# What a document's state means for the task an upload returned: pipeline tasks keep no
+# results in Redis, so the document in the store is the task's record.
+TASK_STATES = {"queued": "PENDING", "extracting": "PROGRESS", "embedding": "PROGRESS", "ready": "SUCCESS",
+               "failed": "FAILURE", "cancelled": "REVOKED"}
 
 
 @api.get("/tasks/<task_id>")
 def task_status(task_id: str):
-    """The state and JSON-safe result or progress of a task started through this API.
+    """The state of the ingestion an upload started, with its document's progress or error.
 
     Only tasks an upload started are shown, by the id (a random UUID) that only the uploader
     was given; with API_TOKEN set, only to callers holding the token. Any other id is a 404,
     so the results of searches, embeddings and other callers' work are never shown.
     """
-    if not services().redis.exists(TASK_OWNER_KEY.format(task_id=task_id)):
+    raw = services().redis.get(TASK_OWNER_KEY.format(task_id=task_id))
+    doc = store().get_document(raw.decode() if isinstance(raw, bytes) else raw) if raw else None
+    if doc is None:
         raise ApiError(404, "There is no task with this id that was started through the API.", "not_found")
-    result = AsyncResult(task_id, app=celery_app)
-    state, info = result.state, result.info
-    if isinstance(info, BaseException):
-        meta: Any = {"error": f"{type(info).__name__}: {info}"}
-    elif state == "SUCCESS" or isinstance(info, dict):
-        meta = jsonable(info)
-    else:
-        meta = None
+    state = TASK_STATES.get(doc.state, "PROGRESS")
+    meta: dict[str, Any] = {"document": doc.id, "state": doc.state, "stage": doc.stage}
+    if doc.state == "failed":
+        meta["error"] = doc.error
     return jsonify(task_id=task_id, state=state, meta=meta)
-
-
-def jsonable(value: Any) -> Any:
-    """value if it survives JSON, else a short description (results may hold arrays or images)."""
-    try:
-        json.dumps(value)
-        return value
-    except (TypeError, ValueError):
-        return {"type": type(value).__name__}

@@ -1,0 +1,90 @@
+"""Redis stays bounded: searches leave no keys behind, pipeline tasks keep no results, and every
+key after a workload belongs to a documented family, with a TTL where its family grows."""
+from __future__ import annotations
+
+import urllib.parse
+from pathlib import Path
+
+import pytest
+import redis
+
+from docenrich import keys
+from tests.stack import text_pdf
+
+pytestmark = pytest.mark.slow
+
+
+def key_ttls(client: redis.Redis) -> dict[str, int]:
+    """Every key in the database with its TTL in seconds (-1: none)."""
+    out = {}
+    for raw in client.scan_iter(count=1000):
+        name = raw.decode()
+        ttl = client.ttl(raw)
+        if ttl != -2:  # expired between SCAN and TTL
+            out[name] = ttl
+    return out
+
+
+def search(web, query: str) -> dict:
+    response = web.get("/api/search?" + urllib.parse.urlencode({"q": query, "k": 5}))
+    assert response.status == 200, response.text
+    return response.json()
+
+
+def test_searches_and_ingestion_leave_only_documented_keys(make_stack):
+    stack = make_stack()
+    web = stack.web("keys-web")
+    stack.worker("keys")
+    uploaded = web.upload([(f"keys-{i}.pdf", text_pdf(3, seed=70 + i)) for i in range(2)])
+    assert uploaded.status == 202, uploaded.text
+    ids = [d["id"] for d in uploaded.json()["documents"]]
+    assert all(d.state == "ready" for d in stack.wait_finished(ids).values())
+    client = redis.Redis.from_url(stack.redis.url)
+
+    for i in range(5):
+        assert search(web, f"warm up search {i}")["results"]
+    before = key_ttls(client)
+    for i in range(40):
+        search(web, f"distinct question number {i} about the harbour")
+    after = key_ttls(client)
+
+    grown = sorted(set(after) - set(before))
+    assert grown == [], f"40 searches left {len(grown)} new keys: {grown[:8]}"
+    results = {k: client.get(k) for k in after if k.startswith("celery-task-meta-")}
+    assert not results, f"no result outlives its reader: {results}"
+    assert keys.undocumented(after) == []
+
+
+def test_public_tasks_keep_their_results_for_minutes(make_stack, bundled_model):
+    stack = make_stack()
+    stack.worker("results", "models")
+    sent = stack.app.send_task("docenrich.get_sentence_embedding", args=["a question"])
+    assert sent.get(timeout=120).shape == (384,)
+    client = redis.Redis.from_url(stack.redis.url)
+    ttl = client.ttl(f"celery-task-meta-{sent.id}")
+    assert 0 < ttl <= 600, f"a .delay() result should be kept for minutes, not {ttl} s"
+    assert b"args" not in client.get(f"celery-task-meta-{sent.id}"), "no extended results"
+
+
+def test_the_redis_run_starts_is_capped_keeps_its_password_off_the_command_line(tmp_path):
+    from docenrich.cli.redis_server import RedisServer, free_port
+
+    port = free_port()
+    first = RedisServer(tmp_path / "redis", port=port, password="s3cret-pw", maxmemory="64mb").start()
+    try:
+        cmdline = Path(f"/proc/{first.process.pid}/cmdline").read_bytes()
+        assert b"s3cret-pw" not in cmdline
+        assert first.conf_path.stat().st_mode & 0o777 == 0o600
+        client = redis.Redis.from_url(first.url)
+        assert client.config_get("maxmemory")["maxmemory"] == str(64 * 1024 * 1024)
+        assert client.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+        client.set("survives", "yes")
+        # A run that died left this server behind: the next one stops it instead of refusing the port.
+        second = RedisServer(tmp_path / "redis", port=port, password="s3cret-pw", maxmemory="64mb").start()
+        try:
+            assert first.process.wait(10) == 0, "the stale server was stopped cleanly"
+            assert redis.Redis.from_url(second.url).get("survives") == b"yes", "its data was kept"
+        finally:
+            second.stop()
+    finally:
+        first.stop()
