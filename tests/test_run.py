@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +98,57 @@ def test_make_run_serves_with_gunicorn_splits_the_workers_and_stops_in_order(tmp
     assert [line.split(" (")[0] for line in stops] == [
         "Stopping web", "Stopping docs worker", "Stopping models worker", "Stopping redis"], stops
     assert processes_with(str(data_dir)) == [], "make run left processes behind"
+
+
+def start_run(tmp_path, data_dir, port: int, redis_port: int, name: str) -> tuple[subprocess.Popen, object]:
+    """`python -m docenrich.cli.run` on its own ports and DATA_DIR; returns the process and its output path."""
+    env = {**os.environ, **TEST_ENV, "REDIS_URL": "", "REDIS_PORT": str(redis_port), "REDIS_PASSWORD": "run-test",
+           "WEB_PORT": str(port), "DATA_DIR": str(data_dir), "SECRET_KEY": "run-test", "API_TOKEN": "",
+           "WORKER_LOG_FILE": str(tmp_path / "worker.log"), "DOCS_CONCURRENCY": "1", "WEB_WORKERS": "2"}
+    out_path = tmp_path / f"{name}.out"
+    with open(out_path, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "docenrich.cli.run"], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, out_path
+
+
+def wait_serving(proc: subprocess.Popen, out_path, port: int) -> dict:
+    def healthy():
+        assert proc.poll() is None, out_path.read_text()[-3000:]
+        try:
+            body = http_request(port, "GET", "/healthz", timeout=5).json()
+        except (OSError, ValueError):
+            return None
+        return body if len(body.get("workers", [])) == 2 else None
+
+    return wait_for(healthy, 180, 0.5, "the web app to see both workers")
+
+
+def test_killing_make_run_alone_leaves_no_process_and_the_next_run_serves(tmp_path, reranker_checkpoint):
+    from docenrich.cli.redis_server import free_port
+
+    data_dir = tmp_path / f"data-{uuid.uuid4().hex}"
+    port, redis_port = free_port(), free_port()
+    proc, out_path = start_run(tmp_path, data_dir, port, redis_port, "first")
+    second = None
+    try:
+        wait_serving(proc, out_path, port)
+        children = processes_with(str(data_dir))
+        assert len(children) >= 5, children  # run, Redis, two workers with their pool children, gunicorn
+        os.kill(proc.pid, signal.SIGKILL)  # as the OOM killer would: the supervisor alone
+        proc.wait()
+        try:
+            wait_for(lambda: processes_with(str(data_dir)) == [], 10, 0.2, "every process of the service to exit")
+        except TimeoutError:
+            left = {pid: Path(f"/proc/{pid}/cmdline").read_bytes()[:120] for pid in processes_with(str(data_dir))}
+            raise AssertionError(f"left running: {left}") from None
+        second, out2 = start_run(tmp_path, data_dir, port, redis_port, "second")
+        wait_serving(second, out2, port)
+        second.send_signal(signal.SIGINT)
+        assert second.wait(120) == 0
+    finally:
+        for p in (proc, second):
+            if p is not None and p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+        for pid in processes_with(str(data_dir)):
+            os.kill(pid, signal.SIGKILL)

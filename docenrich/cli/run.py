@@ -205,8 +205,9 @@ def start_workers(settings, service: Service, env: dict[str, str]) -> None:
         role = argv[argv.index("--role") + 1]
         concurrency = argv[argv.index("--concurrency") + 1] if "--concurrency" in argv else "1"
         print(f"Worker {name} (role {role}, concurrency {concurrency})")
-        # Workers finish their current task on SIGTERM (a model task may take a while).
-        service.spawn(f"{role} worker", argv, env, grace=30)
+        # Workers finish their current task on SIGTERM (a model task may take a while). Orphaned,
+        # they are killed at once: their unfinished tasks come back through recovery, as after a power loss.
+        service.spawn(f"{role} worker", argv, env, grace=30, on_orphan=signal.SIGKILL)
 
 
 def web_argv() -> list[str]:
