@@ -77,6 +77,8 @@ class Settings:
     interactive_time_limit: str = "300/360"  # a query embedding or a rerank, a model load included
     task_max_retries: int = 5
     task_max_deliveries: int = 3
+    # Attempts at one page batch (a timeout, a crash, any failure) before its pages are given up.
+    batch_max_attempts: int = 3
     result_expires: int = 600  # results a caller waits for; pipeline tasks keep none
     worker_log_file: str = "celery_worker.log"
     docenrich_worker_role: str = "all"

@@ -141,6 +141,8 @@ def lease_key(doc_id: str, generation: int, batch_index: int) -> str:
 def claim(key: str, stage: str, *, takes: tuple[str, ...] = (), sender: str = "", seen: str | None = None) -> bool:
     """Take a batch's lease for `stage` if it is free, ours, the sender's, broker-held in a
     stage of `takes`, or still exactly `seen`; while we hold it, a thread renews it."""
+    if seen is None:
+        seen = _dead_sibling(key)
     held = _client().eval(
         _CLAIM, 2, key, HEARTBEATS_KEY, owner_id(), stage, LEASE_TTL, ",".join(takes), sender or "",
         HEARTBEAT_TTL, seen if seen is not None else "\x00",
@@ -150,6 +152,32 @@ def claim(key: str, stage: str, *, takes: tuple[str, ...] = (), sender: str = ""
         return False
     _keep_renewing(key, f"{stage}|{owner_id()}|")
     return True
+
+
+def _dead_sibling(key: str) -> str | None:
+    """The lease's value when its owner is a pool child of this worker that has died (killed by a
+    time limit, a crash or the OOM killer): the worker still beats, so only we can tell."""
+    raw = _client().get(key)
+    if raw is None:
+        return None
+    value = _text(raw)
+    owner = (value.split("|") + [""])[1]
+    worker, _, pid = owner.rpartition(":")
+    if worker != _worker or not pid.isdigit() or int(pid) == os.getpid():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return value
+    except PermissionError:
+        return None
+    stat = f"/proc/{pid}/stat"
+    try:
+        with open(stat) as fh:
+            zombie = fh.read().rsplit(")", 1)[-1].split()[0] in ("Z", "X")
+    except OSError:
+        return value
+    return value if zombie else None
 
 
 def hand_to_broker(key: str, stage: str, next_stage: str, task_id: str) -> bool:

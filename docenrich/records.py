@@ -171,6 +171,11 @@ class Document:
         """True once the document is ready or failed."""
         return self.state in FINISHED_STATES
 
+    @property
+    def notes(self) -> list[str]:
+        """Of a ready document: the pages that could not be processed, and why (one line each)."""
+        return self.error.splitlines() if self.state == READY and self.error else []
+
     def to_dict(self) -> dict:
         """JSON-ready dict of all fields."""
         return asdict(self)

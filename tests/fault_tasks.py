@@ -62,3 +62,34 @@ def touch(self, path: str):
     with open(path, "a") as fh:
         fh.write(f"{os.getpid()}\n")
     return path
+
+
+# Poison batches, injected where the pipeline really works: a page whose extraction kills its
+# pool child (TEST_KILL_EXTRACT_PAGE) and a text whose embedding kills the model child
+# (TEST_KILL_EMBED_WORD). Workers of other tests have neither variable set.
+def _kill_extracting(extract):
+    def wrapped(task, doc, start: int, end: int):
+        page = int(os.environ.get("TEST_KILL_EXTRACT_PAGE") or 0)
+        if start <= page <= end:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return extract(task, doc, start, end)
+
+    return wrapped
+
+
+def _kill_embedding(encode):
+    def wrapped(task, texts, *args, **kwargs):
+        word = os.environ.get("TEST_KILL_EMBED_WORD")
+        if word and any(word in t for t in texts):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return encode(task, texts, *args, **kwargs)
+
+    return wrapped
+
+
+if os.environ.get("TEST_KILL_EXTRACT_PAGE") or os.environ.get("TEST_KILL_EMBED_WORD"):
+    from docenrich.tasks import model as _model
+    from docenrich.tasks import pipeline as _pipeline
+
+    _pipeline._extract = _kill_extracting(_pipeline._extract)
+    _model._encode_in_batches = _kill_embedding(_model._encode_in_batches)

@@ -122,6 +122,8 @@ def refresh(store, run: Run) -> bool:
         item.state, item.stage, item.progress = doc.state, doc.stage, doc.progress
         if doc.state == FAILED:
             item.reason = doc.error or "processing failed"
+        elif doc.notes:
+            item.reason = "; ".join(doc.notes)
         busy = busy or doc.state not in FINISHED_STATES
     return busy
 
@@ -144,6 +146,8 @@ def summary(run: Run, waited: bool) -> list[str]:
     for item in run.tracked():
         if item.state == FAILED:
             lines.append(f"  failed   {item.path}: {item.reason}")
+        elif item.state == READY and item.reason:
+            lines.append(f"  partly   {item.path}: {item.reason}")
     if run.interrupted:
         lines.append("Interrupted. Run the same command again to continue: stored files are skipped.")
     return lines

@@ -152,6 +152,10 @@ class Store(Protocol):
         """Record how many batches a document has (idempotent; a different total restarts it)."""
         ...
 
+    def fail_batch(self, doc_id: str, batch_index: int, generation: int, note: str) -> Document | None:
+        """Record a page batch as given up (done, no snippets, `note` says why)."""
+        ...
+
     def done_batches(self, doc_id: str) -> set[int]:
         """Indexes of the batches already saved for a document."""
         ...

@@ -17,7 +17,7 @@ from docenrich.celery_app import INTERACTIVE_QUEUE, celery_app
 from docenrich.config import get_settings
 from docenrich.models.errors import BadInput, ModelError
 from docenrich.records import Snippet, embedding_text
-from docenrich.tasks import bounded
+from docenrich.tasks import bounded, poison
 from docenrich.tasks.base import DocenrichTask, redis_client
 from docenrich.tasks.bounded import Carried
 
@@ -139,6 +139,11 @@ def embed_batch_task(self, texts: list[str], lease: str | None = None, sender: s
             return {"skipped": True}
         if not leases.claim(lease, leases.EMBEDDING, takes=(leases.EMBEDDING,), sender=sender):
             return {"skipped": True}
+        if carried is None:  # a continuation is part of the same attempt
+            attempts, reason = poison.begin(*poison.of_lease(lease))
+            if poison.exhausted(attempts):
+                # The store step records the batch's pages as failed; the document goes on.
+                return {"given_up": reason or poison.DIED, "attempts": attempts, "owner": leases.owner_id()}
         log.info("embedding %s (%d texts)", lease.split(":", 2)[-1], len(texts))
 
     def continue_with(done: Carried) -> None:
@@ -153,6 +158,8 @@ def embed_batch_task(self, texts: list[str], lease: str | None = None, sender: s
         if lease is not None:
             leases.release(lease)  # its retry (or recovery) takes the batch up again
         raise
+    if lease is not None:
+        poison.succeeded(*poison.of_lease(lease))
     return {"vectors": vectors, "model": name, "sparse": sparse, "owner": leases.owner_id()}
 
 

@@ -11,16 +11,16 @@ from __future__ import annotations
 import logging
 import math
 
-from celery.exceptions import SoftTimeLimitExceeded
 from kombu.utils.uuid import uuid
 
 from docenrich import leases, telemetry
 from docenrich.celery_app import celery_app
 from docenrich.config import get_settings
+from docenrich.models.errors import BadInput, ModelUnavailable
 from docenrich.pdf.errors import PDFError
 from docenrich.records import FINISHED_STATES, READY, Snippet, embedding_text
 from docenrich.storage.base import StorageError
-from docenrich.tasks import staging
+from docenrich.tasks import poison, staging
 from docenrich.tasks.base import DocenrichTask, is_connection_loss, is_time_limit, redis_client
 from docenrich.tasks.model import embed_batch_task
 
@@ -93,6 +93,9 @@ class DocumentTask(DocenrichTask):
             doc = get_store().get_document(doc_id) if isinstance(doc_id, str) else None
             if doc is None or doc.state in FINISHED_STATES:
                 return  # already failed with a more specific reason (PDFError, soft limit)
+            if self.retries_batches and isinstance(batch, int) and not isinstance(exc, PDFError) and doc.pages:
+                batch_failed(doc, batch, exc, "extraction")
+                return
             what = "processing the document"
             if isinstance(batch, int) and doc.pages:
                 start, end = batch_range(batch, doc.pages, batch_pages_of(doc))
@@ -106,6 +109,36 @@ class DocumentTask(DocenrichTask):
             log.warning("could not mark document %s failed", doc_id, exc_info=True)
 
     step = "extracting"
+    # A failure of this task is a failure of one page batch: retried, then given up alone.
+    retries_batches = False
+
+
+def batch_failed(doc, batch_index: int, exc: BaseException | None, step: str) -> None:
+    """One attempt at a page batch failed in `step` (extraction, embedding): try it again, or after
+    BATCH_MAX_ATTEMPTS give its pages up."""
+    key = leases.lease_key(doc.id, doc.generation, batch_index)
+    attempts = poison.failed(doc.id, doc.generation, batch_index, poison.describe(exc, step))
+    leases.release(key)
+    if poison.exhausted(attempts):
+        give_up(doc, batch_index, attempts)
+    else:
+        log.warning("document %s: %s batch %d failed (attempt %d): %s; trying it again",
+                    doc.id, step, batch_index, attempts, type(exc).__name__)
+        _queue_batch(doc.id, doc.generation, batch_index, "")
+
+
+def give_up(doc, batch_index: int, attempts: int, reason: str | None = None) -> None:
+    """Record a batch's pages as failed with the reason; the document goes on without them."""
+    start, end = batch_range(batch_index, doc.pages, batch_pages_of(doc))
+    if reason is None:
+        reason = poison.reason(doc.id, doc.generation, batch_index)
+    text = poison.note(start, end, reason, attempts)
+    log.warning("document %s run %d: %s", doc.id, doc.generation, text)
+    saved = get_store().fail_batch(doc.id, batch_index, doc.generation, text)
+    staging.drop(doc.id, doc.generation, batch_index)
+    leases.release(leases.lease_key(doc.id, doc.generation, batch_index))
+    if saved is not None and saved.state == READY and get_settings().snippet_images == "lazy":
+        _queue_images(saved)
 
 
 @celery_app.task(bind=True, base=DocumentTask, name="docenrich.extract_document", ignore_result=True)
@@ -148,12 +181,16 @@ def _queue_batch(doc_id: str, generation: int, index: int, seen: str) -> bool:
     key = leases.lease_key(doc_id, generation, index)
     if not leases.claim(key, leases.QUEUEING, seen=seen):
         return False
-    texts = staging.staged_texts(doc_id, generation, index)
-    if texts is None:
-        sent = extract_pages_task.delay(doc_id, index, generation, leases.owner_id())
-        leases.hand_to_broker(key, leases.QUEUEING, leases.QUEUED, sent.id)
-    else:
-        _send_embedding(doc_id, generation, index, texts, leases.QUEUEING)
+    try:
+        texts = staging.staged_texts(doc_id, generation, index)
+        if texts is None:
+            sent = extract_pages_task.delay(doc_id, index, generation, leases.owner_id())
+            leases.hand_to_broker(key, leases.QUEUEING, leases.QUEUED, sent.id)
+        else:
+            _send_embedding(doc_id, generation, index, texts, leases.QUEUEING)
+    except BaseException:
+        leases.release(key)
+        raise
     return True
 
 
@@ -205,12 +242,10 @@ def _extract(task, doc, start: int, end: int) -> list[Snippet]:
     except PDFError as exc:
         fail_document(doc.id, str(exc), doc.generation)
         raise
-    except SoftTimeLimitExceeded:
-        fail_document(doc.id, f"extracting pages {start}–{end} took longer than the time limit", doc.generation)
-        raise
 
 
-@celery_app.task(bind=True, base=DocumentTask, name="docenrich.extract_pages", ignore_result=True)
+@celery_app.task(bind=True, base=DocumentTask, name="docenrich.extract_pages", ignore_result=True,
+                 retries_batches=True)
 def extract_pages_task(self, doc_id: str, batch_index: int, generation: int | None = None, sender: str = "") -> dict:
     """Extract one page range and send its texts to the model worker; the snippets wait here.
 
@@ -224,21 +259,28 @@ def extract_pages_task(self, doc_id: str, batch_index: int, generation: int | No
     key = leases.lease_key(doc_id, doc.generation, batch_index)
     if not leases.claim(key, leases.EXTRACTING, takes=(leases.QUEUED,), sender=sender):
         return {"document": doc_id, "batch": batch_index, "skipped": True}
-    start, end = batch_range(batch_index, doc.pages, batch_pages_of(doc))
-    store.update_document(doc_id, generation=doc.generation, state="extracting",
-                          stage=f"Extracting pages {start}–{end} of {doc.pages}")
-    log.info("document %s run %d: extracting batch %d (pages %d–%d)", doc_id, doc.generation, batch_index, start, end)
     try:
+        attempts, reason = poison.begin(doc_id, doc.generation, batch_index)
+        if poison.exhausted(attempts):
+            give_up(doc, batch_index, attempts, reason)
+            return {"document": doc_id, "batch": batch_index, "given_up": True}
+        start, end = batch_range(batch_index, doc.pages, batch_pages_of(doc))
+        store.update_document(doc_id, generation=doc.generation, state="extracting",
+                              stage=f"Extracting pages {start}–{end} of {doc.pages}")
+        log.info("document %s run %d: extracting batch %d (pages %d–%d)", doc_id, doc.generation, batch_index,
+                 start, end)
         found = _extract(self, doc, start, end)
+        if not found:
+            sent = store_snippets_task.delay(None, doc_id, batch_index, doc.generation)
+            leases.hand_to_broker(key, leases.EXTRACTING, leases.EMBEDDING, sent.id)
+        else:
+            staging.stage(doc_id, doc.generation, batch_index, found)
+            _send_embedding(doc_id, doc.generation, batch_index, [embedding_text(s) for s in found],
+                            leases.EXTRACTING)
     except BaseException:
-        leases.release(key)
+        leases.release(key)  # never left renewed by a task that is over: a retry or recovery takes it
         raise
-    if not found:
-        sent = store_snippets_task.delay(None, doc_id, batch_index, doc.generation)
-        leases.hand_to_broker(key, leases.EXTRACTING, leases.EMBEDDING, sent.id)
-    else:
-        staging.stage(doc_id, doc.generation, batch_index, found)
-        _send_embedding(doc_id, doc.generation, batch_index, [embedding_text(s) for s in found], leases.EXTRACTING)
+    poison.succeeded(doc_id, doc.generation, batch_index)
     return {"document": doc_id, "batch": batch_index, "snippets": len(found)}
 
 
@@ -285,14 +327,17 @@ def store_snippets_task(self, embedded: dict | list | None, doc_id: str, batch_i
     sender = embedded.get("owner", "") if isinstance(embedded, dict) else ""
     if not leases.claim(key, leases.STORING, takes=(leases.EMBEDDING,), sender=sender):
         return {"document": doc_id, "batch": batch_index, "skipped": True}
-    snippets = _with_vectors(embedded, doc_id, doc.generation, batch_index)
-    if snippets is None:
-        # The staged snippets expired or were lost with Redis: extract the batch again.
-        log.warning("document %s: batch %d lost its staged snippets; extracting it again", doc_id, batch_index)
-        sent = extract_pages_task.delay(doc_id, batch_index, doc.generation, leases.owner_id())
-        leases.hand_to_broker(key, leases.STORING, leases.QUEUED, sent.id)
-        return {"document": doc_id, "batch": batch_index, "restarted": True}
     try:
+        if isinstance(embedded, dict) and embedded.get("given_up"):
+            give_up(doc, batch_index, int(embedded.get("attempts") or 0), embedded["given_up"])
+            return {"document": doc_id, "batch": batch_index, "given_up": True}
+        snippets = _with_vectors(embedded, doc_id, doc.generation, batch_index)
+        if snippets is None:
+            # The staged snippets expired or were lost with Redis: extract the batch again.
+            log.warning("document %s: batch %d lost its staged snippets; extracting it again", doc_id, batch_index)
+            sent = extract_pages_task.delay(doc_id, batch_index, doc.generation, leases.owner_id())
+            leases.hand_to_broker(key, leases.STORING, leases.QUEUED, sent.id)
+            return {"document": doc_id, "batch": batch_index, "restarted": True}
         saved = _save(store, doc, batch_index, snippets)
     except BaseException:
         leases.release(key)  # a retry (or recovery) takes it up again
@@ -351,6 +396,13 @@ def document_failed_task(request, exc, traceback, doc_id: str, generation: int |
         log.warning("document %s: a batch lost its connection (%s: %s); recovery will queue it again",
                     doc_id, type(exc).__name__, exc)
         return
+    doc = current(doc_id, generation)
+    if doc is not None and batch_index is not None and doc.pages and not isinstance(exc, (BadInput, ModelUnavailable)):
+        try:
+            batch_failed(doc, batch_index, exc, "embedding")  # once more, or its pages are given up
+            return
+        except Exception:
+            log.warning("document %s: could not retry batch %d", doc_id, batch_index, exc_info=True)
     reason = str(exc) or type(exc).__name__
     fail_document(doc_id, f"embedding failed: {reason}", generation)
 

@@ -38,6 +38,8 @@ def schemas() -> dict:
         "properties": {
             "id": string, "filename": string, "state": {"type": "string", "enum": ["queued", "extracting", "embedding", "ready", "failed"]},
             "stage": string, "progress": number, "pages": integer, "snippet_count": integer, "error": nullable("string"),
+            "notes": {"type": "array", "items": string,
+                      "description": "Of a ready document: pages that could not be processed, and why."},
             "title": string, "has_text_layer": nullable("boolean"), "size": integer, "embedder": nullable("string"),
             "created_at": number, "updated_at": number, "url": string,
             "collections": {"type": "array", "items": string}, "duplicate": {"type": "boolean"},

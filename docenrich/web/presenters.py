@@ -15,6 +15,7 @@ DOC_FIELDS = (
 def doc_json(doc: Document) -> dict:
     """The public fields of a document, with its page URL."""
     out = {name: getattr(doc, name) for name in DOC_FIELDS}
+    out["notes"] = doc.notes
     out["url"] = url_for("pages.document", doc_id=doc.id)
     return out
 

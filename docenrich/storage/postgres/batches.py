@@ -40,6 +40,22 @@ class BatchesMixin:
                     self._bump_vectors(conn, removed=True)
             self._recount(conn, doc_id, total)
 
+    def fail_batch(self, doc_id: str, batch_index: int, generation: int, note: str) -> Document | None:
+        """Record a page batch as given up (done, no snippets, `note` says why); None if the document
+        is gone or has moved on to another run. Idempotent: a batch already done is left as it is."""
+        with self._write("a failed page batch") as conn:
+            doc = conn.execute("SELECT batches_total, state, generation FROM documents WHERE id = %s",
+                               (doc_id,)).fetchone()
+            if doc is None or doc["generation"] != int(generation) or doc["state"] == "failed":
+                return None
+            conn.execute(
+                """INSERT INTO batches (document_id, batch_index, snippet_count, done_at, note)
+                   VALUES (%s, %s, 0, %s, %s) ON CONFLICT (document_id, batch_index) DO NOTHING""",
+                (doc_id, int(batch_index), time.time(), note),
+            )
+            row = self._recount(conn, doc_id, doc["batches_total"])
+        return row_to_document(row)
+
     def done_batches(self, doc_id: str) -> set[int]:
         """Indexes of the batches already saved for a document."""
         rows = self._q("SELECT batch_index FROM batches WHERE document_id = %s", (doc_id,))
@@ -54,8 +70,16 @@ class BatchesMixin:
             sets.append("embedder = %s")
             args.append(embedder)
         if total is not None:
-            if done >= total:
-                sets += ["progress = 1.0", "state = 'ready'", "stage = 'Ready'", "error = NULL"]
+            if done >= total and _all_given_up(conn, doc_id, total):
+                sets += ["progress = 1.0", "state = 'failed'", "stage = 'failed'",
+                         "error = 'no page could be processed: ' || (SELECT note FROM batches WHERE document_id = %s "
+                         "ORDER BY batch_index LIMIT 1)"]
+                args.append(doc_id)
+            elif done >= total:
+                # Ready; pages given up are named in the error column (None when there are none).
+                sets += ["progress = 1.0", "state = 'ready'", "stage = 'Ready'",
+                         "error = (SELECT string_agg(note, E'\\n' ORDER BY batch_index) FROM batches WHERE document_id = %s AND note IS NOT NULL)"]
+                args.append(doc_id)
             else:
                 sets.append("progress = %s")
                 args.append(done / total)
@@ -162,3 +186,9 @@ class BatchesMixin:
         if p.sparse is not None:
             self._put_sparse(conn, sid, p.embedder, p.sparse)
         return added, removed + replaced
+
+
+def _all_given_up(conn, doc_id: str, total: int) -> bool:
+    row = conn.execute("SELECT count(*) AS n FROM batches WHERE document_id = %s AND note IS NOT NULL",
+                       (doc_id,)).fetchone()
+    return total > 0 and row[0 if not isinstance(row, dict) else "n"] >= total

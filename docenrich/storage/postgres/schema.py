@@ -155,6 +155,10 @@ _MIGRATIONS: list[list[str]] = [
         "CREATE INDEX document_collections_collection ON document_collections(collection, document_id)",
         "INSERT INTO collections(name, created_at) VALUES ('default', extract(epoch FROM now()))",
     ],
+    [
+        # A page batch given up after repeated failures: done, without snippets, and why.
+        "ALTER TABLE batches ADD COLUMN note TEXT",
+    ],
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 

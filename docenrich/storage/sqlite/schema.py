@@ -170,6 +170,10 @@ _MIGRATIONS: list[list[str]] = [
         """INSERT INTO document_collections(document_id, collection, added_at)
            SELECT id, 'default', created_at FROM documents""",
     ],
+    [
+        # A page batch given up after repeated failures: done, without snippets, and why.
+        "ALTER TABLE batches ADD COLUMN note TEXT",
+    ],
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
