@@ -65,3 +65,12 @@ class PgServer:
     def stop(self) -> None:
         self.server.cleanup()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def restart(self, down: float = 3.0) -> None:
+        """Stop the server (fast: sessions are cut, as in a failover), stay down `down` seconds, start it."""
+        from pgserver._commands import pg_ctl
+
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user, timeout=30)
+        time.sleep(down)
+        self.server.ensure_postgres_running()
+        self._wait()

@@ -26,6 +26,10 @@ class StorageError(RuntimeError):
     """Saving to disk or the database failed; the message is meant for a person."""
 
 
+class TransientStorageError(StorageError):
+    """The database was busy, locked, restarting or briefly unreachable: worth another try."""
+
+
 class QueueFull(RuntimeError):
     """Admitting one more document would exceed the cap on documents waiting to be processed."""
 

@@ -16,6 +16,7 @@ from docenrich.errors import caused_by
 from docenrich.keys import DELIVERY_KEY, DELIVERY_TTL
 from docenrich.models.errors import BadInput, ModelError, ModelUnavailable
 from docenrich.pdf.errors import PDFError
+from docenrich.storage.base import TransientStorageError
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ class DocenrichTask(Task):
     """Base task: bounded retries with exponential backoff and jitter, a delivery cap."""
 
     abstract = True
-    autoretry_for = (ModelError, *CONNECTION_ERRORS)
+    # A busy, locked or restarting database is retried by every task, never the document's fault.
+    autoretry_for = (ModelError, TransientStorageError, *CONNECTION_ERRORS)
     dont_autoretry_for = (ModelUnavailable, BadInput, PDFError, WorkerLostTooOften, SoftTimeLimitExceeded)
     # Expected failures: logged as one line, without a traceback.
     throws = (ModelUnavailable, BadInput, PDFError)

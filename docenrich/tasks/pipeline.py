@@ -19,8 +19,9 @@ from docenrich.config import get_settings
 from docenrich.models.errors import BadInput, ModelUnavailable
 from docenrich.pdf.errors import PDFError
 from docenrich.records import FINISHED_STATES, READY, Snippet, embedding_text
-from docenrich.storage.base import StorageError
+from docenrich.storage.base import TransientStorageError
 from docenrich.tasks import poison, staging
+from docenrich.errors import caused_by
 from docenrich.tasks.base import DocenrichTask, is_connection_loss, is_time_limit, redis_client
 from docenrich.tasks.model import embed_batch_task
 
@@ -28,9 +29,6 @@ log = logging.getLogger(__name__)
 
 _store = None
 
-
-class TransientStorageError(StorageError):
-    """The database stayed busy: worth another try."""
 
 
 def get_store():
@@ -89,6 +87,13 @@ class DocumentTask(DocenrichTask):
         doc_id = args[0] if args else kwargs.get("doc_id")
         batch = args[1] if len(args) > 1 else kwargs.get("batch_index")
         generation = args[2] if len(args) > 2 else kwargs.get("generation")
+        if caused_by(exc, (TransientStorageError,)):
+            # The database stayed away through every retry: not the document's fault. The batch's
+            # lease is freed, and a recovery sweep queues the work again once the database answers.
+            if isinstance(batch, int) and isinstance(generation, int):
+                leases.release(leases.lease_key(doc_id, generation, batch))
+            log.warning("document %s: the database stayed unavailable (%s); recovery will go on", doc_id, exc)
+            return
         try:
             doc = get_store().get_document(doc_id) if isinstance(doc_id, str) else None
             if doc is None or doc.state in FINISHED_STATES:
@@ -303,12 +308,11 @@ def _with_vectors(embedded: dict | list | None, doc_id: str, generation: int, ba
 
 
 class StoreTask(DocumentTask):
-    """The store step: transient storage errors are retried; anything else fails the document."""
+    """The store step: its document id comes after the embedding's result."""
 
     abstract = True
     doc_arg = 1
     step = "storing"
-    autoretry_for = (*DocenrichTask.autoretry_for, TransientStorageError)
 
 
 @celery_app.task(bind=True, base=StoreTask, name="docenrich.store_snippets", ignore_result=True)
@@ -364,13 +368,8 @@ def _queue_images(doc) -> None:
 
 
 def _save(store, doc, batch_index: int, snippets: list[Snippet]):
-    """save_batch, with storage errors sorted into retry (busy database) and fail (in words)."""
-    try:
-        return store.save_batch(doc.id, batch_index, snippets, doc.generation)
-    except StorageError as exc:
-        if "busy" in str(exc) or "locked" in str(exc):
-            raise TransientStorageError(str(exc)) from exc
-        raise
+    """save_batch; a busy or unreachable database raises TransientStorageError, which is retried."""
+    return store.save_batch(doc.id, batch_index, snippets, doc.generation)
 
 
 def _count_ingested(doc, batch_index: int, snippets: int) -> None:

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from docenrich.storage.base import StorageError
+from docenrich.storage.base import StorageError, TransientStorageError
 
 if TYPE_CHECKING:
     import psycopg
@@ -29,7 +29,8 @@ def open_connection(url: str, *, vectors: bool = True) -> psycopg.Connection:
     try:
         conn = psycopg.connect(url, autocommit=True, row_factory=dict_row, connect_timeout=CONNECT_TIMEOUT_S)
     except psycopg.OperationalError as exc:
-        raise StorageError(f"Could not connect to the database: {_first_line(exc)}.") from exc
+        log.warning("could not connect to the database: %s", exc)
+        raise TransientStorageError("Could not connect to the database: it is unreachable or restarting.") from exc
     if vectors:
         from pgvector.psycopg import register_vector
 
@@ -37,15 +38,10 @@ def open_connection(url: str, *, vectors: bool = True) -> psycopg.Connection:
     return conn
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
 def storage_reason(exc: BaseException) -> str | None:
     """Human wording for a database error that is about the storage (not a bug), else None.
 
-    "busy" marks what is worth retrying (the pipeline retries such a save with backoff): lock
-    conflicts, deadlocks and a lost or restarting server.
+    The wording never names the server, user or database: the driver's own text goes to the log.
     """
     from psycopg import OperationalError, errors
 
@@ -56,8 +52,20 @@ def storage_reason(exc: BaseException) -> str | None:
     if isinstance(exc, (errors.DeadlockDetected, errors.SerializationFailure, errors.LockNotAvailable)):
         return "the database stayed busy (another process is writing); try again"
     if isinstance(exc, OperationalError):
-        return f"the database is busy or unreachable ({_first_line(exc)})"
+        log.warning("database error: %s", exc)
+        return "the database is busy, restarting or unreachable; try again"
     return None
+
+
+def storage_error(exc: BaseException) -> type[StorageError]:
+    """TransientStorageError for what a retry can outlive (lock conflicts, a lost or restarting
+    server, an administrator's shutdown), else StorageError."""
+    from psycopg import OperationalError, errors
+
+    if isinstance(exc, (errors.DiskFull, errors.ReadOnlySqlTransaction)):
+        return StorageError
+    return TransientStorageError if isinstance(exc, (OperationalError, errors.DeadlockDetected,
+                                                     errors.SerializationFailure, errors.LockNotAvailable)) else StorageError
 
 
 class ConnectionsMixin:
@@ -125,7 +133,7 @@ class ConnectionsMixin:
             why = storage_reason(exc)
             if why is None:
                 raise
-            raise StorageError(f"The database could not be read: {why}.") from exc
+            raise storage_error(exc)(f"The database could not be read: {why}.") from exc
 
     @contextlib.contextmanager
     def _write(self, what: str = "the change", lock: int | None = None) -> Iterator[psycopg.Connection]:
@@ -142,7 +150,7 @@ class ConnectionsMixin:
             why = storage_reason(exc)
             if why is None:
                 raise
-            raise StorageError(f"Could not save {what}: {why}.") from exc
+            raise storage_error(exc)(f"Could not save {what}: {why}.") from exc
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[psycopg.Connection]:

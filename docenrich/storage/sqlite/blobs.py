@@ -86,9 +86,7 @@ class BlobsMixin:
             for d in (self.data_dir, self.pdf_dir, self.image_dir, self.thumb_dir):
                 d.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StorageError(
-                f"Could not create the data directory {self.data_dir}: {reason(exc)}."
-            ) from exc
+            raise StorageError(f"Could not create the data directory (DATA_DIR): {reason(exc)}.") from exc
 
     def _pdf_file(self, sha256: str) -> Path:
         return self.pdf_dir / f"{sha256}.pdf"

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from docenrich.storage.base import StorageError, reason
+from docenrich.storage.base import StorageError, TransientStorageError, reason
 from docenrich.storage.sqlite.schema import connect
 
 # SQLite errors that mean "the storage is in trouble" rather than "the code is wrong".
@@ -23,6 +23,12 @@ def is_storage_error(exc: sqlite3.Error) -> bool:
     """Whether a SQLite error is about the storage (full, read-only, busy) rather than a bug."""
     low = str(exc).lower()
     return isinstance(exc, sqlite3.OperationalError) and any(m in low for m in _STORAGE_SQLITE_MARKERS)
+
+
+def _error(exc: sqlite3.Error) -> type[StorageError]:
+    """A write that found the database locked past the busy timeout may succeed later; a full disk will not."""
+    low = str(exc).lower()
+    return TransientStorageError if "locked" in low or "busy" in low else StorageError
 
 
 class ConnectionsMixin:
@@ -85,7 +91,7 @@ class ConnectionsMixin:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             if is_storage_error(exc):
-                raise StorageError(f"Could not save {what}: {reason(exc)}.") from exc
+                raise _error(exc)(f"Could not save {what}: {reason(exc)}.") from exc
             raise
         try:
             yield conn
@@ -94,7 +100,7 @@ class ConnectionsMixin:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error) and is_storage_error(exc):
-                raise StorageError(f"Could not save {what}: {reason(exc)}.") from exc
+                raise _error(exc)(f"Could not save {what}: {reason(exc)}.") from exc
             raise
 
     @contextlib.contextmanager

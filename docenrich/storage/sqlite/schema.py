@@ -213,7 +213,8 @@ def connect(db_path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
     except sqlite3.Error as exc:
-        raise StorageError(f"Could not open the database {db_path}: {reason(exc)}.") from exc
+        log.warning("could not open the database %s: %s", db_path, exc)
+        raise StorageError(f"Could not open the database (in DATA_DIR): {reason(exc)}.") from exc
     return conn
 
 
@@ -226,4 +227,5 @@ def set_up(conn: sqlite3.Connection, db_path: Path) -> None:
             log.warning("SQLite refused WAL mode (got %r); concurrent writers will block more", mode)
         migrate(conn)
     except sqlite3.Error as exc:
-        raise StorageError(f"Could not open the database {db_path}: {reason(exc)}.") from exc
+        log.warning("could not open the database %s: %s", db_path, exc)
+        raise StorageError(f"Could not open the database (in DATA_DIR): {reason(exc)}.") from exc
