@@ -77,7 +77,7 @@ gpu-check: install-test
 
 # Retrieval quality on the two frozen question sets (bench/eval/: prose manuals, and 2,571 pages of
 # reference manuals), written to bench/EVAL.md, with search-time variants beside the defaults.
-EVAL_VARIANTS ?= --variant "topic score 0.3:SEARCH_TOPIC_WEIGHT=0.3" --variant "RRF fusion:SEARCH_FUSION=rrf"
+EVAL_VARIANTS ?= --variant "no topic score:SEARCH_TOPIC_WEIGHT=0" --variant "topic score 0.4:SEARCH_TOPIC_WEIGHT=0.4" --variant "RRF fusion:SEARCH_FUSION=rrf"
 eval: install-test system-test-deps
 	$(VPY) bench/eval_retrieval.py $(EVAL_VARIANTS)
 

@@ -106,7 +106,7 @@ class Settings:
     search_mode: str = "hybrid"
     search_fusion: str = "weighted"
     # Small-to-big: a hybrid result gains this share of the best score of another result of its topic.
-    search_topic_weight: float = 0.0
+    search_topic_weight: float = 0.2
     search_timeout: float = 30.0
     # Web.
     web_host: str = "127.0.0.1"
