@@ -25,6 +25,7 @@ import socket
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 from docenrich.celery_app import ALL_QUEUES, celery_app, queue_keys
@@ -198,15 +199,32 @@ def release(key: str) -> None:
     _client().delete(key)
 
 
-def free_leases(keys: list[str]) -> list[str | None]:
+@dataclass
+class Survey:
+    """What recovery needs to know of Redis, read once per sweep: live workers, orphaned
+    deliveries, and (after a Redis restart) every task id the broker still holds."""
+
+    alive: set[str]
+    orphans: set[str]
+    present: set[str] | None
+
+
+def survey() -> Survey:
+    """Look once: a Redis restart is decided here, for every document of the sweep alike."""
+    client = _client()
+    return Survey(alive_workers(client), _orphaned_tasks(client),
+                  _tasks_in_broker(client) if _redis_restarted(client) else None)
+
+
+def free_leases(keys: list[str], seen: Survey | None = None) -> list[str | None]:
     """For each lease key: the value it may be taken from (absent: ""), or None while someone
     alive, or the broker, holds it. A broker-held message that a consumer took and never
     claimed for UNACKED_GRACE seconds counts as lost (its consumer died, or Redis lost the claim)."""
     if not keys:
         return []
     client = _client()
-    alive, orphans = alive_workers(client), _orphaned_tasks(client)
-    present = _tasks_in_broker(client) if _redis_restarted(client) else None
+    seen = seen or survey()
+    alive, orphans, present = seen.alive, seen.orphans, seen.present
     out: list[str | None] = []
     for raw in client.mget(keys):
         value = "" if raw is None else _text(raw)

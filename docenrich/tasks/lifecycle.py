@@ -150,7 +150,8 @@ def _beat_forever() -> None:
             last_sweep = time.monotonic()
             try:
                 if redis_client().set(SWEEP_KEY, leases.worker_id(), nx=True, ex=SWEEP_INTERVAL):
-                    celery_app.send_task("docenrich.recover_documents")
+                    # A sweep waiting longer than the interval is superseded by the next one.
+                    celery_app.send_task("docenrich.recover_documents", expires=SWEEP_INTERVAL * 3)
             except Exception as exc:
                 log.warning("could not queue a recovery sweep: %s", exc)
 
@@ -171,7 +172,7 @@ class RecoverDocuments(bootsteps.StartStopStep):
 
     def start(self, consumer):
         try:
-            celery_app.send_task("docenrich.recover_documents")
+            celery_app.send_task("docenrich.recover_documents", expires=SWEEP_INTERVAL * 3)
         except Exception:
             log.warning("could not queue document recovery", exc_info=True)
 

@@ -147,8 +147,10 @@ def give_up(doc, batch_index: int, attempts: int, reason: str | None = None) -> 
 
 
 @celery_app.task(bind=True, base=DocumentTask, name="docenrich.extract_document", ignore_result=True)
-def extract_document_task(self, doc_id: str, generation: int | None = None) -> dict:
-    """Fix a document's page batches and queue those not stored and not held by a live worker."""
+def extract_document_task(self, doc_id: str, generation: int | None = None,
+                          survey: leases.Survey | None = None) -> dict:
+    """Fix a document's page batches and queue those not stored and not held by a live worker
+    (`survey`: what a recovery sweep read of Redis once for all its documents)."""
     store = get_store()
     doc = current(doc_id, generation)
     if doc is None:
@@ -166,7 +168,7 @@ def extract_document_task(self, doc_id: str, generation: int | None = None) -> d
     store.begin_batches(doc_id, total)
     done = store.done_batches(doc_id)
     missing = [i for i in range(total) if i not in done]
-    seen = leases.free_leases([leases.lease_key(doc_id, doc.generation, i) for i in missing])
+    seen = leases.free_leases([leases.lease_key(doc_id, doc.generation, i) for i in missing], survey)
     free = [(i, value) for i, value in zip(missing, seen, strict=True) if value is not None]
     if free or doc.state == "queued":
         # Only when something is (re)queued: a recovery sweep that finds every batch held writes nothing.
@@ -410,9 +412,13 @@ def document_failed_task(request, exc, traceback, doc_id: str, generation: int |
 def recover_documents_task(self, stale_after: float = 0.0) -> list[str]:
     """Re-queue the batches of unfinished documents that nobody alive holds; stored ones are not redone."""
     recovered = []
+    survey = leases.survey()
     for doc in get_store().unfinished_documents(older_than=stale_after):
-        if extract_document_task(doc.id, doc.generation).get("queued"):
-            recovered.append(doc.id)
+        try:
+            if extract_document_task(doc.id, doc.generation, survey).get("queued"):
+                recovered.append(doc.id)
+        except Exception:  # one document's trouble must not keep the others waiting
+            log.warning("recovery of document %s failed; the next sweep tries again", doc.id, exc_info=True)
     if recovered:
         log.info("re-queued %d unfinished documents: %s", len(recovered), ", ".join(recovered))
     return recovered
