@@ -44,6 +44,11 @@ class Settings:
     redis_host: str = "127.0.0.1"
     redis_port: int = 6379
     redis_password: str = ""
+    # Host names the web app answers (comma list, "*" for any); empty: the loopback names when
+    # WEB_HOST is a loopback address, any otherwise.
+    allowed_hosts: str = ""
+    # Sign-in attempts per client address (Flask-Limiter's notation).
+    login_rate_limit: str = "10 per minute"
     # Memory cap of the Redis `make run` starts (noeviction: full, it refuses writes, never drops work).
     redis_maxmemory: str = "1gb"
     data_dir: Path = PROJECT_DIR / "data"

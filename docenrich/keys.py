@@ -52,7 +52,7 @@ FAMILIES = (
     KeyFamily("docenrich:metrics:minute:*", "workers: ingestion per minute", "2 hours"),
     KeyFamily("celery-task-meta-*", "Celery: results a caller waits for", "RESULT_EXPIRES"),
     KeyFamily("unacked_mutex", "Kombu: restoring unacknowledged messages", "seconds"),
-    KeyFamily("LIMITER*", "Flask-Limiter: sign-in attempts per address", "the limit's window"),
+    KeyFamily("LIMITS:LIMITER*", "Flask-Limiter: sign-in attempts per address", "the limit's window"),
     # Fixed in number: one per worker, queue, task name or metric.
     KeyFamily("docenrich:heartbeats", "workers: last beat per worker (old ones pruned)", None),
     KeyFamily("docenrich:redis-run", "recovery: the run id of the Redis server last seen", None),

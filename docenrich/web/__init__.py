@@ -18,6 +18,7 @@ from docenrich.web.metrics import metrics
 from docenrich.web.openapi import openapi
 from docenrich.web.pages import highlight, pages, require_login, security_headers
 from docenrich.web.services import Services
+from docenrich.web import trust
 from docenrich.web.status import status, when
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["docenrich"] = Services(app.config)
     for blueprint in (api, collections, openapi, health, metrics, status, pages):
         app.register_blueprint(blueprint)
+    trust.init_app(app)
     app.before_request(require_login)
     app.after_request(security_headers)
     app.context_processor(lambda: {"csrf_token": csrf_token, "status_notices": status_notices})

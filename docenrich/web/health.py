@@ -6,7 +6,7 @@ from collections import Counter
 from typing import Any
 
 import redis
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, current_app, jsonify, request
 
 from docenrich.search import fallback_note
 from docenrich.web.errors import redis_reason
@@ -23,8 +23,12 @@ def services():
 
 @health.get("/healthz")
 def healthz():
-    """Redis, workers, models, queue backlog and document counts; 503 when nothing can work."""
+    """Redis, workers, models, queue backlog and document counts; 503 when nothing can work.
+    With API_TOKEN set, a caller without the token learns only ok or not."""
     svc = services()
+    if current_app.config["API_TOKEN"] and not _authorised():
+        healthy = _healthy(svc)
+        return jsonify(status="ok" if healthy else "unavailable"), 200 if healthy else 503
     status = svc.queue_status()
     body: dict[str, Any] = {"redis": {"ok": status["ok"], "error": status["error"]}}
     body["workers"] = svc.workers_online() if status["ok"] else []
@@ -38,6 +42,20 @@ def healthz():
     healthy = body["redis"]["ok"] and bool(body["workers"])
     body["status"] = "ok" if healthy else "unavailable"
     return jsonify(body), 200 if healthy else 503
+
+
+def _authorised() -> bool:
+    from docenrich.web.auth import signed_in, token_matches
+
+    scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
+    return (scheme.lower() == "bearer" and token_matches(sent.strip(), current_app.config["API_TOKEN"])) or signed_in()
+
+
+def _healthy(svc) -> bool:
+    try:
+        return bool(svc.queue_status()["ok"] and svc.workers_online())
+    except Exception:
+        return False
 
 
 def status_notices() -> list[dict]:

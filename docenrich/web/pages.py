@@ -14,6 +14,7 @@ from docenrich.web.auth import csrf_ok, signed_in, token_matches, token_tag
 from docenrich.web.errors import QUEUE_DOWN, QUEUE_ERRORS, ApiError
 from docenrich.web.params import collection_names
 from docenrich.web.presenters import collection_json, doc_json, search_json, snippet_json
+from docenrich.web.trust import limiter, login_limit, safe_next
 
 pages = Blueprint("pages", __name__)
 
@@ -67,6 +68,7 @@ def security_headers(response):
 
 
 @pages.route("/login", methods=["GET", "POST"])
+@limiter.limit(login_limit, methods=["POST"])
 def login():
     """Sign in with the API token."""
     error = None
@@ -75,9 +77,7 @@ def login():
             error = "The form expired; please try again."
         elif token_matches(request.form.get("token", ""), current_app.config["API_TOKEN"]):
             session["authed"] = token_tag(current_app.config["API_TOKEN"])
-            target = request.args.get("next", "/")
-            # Only local paths: "//host" and "/\host" would leave the site.
-            return redirect(target if target.startswith("/") and target[1:2] not in ("/", "\\") else "/")
+            return redirect(safe_next(request.args.get("next")))
         else:
             error = "That token is not right."
     return render_template("login.html", error=error), 401 if error else 200
