@@ -12,17 +12,21 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
-# A document's life: queued → extracting → embedding → ready, or failed from any unfinished
-# state. A re-upload (or a retry) starts a failed or finished document again at queued.
-QUEUED, EXTRACTING, EMBEDDING, READY, FAILED = "queued", "extracting", "embedding", "ready", "failed"
-STATES = (QUEUED, EXTRACTING, EMBEDDING, READY, FAILED)
-FINISHED_STATES = (READY, FAILED)
+# A document's life: queued → extracting → embedding → ready, or failed (or cancelled by a user)
+# from any unfinished state. A re-upload (or a retry) starts it again at queued.
+QUEUED, EXTRACTING, EMBEDDING, READY, FAILED, CANCELLED = (
+    "queued", "extracting", "embedding", "ready", "failed", "cancelled")
+STATES = (QUEUED, EXTRACTING, EMBEDDING, READY, FAILED, CANCELLED)
+FINISHED_STATES = (READY, FAILED, CANCELLED)
+# Finished without output: what a re-upload starts again as a new run.
+RESTARTABLE_STATES = (FAILED, CANCELLED)
 TRANSITIONS: dict[str, frozenset[str]] = {
-    QUEUED: frozenset({QUEUED, EXTRACTING, EMBEDDING, READY, FAILED}),
-    EXTRACTING: frozenset({EXTRACTING, EMBEDDING, READY, FAILED}),
-    EMBEDDING: frozenset({EXTRACTING, EMBEDDING, READY, FAILED}),
+    QUEUED: frozenset({QUEUED, EXTRACTING, EMBEDDING, READY, FAILED, CANCELLED}),
+    EXTRACTING: frozenset({EXTRACTING, EMBEDDING, READY, FAILED, CANCELLED}),
+    EMBEDDING: frozenset({EXTRACTING, EMBEDDING, READY, FAILED, CANCELLED}),
     READY: frozenset({READY, QUEUED}),
     FAILED: frozenset({FAILED, QUEUED}),
+    CANCELLED: frozenset({CANCELLED, QUEUED}),
 }
 
 
@@ -168,7 +172,7 @@ class Document:
 
     @property
     def finished(self) -> bool:
-        """True once the document is ready or failed."""
+        """True once the document is ready, failed or cancelled."""
         return self.state in FINISHED_STATES
 
     @property

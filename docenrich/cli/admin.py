@@ -25,6 +25,27 @@ def require_redis() -> None:
         raise click.ClickException(f"The task queue (Redis) is unreachable: {status['error']}")
 
 
+@click.command("cancel")
+@click.argument("doc_ids", nargs=-1, required=True)
+@with_appcontext
+def cancel_command(doc_ids: tuple[str, ...]) -> None:
+    """Stop the ingestion of documents (queued, extracting or embedding); nothing of them stays searchable."""
+    require_redis()
+    failed = False
+    for doc_id in doc_ids:
+        doc = services().store.get_document(doc_id)
+        if doc is None:
+            click.echo(f"{doc_id}: no such document", err=True)
+            failed = True
+        elif services().cancel(doc_id) is None:
+            click.echo(f"{doc_id}: already {doc.state}; nothing to cancel", err=True)
+            failed = True
+        else:
+            click.echo(f"{doc_id}: cancelled ({doc.filename})")
+    if failed:
+        sys.exit(1)
+
+
 @click.command("export")
 @click.option("--collection", "-c", help="Export this collection.")
 @click.option("--document", "-d", help="Export this document id.")

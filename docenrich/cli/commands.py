@@ -5,6 +5,7 @@
     export           a collection's or a document's snippets and vectors as JSONL or Parquet
     reembed          embed the snippets that lack a vector from the current embedder
     status           workers, models, queues, documents, collections
+    cancel DOC_ID…   stop documents' ingestion; nothing of them stays searchable
     migrate-to-postgres  copy the SQLite store into PostgreSQL (pgvector), resumably
 
 The commands use the app's store and reach the workers through `docenrich.client`, exactly
@@ -21,7 +22,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from docenrich import client, uploads
-from docenrich.cli.admin import export_command, require_redis, services, status_command
+from docenrich.cli.admin import cancel_command, export_command, require_redis, services, status_command
 from docenrich.cli.ingest import POLL_SECONDS, Item, Run, admit_file, find_files, refresh, summary
 from docenrich.cli.migrate import migrate_command
 from docenrich.cli.progress import Progress
@@ -44,7 +45,7 @@ def docenrich_cli() -> None:
     """docenrich: ingest, search, export, re-embed, status."""
 
 
-for command in (reembed_command, export_command, status_command, migrate_command):
+for command in (reembed_command, export_command, status_command, migrate_command, cancel_command):
     docenrich_cli.add_command(command)
 
 

@@ -156,6 +156,10 @@ class Store(Protocol):
         """Record how many batches a document has (idempotent; a different total restarts it)."""
         ...
 
+    def cancel_document(self, doc_id: str) -> Document | None:
+        """Stop an unfinished document: drop its output, end its run; None when gone or finished."""
+        ...
+
     def fail_batch(self, doc_id: str, batch_index: int, generation: int, note: str) -> Document | None:
         """Record a page batch as given up (done, no snippets, `note` says why)."""
         ...

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from celery.exceptions import Ignore
 
-from docenrich import leases, models
+from docenrich import cancel, leases, models
 from docenrich.celery_app import INTERACTIVE_QUEUE, celery_app
 from docenrich.config import get_settings
 from docenrich.models.errors import BadInput, ModelError
@@ -52,7 +52,7 @@ def _encode(embedder, texts: list[str]) -> tuple[np.ndarray, list[dict[int, floa
 
 
 def _encode_in_batches(task, texts: list[str], carried: Carried | None = None, continue_with=None,
-                       sparse: bool = True):
+                       sparse: bool = True, stop=None):
     """(vectors, embedder name, sparse weights or None) in timed micro-batches, with progress on
     long inputs; with continue_with, the task hands the rest to a new message when it should yield."""
     manager = models.get_manager()
@@ -64,6 +64,8 @@ def _encode_in_batches(task, texts: list[str], carried: Carried | None = None, c
         return _encode(embedder, chunk) if sparse else (_model_call(embedder.encode, chunk), None)
 
     def progress(done: int, total: int) -> None:
+        if stop is not None and done < total and stop():
+            raise cancel.Cancelled()
         if total > batch and task.request.id:
             task.update_state(state="PROGRESS", meta={"stage": "embedding", "done": done, "total": total})
 
@@ -150,10 +152,17 @@ def embed_batch_task(self, texts: list[str], lease: str | None = None, sender: s
         self.replace(embed_batch_task.s(texts, lease=lease, sender=leases.owner_id(), staged=staged,
                                         next_task=next_task, carried=done))
 
+    stop = None
+    if lease is not None:
+        doc_id, run, _ = poison.of_lease(lease)
+        stop = lambda: cancel.is_cancelled(redis_client(), doc_id, run)  # noqa: E731
     try:
-        vectors, name, sparse = _encode_in_batches(self, texts, carried, continue_with)
+        vectors, name, sparse = _encode_in_batches(self, texts, carried, continue_with, stop=stop)
     except Ignore:  # continued in a new message, which holds the lease now
         raise
+    except cancel.Cancelled:
+        leases.release(lease)
+        return {"skipped": True}
     except BaseException:
         if lease is not None:
             leases.release(lease)  # its retry (or recovery) takes the batch up again

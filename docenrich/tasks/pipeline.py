@@ -13,7 +13,7 @@ import math
 
 from kombu.utils.uuid import uuid
 
-from docenrich import leases, telemetry
+from docenrich import cancel, leases, telemetry
 from docenrich.celery_app import celery_app
 from docenrich.config import get_settings
 from docenrich.models.errors import BadInput, ModelUnavailable
@@ -277,6 +277,8 @@ def extract_pages_task(self, doc_id: str, batch_index: int, generation: int | No
         log.info("document %s run %d: extracting batch %d (pages %d–%d)", doc_id, doc.generation, batch_index,
                  start, end)
         found = _extract(self, doc, start, end)
+        if cancel.is_cancelled(redis_client(), doc_id, doc.generation):
+            raise cancel.Cancelled(doc_id)
         if not found:
             sent = store_snippets_task.delay(None, doc_id, batch_index, doc.generation)
             leases.hand_to_broker(key, leases.EXTRACTING, leases.EMBEDDING, sent.id)
@@ -284,6 +286,10 @@ def extract_pages_task(self, doc_id: str, batch_index: int, generation: int | No
             staging.stage(doc_id, doc.generation, batch_index, found)
             _send_embedding(doc_id, doc.generation, batch_index, [embedding_text(s) for s in found],
                             leases.EXTRACTING)
+    except cancel.Cancelled:
+        leases.release(key)
+        log.info("document %s run %d was cancelled; batch %d dropped", doc_id, doc.generation, batch_index)
+        return {"document": doc_id, "batch": batch_index, "cancelled": True}
     except BaseException:
         leases.release(key)  # never left renewed by a task that is over: a retry or recovery takes it
         raise

@@ -107,6 +107,18 @@ def get_document(doc_id: str):
     return jsonify(with_collections([doc_json(get_doc(doc_id))])[0])
 
 
+@api.post("/documents/<doc_id>/cancel")
+def cancel_document(doc_id: str):
+    """Stop a queued, extracting or embedding document: nothing of it stays searchable."""
+    doc = get_doc(doc_id)
+    if doc.finished:
+        raise ApiError(409, f"The document is {doc.state}; only unfinished work can be cancelled.", "finished")
+    cancelled = services().cancel(doc_id)
+    if cancelled is None:  # it finished (or went away) meanwhile
+        raise ApiError(409, "The document finished before it could be cancelled.", "finished")
+    return jsonify(with_collections([doc_json(cancelled)])[0])
+
+
 @api.delete("/documents/<doc_id>")
 def delete_document(doc_id: str):
     """Delete a document with its snippets, vectors and files."""

@@ -36,7 +36,7 @@ def schemas() -> dict:
     document = {
         "type": "object",
         "properties": {
-            "id": string, "filename": string, "state": {"type": "string", "enum": ["queued", "extracting", "embedding", "ready", "failed"]},
+            "id": string, "filename": string, "state": {"type": "string", "enum": ["queued", "extracting", "embedding", "ready", "failed", "cancelled"]},
             "stage": string, "progress": number, "pages": integer, "snippet_count": integer, "error": nullable("string"),
             "notes": {"type": "array", "items": string,
                       "description": "Of a ready document: pages that could not be processed, and why."},

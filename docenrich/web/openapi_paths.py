@@ -18,6 +18,7 @@ ERRORS = {
     "401": "API_TOKEN is set and the request has no valid bearer token or session.",
     "403": "A browser request without the session's CSRF token.",
     "404": "No such document, snippet, page or collection.",
+    "409": "The document has already finished (ready, failed or cancelled).",
     "413": "The upload is too large, has too many pages, or too many files.",
     "415": "The file is not a PDF (or Parquet export without pyarrow).",
     "422": "The PDF cannot be processed: encrypted, damaged or empty.",
@@ -89,6 +90,10 @@ def documents_paths() -> dict:
             "get": op("A document's status", {"200": ok("The document.", ref("Document")), **errors("404")}, DOC_ID),
             "delete": op("Delete a document", {"200": ok("Deleted."), **errors("403", "404")}, DOC_ID),
         },
+        "/api/documents/{doc_id}/cancel": {"post": op(
+            "Cancel a document's ingestion: its queued work is revoked, running work stops at the next batch, "
+            "and nothing of it stays searchable; upload it again to start over",
+            {"200": ok("The cancelled document.", ref("Document")), **errors("403", "404", "409")}, DOC_ID)},
         "/api/documents/{doc_id}/snippets": {"get": op(
             "A document's snippets in reading order", {"200": ok("Snippets.", snippets), **errors("400", "404")},
             DOC_ID, param("limit", "query", "At most this many.", {"type": "integer", "minimum": 1, "maximum": 1000}),

@@ -114,6 +114,15 @@ def document(doc_id: str):
                            collections=store.collections_of([doc_id])[doc_id])
 
 
+@pages.post("/documents/<doc_id>/cancel")
+def cancel_document(doc_id: str):
+    """The page's Cancel button: stop the document's ingestion, then show it again."""
+    if not csrf_ok():
+        abort(403, description="The form expired; reload the page and try again.")
+    services().cancel(doc_id)
+    return redirect(url_for("pages.document", doc_id=doc_id))
+
+
 @pages.get("/search")
 def search_page():
     """Search, with results, notes and the reasons it could not run."""

@@ -65,6 +65,13 @@ class Services:
 
         return self.cached("status", 3.0, compute)
 
+    def cancel(self, doc_id: str):
+        """Cancel an unfinished document's ingestion (docenrich.cancel); None when gone or finished."""
+        from docenrich import cancel
+        from docenrich.celery_app import celery_app
+
+        return cancel.cancel(self.store, self.redis, celery_app.control, doc_id)
+
     def workers_online(self) -> list[str]:
         """Names of the workers answering a ping, cached for 2 s."""
         return self.cached("ping", 2.0, client.workers_online)

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from docenrich.records import Document, states_before
+from docenrich.records import FINISHED_STATES, RESTARTABLE_STATES, Document, states_before
 from docenrich.storage.base import QueueFull, StorageError, default_collections, sanitize_filename
 from docenrich.storage.encoding import doc_id_for, info_values, is_doc_id
 from docenrich.storage.postgres.schema import ADMISSION_LOCK, CONTENT_LOCK
@@ -20,7 +20,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_WAITING = "SELECT count(*) AS n FROM documents WHERE state NOT IN ('ready', 'failed')"
+# A cancelled document: no output, and a new generation, so tasks of the cancelled run do nothing.
+_CANCELLED = ("state = 'cancelled', stage = 'Cancelled', progress = 0, error = NULL, snippet_count = 0, "
+              "batches_total = NULL, batches_done = 0, embedder = NULL, generation = generation + 1")
+
+_WAITING = "SELECT count(*) AS n FROM documents WHERE state NOT IN ('ready', 'failed', 'cancelled')"
 
 
 class DocumentsMixin:
@@ -61,7 +65,7 @@ class DocumentsMixin:
         row = conn.execute("SELECT * FROM documents WHERE id = %s", (doc_id,)).fetchone()
         if row is not None and row["sha256"] != sha:
             raise StorageError("Two different PDFs map to the same document id; cannot store this one.")
-        if max_queued is not None and (row is None or row["state"] == "failed"):
+        if max_queued is not None and (row is None or row["state"] in RESTARTABLE_STATES):
             # Counted while holding ADMISSION_LOCK: read committed gives this statement a snapshot
             # taken after the previous holder committed, so no two admissions see the same count.
             waiting = conn.execute(_WAITING).fetchone()["n"]
@@ -75,7 +79,7 @@ class DocumentsMixin:
                        created_at, updated_at) VALUES (%s, %s, %s, %s, 'queued', 'Queued', 0, %s, %s, %s)""",
                 (doc_id, sha, sanitize_filename(filename), len(data), positive(batch_pages), now, now),
             )
-        elif row["state"] == "failed":
+        elif row["state"] in RESTARTABLE_STATES:
             self._restart_failed(conn, doc_id, now, batch_pages)
         else:
             created = False
@@ -103,9 +107,23 @@ class DocumentsMixin:
             return None
         with self._write("the document status", lock=CONTENT_LOCK) as conn:
             row = conn.execute("SELECT state FROM documents WHERE id = %s FOR UPDATE", (doc_id,)).fetchone()
-            if row is None or row["state"] not in ("ready", "failed"):
+            if row is None or row["state"] not in FINISHED_STATES:
                 return None
             self._restart_failed(conn, doc_id, time.time())
+        return self.get_document(doc_id)
+
+    def cancel_document(self, doc_id: str) -> Document | None:
+        """Stop an unfinished document: its output so far is dropped and its run ends (a task of that
+        run then does nothing); None when it is gone or already finished."""
+        if not is_doc_id(doc_id):
+            return None
+        with self._write("the document status", lock=CONTENT_LOCK) as conn:
+            row = conn.execute("SELECT state FROM documents WHERE id = %s FOR UPDATE", (doc_id,)).fetchone()
+            if row is None or row["state"] in FINISHED_STATES:
+                return None
+            if self._clear_content(conn, doc_id):
+                self._bump_vectors(conn, removed=True)
+            conn.execute(f"UPDATE documents SET {_CANCELLED}, updated_at = %s WHERE id = %s", (time.time(), doc_id))
         return self.get_document(doc_id)
 
     def _apply_info(self, conn: psycopg.Connection, doc_id: str, info: DocumentInfo) -> None:
@@ -132,7 +150,7 @@ class DocumentsMixin:
     def unfinished_documents(self, older_than: float = 0.0) -> list[Document]:
         """Documents not ready/failed whose last update is older than older_than seconds."""
         rows = self._q(
-            "SELECT * FROM documents WHERE state NOT IN ('ready', 'failed') AND updated_at < %s ORDER BY created_at",
+            "SELECT * FROM documents WHERE state NOT IN ('ready', 'failed', 'cancelled') AND updated_at < %s ORDER BY created_at",
             (time.time() - older_than,),
         ).fetchall()
         return [row_to_document(r) for r in rows]

@@ -49,7 +49,7 @@ class BatchesMixin:
         with self._write("a failed page batch") as conn:
             doc = conn.execute("SELECT batches_total, state, generation FROM documents WHERE id = ?",
                                (doc_id,)).fetchone()
-            if doc is None or doc["generation"] != int(generation) or doc["state"] == "failed":
+            if doc is None or doc["generation"] != int(generation) or doc["state"] in ("failed", "cancelled"):
                 return None
             conn.execute(
                 """INSERT INTO batches (document_id, batch_index, snippet_count, done_at, note)
@@ -154,8 +154,8 @@ class BatchesMixin:
         ).fetchone()
         if doc is None or (generation is not None and doc["generation"] != int(generation)):
             return None
-        if doc["state"] == "failed":
-            # A late batch must not bring a failed document back (failed -> ready is not a legal move).
+        if doc["state"] in ("failed", "cancelled"):
+            # A late batch must not bring a failed or cancelled document back (not a legal move).
             return conn.execute("SELECT * FROM documents WHERE id = ?", (doc_id,)).fetchall()[0]
         total = doc["batches_total"]
         if total is not None and batch_index >= total:

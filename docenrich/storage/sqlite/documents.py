@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from docenrich.records import Document, states_before
+from docenrich.records import FINISHED_STATES, RESTARTABLE_STATES, Document, states_before
 from docenrich.storage.base import QueueFull, StorageError, default_collections, sanitize_filename
 from docenrich.storage.encoding import doc_id_for, info_values, is_doc_id
 from docenrich.storage.rows import UPDATABLE, column_values, positive, row_to_document
@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from docenrich.pdf import DocumentInfo
 
 log = logging.getLogger(__name__)
+
+# A cancelled document: no output, and a new generation, so tasks of the cancelled run do nothing.
+_CANCELLED = ("state = 'cancelled', stage = 'Cancelled', progress = 0, error = NULL, snippet_count = 0, "
+              "batches_total = NULL, batches_done = 0, embedder = NULL, generation = generation + 1")
 
 class DocumentsMixin:
     """The documents table and the PDFs its rows name."""
@@ -73,10 +77,10 @@ class DocumentsMixin:
         row = conn.execute("SELECT * FROM documents WHERE id = ?", (doc_id,)).fetchone()
         if row is not None and row["sha256"] != sha:
             raise StorageError("Two different PDFs map to the same document id; cannot store this one.")
-        if max_queued is not None and (row is None or row["state"] == "failed"):
+        if max_queued is not None and (row is None or row["state"] in RESTARTABLE_STATES):
             # Counted inside this write transaction (BEGIN IMMEDIATE): every process's
             # admissions are serialised by the database, so the cap holds across web processes.
-            waiting = conn.execute("SELECT count(*) FROM documents WHERE state NOT IN ('ready', 'failed')").fetchone()[0]
+            waiting = conn.execute("SELECT count(*) FROM documents WHERE state NOT IN ('ready', 'failed', 'cancelled')").fetchone()[0]
             if waiting >= max_queued:
                 raise QueueFull(waiting)
         # A concurrent delete of the same bytes may have removed the file meanwhile.
@@ -89,7 +93,7 @@ class DocumentsMixin:
                 (doc_id, sha, sanitize_filename(filename), len(data), positive(batch_pages), now, now),
             )
             created = True
-        elif row["state"] == "failed":
+        elif row["state"] in RESTARTABLE_STATES:
             stale_images = self._restart_failed(conn, doc_id, now, batch_pages)
             created = True
         else:
@@ -120,9 +124,25 @@ class DocumentsMixin:
         """Drop a finished document's snippets and vectors and queue it to be extracted again."""
         with self._write("the document status") as conn:
             row = conn.execute("SELECT state FROM documents WHERE id = ?", (doc_id,)).fetchone()
-            if row is None or row["state"] not in ("ready", "failed"):
+            if row is None or row["state"] not in FINISHED_STATES:
                 return None
             stale_images = self._restart_failed(conn, doc_id, time.time())
+        self._collect(images=stale_images)
+        return self.get_document(doc_id)
+
+    def cancel_document(self, doc_id: str) -> Document | None:
+        """Stop an unfinished document: its output so far is dropped and its run ends (a task of that
+        run then does nothing); None when it is gone or already finished."""
+        if not is_doc_id(doc_id):
+            return None
+        with self._write("the document status") as conn:
+            row = conn.execute("SELECT state FROM documents WHERE id = ?", (doc_id,)).fetchone()
+            if row is None or row["state"] in FINISHED_STATES:
+                return None
+            stale_images, removed = self._clear_content(conn, doc_id)
+            if removed:
+                self._bump_vectors(conn, removed=True)
+            conn.execute(f"UPDATE documents SET {_CANCELLED}, updated_at = ? WHERE id = ?", (time.time(), doc_id))
         self._collect(images=stale_images)
         return self.get_document(doc_id)
 
@@ -150,7 +170,7 @@ class DocumentsMixin:
     def unfinished_documents(self, older_than: float = 0.0) -> list[Document]:
         """Documents not ready/failed whose last update is older than older_than seconds."""
         rows = self._conn().execute(
-            "SELECT * FROM documents WHERE state NOT IN ('ready', 'failed') AND updated_at < ? ORDER BY created_at",
+            "SELECT * FROM documents WHERE state NOT IN ('ready', 'failed', 'cancelled') AND updated_at < ? ORDER BY created_at",
             (time.time() - older_than,),
         ).fetchall()
         return [row_to_document(r) for r in rows]
@@ -158,7 +178,7 @@ class DocumentsMixin:
     def queued_count(self) -> int:
         """Number of documents not yet ready or failed (for backpressure)."""
         return self._conn().execute(
-            "SELECT count(*) FROM documents WHERE state NOT IN ('ready', 'failed')"
+            "SELECT count(*) FROM documents WHERE state NOT IN ('ready', 'failed', 'cancelled')"
         ).fetchone()[0]
 
     def update_document(self, doc_id: str, *, generation: int | None = None, **fields: Any) -> Document | None:
