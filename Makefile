@@ -8,7 +8,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
 
-.PHONY: run test install install-test system-test-deps flower bench bench-pgvector eval gpu-check worker web clean-venv lock
+.PHONY: run test install install-test system-test-deps flower bench bench-pgvector soak eval gpu-check worker web clean-venv lock
 
 run: install
 	$(VPY) -m docenrich.cli.run
@@ -64,6 +64,13 @@ test: install-test system-test-deps
 
 bench: install-test
 	$(VPY) bench/run_all.py
+
+# The service under steady load (uploads, searches, deletes, one reembed) for SOAK_MINUTES
+# (default 30): Redis, RSS, file descriptors, WAL, search latency, 5xx and stuck documents per
+# minute, written to bench/SOAK.md and bench/soak.png.
+SOAK_MINUTES ?= 30
+soak: install-test system-test-deps
+	SOAK_MINUTES=$(SOAK_MINUTES) $(VPY) bench/soak.py
 
 # Dense retrieval at 100,000 and 1,000,000 vectors, SQLite exact vs pgvector HNSW (about half an
 # hour on 2 cores, most of it building the index): writes bench/PGVECTOR.md.

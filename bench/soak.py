@@ -1,0 +1,287 @@
+"""make soak: the service under steady load for SOAK_MINUTES (default 30) → bench/SOAK.md, bench/soak.png.
+
+The load, on the embedded default (SQLite, the bundled model), through the web app and the workers
+`make run` starts (a models worker and a docs worker): a corpus PDF uploaded every UPLOAD_SECONDS,
+searches at SEARCHES_PER_SECOND (each a new question), every finished document deleted a while after
+it is ready, and one `docenrich reembed` at half time. Every minute it records Redis' used_memory
+and key count, the RSS and open file descriptors of every process, the SQLite WAL size, that
+minute's search p50/p95, the 5xx count, and the documents not in a terminal state.
+
+A series is flat when its least-squares slope after the warm-up (the first third) is within 2% of
+its mean per 10 minutes. This is a benchmark, not a test: it reports, it does not fail.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import common  # noqa: E402
+from bench.report import machine_info, machine_line  # noqa: E402
+
+log = logging.getLogger("bench.soak")
+
+REPORT = common.ROOT / "bench" / "SOAK.md"
+PLOT = common.ROOT / "bench" / "soak.png"
+UPLOAD_SECONDS = 20
+SEARCHES_PER_SECOND = 1.0
+DELETE_AFTER = 120  # seconds a document stays after it is ready
+FLAT = 2.0  # % of the mean per 10 minutes
+# Small corpus PDFs that end ready (no encrypted, empty or 117-page one): the load is steady.
+SKIP = ("005-", "009-", "017-")
+SERIES = ("redis_used_kib", "redis_keys", "rss_mib", "fds", "wal_kib", "search_p50_ms", "search_p95_ms",
+          "errors_5xx", "unfinished")
+
+
+@dataclass
+class Load:
+    """What the load threads did, shared with the recorder (guarded by lock)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    latencies: list[float] = field(default_factory=list)  # this minute's search seconds
+    errors: int = 0  # 5xx answers, all minutes
+    searches: int = 0
+    uploads: int = 0
+    deletes: int = 0
+    live: dict[str, float] = field(default_factory=dict)  # doc id -> when it was seen ready (0: not yet)
+    reembed: str = "not run"
+
+
+def search_loop(web, load: Load, stop: threading.Event) -> None:
+    """Searches at a fixed rate, each a question not asked before."""
+    import requests
+
+    i, began = 0, time.monotonic()
+    # A fixed schedule: a slow answer delays the next question, it does not lower the rate after it.
+    while not stop.wait(max(0.0, began + i / SEARCHES_PER_SECOND - time.monotonic())):
+        i += 1
+        started = time.perf_counter()
+        try:
+            response = web._session.get(web.url + "/api/search",
+                                        params={"q": f"question {i} about the harbour and its {i % 97} ships", "k": 5},
+                                        timeout=120)
+            status = response.status_code
+        except requests.RequestException:
+            status = 599
+        with load.lock:
+            load.searches += 1
+            load.latencies.append(time.perf_counter() - started)
+            load.errors += status >= 500
+
+
+def upload_loop(web, load: Load, stop: threading.Event) -> None:
+    """A corpus PDF every UPLOAD_SECONDS; documents ready for DELETE_AFTER seconds are deleted."""
+    pdfs = [p for p in common.corpus_pdfs() if not p.parent.name.startswith(SKIP)]
+    i = 0
+    while not stop.wait(UPLOAD_SECONDS):
+        try:
+            doc = web.upload(pdfs[i % len(pdfs)])
+            i += 1
+            with load.lock:
+                load.uploads += 1
+                load.live.setdefault(doc["id"], 0.0)
+            _delete_old(web, load)
+        except Exception as exc:  # noqa: BLE001 - a refused upload is reported, the load goes on
+            log.warning("upload failed: %s", exc)
+
+
+def _delete_old(web, load: Load) -> None:
+    now = time.monotonic()
+    for doc_id, ready_at in list(load.live.items()):
+        if not ready_at:
+            _, doc = web.get(f"/api/documents/{doc_id}")
+            if doc["state"] in ("ready", "failed"):
+                load.live[doc_id] = now
+        elif now - ready_at > DELETE_AFTER:
+            web.delete(doc_id)
+            with load.lock:
+                load.deletes += 1
+                del load.live[doc_id]
+
+
+def run_reembed(env, load: Load) -> None:
+    """One `docenrich reembed` through the command line, as an operator would run it."""
+    cmd = [sys.executable, "-m", "flask", "--app", "app", "docenrich", "reembed"]
+    started = time.monotonic()
+    done = subprocess.run(cmd, cwd=common.ROOT, env={**os.environ, "REDIS_URL": env.redis_url()},
+                          capture_output=True, text=True, timeout=1800)
+    load.reembed = f"exit {done.returncode} after {time.monotonic() - started:.0f} s"
+
+
+def _processes(env, web) -> dict[str, list[int]]:
+    """Pids of every process of the service, by part: the web app, each worker with its pool, Redis."""
+    import psutil
+
+    out = {"web": [web.process.pid], "redis": [env.redis.process.pid]}
+    for name in ("models", "docs"):
+        root = psutil.Process(env.worker(name).process.pid)
+        out[name] = [root.pid, *(c.pid for c in root.children(recursive=True))]
+    return out
+
+
+def _rss_and_fds(pids: list[int]) -> tuple[float, int]:
+    rss = fds = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    rss += int(line.split()[1])
+            fds += len(os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            continue
+    return rss / 1024, fds
+
+
+def sample(env, web, load: Load, minute: int) -> dict:
+    """One minute's row of the table."""
+    import redis
+
+    client = redis.Redis.from_url(env.redis_url())
+    info = client.info("memory")
+    parts = {name: _rss_and_fds(pids) for name, pids in _processes(env, web).items()}
+    wal = common.data_dir() / "docenrich.sqlite3-wal"
+    with load.lock:
+        lat, load.latencies = sorted(load.latencies), []
+        errors, searches = load.errors, load.searches
+    store = _store()
+    row = {
+        "minute": minute,
+        "redis_used_kib": info["used_memory"] / 1024,
+        "redis_keys": client.dbsize(),
+        "rss_mib": sum(rss for rss, _ in parts.values()),
+        "fds": sum(fds for _, fds in parts.values()),
+        "wal_kib": wal.stat().st_size / 1024 if wal.exists() else 0.0,
+        "search_p50_ms": 1000 * common.percentile(lat, 0.5) if lat else 0.0,
+        "search_p95_ms": 1000 * common.percentile(lat, 0.95) if lat else 0.0,
+        "errors_5xx": errors,
+        "unfinished": len(store.unfinished_documents()),
+        "searches": searches,
+        **{f"rss_{name}": rss for name, (rss, _) in parts.items()},
+    }
+    log.info("minute %d: %s", minute, {k: round(v, 1) for k, v in row.items()})
+    return row
+
+
+_STORE = None
+
+
+def _store():
+    global _STORE
+    if _STORE is None:
+        from docenrich.storage import SQLiteStore
+
+        _STORE = SQLiteStore(common.data_dir())
+    return _STORE
+
+
+def slope_percent(rows: list[dict], key: str) -> float:
+    """Least-squares slope after the warm-up, in % of the series' mean per 10 minutes."""
+    import numpy as np
+
+    tail = rows[len(rows) // 3:]
+    if len(tail) < 3:
+        return 0.0
+    x = np.array([r["minute"] for r in tail], float)
+    y = np.array([r[key] for r in tail], float)
+    mean = float(np.mean(y))
+    if mean == 0:
+        return 0.0 if not np.any(y) else float("inf")
+    return float(np.polyfit(x, y, 1)[0]) * 10 / mean * 100
+
+
+def plot(rows: list[dict]) -> None:
+    """One small chart per series, against minutes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(3, 3, figsize=(13, 9))
+    minutes = [r["minute"] for r in rows]
+    for ax, key in zip(axes.flat, SERIES, strict=True):
+        ax.plot(minutes, [r[key] for r in rows], marker=".")
+        ax.set_title(key.replace("_", " "))
+        ax.set_xlabel("minute")
+        ax.set_ylim(bottom=0)
+    fig.tight_layout()
+    fig.savefig(PLOT, dpi=80)
+
+
+def report(rows: list[dict], load: Load, minutes: int, stuck: int, seconds: float) -> str:
+    """bench/SOAK.md: the conditions, the verdict per series, and the minute table."""
+    lines = [
+        "# Soak", "",
+        f"Generated by `make soak` (bench/soak.py, SOAK_MINUTES={minutes}) in {seconds / 60:.0f} min on "
+        f"{machine_line(machine_info())}.", "",
+        f"Load: a corpus PDF uploaded every {UPLOAD_SECONDS} s ({load.uploads} uploads), "
+        f"{SEARCHES_PER_SECOND:g} search/s ({load.searches} searches, each a new question), every document "
+        f"deleted {DELETE_AFTER} s after it was ready ({load.deletes} deletes), and one `docenrich reembed` at "
+        f"half time ({load.reembed}). Embedded default: SQLite, the bundled model, a models worker and a "
+        "docs worker as `make run` starts them.", "",
+        f"A series is flat when its slope after the warm-up (the first third) is within {FLAT:g}% of its mean "
+        "per 10 minutes.", "",
+        "| series | first | last | slope, % per 10 min | flat |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for key in SERIES:
+        slope = slope_percent(rows, key)
+        lines.append(f"| {key} | {rows[0][key]:.1f} | {rows[-1][key]:.1f} | {slope:+.1f} | "
+                     f"{'yes' if abs(slope) <= FLAT else 'no'} |")
+    lines += ["", f"Documents not in a terminal state once the load stopped and the queue drained: **{stuck}**. "
+              f"5xx answers: **{load.errors}**.", "", "![the series per minute](soak.png)", "",
+              "| minute | " + " | ".join(SERIES) + " | rss web | rss models | rss docs | rss redis |",
+              "|" + "---:|" * (len(SERIES) + 5)]
+    for r in rows:
+        values = [r["minute"], *(r[k] for k in SERIES), r["rss_web"], r["rss_models"], r["rss_docs"], r["rss_redis"]]
+        lines.append("| " + " | ".join(f"{v:.0f}" if isinstance(v, float) else str(v) for v in values) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def drain(load: Load, timeout: float = 600) -> int:
+    """Wait for the documents still in work to finish; how many did not."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = len(_store().unfinished_documents())
+        if not left:
+            return 0
+        time.sleep(2)
+    return len(_store().unfinished_documents())
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    minutes = int(os.environ.get("SOAK_MINUTES", "30"))
+    started = time.monotonic()
+    with common.BenchEnv() as env:
+        env.run_workers()
+        web = env.web(QUERY_CACHE_SIZE="0")
+        load, stop, rows = Load(), threading.Event(), []
+        threads = [threading.Thread(target=f, args=(web, load, stop), daemon=True) for f in (search_loop, upload_loop)]
+        for t in threads:
+            t.start()
+        reembed = threading.Timer(minutes * 30, run_reembed, args=(env, load))
+        reembed.start()
+        for minute in range(1, minutes + 1):
+            time.sleep(max(0.0, started + minute * 60 - time.monotonic()))
+            rows.append(sample(env, web, load, minute))
+        stop.set()
+        reembed.join()
+        for t in threads:
+            t.join(timeout=120)
+        stuck = drain(load)
+        plot(rows)
+        REPORT.write_text(report(rows, load, minutes, stuck, time.monotonic() - started))
+    print(REPORT.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
