@@ -87,9 +87,26 @@ def _kill_embedding(encode):
     return wrapped
 
 
+def _fail_staging_once(stage):
+    """Raise on the first staging after the file TEST_FAIL_STAGE_ONCE names appears, which it removes."""
+    def wrapped(*args, **kwargs):
+        flag = os.environ.get("TEST_FAIL_STAGE_ONCE")
+        if flag and os.path.exists(flag):
+            os.remove(flag)
+            raise RuntimeError("simulated failure between the claim and the hand-off")
+        return stage(*args, **kwargs)
+
+    return wrapped
+
+
 if os.environ.get("TEST_KILL_EXTRACT_PAGE") or os.environ.get("TEST_KILL_EMBED_WORD"):
     from docenrich.tasks import model as _model
     from docenrich.tasks import pipeline as _pipeline
 
     _pipeline._extract = _kill_extracting(_pipeline._extract)
     _model._encode_in_batches = _kill_embedding(_model._encode_in_batches)
+
+if os.environ.get("TEST_FAIL_STAGE_ONCE"):
+    from docenrich.tasks import staging as _staging
+
+    _staging.stage = _fail_staging_once(_staging.stage)

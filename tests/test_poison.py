@@ -6,6 +6,7 @@ from __future__ import annotations
 import urllib.parse
 
 import pytest
+import redis
 
 from tests.test_api import pdf_with_text
 
@@ -51,3 +52,16 @@ def test_when_every_batch_is_given_up_the_document_fails_with_the_reason(make_st
     doc = stack.wait_finished([doc_id], timeout=240)[doc_id]
     assert doc.state == "failed", doc.state
     assert doc.error == "no page could be processed: pages 1–2 could not be processed: the worker process died 3 times"
+
+
+def test_a_failure_between_claim_and_hand_off_frees_the_lease_and_the_batch_goes_through(make_stack, tmp_path):
+    flag = tmp_path / "fail-staging-once"
+    flag.touch()
+    stack = make_stack(SNIPPET_BATCH_PAGES=2, TEST_FAIL_STAGE_ONCE=str(flag))
+    stack.workers_parallel(("lease-models", "models", None, {}), ("lease-docs", "docs", None, {}))
+    doc_id = stack.add_document(pdf_with_text(*PAGES), "lease.pdf")
+    doc = stack.wait_finished([doc_id], timeout=120)[doc_id]
+    assert not flag.exists(), "the failure was injected"
+    assert doc.state == "ready" and not doc.notes and doc.batches_done == 3, (doc.state, doc.error)
+    client = redis.Redis.from_url(stack.redis.url)
+    assert client.keys("docenrich:lease:*") == [], "no lease is left renewed"
