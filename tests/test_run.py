@@ -60,23 +60,9 @@ def test_make_run_serves_with_gunicorn_splits_the_workers_and_stops_in_order(tmp
         pytest.skip(str(exc))
     data_dir = tmp_path / f"data-{uuid.uuid4().hex}"
     port = free_port()
-    env = {**os.environ, **TEST_ENV, "REDIS_URL": "", "REDIS_PORT": str(free_port()), "REDIS_PASSWORD": "run-test",
-           "WEB_PORT": str(port), "DATA_DIR": str(data_dir), "SECRET_KEY": "run-test", "API_TOKEN": "",
-           "WORKER_LOG_FILE": str(tmp_path / "worker.log"), "DOCS_CONCURRENCY": "1", "WEB_WORKERS": "2"}
-    out_path = tmp_path / "run.out"
-    with open(out_path, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "docenrich.cli.run"], cwd=ROOT, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+    proc, out_path = start_run(tmp_path, data_dir, port, free_port(), "run")
     try:
-        def healthy():
-            assert proc.poll() is None, out_path.read_text()[-3000:]
-            try:
-                body = http_request(port, "GET", "/healthz", timeout=5).json()
-            except (OSError, ValueError):
-                return None
-            return body if len(body.get("workers", [])) == 2 else None
-
-        health = wait_for(healthy, 180, 0.5, "the web app to see both workers")
+        health = wait_serving(proc, out_path, port)
         assert {w.split("@")[0] for w in health["workers"]} == {"models", "docs"}, health
         response = post_pdfs(port, [("run.pdf", pdf_with_text("Lighthouse keepers logged every passing ship."))])
         assert response.status == 202, response.text
