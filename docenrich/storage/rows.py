@@ -89,3 +89,12 @@ def column_values(fields: dict[str, Any]) -> dict[str, Any]:
 def positive(value: int | None) -> int | None:
     """A page batch size: a whole number of at least 1, or None."""
     return None if value is None else max(1, int(value))
+
+
+def completion(notes: list[str], total: int) -> dict[str, Any]:
+    """The columns of a document whose last page batch is in: `ready`, naming the pages given up
+    (`notes`, one line each) in its error column, or `failed` when every batch was given up."""
+    if total > 0 and len(notes) >= total:
+        return {"progress": 1.0, "state": "failed", "stage": "failed",
+                "error": f"no page could be processed: {notes[0]}"}
+    return {"progress": 1.0, "state": "ready", "stage": "Ready", "error": "\n".join(notes) or None}

@@ -10,6 +10,7 @@ from docenrich.records import Document
 from docenrich.storage.encoding import Prepared, json_load, prepare_snippet
 from docenrich.storage.postgres.lexical import lex_vector
 from docenrich.storage.postgres.rows import row_to_document
+from docenrich.storage.rows import completion
 from docenrich.storage.postgres.schema import CONTENT_LOCK
 
 if TYPE_CHECKING:
@@ -70,16 +71,13 @@ class BatchesMixin:
             sets.append("embedder = %s")
             args.append(embedder)
         if total is not None:
-            if done >= total and _all_given_up(conn, doc_id, total):
-                sets += ["progress = 1.0", "state = 'failed'", "stage = 'failed'",
-                         "error = 'no page could be processed: ' || (SELECT note FROM batches WHERE document_id = %s "
-                         "ORDER BY batch_index LIMIT 1)"]
-                args.append(doc_id)
-            elif done >= total:
-                # Ready; pages given up are named in the error column (None when there are none).
-                sets += ["progress = 1.0", "state = 'ready'", "stage = 'Ready'",
-                         "error = (SELECT string_agg(note, E'\\n' ORDER BY batch_index) FROM batches WHERE document_id = %s AND note IS NOT NULL)"]
-                args.append(doc_id)
+            if done >= total:
+                notes = [r["note"] for r in conn.execute(
+                    "SELECT note FROM batches WHERE document_id = %s AND note IS NOT NULL ORDER BY batch_index",
+                    (doc_id,))]
+                for column, value in completion(notes, total).items():
+                    sets.append(f"{column} = %s")
+                    args.append(value)
             else:
                 sets.append("progress = %s")
                 args.append(done / total)
@@ -186,9 +184,3 @@ class BatchesMixin:
         if p.sparse is not None:
             self._put_sparse(conn, sid, p.embedder, p.sparse)
         return added, removed + replaced
-
-
-def _all_given_up(conn, doc_id: str, total: int) -> bool:
-    row = conn.execute("SELECT count(*) AS n FROM batches WHERE document_id = %s AND note IS NOT NULL",
-                       (doc_id,)).fetchone()
-    return total > 0 and row[0 if not isinstance(row, dict) else "n"] >= total

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from docenrich.records import Document
 from docenrich.storage.encoding import Prepared, prepare_snippet
 from docenrich.storage.sqlite.blobs import atomic_write, blob_present
+from docenrich.storage.rows import completion
 from docenrich.storage.sqlite.rows import row_to_document
 
 if TYPE_CHECKING:
@@ -76,16 +77,13 @@ class BatchesMixin:
             sets.append("embedder = ?")
             args.append(embedder)
         if total is not None:
-            if done >= total and _all_given_up(conn, doc_id, total):
-                sets += ["progress = 1.0", "state = 'failed'", "stage = 'failed'",
-                         "error = 'no page could be processed: ' || (SELECT note FROM batches WHERE document_id = ? "
-                         "ORDER BY batch_index LIMIT 1)"]
-                args.append(doc_id)
-            elif done >= total:
-                # Ready; pages given up are named in the error column (None when there are none).
-                sets += ["progress = 1.0", "state = 'ready'", "stage = 'Ready'",
-                         "error = (SELECT group_concat(note, char(10)) FROM (SELECT note FROM batches WHERE document_id = ? AND note IS NOT NULL ORDER BY batch_index))"]
-                args.append(doc_id)
+            if done >= total:
+                notes = [r["note"] for r in conn.execute(
+                    "SELECT note FROM batches WHERE document_id = ? AND note IS NOT NULL ORDER BY batch_index",
+                    (doc_id,))]
+                for column, value in completion(notes, total).items():
+                    sets.append(f"{column} = ?")
+                    args.append(value)
             else:
                 sets.append("progress = ?")
                 args.append(done / total)
@@ -222,9 +220,3 @@ class BatchesMixin:
         if p.sparse is not None:
             self._put_sparse(conn, sid, p.embedder, p.sparse)
         return added, removed + replaced
-
-
-def _all_given_up(conn, doc_id: str, total: int) -> bool:
-    row = conn.execute("SELECT count(*) AS n FROM batches WHERE document_id = ? AND note IS NOT NULL",
-                       (doc_id,)).fetchone()
-    return total > 0 and row[0 if not isinstance(row, dict) else "n"] >= total
