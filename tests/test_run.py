@@ -138,3 +138,14 @@ def test_killing_make_run_alone_leaves_no_process_and_the_next_run_serves(tmp_pa
                 os.killpg(p.pid, signal.SIGKILL)
         for pid in processes_with(str(data_dir)):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_make_run_warns_when_redis_url_has_no_password(tmp_path, capsys):
+    from docenrich.cli.run import Service, start_redis
+    from docenrich.config import load_settings
+
+    for url, warned in (("redis://10.0.0.5:6379/0", True), ("redis://:s3cret@10.0.0.5:6379/0", False)):
+        service = Service()
+        start_redis(load_settings(env={"REDIS_URL": url}), service, tmp_path, {})
+        assert service.redis is None, "a Redis of its own is started only without REDIS_URL"
+        assert ("REDIS_URL has no password" in capsys.readouterr().err) is warned, url
