@@ -71,3 +71,17 @@ def test_sign_in_attempts_are_rate_limited_per_address(redis_server):
     csrf = page.get_data(as_text=True).split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
     ok = client.post("/login?next=/%09/evil.example", data={"token": "s3cret", "csrf_token": csrf}, environ_base=other)
     assert ok.status_code == 302 and ok.headers["Location"] == "/", "another address signs in, and stays on site"
+
+
+def test_storage_errors_name_no_host_user_or_path(tmp_path):
+    from docenrich.storage import SQLiteStore, StorageError
+    from docenrich.storage.postgres.connections import open_connection
+
+    with pytest.raises(StorageError) as refused:
+        open_connection("postgresql://alice:pw@127.0.0.1:1/secretdb")
+    assert not any(word in str(refused.value) for word in ("alice", "127.0.0.1", "secretdb")), refused.value
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where DATA_DIR should be")
+    with pytest.raises(StorageError) as unwritable:
+        SQLiteStore(blocker / "data")
+    assert str(tmp_path) not in str(unwritable.value), unwritable.value
