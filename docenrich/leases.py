@@ -139,7 +139,8 @@ def lease_key(doc_id: str, generation: int, batch_index: int) -> str:
     return LEASE_KEY.format(doc_id=doc_id, generation=generation, batch_index=batch_index)
 
 
-def claim(key: str, stage: str, *, takes: tuple[str, ...] = (), sender: str = "", seen: str | None = None) -> bool:
+def claim(key: str, stage: str, *, takes: tuple[str, ...] = (), sender: str = "", seen: str | None = None,
+          renew: bool = True) -> bool:
     """Take a batch's lease for `stage` if it is free, ours, the sender's, broker-held in a
     stage of `takes`, or still exactly `seen`; while we hold it, a thread renews it."""
     if seen is None:
@@ -151,7 +152,8 @@ def claim(key: str, stage: str, *, takes: tuple[str, ...] = (), sender: str = ""
     if held is not None:
         log.info("batch %s is held (%s); not %s it again", _batch(key), _text(held), stage)
         return False
-    _keep_renewing(key, f"{stage}|{owner_id()}|")
+    if renew:
+        _keep_renewing(key, f"{stage}|{owner_id()}|")
     return True
 
 
@@ -209,11 +211,12 @@ class Survey:
     present: set[str] | None
 
 
-def survey() -> Survey:
-    """Look once: a Redis restart is decided here, for every document of the sweep alike."""
+def survey(check_restart: bool = False) -> Survey:
+    """Look once. Only a recovery sweep checks for a Redis restart (check_restart): noticing it
+    is consumed, so it is decided there, for every document of the sweep alike."""
     client = _client()
-    return Survey(alive_workers(client), _orphaned_tasks(client),
-                  _tasks_in_broker(client) if _redis_restarted(client) else None)
+    restarted = check_restart and _redis_restarted(client)
+    return Survey(alive_workers(client), _orphaned_tasks(client), _tasks_in_broker(client) if restarted else None)
 
 
 def free_leases(keys: list[str], seen: Survey | None = None) -> list[str | None]:

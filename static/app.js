@@ -4,7 +4,7 @@
 
 (() => {
   const csrf = document.querySelector('meta[name="csrf-token"]')?.content || "";
-  const FINISHED = new Set(["ready", "failed"]);
+  const FINISHED = new Set(["ready", "failed", "cancelled"]);
   const PARALLEL_UPLOADS = 2;
 
   function el(tag, props = {}, ...children) {

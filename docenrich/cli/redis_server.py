@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.parse
 from pathlib import Path
 
 from docenrich.cli.orphans import alive, die_with_parent, wait_gone
@@ -52,6 +53,11 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def _quote(value: str) -> str:
+    """A value for redis.conf: double-quoted, so spaces, '#' and quotes stay part of it."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 class RedisServer:
     """One redis-server subprocess on loopback, with a password and append-only persistence.
 
@@ -77,7 +83,7 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
+        auth = f":{urllib.parse.quote(self.password, safe='')}@" if self.password else ""
         return f"redis://{auth}{self.host}:{self.port}/0"
 
     def config(self) -> str:
@@ -85,8 +91,8 @@ class RedisServer:
         lines = [
             f"bind {self.host}",
             f"port {self.port}",
-            f'dir "{self.data_dir}"',
-            f'pidfile "{self.pid_path}"',
+            f"dir {_quote(str(self.data_dir))}",
+            f"pidfile {_quote(str(self.pid_path))}",
             "protected-mode yes",
             "save 60 1" if self.persistent else 'save ""',
             f"appendonly {'yes' if self.persistent else 'no'}",
@@ -99,7 +105,7 @@ class RedisServer:
             # are work. Full, Redis refuses new writes with a clear error instead of evicting.
             lines += [f"maxmemory {self.maxmemory}", "maxmemory-policy noeviction"]
         if self.password:
-            lines.append(f"requirepass {self.password}")
+            lines.append(f"requirepass {_quote(self.password)}")
         return "\n".join(lines) + "\n"
 
     def command(self) -> list[str]:

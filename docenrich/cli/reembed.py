@@ -63,7 +63,7 @@ def rechunk(store, out=sys.stderr, poll: float = 1.0, timeout: float = 86400.0,
             doc_ids: list[str] | None = None) -> int:
     """Extract and embed every finished document (or those of doc_ids) again; returns how many, once done."""
     client.embed_query("docenrich re-chunking probe")  # fail fast, in words, without a worker
-    finished = [d.id for d in store.list_documents() if d.state in ("ready", "failed")]
+    finished = [d.id for d in store.list_documents() if d.state in ("ready", "failed")]  # a cancelled one has nothing
     ids = [i for i in finished if doc_ids is None or i in doc_ids]
     started = time.monotonic()
     for doc_id in ids:
@@ -75,7 +75,7 @@ def rechunk(store, out=sys.stderr, poll: float = 1.0, timeout: float = 86400.0,
         done = sum(d.batches_done for d in docs)
         out.write("\r" + progress_bar(done, total, started).replace("snippets", "page batches"))
         out.flush()
-        if all(d.state in ("ready", "failed") for d in docs):
+        if all(d.finished for d in docs):  # a document cancelled meanwhile counts as done
             break
         if time.monotonic() - started > timeout:
             raise RuntimeError("re-chunking did not finish in time; the workers keep going")

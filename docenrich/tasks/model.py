@@ -142,7 +142,11 @@ def embed_batch_task(self, texts: list[str], lease: str | None = None, sender: s
         if not leases.claim(lease, leases.EMBEDDING, takes=(leases.EMBEDDING,), sender=sender):
             return {"skipped": True}
         if carried is None:  # a continuation is part of the same attempt
-            attempts, reason = poison.begin(*poison.of_lease(lease))
+            try:
+                attempts, reason = poison.begin(*poison.of_lease(lease))
+            except BaseException:
+                leases.release(lease)
+                raise
             if poison.exhausted(attempts):
                 # The store step records the batch's pages as failed; the document goes on.
                 return {"given_up": reason or poison.DIED, "attempts": attempts, "owner": leases.owner_id()}
@@ -163,9 +167,11 @@ def embed_batch_task(self, texts: list[str], lease: str | None = None, sender: s
     except cancel.Cancelled:
         leases.release(lease)
         return {"skipped": True}
-    except BaseException:
+    except BaseException as exc:
         if lease is not None:
             leases.release(lease)  # its retry (or recovery) takes the batch up again
+            if carried is None and isinstance(exc, self.autoretry_for):
+                poison.undo(*poison.of_lease(lease))
         raise
     if lease is not None:
         poison.succeeded(*poison.of_lease(lease))

@@ -122,8 +122,8 @@ def batch_failed(doc, batch_index: int, exc: BaseException | None, step: str) ->
     """One attempt at a page batch failed in `step` (extraction, embedding): try it again, or after
     BATCH_MAX_ATTEMPTS give its pages up."""
     key = leases.lease_key(doc.id, doc.generation, batch_index)
+    leases.release(key)  # first: should counting fail (Redis away), recovery still finds the batch free
     attempts = poison.failed(doc.id, doc.generation, batch_index, poison.describe(exc, step))
-    leases.release(key)
     if poison.exhausted(attempts):
         give_up(doc, batch_index, attempts)
     else:
@@ -186,7 +186,9 @@ def _queue_batch(doc_id: str, generation: int, index: int, seen: str) -> bool:
     """Send the next step of one batch whose lease was free (`seen`, if nobody took it since):
     embedding if it is staged, else extraction."""
     key = leases.lease_key(doc_id, generation, index)
-    if not leases.claim(key, leases.QUEUEING, seen=seen):
+    # A moment's claim, handed to the broker at once: no renewal thread (this may run in a
+    # worker's main process, after a hard time limit, which must not fork while one holds a lock).
+    if not leases.claim(key, leases.QUEUEING, seen=seen, renew=False):
         return False
     try:
         texts = staging.staged_texts(doc_id, generation, index)
@@ -266,6 +268,7 @@ def extract_pages_task(self, doc_id: str, batch_index: int, generation: int | No
     key = leases.lease_key(doc_id, doc.generation, batch_index)
     if not leases.claim(key, leases.EXTRACTING, takes=(leases.QUEUED,), sender=sender):
         return {"document": doc_id, "batch": batch_index, "skipped": True}
+    attempts = None
     try:
         attempts, reason = poison.begin(doc_id, doc.generation, batch_index)
         if poison.exhausted(attempts):
@@ -279,6 +282,7 @@ def extract_pages_task(self, doc_id: str, batch_index: int, generation: int | No
         found = _extract(self, doc, start, end)
         if cancel.is_cancelled(redis_client(), doc_id, doc.generation):
             raise cancel.Cancelled(doc_id)
+        poison.succeeded(doc_id, doc.generation, batch_index)  # before the embedding counts its own
         if not found:
             sent = store_snippets_task.delay(None, doc_id, batch_index, doc.generation)
             leases.hand_to_broker(key, leases.EXTRACTING, leases.EMBEDDING, sent.id)
@@ -290,10 +294,11 @@ def extract_pages_task(self, doc_id: str, batch_index: int, generation: int | No
         leases.release(key)
         log.info("document %s run %d was cancelled; batch %d dropped", doc_id, doc.generation, batch_index)
         return {"document": doc_id, "batch": batch_index, "cancelled": True}
-    except BaseException:
+    except BaseException as exc:
         leases.release(key)  # never left renewed by a task that is over: a retry or recovery takes it
+        if isinstance(exc, self.autoretry_for) and attempts is not None:
+            poison.undo(doc_id, doc.generation, batch_index)
         raise
-    poison.succeeded(doc_id, doc.generation, batch_index)
     return {"document": doc_id, "batch": batch_index, "snippets": len(found)}
 
 
@@ -407,9 +412,9 @@ def document_failed_task(request, exc, traceback, doc_id: str, generation: int |
     if doc is not None and batch_index is not None and doc.pages and not isinstance(exc, (BadInput, ModelUnavailable)):
         try:
             batch_failed(doc, batch_index, exc, "embedding")  # once more, or its pages are given up
-            return
-        except Exception:
-            log.warning("document %s: could not retry batch %d", doc_id, batch_index, exc_info=True)
+        except Exception:  # its lease is free: a recovery sweep queues it again
+            log.warning("document %s: could not retry batch %d; recovery will", doc_id, batch_index, exc_info=True)
+        return
     reason = str(exc) or type(exc).__name__
     fail_document(doc_id, f"embedding failed: {reason}", generation)
 
@@ -418,7 +423,7 @@ def document_failed_task(request, exc, traceback, doc_id: str, generation: int |
 def recover_documents_task(self, stale_after: float = 0.0) -> list[str]:
     """Re-queue the batches of unfinished documents that nobody alive holds; stored ones are not redone."""
     recovered = []
-    survey = leases.survey()
+    survey = leases.survey(check_restart=True)
     for doc in get_store().unfinished_documents(older_than=stale_after):
         try:
             if extract_document_task(doc.id, doc.generation, survey).get("queued"):

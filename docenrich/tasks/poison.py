@@ -57,6 +57,12 @@ def reason(doc_id: str, generation: int, batch_index: int) -> str | None:
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
+def undo(doc_id: str, generation: int, batch_index: int) -> None:
+    """Take back this attempt: it is retried for a reason that is not the batch's (a database or
+    Redis blip, a model that failed to load), which must not use up the batch's attempts."""
+    redis_client().hincrby(_key(doc_id, generation, batch_index), "attempts", -1)
+
+
 def succeeded(doc_id: str, generation: int, batch_index: int) -> None:
     """The batch went through: its count has done its job."""
     redis_client().delete(_key(doc_id, generation, batch_index))
