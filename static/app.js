@@ -44,8 +44,9 @@
 
   function describe(doc) {
     switch (doc.state) {
-      case "ready": return `Ready · ${plural(doc.snippet_count, "snippet")}`;
+      case "ready": return `Ready · ${plural(doc.snippet_count, "snippet")}` + ((doc.notes || []).length ? ` · ${doc.notes.join("; ")}` : "");
       case "failed": return doc.error || "Processing failed.";
+      case "cancelled": return "Cancelled. Upload it again to process it.";
       case "queued": return "Queued, waiting for a worker…";
       default: {
         const word = doc.state === "extracting" ? "Extracting text" : "Embedding";
@@ -103,7 +104,10 @@
           remove),
       );
       if (doc.state === "failed") row.append(el("p", { className: "doc-error", text: doc.error || "Processing failed." }));
-      else if (doc.state !== "ready") {
+      else if (doc.state === "cancelled") row.append(el("p", { className: "muted", text: describe(doc) }));
+      else if (doc.state === "ready" && (doc.notes || []).length) {
+        for (const note of doc.notes) row.append(el("p", { className: "doc-note", text: note }));
+      } else if (doc.state !== "ready") {
         const [bar, fill] = makeBar(`Progress of ${doc.filename}`);
         setBar(fill, pipelineFraction(doc));
         row.append(bar);
