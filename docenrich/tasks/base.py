@@ -5,7 +5,7 @@ import logging
 
 from celery import Task
 from celery.app.task import get_actual_ignore_result
-from celery.exceptions import Reject, SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded, TimeLimitExceeded
 from kombu.exceptions import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -51,9 +51,17 @@ class DocenrichTask(Task):
     resultrepr_maxsize = 200
 
     def __call__(self, *args, **kwargs):
-        if not self.request.called_directly and self.request.id:
+        counted = not self.request.called_directly and bool(self.request.id)
+        if counted:
             self._count_delivery()
-        return super().__call__(*args, **kwargs)
+        try:
+            return super().__call__(*args, **kwargs)
+        except (Ignore, Retry):
+            # Over in this child without after_return: a retry counts under a new key, a
+            # continuation (Task.replace) under its own part.
+            if counted:
+                self._forget_delivery()
+            raise
 
     def update_state(self, task_id=None, state=None, meta=None, **kwargs):
         """Progress for a caller that waits; a task whose result nobody reads writes none to Redis."""
@@ -67,13 +75,16 @@ class DocenrichTask(Task):
                                    part=self.request.get("replaced_task_nesting") or 0)
 
     def after_return(self, status, retval, task_id, args, kwargs, einfo) -> None:
-        # The task ended in this child (a retry counts under a new key): its count has done its job.
+        # The task ended in this child: its delivery count has done its job.
         if not self.request.called_directly and self.request.id:
-            try:
-                redis_client().delete(self._delivery_key())
-            except (RedisConnectionError, RedisTimeoutError):
-                pass  # it expires
+            self._forget_delivery()
         super().after_return(status, retval, task_id, args, kwargs, einfo)
+
+    def _forget_delivery(self) -> None:
+        try:
+            redis_client().delete(self._delivery_key())
+        except (RedisConnectionError, RedisTimeoutError):
+            pass  # it expires
 
     def _count_delivery(self) -> None:
         # acks_late + reject_on_worker_lost redeliver a task whose worker died; one that

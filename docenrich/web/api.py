@@ -233,7 +233,7 @@ def search():
 
 
 def remember_task(task_id: str, doc_id: str) -> None:
-    """Record that this task was started through the API for a document, for a day."""
+    """Record that this task was started through the API for a document (kept while it is polled)."""
     services().redis.set(TASK_OWNER_KEY.format(task_id=task_id), doc_id, ex=TASK_OWNER_TTL)
 
 
@@ -251,7 +251,10 @@ def task_status(task_id: str):
     was given; with API_TOKEN set, only to callers holding the token. Any other id is a 404,
     so the results of searches, embeddings and other callers' work are never shown.
     """
-    raw = services().redis.get(TASK_OWNER_KEY.format(task_id=task_id))
+    key = TASK_OWNER_KEY.format(task_id=task_id)
+    raw = services().redis.get(key)
+    if raw:
+        services().redis.expire(key, TASK_OWNER_TTL)  # kept while the uploader polls
     doc = store().get_document(raw.decode() if isinstance(raw, bytes) else raw) if raw else None
     if doc is None:
         raise ApiError(404, "There is no task with this id that was started through the API.", "not_found")
