@@ -16,7 +16,6 @@ DELIVERY_TTL = 24 * 3600  # delivery counts of a task: as long as its message ma
 ATTEMPTS_TTL = 7 * 24 * 3600  # attempts of a page batch: as long as its document may be in work
 HANDOFF_TTL = 24 * 3600  # a lease handed to the broker: as long as the message may wait there
 TASK_OWNER_TTL = 600  # an upload's task id, readable through /api/tasks: renewed by each read
-MINUTE_TTL = 2 * 3600  # per-minute ingestion counters of the metrics
 
 HEARTBEATS_KEY = "docenrich:heartbeats"
 LEASE_KEY = "docenrich:lease:{doc_id}:{generation}:{batch_index}"
@@ -49,7 +48,6 @@ FAMILIES = (
     KeyFamily("docenrich:cancelled:*", "web app: a cancelled document generation", "1 day"),
     KeyFamily("docenrich:task-owner:*", "web app: task ids an upload returned", "10 min after the last read"),
     KeyFamily("docenrich:recovery-sweep", "docs workers: one recovery sweep at a time", "the sweep interval"),
-    KeyFamily("docenrich:metrics:minute:*", "workers: ingestion per minute", "2 hours"),
     KeyFamily("celery-task-meta-*", "Celery: results a caller waits for", "RESULT_EXPIRES"),
     KeyFamily("unacked_mutex", "Kombu: restoring unacknowledged messages", "seconds"),
     KeyFamily("LIMITS:LIMITER*", "Flask-Limiter: sign-in attempts per address", "the limit's window"),

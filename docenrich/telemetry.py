@@ -14,7 +14,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from docenrich.keys import METRICS_PREFIX, MINUTE_TTL
+from docenrich.keys import METRICS_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,10 @@ TASK_KEY = PREFIX + "task:{name}"
 TASK_NAMES_KEY = PREFIX + "tasks"
 MODEL_KEY = PREFIX + "models"
 INGEST_KEY = PREFIX + "ingest"
-MINUTE_KEY = PREFIX + "minute:{minute}"
+# Ingestion per minute: one hash, fields "<minute>:<count>", the last MINUTES_KEPT minutes kept.
+MINUTES_KEY = PREFIX + "minutes"
+MINUTES_KEPT = 60
+_COUNTS = ("snippets", "pages", "documents")
 SEARCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 SEARCH_KEY = PREFIX + "search:{stage}"
 REFUSALS_KEY = PREFIX + "refusals"
@@ -70,14 +73,15 @@ def record_model_event(redis, event: dict) -> None:
 
 def record_ingest(redis, snippets: int, pages: int, documents: int = 0) -> None:
     """Count snippets and pages stored (and documents finished), in total and for this minute."""
-    minute = MINUTE_KEY.format(minute=int(time.time() // 60))
+    minute = int(time.time() // 60)
     pipe = redis.pipeline(transaction=False)
-    for key in (INGEST_KEY, minute):
-        pipe.hincrby(key, "snippets", int(snippets))
-        pipe.hincrby(key, "pages", int(pages))
-        if documents:
-            pipe.hincrby(key, "documents", int(documents))
-    pipe.expire(minute, MINUTE_TTL)
+    for name, value in zip(_COUNTS, (snippets, pages, documents), strict=True):
+        if value:
+            pipe.hincrby(INGEST_KEY, name, int(value))
+            pipe.hincrby(MINUTES_KEY, f"{minute}:{name}", int(value))
+    # The minutes before the window: one key, whose size stays put however long the service runs.
+    pipe.hdel(MINUTES_KEY, *(f"{m}:{name}" for m in range(minute - MINUTES_KEPT - 5, minute - MINUTES_KEPT)
+                             for name in _COUNTS))
     pipe.execute()
 
 
@@ -151,13 +155,8 @@ def read_ingest(redis) -> dict[str, float]:
 def throughput(redis, minutes: int = 60) -> list[dict]:
     """Snippets, pages and documents ingested in each of the last `minutes` minutes, oldest first."""
     now = int(time.time() // 60)
-    keys = [now - i for i in range(minutes - 1, -1, -1)]
-    pipe = redis.pipeline(transaction=False)
-    for minute in keys:
-        pipe.hgetall(MINUTE_KEY.format(minute=minute))
-    out = []
-    for minute, raw in zip(keys, pipe.execute()):
-        values = _numbers(raw)
-        out.append({"minute": minute * 60, "snippets": int(values.get("snippets", 0)),
-                    "pages": int(values.get("pages", 0)), "documents": int(values.get("documents", 0))})
-    return out
+    keys = [now - i for i in range(min(minutes, MINUTES_KEPT) - 1, -1, -1)]
+    raw = redis.hmget(MINUTES_KEY, [f"{m}:{name}" for m in keys for name in _COUNTS])
+    values = [int(v) if v is not None else 0 for v in raw]
+    return [{"minute": minute * 60, **dict(zip(_COUNTS, values[i * 3:i * 3 + 3], strict=True))}
+            for i, minute in enumerate(keys)]

@@ -48,7 +48,9 @@ def test_searches_and_ingestion_leave_only_documented_keys(make_stack):
         search(web, f"distinct question number {i} about the harbour")
     after = key_ttls(client)
 
-    grown = sorted(set(after) - set(before))
+    # Keys that may come and go by themselves (one recovery-sweep lock, say) are single names;
+    # what a search would leave behind is one more key of a family.
+    grown = sorted(k for k in set(after) - set(before) if "*" in getattr(keys.family_of(k), "pattern", "*"))
     assert grown == [], f"40 searches left {len(grown)} new keys: {grown[:8]}"
     results = {k: client.get(k) for k in after if k.startswith("celery-task-meta-")}
     assert not results, f"no result outlives its reader: {results}"
