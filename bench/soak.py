@@ -4,8 +4,9 @@ The load, on the embedded default (SQLite, the bundled model), through the web a
 `make run` starts (a models worker and a docs worker): a corpus PDF uploaded every UPLOAD_SECONDS,
 searches at SEARCHES_PER_SECOND (each a new question), every finished document deleted a while after
 it is ready, and one `docenrich reembed` at half time. Every minute it records Redis' used_memory
-and key count, the RSS and open file descriptors of every process, the SQLite WAL size, that
-minute's search p50/p95, the 5xx count, and the documents not in a terminal state.
+and key count, the RSS and open file descriptors of every process (the mean of 5-second samples),
+the SQLite WAL size, that minute's search p50/p95, the 5xx count, and the documents not in a
+terminal state.
 
 A series is flat when its least-squares slope after the warm-up (the first third) is within 2% of
 its mean per 10 minutes. This is a benchmark, not a test: it reports, it does not fail.
@@ -59,6 +60,19 @@ class Load:
     deletes: int = 0
     live: dict[str, float] = field(default_factory=dict)  # doc id -> when it was seen ready (0: not yet)
     reembed: str = "not run"
+    rss: list[dict[str, tuple[float, int]]] = field(default_factory=list)  # this minute's 5 s samples
+
+
+def process_loop(env, web, load: Load, stop: threading.Event) -> None:
+    """RSS and open files of every part every 5 s: a minute's row is their mean, not one instant."""
+    while not stop.wait(5.0):
+        try:
+            parts = {name: _rss_and_fds(pids) for name, pids in _processes(env, web).items()}
+        except Exception as exc:  # noqa: BLE001 - a process replaced between listing and reading
+            log.debug("process sample skipped: %s", exc)
+            continue
+        with load.lock:
+            load.rss.append(parts)
 
 
 def search_loop(web, load: Load, stop: threading.Event) -> None:
@@ -152,11 +166,14 @@ def sample(env, web, load: Load, minute: int) -> dict:
 
     client = redis.Redis.from_url(env.redis_url())
     info = client.info("memory")
-    parts = {name: _rss_and_fds(pids) for name, pids in _processes(env, web).items()}
     wal = common.data_dir() / "docenrich.sqlite3-wal"
     with load.lock:
         lat, load.latencies = sorted(load.latencies), []
         errors, searches = load.errors, load.searches
+        samples, load.rss = load.rss, []
+    samples = samples or [{name: _rss_and_fds(pids) for name, pids in _processes(env, web).items()}]
+    parts = {name: (sum(s[name][0] for s in samples) / len(samples), sum(s[name][1] for s in samples) / len(samples))
+             for name in samples[0]}
     store = _store()
     row = {
         "minute": minute,
@@ -253,7 +270,7 @@ def report(rows: list[dict], load: Load, minutes: int, stuck: int, seconds: floa
         "docs worker as `make run` starts them.", "",
         f"A series is flat when its least-squares slope after the warm-up (the first third) is within "
         f"{FLAT:g}% of its mean per 10 minutes; a count that is mostly zero, when it is within one per 10 "
-        "minutes. The models and docs workers' RSS is a sawtooth (a pool child is replaced every "
+        "minutes. RSS and open files are each minute's mean of 5-second samples. The models and docs workers' RSS is a sawtooth (a pool child is replaced every "
         "MAX_TASKS_PER_CHILD tasks and loads its model again; a docs child's follows the PDF it works on): "
         "their trend is read from the median of each 5 minutes.", "",
         "| series | first | last | slope per 10 min | % of mean | verdict |",
@@ -304,6 +321,7 @@ def main() -> int:
         web = env.web(QUERY_CACHE_SIZE="0")
         load, stop, rows = Load(), threading.Event(), []
         threads = [threading.Thread(target=f, args=(web, load, stop), daemon=True) for f in (search_loop, upload_loop)]
+        threads.append(threading.Thread(target=process_loop, args=(env, web, load, stop), daemon=True))
         for t in threads:
             t.start()
         reembed = threading.Timer(minutes * 30, run_reembed, args=(env, load))
