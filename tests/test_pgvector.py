@@ -15,6 +15,7 @@ if str(ROOT) not in sys.path:
 
 from docenrich.records import Snippet  # noqa: E402
 from docenrich.storage import QueueFull, SQLiteStore, StorageError, open_store  # noqa: E402
+from docenrich.storage.base import TransientStorageError  # noqa: E402
 from docenrich.storage.postgres import SCHEMA_VERSION, PostgresStore  # noqa: E402
 from tests.storeutil import make_batch, pdf_bytes  # noqa: E402
 
@@ -207,7 +208,7 @@ def test_a_lost_connection_is_a_retryable_storage_error_then_reconnects(pg, pg_s
     doc, _ = pg.add_document(pdf_bytes("lost"), "lost.pdf")
     pid = pg._q("SELECT pg_backend_pid() AS pid").fetchone()["pid"]
     pg_server.admin(f"SELECT pg_terminate_backend({int(pid)})")
-    with pytest.raises(StorageError, match="busy or unreachable"):
+    with pytest.raises(TransientStorageError, match="busy, restarting or unreachable"):
         pg.update_document(doc.id, stage="after the cut")
     # The broken connection is replaced on the next call, as after a database restart.
     assert pg.update_document(doc.id, stage="after the cut").stage == "after the cut"
