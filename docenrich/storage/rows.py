@@ -1,6 +1,7 @@
 """Database rows back into records, and status fields into column values, for every backend."""
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -91,10 +92,42 @@ def positive(value: int | None) -> int | None:
     return None if value is None else max(1, int(value))
 
 
-def completion(notes: list[str], total: int) -> dict[str, Any]:
+def completion(conn, ph: str, doc_id: str, total: int) -> dict[str, Any]:
     """The columns of a document whose last page batch is in: `ready`, naming the pages given up
-    (`notes`, one line each) in its error column, or `failed` when every batch was given up."""
+    (one line each) in its error column, or `failed` when every batch was given up."""
+    notes = [r["note"] for r in conn.execute(
+        f"SELECT note FROM batches WHERE document_id = {ph} AND note IS NOT NULL ORDER BY batch_index", (doc_id,))]
     if total > 0 and len(notes) >= total:
         return {"progress": 1.0, "state": "failed", "stage": "failed",
                 "error": f"no page could be processed: {notes[0]}"}
     return {"progress": 1.0, "state": "ready", "stage": "Ready", "error": "\n".join(notes) or None}
+
+
+class GivenUpBatches:
+    """fail_batch, written once for both backends (their `_write`, `_recount` and placeholder `_PH`)."""
+
+    _PH = "?"
+
+    def fail_batch(self, doc_id: str, batch_index: int, generation: int, note: str) -> Document | None:
+        """Record a page batch as given up (done, no snippets, `note` says why); None if the document
+        is gone or has moved on to another run. Idempotent: a batch already done is left as it is."""
+        with self._write("a failed page batch") as conn:
+            doc = insert_given_up(conn, self._PH, doc_id, batch_index, generation, note)
+            row = None if doc is None else self._recount(conn, doc_id, doc["batches_total"])
+        return None if row is None else row_to_document(row)
+
+
+def insert_given_up(conn, ph: str, doc_id: str, batch_index: int, generation: int, note: str):
+    """Inside a write transaction: mark a page batch done without snippets, `note` saying why
+    (a batch already done is left as it is). The document's row, or None when it is gone, has
+    moved on to another run, or has ended failed or cancelled. `ph` is the driver's placeholder."""
+    doc = conn.execute(f"SELECT batches_total, state, generation FROM documents WHERE id = {ph}",
+                       (doc_id,)).fetchone()
+    if doc is None or doc["generation"] != int(generation) or doc["state"] in ("failed", "cancelled"):
+        return None
+    conn.execute(
+        f"""INSERT INTO batches (document_id, batch_index, snippet_count, done_at, note)
+            VALUES ({ph}, {ph}, 0, {ph}, {ph}) ON CONFLICT (document_id, batch_index) DO NOTHING""",
+        (doc_id, int(batch_index), time.time(), note),
+    )
+    return doc

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from docenrich.records import Document
 from docenrich.storage.encoding import Prepared, prepare_snippet
 from docenrich.storage.sqlite.blobs import atomic_write, blob_present
-from docenrich.storage.rows import completion
+from docenrich.storage.rows import GivenUpBatches, completion
 from docenrich.storage.sqlite.rows import row_to_document
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class BatchesMixin:
+class BatchesMixin(GivenUpBatches):
     """The batches table, snippet upserts by ordinal, and the ready-when-all-batches-in rule."""
 
     def begin_batches(self, doc_id: str, total: int) -> None:
@@ -44,22 +44,6 @@ class BatchesMixin:
         if stale_images:
             self._collect(images=stale_images)
 
-    def fail_batch(self, doc_id: str, batch_index: int, generation: int, note: str) -> Document | None:
-        """Record a page batch as given up (done, no snippets, `note` says why); None if the document
-        is gone or has moved on to another run. Idempotent: a batch already done is left as it is."""
-        with self._write("a failed page batch") as conn:
-            doc = conn.execute("SELECT batches_total, state, generation FROM documents WHERE id = ?",
-                               (doc_id,)).fetchone()
-            if doc is None or doc["generation"] != int(generation) or doc["state"] in ("failed", "cancelled"):
-                return None
-            conn.execute(
-                """INSERT INTO batches (document_id, batch_index, snippet_count, done_at, note)
-                   VALUES (?, ?, 0, ?, ?) ON CONFLICT (document_id, batch_index) DO NOTHING""",
-                (doc_id, int(batch_index), time.time(), note),
-            )
-            row = self._recount(conn, doc_id, doc["batches_total"])
-        return row_to_document(row)
-
     def done_batches(self, doc_id: str) -> set[int]:
         """Indexes of the batches already saved for a document."""
         rows = self._conn().execute("SELECT batch_index FROM batches WHERE document_id = ?", (doc_id,))
@@ -78,10 +62,7 @@ class BatchesMixin:
             args.append(embedder)
         if total is not None:
             if done >= total:
-                notes = [r["note"] for r in conn.execute(
-                    "SELECT note FROM batches WHERE document_id = ? AND note IS NOT NULL ORDER BY batch_index",
-                    (doc_id,))]
-                for column, value in completion(notes, total).items():
+                for column, value in completion(conn, self._PH, doc_id, total).items():
                     sets.append(f"{column} = ?")
                     args.append(value)
             else:
