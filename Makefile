@@ -8,7 +8,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
 
-.PHONY: run test install install-test system-test-deps flower bench bench-pgvector soak eval gpu-check worker web clean-venv lock
+.PHONY: run test install install-test system-test-deps flower bench bench-pgvector soak eval gpu-check worker web clean-venv lock docs
 
 run: install
 	$(VPY) -m docenrich.cli.run
@@ -96,6 +96,10 @@ worker: install
 
 web: install
 	$(VPY) app.py
+
+# The documentation site (mkdocs.yml, docs/) on http://127.0.0.1:8001/, rebuilt on every change.
+docs: install-test
+	$(VPY) -m mkdocs serve -a 127.0.0.1:8001
 
 clean-venv:
 	rm -rf $(VENV)
