@@ -1,4 +1,9 @@
-"""A real PostgreSQL with pgvector for the tests: pgserver's binaries in a temp dir, one per session."""
+"""A real PostgreSQL with pgvector for the tests: pgserver's binaries in a temp dir, one per session.
+
+Migrating a new database takes far longer than copying one, so the session migrates one template
+database once (through the store's normal open path) and every test gets a copy of it
+(CREATE DATABASE ... TEMPLATE), or an empty database when it tests the migrations themselves.
+"""
 from __future__ import annotations
 
 import shutil
@@ -8,6 +13,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+
+TEMPLATE = "docenrich_template"
 
 
 class PgServer:
@@ -26,6 +34,7 @@ class PgServer:
         self.uri = self.server.get_uri()
         self._wait()
         self.admin("CREATE EXTENSION IF NOT EXISTS vector")
+        self._template_ready = False
 
     def _wait(self, timeout: float = 60.0) -> None:
         import psycopg
@@ -51,11 +60,30 @@ class PgServer:
         with psycopg.connect(self.url(database), autocommit=True) as conn:
             conn.execute(sql)
 
-    def fresh_url(self) -> str:
-        """A new, empty database (with the vector extension available) and its URL."""
+    def fresh_url(self, migrated: bool = True) -> str:
+        """A new database and its URL: a copy of the migrated template, or empty (with the vector
+        extension available) when migrated is False."""
         name = f"test_{uuid.uuid4().hex[:12]}"
-        self.admin(f"CREATE DATABASE {name}")
+        if migrated:
+            self._ensure_template()
+            self.admin(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+        else:
+            self.admin(f"CREATE DATABASE {name}")
         return self.url(name)
+
+    def _ensure_template(self) -> None:
+        """Create and migrate the template database once per session, then close it to connections:
+        CREATE DATABASE ... TEMPLATE fails while any session is connected to the template."""
+        if self._template_ready:
+            return
+        from docenrich.storage.postgres import PostgresStore
+
+        self.admin(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
+        self.admin(f"CREATE DATABASE {TEMPLATE}")
+        PostgresStore(self.url(TEMPLATE)).close()
+        self.admin(f"ALTER DATABASE {TEMPLATE} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false")
+        self.admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{TEMPLATE}'")
+        self._template_ready = True
 
     def drop(self, url: str) -> None:
         """Drop a test database, ending its leftover sessions."""
