@@ -10,6 +10,7 @@ import pytest
 from docenrich.pdf import extract_snippets
 from docenrich.pdf.structure import MINOR_REPEATS, Outline, Structure, norm_title
 from docenrich.records import embedding_text
+from tests.helpers.pdfs import build_pdf
 
 SECTIONS = ("Description", "Usage", "Arguments", "Value", "Examples")
 WORDS = "matrix vector column value result input output scalar option default element index".split()
@@ -20,20 +21,20 @@ def reference_pdf(topics: int = 40, seed: int = 7, outline: bool = True) -> tupl
     short fixed sections, with a running header naming the first topic on the page."""
     rnd = random.Random(seed)
     names = [f"fn{i:03d}" for i in range(topics)]
-    doc = pymupdf.open()
     toc = [[1, "Function Reference", 1]]
-    page, y = None, 1000.0
+    pages: list[list[tuple]] = []
+    y = 1000.0
 
     def new_page():
-        nonlocal page, y
-        page = doc.new_page(width=595, height=842)
+        nonlocal y
+        pages.append([])
         y = 80.0
 
     def line(text: str, size: float = 10, font: str = "helv", gap: float = 4.0):
         nonlocal y
         if y > 780:
             new_page()
-        page.insert_text((60, y), text, fontsize=size, fontname=font)
+        pages[-1].append(((60, y), text, size, font))
         y += size + gap
 
     new_page()
@@ -41,20 +42,24 @@ def reference_pdf(topics: int = 40, seed: int = 7, outline: bool = True) -> tupl
     for name in names:
         if y > 640:
             new_page()
-        toc.append([2, f"{name} Compute the {name} transform", doc.page_count])
+        toc.append([2, f"{name} Compute the {name} transform", len(pages)])
         y += 10
         line(f"{name}   Compute the {name} transform", size=14, font="hebo", gap=8)
         for section in SECTIONS:
             line(section, size=10, font="hebo", gap=3)
             body = " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(8, 16)))
             line(f"{body} tag{name}", gap=6)
-    for number, p in enumerate(doc, start=1):
-        p.insert_text((60, 40), f"Reference manual   page {number}", fontsize=8)
-    if outline:
-        doc.set_toc(toc)
-    data = doc.tobytes()
-    doc.close()
-    return data, names
+
+    def draw(number: int, lines: list[tuple]):
+        def on(page):
+            for point, text, size, font in lines:
+                page.insert_text(point, text, fontsize=size, fontname=font)
+            page.insert_text((60, 40), f"Reference manual   page {number}", fontsize=8)
+        return on
+
+    pdf = build_pdf(*(draw(n, lines) for n, lines in enumerate(pages, start=1)), size=(595, 842),
+                    toc=toc if outline else None)
+    return pdf, names
 
 
 @pytest.fixture(scope="module")
@@ -121,28 +126,28 @@ def test_the_path_is_embedded_and_indexed_as_context(reference):
 
 
 def test_api_entries_in_code_type_are_topics():
-    doc = pymupdf.open()
-    page = doc.new_page()
-    y = 80
-    for name in ("alpha_fn", "beta_fn", "gamma_fn"):
-        page.insert_text((60, y), f"{name} (x, y)", fontsize=12, fontname="cour")
-        y += 18
-        page.insert_text((80, y), f"Return the {name} of x and y, computed element by element.", fontsize=10)
-        y += 28
-    data = doc.tobytes()
+    def entries(page):
+        y = 80
+        for name in ("alpha_fn", "beta_fn", "gamma_fn"):
+            page.insert_text((60, y), f"{name} (x, y)", fontsize=12, fontname="cour")
+            y += 18
+            page.insert_text((80, y), f"Return the {name} of x and y, computed element by element.", fontsize=10)
+            y += 28
+
+    data = build_pdf(entries)
     snippets = extract_snippets(data, "doc", images=False)
     assert [s.meta["path"][-1] for s in snippets] == ["alpha_fn (x, y)", "beta_fn (x, y)", "gamma_fn (x, y)"]
 
 
 def test_numbered_run_in_headings_open_topics():
-    doc = pymupdf.open()
-    page = doc.new_page()
-    y = 80
-    for number, name in enumerate(("digits", "exponent", "floor"), start=31):
-        page.insert_text((60, y), f"3.6.{number} {name}", fontsize=10, fontname="hebo")
-        page.insert_text((140, y), f"(x). Outputs the {name} of x in the given base.", fontsize=10)
-        y += 40
-    snippets = extract_snippets(doc.tobytes(), "doc", images=False)
+    def headings(page):
+        y = 80
+        for number, name in enumerate(("digits", "exponent", "floor"), start=31):
+            page.insert_text((60, y), f"3.6.{number} {name}", fontsize=10, fontname="hebo")
+            page.insert_text((140, y), f"(x). Outputs the {name} of x in the given base.", fontsize=10)
+            y += 40
+
+    snippets = extract_snippets(build_pdf(headings), "doc", images=False)
     assert [s.meta["path"][-1] for s in snippets] == ["3.6.31 digits", "3.6.32 exponent", "3.6.33 floor"]
 
 
@@ -176,14 +181,18 @@ def test_heading_numbers_and_case_do_not_matter():
 
 
 def test_a_running_header_names_the_topic_when_nothing_else_does():
-    doc = pymupdf.open()
     rnd = random.Random(3)
-    for topic in ("matrix_power", "matrix_power", "matrix_power", "vector_norm", "vector_norm", "vector_norm"):
-        page = doc.new_page()
-        page.insert_text((60, 40), topic, fontsize=9)
+
+    def topic_page(topic: str):
         prose = " ".join(rnd.choice(WORDS) for _ in range(150))
-        page.insert_textbox(pymupdf.Rect(60, 130, 540, 700), f"Plain prose about {topic}: {prose}", fontsize=10)
-    snippets = extract_snippets(doc.tobytes(), "doc", images=False)
+
+        def draw(page):
+            page.insert_text((60, 40), topic, fontsize=9)
+            page.insert_textbox(pymupdf.Rect(60, 130, 540, 700), f"Plain prose about {topic}: {prose}", fontsize=10)
+        return draw
+
+    topics = ("matrix_power", "matrix_power", "matrix_power", "vector_norm", "vector_norm", "vector_norm")
+    snippets = extract_snippets(build_pdf(*(topic_page(t) for t in topics)), "doc", images=False)
     for s in snippets:
         topic = "matrix_power" if "matrix_power" in s.text else "vector_norm"
         assert s.meta.get("path") == [topic], (s.page, s.meta)

@@ -5,7 +5,6 @@ import io
 import pickle
 import re
 import shutil
-import sys
 import time
 import zipfile
 from functools import lru_cache
@@ -16,10 +15,7 @@ import pymupdf
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from docenrich.pdf import (  # noqa: E402
+from docenrich.pdf import (
     PDFError,
     Snippet,
     chunking,
@@ -31,9 +27,10 @@ from docenrich.pdf import (  # noqa: E402
     page_count,
     render_page_thumbnail,
 )
-from docenrich.pdf import text as pdf_text  # noqa: E402
+from docenrich.pdf import text as pdf_text
+from tests.helpers.env import CORPUS, corpus_file
+from tests.helpers.pdfs import build_pdf
 
-CORPUS = Path(__file__).resolve().parents[1] / ".." / "shared" / "corpus" / "wild-pdfs"
 HAS_TESSERACT = shutil.which("tesseract") is not None
 
 # Phrases read from each file (with pymupdf): they must appear in the snippets' text.
@@ -86,17 +83,10 @@ def corpus_files() -> list[str]:
     return sorted(str(p.relative_to(CORPUS)) for p in CORPUS.rglob("*.pdf"))
 
 
-def need_corpus(rel: str = "") -> Path:
-    path = CORPUS / rel
-    if not path.exists():
-        pytest.skip(f"shared PDF corpus not found at {path.resolve()} (expected ../shared/corpus/wild-pdfs)")
-    return path
-
-
 @lru_cache(maxsize=None)
 def extracted(rel: str, **options) -> tuple[Snippet, ...]:
     """Extraction results cached per file: GeoTopo (117 pages) is extracted once."""
-    return tuple(extract_snippets(need_corpus(rel), document_id="doc-" + rel.split("/")[0], **options))
+    return tuple(extract_snippets(corpus_file(rel), document_id="doc-" + rel.split("/")[0], **options))
 
 
 def norm(text: str) -> str:
@@ -130,7 +120,7 @@ def check_invariants(sn: list[Snippet] | tuple[Snippet, ...], pdf: Path | bytes)
 
 @pytest.mark.parametrize("rel", corpus_files() or ["<corpus missing>"])
 def test_corpus_file(rel: str):
-    path = need_corpus(rel)
+    path = corpus_file(rel)
     if rel in ERRORS:
         with pytest.raises(PDFError) as err:
             extract_snippets(path)
@@ -199,7 +189,7 @@ def test_geotopo_layout_quality():
 
 
 def test_multicolumn_reading_order():
-    path = need_corpus("026-latex-multicolumn/multicolumn.pdf")
+    path = corpus_file("026-latex-multicolumn/multicolumn.pdf")
     sn = extract_snippets(path, overlap_tokens=0)
     page1 = norm(" ".join(s.text for s in sn if s.page == 1))
     # The left column's first paragraph, read with plain PyMuPDF, must come out contiguous.
@@ -223,7 +213,7 @@ def test_multicolumn_reading_order():
 
 
 def test_arabic_rotated_pages_upright_and_logical():
-    path = need_corpus("015-arabic/habibi-rotated.pdf")
+    path = corpus_file("015-arabic/habibi-rotated.pdf")
     doc = pymupdf.open(path)
     sn = extract_snippets(path)
     assert [s.page for s in sn] == [1, 2, 3, 4]
@@ -274,10 +264,8 @@ def _zip_bytes() -> bytes:
 
 
 def _text_pdf(pages: int = 2) -> bytes:
-    doc = pymupdf.open()
-    for i in range(pages):
-        doc.new_page().insert_text((72, 100), f"Page body {i + 1} with some words.", fontsize=11)
-    return doc.tobytes()
+    return build_pdf(*(lambda page, i=i: page.insert_text((72, 100), f"Page body {i + 1} with some words.",
+                                                          fontsize=11) for i in range(pages)))
 
 
 @pytest.mark.parametrize("name,data,code", [
@@ -305,7 +293,7 @@ def test_hostile_bytes(name: str, data: bytes, code: str, tmp_path: Path):
 
 
 def test_truncated_corpus_file_is_corrupt():
-    data = need_corpus("004-pdflatex-4-pages/pdflatex-4-pages.pdf").read_bytes()
+    data = corpus_file("004-pdflatex-4-pages/pdflatex-4-pages.pdf").read_bytes()
     with pytest.raises(PDFError) as err:
         inspect_pdf(data[: len(data) // 2])
     assert err.value.code == "corrupt"
@@ -324,7 +312,7 @@ def test_limits():
 
 
 def test_inspect_is_fast_and_right():
-    path = need_corpus("009-pdflatex-geotopo/GeoTopo-komprimiert.pdf")
+    path = corpus_file("009-pdflatex-geotopo/GeoTopo-komprimiert.pdf")
     data = path.read_bytes()
     t0 = time.perf_counter()
     info = inspect_pdf(data)
@@ -332,7 +320,7 @@ def test_inspect_is_fast_and_right():
     assert info.page_count == 117 and info.title == "Geometrie und Topologie" and info.has_text_layer
     assert "3-Heights" in info.producer and info.metadata["author"] == "Martin Thoma"
     assert elapsed < 0.5
-    scan = inspect_pdf(need_corpus("019-grayscale-image/grayscale-image.pdf"))
+    scan = inspect_pdf(corpus_file("019-grayscale-image/grayscale-image.pdf"))
     assert scan.page_count == 1 and not scan.has_text_layer
     assert page_count(path) == 117
 
@@ -368,10 +356,9 @@ def test_five_thousand_page_document_inspects_quickly():
 
 def _report_pdf() -> bytes:
     """5 pages: running header, 'Page N of 5' footers, hyphenated words, ligatures."""
-    doc = pymupdf.open()
     lig = pymupdf.Font("cjk")  # ships with PyMuPDF and has the ﬁ/ﬂ glyphs
-    for i in range(1, 6):
-        page = doc.new_page()
+
+    def report_page(page, i: int):
         page.insert_font(fontname="lig", fontbuffer=lig.buffer)
         page.insert_text((72, 40), "ACME Quarterly Report - Confidential", fontsize=9)
         page.insert_text((72, 90), f"Section {i} overview", fontsize=16, fontname="hebo")
@@ -388,7 +375,8 @@ def _report_pdf() -> bytes:
             y += 14
         page.insert_text((72, y), "The \ufb01nal of\ufb01ce \ufb02oor plan is ready.", fontsize=11, fontname="lig")
         page.insert_text((280, 800), f"Page {i} of 5", fontsize=9)
-    return doc.tobytes()
+
+    return build_pdf(*(lambda page, i=i: report_page(page, i) for i in range(1, 6)))
 
 
 def test_generated_report_headers_hyphens_ligatures():
@@ -409,20 +397,15 @@ def test_generated_report_headers_hyphens_ligatures():
 
 def test_single_page_keeps_its_margin_text():
     # With no other page to compare, nothing repeats: the top line is content.
-    doc = pymupdf.open()
-    page = doc.new_page()
-    page.insert_text((72, 40), "Only line near the top edge", fontsize=11)
-    sn = extract_snippets(doc.tobytes())
+    data = build_pdf(lambda page: page.insert_text((72, 40), "Only line near the top edge", fontsize=11))
+    sn = extract_snippets(data)
     assert [s.text for s in sn] == ["Only line near the top edge"]
 
 
 def test_chunking_target_overlap_and_words():
-    doc = pymupdf.open()
-    page = doc.new_page()
     words = [f"word{i:03d}" for i in range(600)]
-    text = " ".join(words)
-    page.insert_textbox(pymupdf.Rect(50, 50, 545, 800), text, fontsize=7)
-    sn = extract_snippets(doc.tobytes(), target_tokens=100, overlap_tokens=20)
+    data = build_pdf(" ".join(words), box=(50, 50, 545, 800), fontsize=7)
+    sn = extract_snippets(data, target_tokens=100, overlap_tokens=20)
     assert len(sn) >= 5
     seen: list[str] = []
     for s in sn:
@@ -434,22 +417,24 @@ def test_chunking_target_overlap_and_words():
     # Consecutive snippets cut inside one paragraph share a short overlap.
     a, b = sn[0].text.split(), sn[1].text.split()
     assert b[0] in a and 3 <= len(a) - a.index(b[0]) <= 16
-    no_overlap = extract_snippets(doc.tobytes(), target_tokens=100, overlap_tokens=0)
+    no_overlap = extract_snippets(data, target_tokens=100, overlap_tokens=0)
     assert sum(len(s.text.split()) for s in no_overlap) == 600
 
 
 def _scan_pdf(rotate: int = 0) -> bytes:
     """A page that is only a picture of text, like a scan; `rotate` stores it sideways + /Rotate."""
-    src = pymupdf.open()
-    p = src.new_page(width=400, height=200)
-    p.insert_text((20, 80), "Invoice number 4711", fontsize=28)
-    p.insert_text((20, 140), "Total amount due today", fontsize=28)
-    pix = p.get_pixmap(dpi=200, colorspace=pymupdf.csGRAY)
-    doc = pymupdf.open()
-    page = doc.new_page(width=200, height=400) if rotate in (90, 270) else doc.new_page(width=400, height=200)
-    page.insert_image(page.rect, stream=pix.tobytes("png"), rotate=rotate)
-    page.set_rotation(rotate)
-    return doc.tobytes()
+    def text(page):
+        page.insert_text((20, 80), "Invoice number 4711", fontsize=28)
+        page.insert_text((20, 140), "Total amount due today", fontsize=28)
+
+    with pymupdf.open(stream=build_pdf(text, size=(400, 200)), filetype="pdf") as src:
+        picture = src[0].get_pixmap(dpi=200, colorspace=pymupdf.csGRAY).tobytes("png")
+
+    def scan(page):
+        page.insert_image(page.rect, stream=picture, rotate=rotate)
+        page.set_rotation(rotate)
+
+    return build_pdf(scan, size=(200, 400) if rotate in (90, 270) else (400, 200))
 
 
 def test_scanned_page_ocr_or_page_image():
@@ -484,7 +469,7 @@ def test_rotated_scan_is_read_upright(rotate: int):
 
 
 def test_batches_progress_and_page_ranges():
-    path = need_corpus("009-pdflatex-geotopo/GeoTopo-komprimiert.pdf")
+    path = corpus_file("009-pdflatex-geotopo/GeoTopo-komprimiert.pdf")
     calls: list[tuple[int, int]] = []
     batches = list(iter_snippet_batches(path, "g", start_page=10, end_page=14, batch_pages=2,
                                         progress=lambda d, t: calls.append((d, t))))
@@ -497,7 +482,7 @@ def test_batches_progress_and_page_ranges():
 
 
 def test_broken_page_does_not_kill_document(monkeypatch):
-    path = need_corpus("004-pdflatex-4-pages/pdflatex-4-pages.pdf")
+    path = corpus_file("004-pdflatex-4-pages/pdflatex-4-pages.pdf")
     real = layout._parse_dict
 
     def flaky(page, d, number, rotated_space):
@@ -514,14 +499,15 @@ def test_broken_page_does_not_kill_document(monkeypatch):
 
 
 def test_hostile_page_with_thousands_of_objects_is_capped(monkeypatch, caplog):
-    doc = pymupdf.open()
-    page = doc.new_page()
     rng = np.random.default_rng(3)
-    writer = pymupdf.TextWriter(page.rect)
-    for i in range(2500):  # scattered one-word text objects
-        writer.append((rng.uniform(20, 560), rng.uniform(20, 820)), f"w{i}", fontsize=4)
-    writer.write_text(page)
-    data = doc.tobytes()
+
+    def scattered(page):
+        writer = pymupdf.TextWriter(page.rect)
+        for i in range(2500):  # scattered one-word text objects
+            writer.append((rng.uniform(20, 560), rng.uniform(20, 820)), f"w{i}", fontsize=4)
+        writer.write_text(page)
+
+    data = build_pdf(scattered)
     monkeypatch.setattr(layout, "MAX_SPANS_PER_PAGE", 300)
     t0 = time.perf_counter()
     with caplog.at_level("WARNING", logger="docenrich.pdf"):
@@ -532,7 +518,7 @@ def test_hostile_page_with_thousands_of_objects_is_capped(monkeypatch, caplog):
 
 
 def test_images_off_and_thumbnail():
-    path = need_corpus("001-trivial/minimal-document.pdf")
+    path = corpus_file("001-trivial/minimal-document.pdf")
     sn = extract_snippets(path, images=False)
     assert sn and all(s.image is None and s.image_bytes() is None for s in sn)
     png = render_page_thumbnail(path, 1, width=240)

@@ -8,7 +8,8 @@ from docenrich.config import BUNDLED_MODEL, load_settings
 from docenrich.models.tokens import embedder_counter, token_counter
 from docenrich.pdf import extract_snippets
 from docenrich.records import embedding_text
-from tests.conftest import corpus_file
+from tests.helpers.env import corpus_file
+from tests.helpers.pdfs import build_pdf, contents_pdf
 
 GEOTOPO = "009-pdflatex-geotopo/GeoTopo-komprimiert.pdf"
 MULTICOLUMN = "026-latex-multicolumn/multicolumn.pdf"
@@ -33,14 +34,13 @@ def test_counter_reads_the_models_own_limit_and_tokens(counter):
 
 def long_pdf() -> bytes:
     """A heading and a paragraph far longer than the model reads, dense with identifiers."""
-    doc = pymupdf.open()
-    page = doc.new_page()
-    page.insert_text((72, 80), "Configuring BUILD_CACHE_DIRECTORY and friends", fontsize=18)
     body = " ".join(f"Set OPT_{i}_LIMIT=--max-{i}-items (see foo.bar_{i}()) before the run." for i in range(120))
-    page.insert_textbox(pymupdf.Rect(72, 100, 540, 800), body, fontsize=7)
-    data = doc.tobytes()
-    doc.close()
-    return data
+
+    def draw(page):
+        page.insert_text((72, 80), "Configuring BUILD_CACHE_DIRECTORY and friends", fontsize=18)
+        page.insert_textbox(pymupdf.Rect(72, 100, 540, 800), body, fontsize=7)
+
+    return build_pdf(draw)
 
 
 @pytest.mark.parametrize("source", ["long", GEOTOPO, MULTICOLUMN, FOUR_PAGES])
@@ -71,26 +71,8 @@ def test_heading_and_title_lead_the_embedded_text_not_the_shown_text(counter):
                for s in geo)
 
 
-def toc_pdf() -> bytes:
-    doc = pymupdf.open()
-    page = doc.new_page()
-    page.insert_text((72, 72), "Contents", fontsize=16)
-    for i, title in enumerate(["Introduction", "Installing", "Configuring QZ_HOME", "Running", "Logging",
-                               "Troubleshooting", "Reference", "Index"]):
-        page.insert_text((72, 110 + 20 * i), f"{i + 1}  {title} " + "." * 60 + f" {3 + 4 * i}", fontsize=11)
-    page = doc.new_page()
-    page.insert_textbox(pymupdf.Rect(72, 72, 520, 400), "Configuring QZ_HOME: the variable names the folder where "
-                        "the service keeps its state. It must be writable.", fontsize=11)
-    index = doc.new_page()
-    for i, term in enumerate(["cache", "QZ_HOME", "logging", "options", "paths", "restart", "state", "tar"]):
-        index.insert_text((72, 72 + 16 * i), f"{term}, {2 + i}, {10 + 3 * i}", fontsize=10)
-    data = doc.tobytes()
-    doc.close()
-    return data
-
-
 def test_contents_and_index_pages_are_their_own_kind():
-    sn = extract_snippets(toc_pdf(), images=False)
+    sn = extract_snippets(contents_pdf(), images=False)
     assert {s.page for s in sn if s.kind == "toc"} == {1, 3}
     assert {s.kind for s in sn if s.page == 2} == {"text"}
     geo = extract_snippets(corpus_file(GEOTOPO), images=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.helpers.env import ROOT
 
 PACKAGE = ROOT / "docenrich"
 ENTRY_FILES = ["app.py", "bge.py", "celery_config.py", "celery_worker.py", "start_celery_worker.py"]

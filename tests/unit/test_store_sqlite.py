@@ -5,20 +5,15 @@ import errno
 import multiprocessing
 import os
 import sqlite3
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from docenrich.storage import DB_NAME, SCHEMA_VERSION, StorageError  # noqa: E402
-from docenrich.storage import SQLiteStore as Store  # noqa: E402
-from docenrich.storage.sqlite import blobs as store_mod  # noqa: E402
-from tests.storeutil import document_info, files_in, make_batch, pdf_bytes  # noqa: E402
+from docenrich.storage import DB_NAME, SCHEMA_VERSION, StorageError
+from docenrich.storage import SQLiteStore as Store
+from docenrich.storage.sqlite import blobs as store_mod
+from tests.storeutil import document_info, files_in, make_batch, pdf_bytes
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, TEST_ENV
+from tests.helpers.env import ROOT, TEST_ENV
 
 
 def test_gpu_check_without_a_gpu_says_so_and_exits_0():

@@ -10,7 +10,7 @@ import shlex
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers.env import ROOT
 
 yaml = pytest.importorskip("yaml")
 
