@@ -1,6 +1,7 @@
 """Helpers for tests that build their own stack: a password-protected Redis with append-only
 persistence on a free port, its own DATA_DIR, worker and web subprocesses, so a test can kill
-parts of it without disturbing the session's worker; and generators of PDFs and HTTP requests.
+parts of it without disturbing the session's worker; and HTTP requests to those web processes.
+The PDF builders live in tests/helpers/pdfs.py (the ones imported here are re-exported).
 """
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import contextlib
 import http.client
 import json
 import os
-import random
 import signal
 import sqlite3
 import subprocess
@@ -16,127 +16,27 @@ import sys
 import threading
 import time
 import uuid
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import pymupdf
 import pytest
 
-from tests.conftest import ROOT, SESSION_DIR, TEST_ENV, WorkerProcess, wait_for
+from tests.helpers.env import ROOT, SESSION_DIR, TEST_ENV
+from tests.helpers.pdfs import (  # noqa: F401  (re-exported: tests import them from here)
+    bomb_pdf,
+    doubled_pdf,
+    table_pdf,
+    text_pdf,
+    zeros_flate,
+)
+from tests.helpers.wait import wait_for
+from tests.helpers.workers import WorkerProcess
 
 INGEST_TIMEOUT = 180
-WORDS = (
-    "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau "
-    "upsilon phi chi psi omega river stone lantern copper meadow harbor violet signal marble orchard"
-).split()
+GUNICORN = [sys.executable, "-m", "gunicorn", "-c", "python:docenrich.cli.gunicorn_conf", "docenrich.web.wsgi:app"]
 
 
-# --------------------------------------------------------------------------- helpers (shared)
-
-
-def text_pdf(pages: int, seed: int = 0, sections: int = 4, words: int = 90) -> bytes:
-    """A PDF of `pages` pages of distinct pseudo-random prose (seeded, so reproducible)."""
-    rnd = random.Random(seed)
-    doc = pymupdf.open()
-    for number in range(pages):
-        page = doc.new_page()
-        text = "\n\n".join(
-            f"Section {seed}.{number + 1}.{k}: " + " ".join(rnd.choice(WORDS) for _ in range(words))
-            for k in range(sections)
-        )
-        page.insert_textbox(pymupdf.Rect(60, 60, 540, 780), text, fontsize=10)
-    data = doc.tobytes()
-    doc.close()
-    return data
-
-
-def table_pdf(pages: int, seed: int = 3) -> bytes:
-    """A PDF of `pages` pages, each a table ruled only horizontally (booktabs style, which only
-    PyMuPDF's layout model finds) and a line of prose."""
-    rnd = random.Random(seed)
-    doc = pymupdf.open()
-    for n in range(pages):
-        page = doc.new_page(width=595, height=842)
-        page.insert_text((60, 90), f"Table {n + 1}: measurements of run {n + 1}", fontsize=12, fontname="hebo")
-        top, rows = 120, 8
-        for r in range(rows):
-            cells = ["Sample", "Mass", "Volume", "Density"] if r == 0 else \
-                [f"s{n}-{r}", f"{rnd.uniform(1, 9):.2f}", f"{rnd.uniform(1, 9):.2f}", f"{rnd.uniform(0.1, 2):.3f}"]
-            for c, text in enumerate(cells):
-                page.insert_text((70 + c * 120, top + 20 + r * 18), text, fontsize=10)
-        for y in (top + 5, top + 25, top + 30 + (rows - 1) * 18):
-            page.draw_line((60, y), (540, y), width=0.8)
-        page.insert_text((60, 330), f"The measurements of run {n + 1} were taken at room temperature.", fontsize=10)
-    data = doc.tobytes()
-    doc.close()
-    return data
-
-
-def doubled_pdf(pages_log2: int, text: str = "A page of text that repeats. ") -> bytes:
-    """A PDF of 2**pages_log2 identical text pages, built in milliseconds by doubling."""
-    doc = pymupdf.open()
-    page = doc.new_page()
-    page.insert_textbox(pymupdf.Rect(60, 60, 540, 780), text * 40, fontsize=10)
-    for _ in range(pages_log2):
-        with pymupdf.open(stream=doc.tobytes(), filetype="pdf") as copy:
-            doc.insert_pdf(copy)
-    data = doc.tobytes(garbage=1)
-    doc.close()
-    return data
-
-
-def zeros_flate(megabytes: int) -> bytes:
-    """A zlib stream that inflates to `megabytes` MiB of zero bytes, built without inflating it.
-
-    After a full flush deflate forgets its history, so every further MiB of zeros compresses
-    to the same bytes: one block repeated, then the Adler-32 of the whole.
-    """
-    chunk = bytes(1 << 20)
-    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
-    first = comp.compress(chunk) + comp.flush(zlib.Z_FULL_FLUSH)
-    again = comp.compress(chunk) + comp.flush(zlib.Z_FULL_FLUSH)
-    adler = 1
-    for _ in range(megabytes):
-        adler = zlib.adler32(chunk, adler)
-    return b"\x78\xda" + first + again * (megabytes - 1) + comp.flush() + adler.to_bytes(4, "big")
-
-
-def bomb_pdf(kind: str, megabytes: int = 1024, repeats: int = 1) -> bytes:
-    """A one-page PDF with a FlateDecode stream of `megabytes` MiB of zeros (~1 MB on disk).
-
-    `repeats` lists a "content" bomb that many times in the page's /Contents, so MuPDF inflates it
-    again each time: the time inside MuPDF grows while the file does not.
-
-    kind "content": the zeros are a second content stream of the page (NUL is whitespace,
-    so the page is valid and shows one line of text). kind "image": a 32768 x 32768 gray
-    image XObject (1 GiB of pixels) drawn small on the page.
-    """
-    doc = pymupdf.open()
-    page = doc.new_page()
-    page.insert_text((72, 72), "Bomb page with one line of text.", fontsize=12)
-    font = doc.xref_get_key(page.xref, "Resources/Font")[1]
-    bomb = doc.get_new_xref()
-    if kind == "content":
-        doc.update_object(bomb, "<< >>")
-        extra = bomb
-    else:
-        side = int((megabytes << 20) ** 0.5)
-        doc.update_object(
-            bomb, f"<< /Type /XObject /Subtype /Image /Width {side} /Height {side} /ColorSpace /DeviceGray "
-                  "/BitsPerComponent 8 >>"
-        )
-        extra = doc.get_new_xref()
-        doc.update_object(extra, "<< >>")
-        doc.update_stream(extra, b"q 300 0 0 300 100 300 cm /Im0 Do Q")
-        doc.xref_set_key(page.xref, "Resources", f"<< /Font {font} /XObject << /Im0 {bomb} 0 R >> >>")
-    doc.update_stream(bomb, zeros_flate(megabytes), compress=False)
-    doc.xref_set_key(bomb, "Filter", "/FlateDecode")
-    contents = [*page.get_contents(), *[extra] * (repeats if kind == "content" else 1)]
-    doc.xref_set_key(page.xref, "Contents", "[" + " ".join(f"{x} 0 R" for x in contents) + "]")
-    data = doc.tobytes()
-    doc.close()
-    return data
+# --------------------------------------------------------------------------- HTTP
 
 
 @dataclass
@@ -363,31 +263,42 @@ class Stack:
         """Wait until every document is ready or failed; returns {id: Document}."""
         pending = set(doc_ids)
         done = {}
-        deadline = time.monotonic() + timeout
-        while pending and time.monotonic() < deadline:
+
+        def all_finished():
             for doc_id in list(pending):
                 doc = self.store.get_document(doc_id)
                 if doc is not None and doc.finished:
                     done[doc_id] = doc
                     pending.discard(doc_id)
-            time.sleep(0.3)
-        if pending:
-            states = {d: (lambda x: (x.state, x.stage, x.batches_done, x.batches_total))(self.store.get_document(d))
-                      for d in pending}
-            logs = "\n\n".join(
-                "\n".join(line[:200] for line in w.log_tail(400).splitlines() if line.startswith("["))[-6000:]
-                for w in self.workers
-            )
-            import redis as _r
-            _c = _r.Redis.from_url(self.redis.url)
-            dbg = {k: _c.get(k) for k in _c.keys("docenrich:lease:*")}
-            dbg["staged"] = _c.keys("docenrich:staged:*")
-            dbg["unacked"] = unacked_tasks(_c)
-            dbg["idx"] = _c.zrange("unacked_index", 0, -1, withscores=True)
-            dbg["hb"] = _c.zrange("docenrich:heartbeats", 0, -1, withscores=True)
-            dbg["now"] = time.time()
-            raise AssertionError(f"not finished after {timeout:g}s: {states}\nDBG {dbg}\n{logs}")
+            return not pending
+
+        try:
+            wait_for(all_finished, timeout, 0.3, "the documents to finish")
+        except TimeoutError:
+            raise AssertionError(f"not finished after {timeout:g}s: {self._stuck_report(pending)}") from None
         return done
+
+    def _stuck_report(self, pending: set[str]) -> str:
+        """The unfinished documents' states, the leases, queues and heartbeats in Redis, and the workers' logs."""
+        import redis
+
+        states = {d: (lambda x: (x.state, x.stage, x.batches_done, x.batches_total))(self.store.get_document(d))
+                  for d in pending}
+        logs = "\n\n".join(
+            "\n".join(line[:200] for line in w.log_tail(400).splitlines() if line.startswith("["))[-6000:]
+            for w in self.workers
+        )
+        client = redis.Redis.from_url(self.redis.url)
+        try:
+            dbg = {k: client.get(k) for k in client.keys("docenrich:lease:*")}
+            dbg["staged"] = client.keys("docenrich:staged:*")
+            dbg["unacked"] = unacked_tasks(client)
+            dbg["idx"] = client.zrange("unacked_index", 0, -1, withscores=True)
+            dbg["hb"] = client.zrange("docenrich:heartbeats", 0, -1, withscores=True)
+            dbg["now"] = time.time()
+        finally:
+            client.close()
+        return f"{states}\nDBG {dbg}\n{logs}"
 
     def close(self) -> None:
         for web in self.webs:
