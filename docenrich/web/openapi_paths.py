@@ -1,23 +1,25 @@
-"""The paths of the OpenAPI description: every /api route, its parameters and its responses."""
+"""The paths of the OpenAPI description: every /api route, its parameters and its responses.
+
+Response bodies are references to the component schemas that `contract` derives from the
+presenters' types; nothing here describes a body's fields.
+"""
 from __future__ import annotations
+
+from docenrich.web.contract import ref
 
 JSON = "application/json"
 
 
-def ref(name: str) -> dict:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def ok(description: str, schema: dict | None = None, media: str = JSON) -> dict:
+def ok(description: str, schema: dict, media: str = JSON) -> dict:
     """A success response."""
-    return {"description": description, "content": {media: {"schema": schema or {"type": "object"}}}}
+    return {"description": description, "content": {media: {"schema": schema}}}
 
 
 ERRORS = {
-    "400": "A parameter is missing or wrong.",
+    "400": "A parameter is missing or wrong, or the Host header names a host not served here.",
     "401": "API_TOKEN is set and the request has no valid bearer token or session.",
     "403": "A browser request without the session's CSRF token.",
-    "404": "No such document, snippet, page or collection.",
+    "404": "No such document, snippet, page, collection or task.",
     "409": "The document has already finished (ready, failed or cancelled).",
     "413": "The upload is too large, has too many pages, or too many files.",
     "415": "The file is not a PDF (or Parquet export without pyarrow).",
@@ -27,13 +29,17 @@ ERRORS = {
     "503": "Redis or the model worker is unreachable, or the storage is unavailable.",
     "507": "The disk is full.",
 }
-COMMON = ("401", "500", "503")
+# What any route behind the token may answer: a Host not served, no token, a bug, Redis or the
+# storage away, a full disk.
+COMMON = ("400", "401", "500", "503", "507")
+# What a public route (no token needed) may answer: a Host not served, a bug.
+PUBLIC = ("400", "500")
 
 
-def errors(*codes: str) -> dict:
+def errors(*codes: str, common: tuple[str, ...] = COMMON) -> dict:
     """Error responses: the listed ones plus those every route may give."""
     return {code: {"description": ERRORS[code], "content": {JSON: {"schema": ref("Error")}}}
-            for code in sorted({*codes, *COMMON})}
+            for code in sorted({*codes, *common})}
 
 
 def param(name: str, where: str, description: str, schema: dict | None = None, required: bool = False) -> dict:
@@ -57,9 +63,8 @@ PNG = {"200": {"description": "A PNG image.", "content": {"image/png": {"schema"
 
 
 def op(summary: str, responses: dict, *params: dict, **extra) -> dict:
-    """One operation; every one behind the token may also answer 401, 500 and 503."""
-    if extra.get("security") != []:
-        responses = {**errors(), **responses}
+    """One operation, with the errors every route may answer (COMMON behind the token, PUBLIC otherwise)."""
+    responses = {**errors(common=PUBLIC if extra.get("security") == [] else COMMON), **responses}
     out = {"summary": summary, "responses": dict(sorted(responses.items())), **extra}
     if params:
         out["parameters"] = list(params)
@@ -72,30 +77,24 @@ def documents_paths() -> dict:
         "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"}},
                        "collection": {"type": "string", "description": "Put the files into this collection "
                                       "(created if new); without one they go to `default`."}}}}}}
-    listed = {"type": "object", "properties": {"documents": {"type": "array", "items": ref("Document")},
-                                               "queued": {"type": "integer"}}}
-    accepted = {"type": "object", "properties": {"documents": {"type": "array", "items": ref("Document")},
-                                                 "errors": {"type": "array", "items": ref("FileError")}}}
-    snippets = {"type": "object", "properties": {"total": {"type": "integer"}, "limit": {"type": "integer"},
-                                                 "offset": {"type": "integer"},
-                                                 "snippets": {"type": "array", "items": ref("Snippet")}}}
     return {
         "/api/documents": {
-            "get": op("List documents, newest first", {"200": ok("The documents.", listed), **errors("400")}, COLLECTION),
-            "post": op("Upload PDFs", {"202": ok("Accepted (stored and queued, or already present).", accepted),
+            "get": op("List documents, newest first", {"200": ok("The documents.", ref("DocumentList")), **errors("400")}, COLLECTION),
+            "post": op("Upload PDFs", {"202": ok("Accepted (stored and queued, or already present).", ref("UploadResult")),
                                        **errors("400", "403", "413", "415", "422", "429", "507")},
                        COLLECTION, requestBody=upload_body),
         },
         "/api/documents/{doc_id}": {
             "get": op("A document's status", {"200": ok("The document.", ref("Document")), **errors("404")}, DOC_ID),
-            "delete": op("Delete a document", {"200": ok("Deleted."), **errors("403", "404")}, DOC_ID),
+            "delete": op("Delete a document", {"200": ok("Deleted.", ref("DocumentDeleted")), **errors("403", "404")},
+                         DOC_ID),
         },
         "/api/documents/{doc_id}/cancel": {"post": op(
             "Cancel a document's ingestion: its queued work is revoked, running work stops at the next batch, "
             "and nothing of it stays searchable; upload it again to start over",
             {"200": ok("The cancelled document.", ref("Document")), **errors("403", "404", "409")}, DOC_ID)},
         "/api/documents/{doc_id}/snippets": {"get": op(
-            "A document's snippets in reading order", {"200": ok("Snippets.", snippets), **errors("400", "404")},
+            "A document's snippets in reading order", {"200": ok("Snippets.", ref("SnippetPage")), **errors("400", "404")},
             DOC_ID, param("limit", "query", "At most this many.", {"type": "integer", "minimum": 1, "maximum": 1000}),
             param("offset", "query", "Skip this many.", {"type": "integer", "minimum": 0}),
             param("page", "query", "Only the snippets of this page.", {"type": "integer", "minimum": 1}))},
@@ -116,16 +115,8 @@ def documents_paths() -> dict:
 
 
 def other_paths() -> dict:
-    result = {"type": "object", "properties": {
-        "query": {"type": "string"}, "k": {"type": "integer"}, "document_id": {"type": ["string", "null"]},
-        "collections": {"type": ["array", "null"], "items": {"type": "string"}},
-        "embedder": {"type": "string"}, "reranked": {"type": "boolean"},
-        "reranked_count": {"type": "integer", "description": "candidates the reranker scored"},
-        "rerank_depth": {"type": "integer", "description": "candidates it was asked to score at most (0: no rerank)"},
-        "query_cached": {"type": "boolean", "description": "the query vector came from the query cache"},
-        "notes": {"type": "array", "items": {"type": "string"}},
-        "results": {"type": "array", "items": ref("Hit")},
-        "timings_ms": {"type": "object", "additionalProperties": {"type": "number"}}}}
+    result = ref("SearchResponse")
+    spec = {"type": "object", "required": ["openapi", "info", "paths", "components"]}
     return {
         "/api/search": {"get": op(
             "Search snippets by meaning", {"200": ok("Results, best first.", result), **errors("400", "404")},
@@ -134,37 +125,37 @@ def other_paths() -> dict:
             param("rerank", "query", "Rerank the candidates (when a reranker exists).", {"type": "boolean", "default": True}),
             param("document", "query", "Only this document."), COLLECTION)},
         "/api/tasks/{task_id}": {"get": op(
-            "A worker task's state", {"200": ok("State and result or progress.")},
+            "An ingestion task's state", {"200": ok("Its state and its document's progress or error.",
+                                                    ref("TaskStatus")), **errors("404")},
             param("task_id", "path", "A Celery task id."))},
         "/api/status": {"get": op("Workers, models, queues, ingestion over the last hour, recent failures",
-                                  {"200": ok("The status.")})},
-        "/api/openapi.json": {"get": op("This description", {"200": ok("OpenAPI 3.1.")}, security=[])},
+                                  {"200": ok("The status.", ref("Status"))})},
+        "/api/openapi.json": {"get": op("This description", {"200": ok("OpenAPI 3.1.", spec)}, security=[])},
         "/api/docs": {"get": op("This description as a page", {"200": {"description": "HTML.", "content": {
             "text/html": {"schema": {"type": "string"}}}}}, security=[])},
+        "/healthz": {"get": op(
+            "Redis, workers, models, queue backlog and document counts; with API_TOKEN set, a caller "
+            "without the token learns only `status`", {"200": ok("Something can work.", ref("Health")),
+                                                       "503": ok("Redis is unreachable or no worker answers.",
+                                                                 ref("Health"))}, security=[])},
     }
 
 
 def collections_paths() -> dict:
-    listed = {"type": "object", "properties": {"collections": {"type": "array", "items": ref("Collection")}}}
     body = {"required": True, "content": {JSON: {"schema": {"type": "object", "required": ["name"], "properties": {
         "name": {"type": "string", "maxLength": 64}, "description": {"type": "string"}}}}}}
-    membership = {"type": "object", "properties": {"collection": {"type": "string"}, "document": {"type": "string"},
-                                                   "collections": {"type": "array", "items": {"type": "string"}}}}
-    shown = {"allOf": [ref("Collection"), {"type": "object", "properties": {
-        "document_list": {"type": "array", "items": ref("Document")}}}]}
-    deleted = {"type": "object", "properties": {"deleted": {"type": "string"},
-                                                "documents_deleted": {"type": "array", "items": {"type": "string"}}}}
+    membership = ref("Membership")
     return {
         "/api/collections": {
-            "get": op("List collections with their counts", {"200": ok("The collections.", listed)}),
+            "get": op("List collections with their counts", {"200": ok("The collections.", ref("CollectionList"))}),
             "post": op("Create a collection", {"201": ok("Created.", ref("Collection")),
                                                "200": ok("It existed already.", ref("Collection")),
                                                **errors("400", "403")}, requestBody=body),
         },
         "/api/collections/{name}": {
-            "get": op("A collection and its documents", {"200": ok("The collection.", shown), **errors("404")}, NAME),
+            "get": op("A collection and its documents", {"200": ok("The collection.", ref("CollectionDetail")), **errors("404")}, NAME),
             "delete": op("Delete a collection with its documents that belong to no other collection",
-                         {"200": ok("Deleted.", deleted), **errors("403", "404")}, NAME),
+                         {"200": ok("Deleted.", ref("CollectionDeleted")), **errors("403", "404")}, NAME),
         },
         "/api/collections/{name}/export": {"get": op(
             "Export every snippet of a collection", {**EXPORT, **errors("400", "404", "415")}, NAME, FORMAT)},
@@ -178,5 +169,5 @@ def collections_paths() -> dict:
 
 
 def paths() -> dict:
-    """Every /api path."""
+    """Every /api path, and /healthz."""
     return {**documents_paths(), **collections_paths(), **other_paths()}
