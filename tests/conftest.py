@@ -42,6 +42,15 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(SESSION_DIR, ignore_errors=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def api_contract():
+    """Every answer a Flask test client receives is checked against its app's OpenAPI description."""
+    from tests.api_contract import checking_test_clients
+
+    with checking_test_clients():
+        yield
+
+
 @pytest.fixture(scope="session")
 def redis_server():
     """A real redis-server on a free loopback port with a password, for the whole session."""
