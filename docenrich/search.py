@@ -9,10 +9,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from docenrich import client, fusion
 from docenrich.config import get_settings
+from docenrich.filters import SearchFilter
 from docenrich.records import Document, StoredSnippet
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class SearchResult:
     reranked_count: int = 0  # candidates the reranker scored (0: not reranked)
     rerank_depth: int = 0  # candidates it was asked to score at most
     query_cached: bool = False  # the query vector came from the cache, with no model call
+    filter: SearchFilter | None = None  # what the search was limited to
 
 
 class QueryVectors:
@@ -150,19 +152,16 @@ def fallback_note(status: dict[str, dict], embedder: str | None = None) -> str |
     return None
 
 
-def _dense(store, index, vector, n: int, document_id: str | None,
-           within: set[str] | None = None) -> list[tuple[int, float]]:
+def _dense(index, vector, n: int, f: SearchFilter) -> list[tuple[int, float]]:
     index.refresh()
-    return index.search(vector, n, document_id=document_id, document_ids=within)
+    return index.search(vector, n, filter=f)
 
 
-def _candidates(store, ranked: list[tuple[int, float]], exclude: frozenset[str],
-                within: set[str] | None = None) -> list[tuple[StoredSnippet, float]]:
-    """The fused (id, score) list as snippets, leaving out excluded kinds, other collections' documents
-    and rows deleted meanwhile."""
+def _candidates(store, ranked: list[tuple[int, float]]) -> list[tuple[StoredSnippet, float]]:
+    """The fused (id, score) list as snippets, leaving out rows deleted meanwhile (every retriever
+    applied the filter itself)."""
     found = {s.id: s for s in store.get_snippets([sid for sid, _ in ranked])}
-    return [(found[sid], score) for sid, score in ranked
-            if sid in found and found[sid].kind not in exclude and (within is None or found[sid].document_id in within)]
+    return [(found[sid], score) for sid, score in ranked if sid in found]
 
 
 def topic_boost(candidates: list[tuple[StoredSnippet, float]], weight: float) -> list[tuple[StoredSnippet, float]]:
@@ -239,11 +238,10 @@ class _Retrieval:
     cached: bool = False
 
 
-def _lexical(store, query: str, depth: int, document_id: str | None, exclude: frozenset[str]
-             ) -> tuple[list[tuple[int, float]], float]:
+def _lexical(store, query: str, depth: int, f: SearchFilter) -> tuple[list[tuple[int, float]], float]:
     """The BM25 list and the milliseconds it took."""
     t0 = time.perf_counter()
-    found = store.lexical_search(query, depth, document_id=document_id, exclude_kinds=exclude)
+    found = store.lexical_search(query, depth, filter=f)
     return found, _ms(time.perf_counter() - t0)
 
 
@@ -259,40 +257,35 @@ def _embed(query: str, out: _Retrieval, embedder_hint: str | None) -> tuple:
     return got
 
 
-def _retrieve(store, index_for, query: str, mode: str, depth: int, document_id: str | None,
-              exclude: frozenset[str], within: set[str] | None = None, embedder_hint: str | None = None,
-              ) -> _Retrieval:
-    """Run the retrievers the mode asks for, each to `depth` candidates.
+def _retrieve(store, index_for, query: str, mode: str, depth: int, f: SearchFilter,
+              embedder_hint: str | None = None) -> _Retrieval:
+    """Run the retrievers the mode asks for, each to `depth` candidates within the filter.
 
     In hybrid mode the lexical search runs in a thread while the query is embedded and the
     vectors are scanned (SQLite and numpy release the GIL), so it adds no time of its own.
     """
     out = _Retrieval()
     lexical = None
-    # The lexical lists cover every collection and are filtered afterwards: deeper when restricted.
-    ldepth = depth * 4 if within is not None else depth
     if mode == "hybrid":
-        lexical = _pool().submit(_lexical, store, query, ldepth, document_id, exclude)
+        lexical = _pool().submit(_lexical, store, query, depth, f)
     if mode in ("hybrid", "dense"):
         t0 = time.perf_counter()
         vector, out.embedder, sparse = _embed(query, out, embedder_hint)
         t1 = time.perf_counter()
         out.index = index_for(out.embedder)
-        # Excluded kinds are filtered after the vector search, so it looks a little deeper.
-        out.lists["dense"] = _dense(store, out.index, vector, depth + 10 if exclude else depth, document_id, within)
+        out.lists["dense"] = _dense(out.index, vector, depth, f)
         t2 = time.perf_counter()
         out.timings.update(embed=_ms(t1 - t0), dense=_ms(t2 - t1))
         if sparse and mode == "hybrid":
             # BGE-M3's own lexical weights: a third list, from the same forward pass as the vector.
-            out.lists["sparse"] = store.sparse_search(out.embedder, sparse, ldepth, document_id=document_id,
-                                                      exclude_kinds=exclude)
+            out.lists["sparse"] = store.sparse_search(out.embedder, sparse, depth, filter=f)
             out.timings["sparse"] = _ms(time.perf_counter() - t2)
     t0 = time.perf_counter()
     if lexical is not None:
         out.lists["lexical"], out.timings["lexical"] = lexical.result()
         out.timings["lexical_wait"] = _ms(time.perf_counter() - t0)
     elif mode == "lexical":
-        out.lists["lexical"], out.timings["lexical"] = _lexical(store, query, ldepth, document_id, exclude)
+        out.lists["lexical"], out.timings["lexical"] = _lexical(store, query, depth, f)
     return out
 
 
@@ -309,19 +302,18 @@ def _pool() -> ThreadPoolExecutor:
         return _executor
 
 
-def _ranked(store, index_for, query: str, mode: str, wanted: int, document_id: str | None,
-            exclude: frozenset[str], within: set[str] | None, status: dict[str, dict], depth: int,
-            notes: list[str]) -> tuple[_Retrieval, list, dict | None]:
+def _ranked(store, index_for, query: str, mode: str, wanted: int, f: SearchFilter, status: dict[str, dict],
+            depth: int, notes: list[str]) -> tuple[_Retrieval, list, dict | None]:
     """Retrieve, fuse and (with depth > 0) rerank: the retrieval, the candidates, the rerank scores."""
     got = _retrieve(store, index_for, query, mode, max(wanted, FUSION_DEPTH) if mode == "hybrid" else wanted,
-                    document_id, exclude, within, embedder_of(status))
+                    f, embedder_of(status))
     t0 = time.perf_counter()
     fused = fuse(got.lists) if mode == "hybrid" else next(iter(got.lists.values()))
-    shown = (wanted + 10) * (4 if within is not None else 1)  # other collections' rows are dropped here
+    shown = wanted + 10  # a few spare for rows deleted since they were found
     weight = get_settings().search_topic_weight if mode == "hybrid" else 0.0
     if weight > 0:  # a topic's sections help each other from anywhere in the fused list
         shown = max(shown, FUSION_DEPTH)
-    candidates = _candidates(store, fused[:shown], exclude, within)
+    candidates = _candidates(store, fused[:shown])
     if weight > 0:
         candidates = topic_boost(candidates, weight)
     candidates = candidates[:wanted]
@@ -352,12 +344,14 @@ def search(
     include_kinds: frozenset[str] | set[str] = frozenset(),
     collections: list[str] | None = None,
     worker_status: Callable[[], dict[str, dict]] = client.worker_models,
+    filter: SearchFilter | None = None,
 ) -> SearchResult:
-    """Top-k snippets for a query (in some collections, or all): lexical, dense or both fused, reranked."""
+    """Top-k snippets for a query within a filter (collections, documents, kinds, pages, file names,
+    upload dates): lexical, dense or both fused, reranked."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}")
     k = max(1, min(int(k), MAX_K))
-    exclude = EXCLUDED_KINDS - set(include_kinds)
+    f = search_filter(filter, collections, document_id, include_kinds)
     notes: list[str] = []
     started = time.perf_counter()
     status = _read_status(worker_status)
@@ -366,11 +360,10 @@ def search(
         notes.append(f"Reranking unavailable: {plan.skip}. Results are in retrieval order.")
         rerank = False
     wanted = max(k, plan.depth) if rerank else k
-    within = None if collections is None else store.collection_document_ids(collections)
     # The model worker is asked to pause ingestion between this search's two tasks.
     with client.model_hold() if rerank or mode != "lexical" else contextlib.nullcontext():
-        got, candidates, rerank_scores = _ranked(store, index_for, query, mode, wanted, document_id, exclude,
-                                                 within, status, plan.depth if rerank else 0, notes)
+        got, candidates, rerank_scores = _ranked(store, index_for, query, mode, wanted, f, status,
+                                                 plan.depth if rerank else 0, notes)
     if got.index is not None:
         notes += _status_notes(store, got.index, got.embedder, status)
     elif not candidates and not store.list_documents():
@@ -378,11 +371,25 @@ def search(
     hits = _hits(store, candidates, k, rerank_scores, fusion.ranks(got.lists))
     got.timings["total"] = _ms(time.perf_counter() - started)
     result = SearchResult(query, k, document_id, got.embedder, rerank_scores is not None, mode, hits, notes,
-                          got.timings, collections)
+                          got.timings, None if f.collections is None else list(f.collections))
+    result.filter = f
     result.reranked_count = len(rerank_scores or ())
     result.rerank_depth = plan.depth if rerank else 0
     result.query_cached = got.cached
     return result
+
+
+def search_filter(f: SearchFilter | None, collections: list[str] | None = None, document_id: str | None = None,
+                  include_kinds: frozenset[str] | set[str] = frozenset()) -> SearchFilter:
+    """The filter a search applies: the one given, narrowed to the collections and document named,
+    leaving out the kinds hidden by default (tables of contents) unless they are asked for."""
+    f = f or SearchFilter()
+    if collections is not None:
+        cols = tuple(c for c in collections if f.collections is None or c in f.collections)
+        f = replace(f, collections=cols)
+    hidden = EXCLUDED_KINDS - set(include_kinds) - set(f.kinds or ())
+    f = replace(f, exclude_kinds=tuple(sorted(set(f.exclude_kinds) | hidden)))
+    return f.within_document(document_id)
 
 
 def _read_status(worker_status: Callable[[], dict[str, dict]]) -> dict[str, dict]:

@@ -27,6 +27,7 @@ from docenrich.cli.ingest import POLL_SECONDS, Item, Run, admit_file, find_files
 from docenrich.cli.migrate import migrate_command
 from docenrich.cli.progress import Progress
 from docenrich.cli.reembed import reembed_command
+from docenrich.filters import build_filter
 from docenrich.storage import check_collection_name
 
 
@@ -113,22 +114,33 @@ def table(rows: list[dict], width: int = 100) -> list[str]:
 @click.argument("question")
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1, 100), help="How many results.")
 @click.option("--collection", "-c", multiple=True, help="Search only these collections (repeat for several).")
-@click.option("--document", help="Search only this document id.")
+@click.option("--document", multiple=True, help="Search only this document id (repeat for several).")
+@click.option("--kind", multiple=True, help="Only snippets of this kind: text, table, figure, toc... (repeat).")
+@click.option("--pages", help="Only these pages: 5, 5-9, 5- or -9.")
+@click.option("--filename", help="Only documents whose file name matches this glob (* and ?), e.g. '*manual*'.")
+@click.option("--uploaded-after", help="Only documents uploaded on or after this ISO date.")
+@click.option("--uploaded-before", help="Only documents uploaded before this ISO date (a date: up to its end).")
 @click.option("--rerank/--no-rerank", default=True, show_default=True, help="Rerank with the reranker when there is one.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @with_appcontext
-def search_command(question: str, k: int, collection: tuple[str, ...], document: str | None, rerank: bool,
-                   as_json: bool) -> None:
-    """Search the snippets by meaning: a table of document, page and score."""
+def search_command(question: str, k: int, collection: tuple[str, ...], document: tuple[str, ...], kind: tuple[str, ...],
+                   pages: str | None, filename: str | None, uploaded_after: str | None, uploaded_before: str | None,
+                   rerank: bool, as_json: bool) -> None:
+    """Search the snippets by meaning, within a filter: a table of document, page and score."""
     names = [collection_option(c) for c in collection] or None
+    try:
+        f = build_filter(collections=names, document_ids=document or None, kinds=kind or None, pages=pages,
+                         filename=filename, uploaded_after=uploaded_after, uploaded_before=uploaded_before)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
     require_redis()
     try:
-        result = services().search(question, k, rerank, document, collections=names)
+        result = services().search(question, k, rerank, None, filter=f)
     except client.WorkerUnavailable as exc:
         raise click.ClickException(str(exc)) from None
     rows = hit_rows(result)
     if as_json:
-        click.echo(json.dumps({"query": question, "reranked": result.reranked, "notes": result.notes,
+        click.echo(json.dumps({"query": question, "filter": f.describe(), "reranked": result.reranked, "notes": result.notes,
                                "timings_ms": result.timings_ms, "results": rows}, ensure_ascii=False, indent=2))
         return
     for note in result.notes:

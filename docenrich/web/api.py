@@ -20,7 +20,7 @@ from docenrich.web.auth import authenticate_api
 from docenrich.uploads import Limits
 from docenrich.web.errors import ApiError
 from docenrich.web.exports import export_response
-from docenrich.web.params import collection_arg, flag_arg, get_doc, int_arg, services, store
+from docenrich.web.params import collection_arg, flag_arg, get_doc, int_arg, search_filter_arg, services, store
 from docenrich.web.presenters import doc_json, search_json, snippet_json
 
 log = logging.getLogger(__name__)
@@ -216,19 +216,21 @@ def export(doc_id: str):
 
 @api.get("/search")
 def search():
-    """Search the snippets: q, k, rerank, document, collection, mode (hybrid|dense|lexical), include (e.g. toc)."""
+    """Search the snippets: q, k, rerank, mode (hybrid|dense|lexical), include (e.g. toc), and the filter:
+    collection, document, kind, pages, filename, uploaded_after, uploaded_before."""
     q = request.args.get("q", "").strip()
     if not q:
         raise ApiError(400, "Type something to search for (parameter q).", "empty_query")
     if len(q) > 1000:
         raise ApiError(400, "The query is too long (at most 1000 characters).", "query_too_long")
-    document_id = request.args.get("document") or None
     mode = request.args.get("mode") or None
     if mode is not None and mode not in MODES:
         raise ApiError(400, f"mode must be one of: {', '.join(MODES)}.", "bad_mode")
     include = frozenset(k.strip() for k in request.args.get("include", "").split(",") if k.strip())
+    f = search_filter_arg()
+    document_id = f.document_ids[0] if f.document_ids and len(f.document_ids) == 1 else None
     result = services().search(q, int_arg("k", 10, 1, MAX_K), flag_arg("rerank"), document_id, mode, include,
-                               collection_arg())
+                               filter=f)
     return jsonify(search_json(result))
 
 

@@ -9,10 +9,11 @@ from markupsafe import Markup, escape
 from docenrich import pdf
 from docenrich.client import WorkerUnavailable
 from docenrich.errors import caused_by
+from docenrich.filters import SNIPPET_KINDS
 from docenrich.search import MODES
 from docenrich.web.auth import csrf_ok, signed_in, token_matches, token_tag
 from docenrich.web.errors import QUEUE_DOWN, QUEUE_ERRORS, ApiError
-from docenrich.web.params import collection_names
+from docenrich.web.params import collection_names, search_filter_arg
 from docenrich.web.presenters import collection_json, doc_json, search_json, snippet_json
 from docenrich.web.trust import limiter, login_limit, safe_next
 
@@ -132,13 +133,15 @@ def search_page():
     svc = services()
     mode = request.args.get("mode") if request.args.get("mode") in MODES else svc.config["SEARCH_MODE"]
     result, error, status = None, None, 200
+    f = None
     try:
         chosen = collection_names(request.args.getlist("collection"))
+        f = search_filter_arg()
     except ApiError as exc:
         chosen, q, error, status = None, "", exc.message, 400
     if q:
         try:
-            result = search_json(svc.search(q, 10, rerank, document_id, mode, collections=chosen))
+            result = search_json(svc.search(q, 10, rerank, None, mode, filter=f))
         except WorkerUnavailable as exc:
             error, status = f"Search is unavailable: {exc}.", 503
         except Exception as exc:
@@ -149,6 +152,7 @@ def search_page():
     return render_template(
         "search.html", q=q, result=result, error=error, documents=docs, document_id=document_id, rerank=rerank,
         mode=mode, modes=MODES, collections=svc.store.list_collections(), chosen=chosen or [],
+        kinds=SNIPPET_KINDS, args=request.args,
     ), status
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import current_app, request
 
 from docenrich.records import Document
+from docenrich.filters import MAX_COLLECTIONS, SearchFilter, build_filter
 from docenrich.storage import check_collection_name
 from docenrich.web.errors import ApiError
 
@@ -52,6 +53,9 @@ def collection_names(values: list[str]) -> list[str] | None:
     """Collection names from repeated or comma-separated values; None means all collections."""
     names = [part.strip() for value in values for part in value.split(",")]
     names = [n for n in names if n]
+    if len(names) > MAX_COLLECTIONS:
+        raise ApiError(400, f"At most {MAX_COLLECTIONS} collection names per request ({len(names)} given).",
+                       "too_many_collections")
     if not names or any(n.lower() in ALL_COLLECTIONS for n in names):
         return None
     try:
@@ -63,3 +67,22 @@ def collection_names(values: list[str]) -> list[str] | None:
 def collection_arg() -> list[str] | None:
     """The `collection` parameter(s) of a query or form: names, or None for all collections."""
     return collection_names(request.values.getlist("collection"))
+
+
+def list_arg(name: str) -> list[str] | None:
+    """A repeated or comma-separated parameter as a list (None when absent)."""
+    values = [part.strip() for value in request.args.getlist(name) for part in value.split(",")]
+    values = [v for v in values if v]
+    return values or None
+
+
+def search_filter_arg(include: frozenset[str] = frozenset()) -> SearchFilter:
+    """The search filter of a query: collection, document, kind, pages, filename, uploaded_after/before."""
+    try:
+        return build_filter(
+            collections=collection_arg(), document_ids=list_arg("document"), kinds=list_arg("kind"),
+            pages=request.args.get("pages"), filename=request.args.get("filename"),
+            uploaded_after=request.args.get("uploaded_after"), uploaded_before=request.args.get("uploaded_before"),
+        )
+    except ValueError as exc:
+        raise ApiError(400, str(exc), "bad_filter") from None

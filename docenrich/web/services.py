@@ -11,6 +11,7 @@ import redis
 
 from docenrich import client, search
 from docenrich.celery_app import celery_app
+from docenrich.filters import SearchFilter
 from docenrich.storage import VectorSearch, open_store
 from docenrich.web.errors import redis_reason
 from docenrich.web.metrics import WebMetrics
@@ -87,15 +88,15 @@ class Services:
 
     def search(self, q: str, k: int, rerank: bool, document_id: str | None, mode: str | None = None,
                include_kinds: frozenset[str] = frozenset(), collections: list[str] | None = None,
-               ) -> search.SearchResult:
-        """A search (in some collections, or all) with this app's store, indexes, settings and worker status."""
+               filter: SearchFilter | None = None) -> search.SearchResult:
+        """A search (within a filter, or everything) with this app's store, indexes, settings and worker status."""
         mode = mode or self.config["SEARCH_MODE"]
         if mode != "lexical" or rerank:
             self.require_queue()
         result = search.search(
             self.store, self.index_for, q, k=k, rerank=rerank, document_id=document_id,
             top_n=self.config["SEARCH_RERANK_TOP_N"], mode=mode, include_kinds=include_kinds,
-            collections=collections,
+            collections=collections, filter=filter,
             worker_status=lambda: self.queue_status()["models"],
         )
         self.metrics.observe_search(result.timings_ms)

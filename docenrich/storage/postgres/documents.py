@@ -7,8 +7,10 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from docenrich.filters import SearchFilter
 from docenrich.records import FINISHED_STATES, RESTARTABLE_STATES, Document, states_before
 from docenrich.storage.base import QueueFull, StorageError, default_collections, sanitize_filename
+from docenrich.storage.filters import document_ids_sql
 from docenrich.storage.encoding import doc_id_for, info_values, is_doc_id
 from docenrich.storage.postgres.schema import ADMISSION_LOCK, CONTENT_LOCK
 from docenrich.storage.rows import UPDATABLE, column_values, positive, row_to_document
@@ -139,6 +141,11 @@ class DocumentsMixin:
             return None
         row = self._q("SELECT * FROM documents WHERE id = %s", (doc_id,)).fetchone()
         return None if row is None else row_to_document(row)
+
+    def filter_document_ids(self, f: SearchFilter) -> set[str]:
+        """Ids of the documents a filter's document conditions allow."""
+        sql, args = document_ids_sql(f, "%s")
+        return {r["id"] for r in self._q(sql, args).fetchall()}
 
     def list_documents(self, collections: Iterable[str] | None = None) -> list[Document]:
         """All documents, newest first; only those of the named collections when some are given."""

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from docenrich.filters import SearchFilter
+from docenrich.storage.filters import snippet_conditions
 from docenrich.storage.postgres.schema import HNSW_MAX_DIM
 
 if TYPE_CHECKING:
@@ -61,49 +64,56 @@ class PgVectorIndex:
         self._dim, self._n = (0, 0) if row is None else (int(row["dim"]), max(0, int(row["vector_count"])))
 
     def search(
-        self, query: np.ndarray, k: int, document_id: str | None = None, document_ids: Collection[str] | None = None
+        self, query: np.ndarray, k: int, document_id: str | None = None, document_ids: Collection[str] | None = None,
+        filter: SearchFilter | None = None,
     ) -> list[tuple[int, float]]:
-        """Top-k (snippet_id, cosine similarity) best first; optionally within one document or a set."""
+        """Top-k (snippet_id, cosine similarity) best first, among the rows the filter (and the optional
+        document or set of documents) allows: the filter is part of the SQL, never applied to a top k."""
+        if document_ids is not None:
+            filter = replace(filter or SearchFilter(), document_ids=tuple(
+                d for d in sorted(document_ids) if filter is None or filter.document_ids is None
+                or d in filter.document_ids))
         if document_id is not None:
-            document_ids = {document_id} if document_ids is None or document_id in document_ids else set()
+            filter = (filter or SearchFilter()).within_document(document_id)
         if k <= 0 or self._n == 0:
             return []
         q = np.asarray(query, dtype=np.float32).reshape(-1)
         if q.shape[0] != self._dim:
             raise ValueError(f"query has {q.shape[0]} dimensions; embedder {self.embedder!r} vectors have {self._dim}")
-        if document_ids is not None:
-            docs = sorted(document_ids)
-            if not docs:
-                return []
-            return self._filtered(q, k, docs)
+        where = _Where.of(filter)
+        if where.conds:
+            return self._filtered(q, k, where)
         if self._dim > HNSW_MAX_DIM:
-            return self._exact(q, k, None)
+            return self._exact(q, k, where)
         # An HNSW scan yields at most ef_search rows: a deeper request widens it (up to pgvector's cap).
-        hits = self._approximate(q, k, None, max(self.ef_search, min(k, MAX_EF_SEARCH)))
+        hits = self._approximate(q, k, where, max(self.ef_search, min(k, MAX_EF_SEARCH)))
         # Fewer than k rows: another embedder of the same size shares the index; fall back to exact.
-        return hits if len(hits) >= min(k, self._n) else self._exact(q, k, None)
+        return hits if len(hits) >= min(k, self._n) else self._exact(q, k, where)
 
-    def _filtered(self, q: np.ndarray, k: int, docs: list[str]) -> list[tuple[int, float]]:
-        """Within a set of documents: exact for small sets, else an over-fetching HNSW scan."""
-        row = self.store._q("SELECT count(*) AS n FROM vectors WHERE embedder = %s AND document_id = ANY(%s)",
-                            (self.embedder, docs)).fetchone()
+    def _filtered(self, q: np.ndarray, k: int, where: _Where) -> list[tuple[int, float]]:
+        """Within the filter: exact for small sets, else an over-fetching HNSW scan."""
+        if not where.narrow:  # only a few kinds (tables of contents) left out: most rows qualify
+            hits = self._approximate(q, k, where, max(self.ef_search, min(2 * k, MAX_EF_SEARCH)))
+            return hits if len(hits) >= min(k, self._n) else self._exact(q, k, where)
+        row = self.store._q(f"SELECT count(*) AS n FROM vectors v {where.join} WHERE v.embedder = %s "
+                            f"AND {' AND '.join(where.conds)}", (self.embedder, *where.args)).fetchone()
         inside = int(row["n"])
         if inside == 0:
             return []
         if inside < self.exact_below or self._dim > HNSW_MAX_DIM:
-            return self._exact(q, k, docs)
+            return self._exact(q, k, where)
         # Ask for as many rows as the filter is expected to leave k of, within pgvector's cap.
         ef = min(MAX_EF_SEARCH, max(self.ef_search, int(k * self._n / inside * 2)))
-        hits = self._approximate(q, k, docs, ef)
-        return hits if len(hits) >= min(k, inside) else self._exact(q, k, docs)
+        hits = self._approximate(q, k, where, ef)
+        return hits if len(hits) >= min(k, inside) else self._exact(q, k, where)
 
-    def _approximate_sql(self, docs: list[str] | None) -> str:
+    def _approximate_sql(self, where: _Where) -> str:
         """The HNSW query: ORDER BY matches the partial index's expression, and dim is a literal
         so the planner can prove the index's WHERE dim = n."""
         dim = int(self._dim)
-        where = f"dim = {dim} AND embedder = %s" + (" AND document_id = ANY(%s)" if docs else "")
-        return (f"SELECT snippet_id, embedding::vector({dim}) <=> %s::vector({dim}) AS distance FROM vectors "
-                f"WHERE {where} ORDER BY embedding::vector({dim}) <=> %s::vector({dim}) LIMIT %s")
+        conds = " AND ".join([f"v.dim = {dim}", "v.embedder = %s", *where.conds])
+        return (f"SELECT v.snippet_id, v.embedding::vector({dim}) <=> %s::vector({dim}) AS distance FROM vectors v "
+                f"{where.join} WHERE {conds} ORDER BY v.embedding::vector({dim}) <=> %s::vector({dim}) LIMIT %s")
 
     @staticmethod
     def _use_hnsw(conn, ef: int) -> None:
@@ -112,12 +122,12 @@ class PgVectorIndex:
         for name, value in (("hnsw.ef_search", str(int(ef))), ("enable_sort", "off"), ("enable_seqscan", "off")):
             conn.execute("SELECT set_config(%s, %s, true)", (name, value))
 
-    def _approximate(self, q: np.ndarray, k: int, docs: list[str] | None, ef: int) -> list[tuple[int, float]]:
+    def _approximate(self, q: np.ndarray, k: int, where: _Where, ef: int) -> list[tuple[int, float]]:
         """HNSW scan of up to ef rows (k when unfiltered), best first, cut to k."""
-        args = [q, self.embedder, *([docs] if docs else []), q, k if docs is None else ef]
+        args = [q, self.embedder, *where.args, q, ef if where.conds else k]
         with self.store._read_committed() as conn:
             self._use_hnsw(conn, ef)
-            rows = conn.execute(self._approximate_sql(docs), args).fetchall()
+            rows = conn.execute(self._approximate_sql(where), args).fetchall()
         return [(int(r["snippet_id"]), 1.0 - float(r["distance"])) for r in rows[:k]]
 
     def plan(self, query: np.ndarray, k: int = 10) -> str:
@@ -126,16 +136,36 @@ class PgVectorIndex:
         q = np.asarray(query, dtype=np.float32).reshape(-1)
         with self.store._read_committed() as conn:
             self._use_hnsw(conn, self.ef_search)
-            rows = conn.execute("EXPLAIN " + self._approximate_sql(None), (q, self.embedder, q, k)).fetchall()
+            rows = conn.execute("EXPLAIN " + self._approximate_sql(_Where()), (q, self.embedder, q, k)).fetchall()
         return "\n".join(r["QUERY PLAN"] for r in rows)
 
-    def _exact(self, q: np.ndarray, k: int, docs: list[str] | None) -> list[tuple[int, float]]:
+    def _exact(self, q: np.ndarray, k: int, where: _Where) -> list[tuple[int, float]]:
         """Exact scan: the uncast expression matches no HNSW index, so every candidate row is scored."""
-        where = "embedder = %s" + (" AND document_id = ANY(%s)" if docs else "")
-        args = [self.embedder, *([docs] if docs else [])]
+        conds = " AND ".join(["v.embedder = %s", *where.conds])
         rows = self.store._q(
-            f"""SELECT snippet_id, embedding <=> %s AS distance FROM vectors WHERE {where}
+            f"""SELECT v.snippet_id, v.embedding <=> %s AS distance FROM vectors v {where.join} WHERE {conds}
                 ORDER BY distance LIMIT %s""",
-            (q, *args, int(k)),
+            (q, self.embedder, *where.args, int(k)),
         ).fetchall()
         return [(int(r["snippet_id"]), 1.0 - float(r["distance"])) for r in rows]
+
+
+@dataclass
+class _Where:
+    """A filter as SQL over `vectors v`: document conditions on v, snippet ones through a join."""
+
+    conds: list[str] = field(default_factory=list)
+    args: list = field(default_factory=list)
+    join: str = ""
+    narrow: bool = False  # whether it may leave a small share of the rows
+
+    @classmethod
+    def of(cls, f: SearchFilter | None) -> _Where:
+        """The conditions of a filter (none for None)."""
+        if f is None:
+            return cls()
+        conds, args = snippet_conditions(f.document_part(), "%s", alias="v")
+        more, more_args = snippet_conditions(f.snippet_part(), "%s", alias="s")
+        join = "JOIN snippets s ON s.id = v.snippet_id" if more else ""
+        narrow = f.by_document() or f.kinds is not None or f.page_from is not None or f.page_to is not None
+        return cls(conds + more, args + more_args, join, narrow)

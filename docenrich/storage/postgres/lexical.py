@@ -11,6 +11,8 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from docenrich.filters import SearchFilter, merged
+from docenrich.storage.filters import snippet_conditions
 from docenrich.storage.terms import fold, query_terms, words
 
 if TYPE_CHECKING:
@@ -59,20 +61,15 @@ class LexicalMixin:
     """ts_rank_cd top-k over snippets.lex and learned-sparse top-k over sparse_postings."""
 
     def lexical_search(
-        self, query: str, k: int, *, document_id: str | None = None, exclude_kinds: Iterable[str] = ()
+        self, query: str, k: int, *, document_id: str | None = None, exclude_kinds: Iterable[str] = (),
+        filter: SearchFilter | None = None,
     ) -> list[tuple[int, float]]:
-        """Top-k (snippet_id, score) by ts_rank_cd, best first (higher score is better)."""
+        """Top-k (snippet_id, score) by ts_rank_cd, best first (higher score is better), within the filter."""
         expr = ts_query(query)
         if not expr or k <= 0:
             return []
-        where, args = ["s.lex @@ q.q"], [_RANK_WEIGHTS, _RANK_NORMALISATION, expr]
-        if document_id is not None:
-            where.append("s.document_id = %s")
-            args.append(document_id)
-        kinds = sorted(set(exclude_kinds))
-        if kinds:
-            where.append("s.kind <> ALL(%s)")
-            args.append(kinds)
+        conds, cargs = snippet_conditions(merged(filter, document_id, exclude_kinds), "%s")
+        where, args = ["s.lex @@ q.q", *conds], [_RANK_WEIGHTS, _RANK_NORMALISATION, expr, *cargs]
         rows = self._q(
             f"""SELECT s.id, ts_rank_cd(%s::float4[], s.lex, q.q, %s) AS score
                 FROM snippets s, (SELECT %s::tsquery AS q) q WHERE {' AND '.join(where)}
@@ -101,23 +98,18 @@ class LexicalMixin:
 
     def sparse_search(
         self, embedder: str, weights: dict[int, float], k: int, *, document_id: str | None = None,
-        exclude_kinds: Iterable[str] = (),
+        exclude_kinds: Iterable[str] = (), filter: SearchFilter | None = None,
     ) -> list[tuple[int, float]]:
-        """Top-k (snippet_id, score) by the dot product of sparse weights, best first."""
+        """Top-k (snippet_id, score) by the dot product of sparse weights, best first, within the filter."""
         query = sorted(((int(t), float(w)) for t, w in weights.items() if float(w) > 0), key=lambda x: -x[1])
         query = query[:MAX_SPARSE_TERMS]
         if not query or k <= 0:
             return []
         args: list = [[t for t, _ in query], [w for _, w in query], embedder]
-        where = ["p.embedder = %s"]
-        kinds = sorted(set(exclude_kinds))
-        if document_id is not None:
-            where.append("s.document_id = %s")
-            args.append(document_id)
-        if kinds:
-            where.append("s.kind <> ALL(%s)")
-            args.append(kinds)
-        join = "JOIN snippets s ON s.id = p.snippet_id" if document_id is not None or kinds else ""
+        conds, cargs = snippet_conditions(merged(filter, document_id, exclude_kinds), "%s")
+        where = ["p.embedder = %s", *conds]
+        args += cargs
+        join = "JOIN snippets s ON s.id = p.snippet_id" if conds else ""
         rows = self._q(
             f"""WITH q(token, w) AS (SELECT * FROM unnest(%s::int[], %s::float8[]))
                 SELECT p.snippet_id, sum(p.weight * q.w) AS score FROM q

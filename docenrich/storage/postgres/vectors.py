@@ -116,13 +116,13 @@ class VectorsMixin:
         (None when the log does not reach back, or after_seq is None), last seq and counters."""
         with self._read() as conn:
             removed, last_seq = _removals(conn, embedder, after_seq)
-            ids, docs, matrix, max_rowid = _read_rows(conn, embedder, after_rowid)
+            ids, docs, matrix, max_rowid, pages, kinds = _read_rows(conn, embedder, after_rowid)
             return {"removed": removed, "last_seq": last_seq, "ids": ids, "docs": docs, "matrix": matrix,
-                    "max_rowid": max_rowid, "state": _counters(conn)}
+                    "max_rowid": max_rowid, "state": _counters(conn), "pages": pages, "kinds": kinds}
 
     def load_vectors(self, embedder: str, after_rowid: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """(snippet_ids int64, document ids, float32 matrix [n, dim], max rowid) for rows after after_rowid."""
-        ids, docs, matrix, max_rowid, _ = self._load_vectors(embedder, after_rowid)
+        ids, docs, matrix, max_rowid, _pages, _kinds, _ = self._load_vectors(embedder, after_rowid)
         return ids, docs, matrix, max_rowid
 
     def _register_dims(self, conn: psycopg.Connection, dims: dict[str, set[int]]) -> None:
@@ -184,22 +184,28 @@ def _removals(conn: psycopg.Connection, embedder: str, after_seq: int | None) ->
     return removed, int(last)
 
 
-def _read_rows(conn: psycopg.Connection, embedder: str, after_rowid: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """(snippet ids, document ids, matrix, max rowid) of one embedder's vectors after after_rowid."""
+def _read_rows(conn: psycopg.Connection, embedder: str, after_rowid: int) -> tuple:
+    """(snippet ids, document ids, matrix, max rowid, pages, kinds) of one embedder's vectors after after_rowid."""
     dim_row = conn.execute("SELECT dim FROM embedders WHERE name = %s", (embedder,)).fetchone()
     dim = dim_row["dim"] if dim_row else 0
     ids: list[int] = []
     docs: list[str] = []
+    pages: list[int] = []
+    kinds: list[str] = []
     chunks: list[np.ndarray] = []
     max_rowid = after_rowid
     with conn.cursor(binary=True) as cur:
-        cur.execute("SELECT id, snippet_id, document_id, embedding FROM vectors WHERE embedder = %s AND id > %s "
-                    "ORDER BY id", (embedder, after_rowid))
+        cur.execute("SELECT v.id, v.snippet_id, v.document_id, v.embedding, s.page, s.kind FROM vectors v "
+                    "JOIN snippets s ON s.id = v.snippet_id WHERE v.embedder = %s AND v.id > %s "
+                    "ORDER BY v.id", (embedder, after_rowid))
         # Chunk by chunk, so peak memory is the matrix plus one chunk of rows.
         while rows := cur.fetchmany(_LOAD_CHUNK):
             ids.extend(r["snippet_id"] for r in rows)
             docs.extend(r["document_id"] for r in rows)
+            pages.extend(r["page"] for r in rows)
+            kinds.extend(r["kind"] for r in rows)
             chunks.append(np.stack([as_array(r["embedding"]) for r in rows]))
             max_rowid = rows[-1]["id"]
     matrix = np.concatenate(chunks) if chunks else np.empty((0, dim), dtype=np.float32)
-    return np.asarray(ids, dtype=np.int64), np.array(docs, dtype="U16"), matrix, max_rowid
+    return (np.asarray(ids, dtype=np.int64), np.array(docs, dtype="U16"), matrix, max_rowid,
+            np.asarray(pages, dtype=np.int32), kinds)

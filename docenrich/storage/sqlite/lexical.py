@@ -4,6 +4,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 
+from docenrich.filters import SearchFilter, merged
+from docenrich.storage.filters import snippet_conditions
 from docenrich.storage.terms import query_terms
 
 # Weight of the text and context columns in bm25(): the heading and title count half.
@@ -36,50 +38,35 @@ class LexicalMixin:
 
     def sparse_search(
         self, embedder: str, weights: dict[int, float], k: int, *, document_id: str | None = None,
-        exclude_kinds: Iterable[str] = (),
+        exclude_kinds: Iterable[str] = (), filter: SearchFilter | None = None,
     ) -> list[tuple[int, float]]:
-        """Top-k (snippet_id, score) by the dot product of sparse weights, best first."""
+        """Top-k (snippet_id, score) by the dot product of sparse weights, best first, within the filter."""
         query = sorted(((int(t), float(w)) for t, w in weights.items() if float(w) > 0), key=lambda x: -x[1])
         query = query[:MAX_SPARSE_TERMS]
         if not query or k <= 0:
             return []
         values = ", ".join("(?, ?)" for _ in query)
-        args: list = [v for pair in query for v in pair] + [embedder]
-        where = ["p.embedder = ?"]
-        kinds = sorted(set(exclude_kinds))
-        if document_id is not None:
-            where.append("s.document_id = ?")
-            args.append(document_id)
-        if kinds:
-            where.append(f"s.kind NOT IN ({','.join('?' * len(kinds))})")
-            args += kinds
-        join = "JOIN snippets s ON s.id = p.snippet_id" if document_id is not None or kinds else ""
+        conds, cargs = snippet_conditions(merged(filter, document_id, exclude_kinds), "?")
+        args: list = [v for pair in query for v in pair] + [embedder] + cargs
+        join = "JOIN snippets s ON s.id = p.snippet_id" if conds else ""
         sql = (f"WITH q(token, w) AS (VALUES {values}) "
                f"SELECT p.snippet_id, sum(p.weight * q.w) AS score FROM q "
-               f"JOIN sparse_postings p ON p.token = q.token {join} WHERE {' AND '.join(where)} "
+               f"JOIN sparse_postings p ON p.token = q.token {join} WHERE {' AND '.join(['p.embedder = ?', *conds])} "
                f"GROUP BY p.snippet_id ORDER BY score DESC LIMIT ?")
         rows = self._conn().execute(sql, (*args, int(k))).fetchall()
         return [(int(r[0]), float(r[1])) for r in rows]
 
     def lexical_search(
-        self, query: str, k: int, *, document_id: str | None = None, exclude_kinds: Iterable[str] = ()
+        self, query: str, k: int, *, document_id: str | None = None, exclude_kinds: Iterable[str] = (),
+        filter: SearchFilter | None = None,
     ) -> list[tuple[int, float]]:
-        """Top-k (snippet_id, score) by BM25, best first (higher score is better)."""
+        """Top-k (snippet_id, score) by BM25, best first (higher score is better), within the filter."""
         expr = fts_query(query)
         if not expr or k <= 0:
             return []
-        where, args = ["snippets_fts MATCH ?"], [expr]
-        kinds = sorted(set(exclude_kinds))
-        if document_id is not None or kinds:
-            join = "JOIN snippets s ON s.id = snippets_fts.rowid"
-            if document_id is not None:
-                where.append("s.document_id = ?")
-                args.append(document_id)
-            if kinds:
-                where.append(f"s.kind NOT IN ({','.join('?' * len(kinds))})")
-                args += kinds
-        else:
-            join = ""
+        conds, cargs = snippet_conditions(merged(filter, document_id, exclude_kinds), "?")
+        where, args = ["snippets_fts MATCH ?", *conds], [expr, *cargs]
+        join = "JOIN snippets s ON s.id = snippets_fts.rowid" if conds else ""
         sql = (
             f"SELECT snippets_fts.rowid, bm25(snippets_fts, {_BM25_WEIGHTS}) AS rank FROM snippets_fts {join} "
             f"WHERE {' AND '.join(where)} ORDER BY rank LIMIT ?"

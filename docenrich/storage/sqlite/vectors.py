@@ -109,13 +109,13 @@ class VectorsMixin:
                     "SELECT snippet_id FROM vector_removals WHERE seq > ? AND embedder = ?", (after_seq, embedder)
                 )]
             last_seq = conn.execute("SELECT coalesce(max(seq), 0) FROM vector_removals").fetchone()[0]
-            ids, docs, matrix, max_rowid = _read_rows(conn, embedder, after_rowid)
+            ids, docs, matrix, max_rowid, pages, kinds = _read_rows(conn, embedder, after_rowid)
             return {"removed": removed, "last_seq": last_seq, "ids": ids, "docs": docs, "matrix": matrix,
-                    "max_rowid": max_rowid, "state": _counters(conn)}
+                    "max_rowid": max_rowid, "state": _counters(conn), "pages": pages, "kinds": kinds}
 
     def load_vectors(self, embedder: str, after_rowid: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """(snippet_ids int64, document ids, float32 matrix [n, dim], max rowid) for rows after after_rowid."""
-        ids, docs, matrix, max_rowid, _ = self._load_vectors(embedder, after_rowid)
+        ids, docs, matrix, max_rowid, _pages, _kinds, _ = self._load_vectors(embedder, after_rowid)
         return ids, docs, matrix, max_rowid
 
     def _register_dims(self, conn: sqlite3.Connection, dims: dict[str, set[int]]) -> None:
@@ -168,26 +168,32 @@ def _counters(conn: sqlite3.Connection) -> tuple[int, int]:
     return rows["vectors_version"], rows["vectors_epoch"]
 
 
-def _read_rows(conn: sqlite3.Connection, embedder: str, after_rowid: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """(snippet ids, document ids, matrix, max rowid) of one embedder's vectors after after_rowid."""
+def _read_rows(conn: sqlite3.Connection, embedder: str, after_rowid: int) -> tuple:
+    """(snippet ids, document ids, matrix, max rowid, pages, kinds) of one embedder's vectors after after_rowid."""
     dim_row = conn.execute("SELECT dim FROM embedders WHERE name = ?", (embedder,)).fetchone()
     dim = dim_row[0] if dim_row else 0
     n = conn.execute("SELECT count(*) FROM vectors WHERE embedder = ? AND id > ?", (embedder, after_rowid)).fetchone()[0]
     ids = np.empty(n, dtype=np.int64)
     matrix = np.empty((n, dim), dtype=np.float32)
+    pages = np.empty(n, dtype=np.int32)
     docs: list[str] = []
+    kinds: list[str] = []
     max_rowid = after_rowid
+    # Each row's page and kind come along, so filters apply inside the in-memory index too.
     cur = conn.execute(
-        "SELECT id, snippet_id, document_id, vector FROM vectors WHERE embedder = ? AND id > ? ORDER BY id",
+        """SELECT v.id, v.snippet_id, v.document_id, v.vector, s.page, s.kind FROM vectors v
+           JOIN snippets s ON s.id = v.snippet_id WHERE v.embedder = ? AND v.id > ? ORDER BY v.id""",
         (embedder, after_rowid),
     )
     i = 0
     # Filled chunk by chunk so peak memory is the matrix plus one chunk of blobs.
     while rows := cur.fetchmany(_LOAD_CHUNK):
-        for _rowid, sid, doc, blob in rows:
+        for _rowid, sid, doc, blob, page, kind in rows:
             ids[i] = sid
             matrix[i] = np.frombuffer(blob, dtype="<f4")
+            pages[i] = page
             docs.append(doc)
+            kinds.append(kind)
             i += 1
         max_rowid = rows[-1][0]
-    return ids, np.array(docs, dtype="U16"), matrix, max_rowid
+    return ids[:i], np.array(docs, dtype="U16"), matrix[:i], max_rowid, pages[:i], kinds
