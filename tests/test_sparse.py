@@ -69,7 +69,8 @@ def test_bge_m3_worker_stores_sparse_and_search_fuses_three_lists(make_stack, bg
                  "Printing a page sends it to the queue; the queue is drained in order."]:
         doc.new_page().insert_textbox(pymupdf.Rect(72, 72, 520, 700), text, fontsize=11)
     doc_id = stack.add_document(doc.tobytes(), "spool.pdf")
-    assert stack.wait_finished([doc_id])[doc_id].state == "ready"
+    finished = stack.wait_finished([doc_id])[doc_id]
+    assert finished.state == "ready", finished.error
     import sqlite3
 
     conn = sqlite3.connect(stack.data_dir / "docenrich.sqlite3")

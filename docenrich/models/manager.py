@@ -37,7 +37,7 @@ from docenrich.models.errors import (
     describe,
     is_out_of_memory,
 )
-from docenrich.models.registry import load_backend, model_identity
+from docenrich.models.registry import import_model_libraries, load_backend, model_identity
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,12 @@ class ModelManager:
         return self._specs[kind].effective
 
     def preload_host(self, kinds: tuple[str, ...] = KINDS) -> None:
-        """Load weights into host memory only (the device gets them on first use); never touches CUDA."""
+        """Import the model libraries and load weights into host memory only (the device gets them on
+        first use); never touches CUDA."""
         with self._locked():
+            # Under the lock: a task importing the same libraries from another thread at the same
+            # moment can see a half-initialised module (CPython breaks the import-lock cycle that way).
+            import_model_libraries()
             for kind in kinds:
                 if kind in self._models or self._specs[kind].unavailable:
                     continue

@@ -102,7 +102,6 @@ def _prepare_child(**_):
 def _preload(manager) -> None:
     start = time.perf_counter()
     try:
-        models.import_model_libraries()
         manager.preload_host()
     except Exception:
         log.warning("model preload failed; models load on first use", exc_info=True)
