@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.wait import wait_for
+
 
 TEMPLATE = "docenrich_template"
 
@@ -39,16 +41,15 @@ class PgServer:
     def _wait(self, timeout: float = 60.0) -> None:
         import psycopg
 
-        deadline = time.monotonic() + timeout
-        while True:
+        def answers() -> bool:
             try:
                 with psycopg.connect(self.uri, connect_timeout=2) as conn:
                     conn.execute("SELECT 1")
-                return
+                return True
             except psycopg.OperationalError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+                return False
+
+        wait_for(answers, timeout, 0.2, "PostgreSQL to accept connections")
 
     def url(self, database: str) -> str:
         """The URL of one database of this server."""
@@ -99,6 +100,6 @@ class PgServer:
         from pgserver._commands import pg_ctl
 
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user, timeout=30)
-        time.sleep(down)
+        time.sleep(down)  # the outage the test asked for
         self.server.ensure_postgres_running()
         self._wait()

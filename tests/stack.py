@@ -141,6 +141,10 @@ class WebProcess:
             raise
         return self
 
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     def get(self, path: str, **kw) -> Response:
         return http_request(self.port, "GET", path, **kw)
 

@@ -94,3 +94,19 @@ def stored_thumbs(st, doc_id: str) -> int:
         return st._q("SELECT count(*) AS n FROM thumbs WHERE document_id = %s", (doc_id,)).fetchone()["n"]
     folder = st.thumb_dir / doc_id
     return len(list(folder.iterdir())) if folder.is_dir() else 0
+
+
+def doc_with_snippets(store, n: int, embedder: str = "test-model", seed: int = 0, batch: int = 0, doc=None):
+    """A document (new unless given) whose page batch `batch` holds n snippets with unit vectors of 16
+    dimensions from `embedder`."""
+    if doc is None:
+        doc, _ = store.add_document(f"%PDF-1.4\n% doc {seed}\n%%EOF\n".encode(), f"d{seed}.pdf", batch_pages=1)
+        store.begin_batches(doc.id, 1)
+    rng = np.random.default_rng(seed)
+    snippets = []
+    for i in range(n):
+        v = rng.standard_normal(16).astype(np.float32)
+        snippets.append(Snippet(text=f"snippet {seed}-{i}", page=1, document_id=doc.id, ordinal=i,
+                                embedding=v / np.linalg.norm(v), embedding_model=embedder))
+    store.save_batch(doc.id, batch, snippets)
+    return doc

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import zlib
 from collections.abc import Callable
 
@@ -114,6 +115,11 @@ def doubled_pdf(pages_log2: int, text: str = "A page of text that repeats. ") ->
     data = doc.tobytes(garbage=1)
     doc.close()
     return data
+
+
+def broken_page_tree_pdf() -> bytes:
+    """/Count says one page but /Kids is empty: opens, counts 1 page, has none."""
+    return re.sub(rb"/Kids\s*\[[^\]]*\]", b"/Kids [ ]", text_pdf(1, seed=6), count=1)
 
 
 def padded_pdf(seed: int, megabytes: int = 3) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -86,6 +87,11 @@ class WorkerProcess:
         except ProcessLookupError:
             pass
         self.process.wait()
+
+
+def received(log_text: str, task: str) -> int:
+    """How many messages of a task (docenrich.<task>) a worker received, from its log."""
+    return len(re.findall(rf"Task docenrich\.{task}\[[^\]]+\] received", log_text))
 
 
 def processes_with(marker: str) -> list[int]:
