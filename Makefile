@@ -8,7 +8,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
 
-.PHONY: run test install install-test system-test-deps flower bench bench-pgvector soak eval gpu-check worker web clean-venv lock docs
+.PHONY: run test test-fast install install-test system-test-deps flower bench bench-pgvector soak eval gpu-check worker web clean-venv lock docs
 
 run: install
 	$(VPY) -m docenrich.cli.run
@@ -59,8 +59,14 @@ system-test-deps:
 		echo "      (sudo apt-get install$$missing)"; \
 	fi
 
+# Every tier, as CI runs it: tests/unit (no servers), tests/integration (Redis, PostgreSQL, one
+# Celery worker) and tests/system (whole stacks, gunicorn, the browser).
 test: install-test system-test-deps
 	$(VPY) -m pytest $(PYTEST_ARGS)
+
+# The unit tier alone, without its few slow tests (the time-boxed fuzzing): under a minute, no servers.
+test-fast: install-test
+	$(VPY) -m pytest tests/unit -m "not slow" $(PYTEST_ARGS)
 
 bench: install-test
 	$(VPY) bench/run_all.py
