@@ -1,10 +1,15 @@
-"""How records look to the outside: one function per record type, used by the API and the pages."""
+"""How records look to the outside: one function per record type, used by the API and the pages.
+
+Each returns one of the `contract` types, from which the OpenAPI description's schemas are
+derived: a key added here must be added there, or the API's contract tests fail.
+"""
 from __future__ import annotations
 
 from flask import url_for
 
 from docenrich.records import Collection, Document, StoredSnippet
 from docenrich.search import Hit, SearchResult
+from docenrich.web import contract
 
 DOC_FIELDS = (
     "id", "filename", "state", "stage", "progress", "pages", "snippet_count", "error",
@@ -12,15 +17,15 @@ DOC_FIELDS = (
 )
 
 
-def doc_json(doc: Document) -> dict:
+def doc_json(doc: Document) -> contract.Document:
     """The public fields of a document, with its page URL."""
-    out = {name: getattr(doc, name) for name in DOC_FIELDS}
+    out: contract.Document = {name: getattr(doc, name) for name in DOC_FIELDS}
     out["notes"] = doc.notes
     out["url"] = url_for("pages.document", doc_id=doc.id)
     return out
 
 
-def collection_json(found: Collection) -> dict:
+def collection_json(found: Collection) -> contract.Collection:
     """A collection with its counts and its page URL."""
     return {**found.to_dict(), "url": url_for("pages.collection_page", name=found.name)}
 
@@ -39,7 +44,7 @@ def image_url(snip: StoredSnippet) -> str | None:
     return url_for("api.snippet_image", snippet_id=snip.id, v=snip.image_path[:16])
 
 
-def snippet_json(snip: StoredSnippet) -> dict:
+def snippet_json(snip: StoredSnippet) -> contract.Snippet:
     """A snippet as the API shows it, with its image URL."""
     return {
         "id": snip.id,
@@ -66,7 +71,7 @@ def breadcrumb(snip: StoredSnippet, title: str | None = None) -> list[str]:
     return [str(p) for p in ([head] if head else []) + path]
 
 
-def hit_json(hit: Hit) -> dict:
+def hit_json(hit: Hit) -> contract.Hit:
     """A search result: the snippet's fields, its document's name, and its scores."""
     snip = snippet_json(hit.snippet)
     return {
@@ -90,13 +95,14 @@ def hit_json(hit: Hit) -> dict:
     }
 
 
-def search_json(result: SearchResult) -> dict:
+def search_json(result: SearchResult) -> contract.SearchResponse:
     """A search response: the query, what ranked it, notes, results and per-stage timings."""
     return {
         "query": result.query,
         "k": result.k,
         "document_id": result.document_id,
         "collections": result.collections,
+        "filter": result.filter.describe() if result.filter is not None else {},
         "embedder": result.embedder,
         "reranked": result.reranked,
         "reranked_count": result.reranked_count,
