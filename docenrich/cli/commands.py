@@ -22,7 +22,13 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from docenrich import client, uploads
-from docenrich.cli.admin import cancel_command, export_command, require_redis, services, status_command
+from docenrich.cli.admin import (
+    cancel_command,
+    export_command,
+    require_redis,
+    services,
+    status_command,
+)
 from docenrich.cli.ingest import POLL_SECONDS, Item, Run, admit_file, find_files, refresh, summary
 from docenrich.cli.migrate import migrate_command
 from docenrich.cli.progress import Progress

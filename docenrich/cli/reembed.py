@@ -19,6 +19,7 @@ from flask.cli import with_appcontext
 
 from docenrich import client
 from docenrich.records import embedding_text
+from docenrich.storage.rows import text_digest
 
 
 def progress_bar(done: int, total: int, started: float, width: int = 30) -> str:
@@ -45,10 +46,13 @@ def reembed(store, batch: int = 64, out=sys.stderr) -> tuple[str, int]:
             raise RuntimeError(f"the worker switched models mid-run ({embedded['model']}, {vectors.shape[1]} "
                                "dimensions); run again")
         ids = [s.meta["snippet_id"] for s in pending]
+        # The store checks each text is still the one embedded: a snippet re-extracted meanwhile
+        # keeps no vector of its old text (it is embedded again by its own run).
+        digests = {sid: text_digest(s.text) for sid, s in zip(ids, pending)}
         if embedded.get("sparse"):
             # Sparse weights first: a snippet counts as embedded once its vector is stored.
-            store.save_sparse(list(zip(ids, embedded["sparse"])), embedder)
-        store.save_vectors(list(zip(ids, vectors)), embedder)
+            store.save_sparse(list(zip(ids, embedded["sparse"])), embedder, digests)
+        store.save_vectors(list(zip(ids, vectors)), embedder, digests)
         after = pending[-1].meta["snippet_id"]
         done += len(pending)
         total = max(total, done)

@@ -134,13 +134,18 @@ def _ocr_scan(page: pymupdf.Page, pd: _PageData, opts: _Options) -> _PageData | 
                      display_space=True)
 
 
-def _capped(number: int, pieces: list[_Piece], figures: list[_Figure]) -> tuple[list[_Piece], list[_Figure]]:
-    """Pieces and figures cut to MAX_SNIPPETS_PER_PAGE, figures first to go."""
-    if len(pieces) + len(figures) <= MAX_SNIPPETS_PER_PAGE:
-        return pieces, figures
-    log.warning("page %d: %d snippets, keeping %d", number, len(pieces) + len(figures), MAX_SNIPPETS_PER_PAGE)
-    figures = figures[:max(0, MAX_SNIPPETS_PER_PAGE - len(pieces))]
-    return pieces[:MAX_SNIPPETS_PER_PAGE - len(figures)], figures
+def _capped(number: int, pieces: list[_Piece], figures: list[_Figure], tables: list[_Piece]
+            ) -> tuple[list[_Piece], list[_Figure], list[_Piece]]:
+    """Pieces, figures and tables cut to MAX_SNIPPETS_PER_PAGE together (figures first to go, then
+    tables), so a page's ordinals never reach the next page's."""
+    total = len(pieces) + len(figures) + len(tables)
+    if total <= MAX_SNIPPETS_PER_PAGE:
+        return pieces, figures, tables
+    log.warning("page %d: %d snippets, keeping %d", number, total, MAX_SNIPPETS_PER_PAGE)
+    pieces = pieces[:MAX_SNIPPETS_PER_PAGE]
+    tables = tables[:MAX_SNIPPETS_PER_PAGE - len(pieces)]
+    figures = figures[:MAX_SNIPPETS_PER_PAGE - len(pieces) - len(tables)]
+    return pieces, figures, tables
 
 
 def _render_region(page: pymupdf.Page, pd: _PageData, pieces: list[_Piece], figures: list[_Figure],
@@ -172,6 +177,10 @@ class _PageOut:
 
     def add(self, text: str, bbox, kind: str, meta: dict, pad: float = 2.0, gray: bool = False) -> None:
         """Append a snippet for bbox (unrotated or display space), cropping its image from the render."""
+        if len(self.snippets) >= MAX_SNIPPETS_PER_PAGE:
+            # Ordinals are page * 1000 + index: one more would take the next page's first ordinal.
+            log.warning("page %d: snippet over the per-page cap dropped", self.pd.number)
+            return
         img = self.render.crop(bbox, self.max_px, pad=pad) if self.render else None
         if gray and img is not None and img.mode != "L":
             img = img.convert("L")  # text regions are read, not admired: grayscale
@@ -231,7 +240,7 @@ def _page_snippets(doc: pymupdf.Document, pd: _PageData, document_id: str | None
         title = state.title
         pieces = fit_pieces(pieces, opts.count, opts.max_tokens,
                             lambda p: embedding_prefix(title, p.heading, p.text))
-    pieces, figures = _capped(pd.number, pieces, figures)
+    pieces, figures, tables = _capped(pd.number, pieces, figures, tables)
     covered = pieces + tables
     render = _render_region(page, pd, covered, figures, opts) if opts.images and (covered or figures) else None
     out = _PageOut(page, pd, document_id, render, opts.image_max_px)

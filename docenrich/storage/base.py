@@ -13,6 +13,7 @@ from docenrich.records import DEFAULT_COLLECTION
 if TYPE_CHECKING:
     import numpy as np
 
+    from docenrich.filters import SearchFilter
     from docenrich.pdf import DocumentInfo
     from docenrich.records import Collection, Document, Snippet, StoredSnippet
 
@@ -78,6 +79,10 @@ class Store(Protocol):
 
     def get_document(self, doc_id: str) -> Document | None:
         """One document, or None."""
+        ...
+
+    def filter_document_ids(self, f: SearchFilter) -> set[str]:
+        """Ids of the documents a filter's document conditions allow."""
         ...
 
     def list_documents(self, collections: Iterable[str] | None = None) -> list[Document]:
@@ -226,8 +231,10 @@ class Store(Protocol):
         """Vector dimension registered for each embedder name."""
         ...
 
-    def save_vectors(self, items: list[tuple[int, np.ndarray]], embedder: str) -> None:
-        """Store (snippet_id, vector) pairs for `embedder`; ids of deleted snippets are skipped."""
+    def save_vectors(self, items: list[tuple[int, np.ndarray]], embedder: str,
+                     digests: dict[int, str] | None = None) -> None:
+        """Store (snippet_id, vector) pairs for `embedder`; ids of deleted snippets are skipped, and so
+        are those whose text no longer has the digest (rows.text_digest) given for it."""
         ...
 
     def delete_vectors(self, embedder: str) -> int:
@@ -251,9 +258,11 @@ class Store(Protocol):
     # ---- lexical search
 
     def lexical_search(
-        self, query: str, k: int, *, document_id: str | None = None, exclude_kinds: Iterable[str] = ()
+        self, query: str, k: int, *, document_id: str | None = None, exclude_kinds: Iterable[str] = (),
+        filter: SearchFilter | None = None,
     ) -> list[tuple[int, float]]:
-        """Top-k (snippet_id, score) by a lexical ranking (BM25), best first, higher is better.
+        """Top-k (snippet_id, score) by a lexical ranking (BM25), best first, higher is better, among the
+        snippets the filter allows (applied in the query, never to a top k).
 
         The index follows every snippet insert, update and delete; it covers each snippet's text
         and its context (section heading, document title). Identifiers such as R_MAKEVARS_USER,
@@ -261,15 +270,18 @@ class Store(Protocol):
         """
         ...
 
-    def save_sparse(self, items: list[tuple[int, dict[int, float]]], embedder: str) -> None:
-        """Store learned sparse vectors (snippet_id, {token id: weight}) of one embedder (BGE-M3)."""
+    def save_sparse(self, items: list[tuple[int, dict[int, float]]], embedder: str,
+                    digests: dict[int, str] | None = None) -> None:
+        """Store learned sparse vectors (snippet_id, {token id: weight}) of one embedder (BGE-M3), checked
+        against text digests as save_vectors."""
         ...
 
     def sparse_search(
         self, embedder: str, weights: dict[int, float], k: int, *, document_id: str | None = None,
-        exclude_kinds: Iterable[str] = (),
+        exclude_kinds: Iterable[str] = (), filter: SearchFilter | None = None,
     ) -> list[tuple[int, float]]:
-        """Top-k (snippet_id, score) by the dot product of a query's sparse weights with the stored ones."""
+        """Top-k (snippet_id, score) by the dot product of a query's sparse weights with the stored ones,
+        within the filter."""
         ...
 
     # ---- export

@@ -1,6 +1,7 @@
 """Database rows back into records, and status fields into column values, for every backend."""
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -131,3 +132,20 @@ def insert_given_up(conn, ph: str, doc_id: str, batch_index: int, generation: in
         (doc_id, int(batch_index), time.time(), note),
     )
     return doc
+
+
+def text_digest(text: str) -> str:
+    """A short hash of a snippet's text: what a late vector is checked against before it is saved."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+
+
+def unchanged(conn, ph: str, items: list, digests: dict[int, str] | None) -> list:
+    """The (snippet id, ...) items whose snippet still exists and, when digests are given, still
+    has the text they were computed from (an id whose text changed, or a deleted one, is skipped)."""
+    if not items:
+        return items
+    ids = sorted({int(item[0]) for item in items})
+    rows = conn.execute(f"SELECT id, text FROM snippets WHERE id IN ({', '.join([ph] * len(ids))})", ids).fetchall()
+    current = {int(r["id"]): r["text"] for r in rows}
+    return [item for item in items if int(item[0]) in current
+            and (digests is None or digests.get(int(item[0])) == text_digest(current[int(item[0])]))]

@@ -3,17 +3,17 @@ beat a heartbeat, queue recovery on every (re)connect and now and then."""
 from __future__ import annotations
 
 import gc
-import signal
 import json
 import logging
+import signal
 import threading
 import time
 
 from celery import bootsteps, signals
 
 from docenrich import leases, models, telemetry
-from docenrich.cli.orphans import follow_parent
 from docenrich.celery_app import MODEL_STATUS_KEY, celery_app
+from docenrich.cli.orphans import follow_parent
 from docenrich.config import get_settings
 from docenrich.keys import SWEEP_KEY
 from docenrich.tasks.base import redis_client

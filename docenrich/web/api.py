@@ -16,11 +16,19 @@ from docenrich.keys import TASK_OWNER_KEY, TASK_OWNER_TTL
 from docenrich.records import Document
 from docenrich.search import MAX_K, MODES
 from docenrich.storage import sanitize_filename
-from docenrich.web.auth import authenticate_api
 from docenrich.uploads import Limits
+from docenrich.web.auth import authenticate_api
 from docenrich.web.errors import ApiError
 from docenrich.web.exports import export_response
-from docenrich.web.params import collection_arg, flag_arg, get_doc, int_arg, search_filter_arg, services, store
+from docenrich.web.params import (
+    collection_arg,
+    flag_arg,
+    get_doc,
+    int_arg,
+    search_filter_arg,
+    services,
+    store,
+)
 from docenrich.web.presenters import doc_json, search_json, snippet_json
 
 log = logging.getLogger(__name__)

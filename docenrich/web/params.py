@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from flask import current_app, request
 
-from docenrich.records import Document
 from docenrich.filters import MAX_COLLECTIONS, SearchFilter, build_filter
+from docenrich.records import Document
 from docenrich.storage import check_collection_name
 from docenrich.web.errors import ApiError
 

@@ -10,8 +10,8 @@ from docenrich.records import Document
 from docenrich.storage.encoding import Prepared, json_load, prepare_snippet
 from docenrich.storage.postgres.lexical import lex_vector
 from docenrich.storage.postgres.rows import row_to_document
-from docenrich.storage.rows import GivenUpBatches, completion
 from docenrich.storage.postgres.schema import CONTENT_LOCK
+from docenrich.storage.rows import GivenUpBatches, completion
 
 if TYPE_CHECKING:
     import psycopg

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from docenrich.records import Collection, Document
 from docenrich.storage.base import check_collection_name
 from docenrich.storage.postgres.rows import row_to_document
+from docenrich.storage.postgres.schema import CONTENT_LOCK
 
 if TYPE_CHECKING:
     import psycopg
@@ -108,13 +109,14 @@ class CollectionsMixin:
 
     def delete_collection(self, name: str) -> list[str] | None:
         """Delete a collection and the documents that belong to no other one; their ids (None: unknown)."""
-        with self._write("the deletion") as conn:
+        with self._write("the deletion", lock=CONTENT_LOCK) as conn:
             if conn.execute("SELECT 1 FROM collections WHERE name = %s", (name,)).fetchone() is None:
                 return None
             members = [r["document_id"] for r in conn.execute(
                 "SELECT document_id FROM document_collections WHERE collection = %s", (name,))]
             conn.execute("DELETE FROM collections WHERE name = %s", (name,))  # cascades to the links
-        deleted = [doc_id for doc_id in members if self._delete_document(doc_id, unless_linked=True)]
+            # In the same transaction: a crash leaves the collection and its documents, or neither.
+            deleted = [doc_id for doc_id in members if self._delete_rows(conn, doc_id, unless_linked=True)]
         log.info("collection %r deleted with %d of its %d documents", name, len(deleted), len(members))
         return deleted
 

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 from docenrich.filters import SearchFilter
 from docenrich.records import FINISHED_STATES, RESTARTABLE_STATES, Document, states_before
 from docenrich.storage.base import QueueFull, StorageError, default_collections, sanitize_filename
-from docenrich.storage.filters import document_ids_sql
 from docenrich.storage.encoding import doc_id_for, info_values, is_doc_id
+from docenrich.storage.filters import document_ids_sql
 from docenrich.storage.postgres.schema import ADMISSION_LOCK, CONTENT_LOCK
 from docenrich.storage.rows import UPDATABLE, column_values, positive, row_to_document
 
@@ -211,23 +211,29 @@ class DocumentsMixin:
         """Remove a document's rows, vectors, PDF, unshared images and thumbnails."""
         return self._delete_document(doc_id)
 
-    def _delete_document(self, doc_id: str, unless_linked: bool = False) -> bool:
-        """delete_document; with unless_linked, only when the document belongs to no collection."""
+    def _delete_document(self, doc_id: str) -> bool:
         if not is_doc_id(doc_id):
             return False
         with self._write("the deletion", lock=CONTENT_LOCK) as conn:
-            row = conn.execute("SELECT sha256 FROM documents WHERE id = %s FOR UPDATE", (doc_id,)).fetchone()
-            if row is None:
-                return False
-            if unless_linked and conn.execute(
-                "SELECT 1 FROM document_collections WHERE document_id = %s LIMIT 1", (doc_id,)
-            ).fetchone():
-                return False
-            if self._clear_content(conn, doc_id):
-                self._bump_vectors(conn, removed=True)
-            conn.execute("DELETE FROM documents WHERE id = %s", (doc_id,))  # cascades to thumbs
-            conn.execute("DELETE FROM pdfs WHERE sha256 = %s", (row["sha256"],))
-        log.info("document %s deleted", doc_id)
+            deleted = self._delete_rows(conn, doc_id)
+        if deleted:
+            log.info("document %s deleted", doc_id)
+        return deleted
+
+    def _delete_rows(self, conn: psycopg.Connection, doc_id: str, unless_linked: bool = False) -> bool:
+        """Delete a document with its PDF and thumbnails in the caller's transaction; False when it is
+        gone (or, with unless_linked, still in a collection)."""
+        row = conn.execute("SELECT sha256 FROM documents WHERE id = %s FOR UPDATE", (doc_id,)).fetchone()
+        if row is None:
+            return False
+        if unless_linked and conn.execute(
+            "SELECT 1 FROM document_collections WHERE document_id = %s LIMIT 1", (doc_id,)
+        ).fetchone():
+            return False
+        if self._clear_content(conn, doc_id):
+            self._bump_vectors(conn, removed=True)
+        conn.execute("DELETE FROM documents WHERE id = %s", (doc_id,))  # cascades to thumbs
+        conn.execute("DELETE FROM pdfs WHERE sha256 = %s", (row["sha256"],))
         return True
 
     def _clear_content(self, conn: psycopg.Connection, doc_id: str) -> int:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from docenrich.filters import SearchFilter, merged
 from docenrich.storage.filters import snippet_conditions
+from docenrich.storage.rows import unchanged
 from docenrich.storage.terms import fold, query_terms, words
 
 if TYPE_CHECKING:
@@ -88,10 +89,12 @@ class LexicalMixin:
                     [(embedder, t, sid, w) for t, w in weights],
                 )
 
-    def save_sparse(self, items: list[tuple[int, dict[int, float]]], embedder: str) -> None:
-        """Store (snippet_id, {token id: weight}) pairs for `embedder`; ids of deleted snippets are skipped."""
+    def save_sparse(self, items: list[tuple[int, dict[int, float]]], embedder: str,
+                    digests: dict[int, str] | None = None) -> None:
+        """Store (snippet_id, {token id: weight}) pairs for `embedder`; ids of deleted snippets are skipped,
+        and so are those whose text no longer has the digest given for it."""
         with self._write("the sparse vectors") as conn:
-            for sid, weights in items:
+            for sid, weights in unchanged(conn, "%s", list(items), digests):
                 if conn.execute("SELECT 1 FROM snippets WHERE id = %s FOR SHARE", (int(sid),)).fetchone():
                     self._put_sparse(conn, int(sid), embedder,
                                      [(int(t), float(w)) for t, w in weights.items() if float(w) > 0])

@@ -9,6 +9,7 @@ import numpy as np
 from docenrich.storage.base import DimensionMismatch
 from docenrich.storage.encoding import as_vector
 from docenrich.storage.postgres.schema import CONTENT_LOCK, HNSW_MAX_DIM
+from docenrich.storage.rows import unchanged
 
 if TYPE_CHECKING:
     import psycopg
@@ -47,14 +48,19 @@ class VectorsMixin:
         """Vector dimension registered for each embedder name."""
         return {r["name"]: r["dim"] for r in self._q("SELECT name, dim FROM embedders ORDER BY name")}
 
-    def save_vectors(self, items: list[tuple[int, np.ndarray]], embedder: str) -> None:
-        """Store (snippet_id, vector) pairs for `embedder`; ids of deleted snippets are skipped."""
+    def save_vectors(self, items: list[tuple[int, np.ndarray]], embedder: str,
+                     digests: dict[int, str] | None = None) -> None:
+        """Store (snippet_id, vector) pairs for `embedder`; ids of deleted snippets are skipped, and so are
+        those whose text no longer has the digest given for it (the vector was made from other text)."""
         if not embedder:
             raise ValueError("embedder name is required")
         prepared = [(int(sid), as_vector(vec, f"snippet {sid}")) for sid, vec in items]
         if not prepared:
             return
         with self._write("the vectors", lock=CONTENT_LOCK) as conn:
+            prepared = unchanged(conn, "%s", prepared, digests)
+            if not prepared:
+                return
             self._register_dims(conn, {embedder: {v.shape[0] for _, v in prepared}})
             added = removed = 0
             for sid, vec in prepared:

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from docenrich.records import Document
 from docenrich.storage.encoding import Prepared, prepare_snippet
-from docenrich.storage.sqlite.blobs import atomic_write, blob_present
 from docenrich.storage.rows import GivenUpBatches, completion
+from docenrich.storage.sqlite.blobs import atomic_write, blob_present
 from docenrich.storage.sqlite.rows import row_to_document
 
 if TYPE_CHECKING:
@@ -178,8 +178,8 @@ class BatchesMixin(GivenUpBatches):
         if old is None:
             cur = conn.execute(
                 """INSERT INTO snippets
-                       (document_id, ordinal, batch_index, page, bbox, text, kind, meta, image)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                       (id, document_id, ordinal, batch_index, page, bbox, text, kind, meta, image)
+                   VALUES ((SELECT value + 1 FROM counters WHERE name = 'snippet_id_seq'), ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (doc_id, p.ordinal, batch_index, p.page, p.bbox, p.text, p.kind, p.meta, p.image_name),
             )
             sid = cur.lastrowid

@@ -116,7 +116,15 @@ class CollectionsMixin:
             members = [r[0] for r in conn.execute(
                 "SELECT document_id FROM document_collections WHERE collection = ?", (name,))]
             conn.execute("DELETE FROM collections WHERE name = ?", (name,))  # cascades to the links
-        deleted = [doc_id for doc_id in members if self._delete_document(doc_id, unless_linked=True)]
+            # In the same transaction: a crash leaves the collection and its documents, or neither.
+            deleted, images, shas = [], set(), []
+            for doc_id in members:
+                gone = self._delete_rows(conn, doc_id, unless_linked=True)
+                if gone is not None:
+                    deleted.append(doc_id)
+                    images |= gone[0]
+                    shas += gone[1]
+        self._after_delete(deleted, images, shas)
         log.info("collection %r deleted with %d of its %d documents", name, len(deleted), len(members))
         return deleted
 

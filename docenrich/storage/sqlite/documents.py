@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 from docenrich.filters import SearchFilter
 from docenrich.records import FINISHED_STATES, RESTARTABLE_STATES, Document, states_before
 from docenrich.storage.base import QueueFull, StorageError, default_collections, sanitize_filename
-from docenrich.storage.filters import document_ids_sql
 from docenrich.storage.encoding import doc_id_for, info_values, is_doc_id
+from docenrich.storage.filters import document_ids_sql
 from docenrich.storage.rows import UPDATABLE, column_values, positive, row_to_document
 from docenrich.storage.sqlite.blobs import atomic_write, blob_present
 
@@ -237,30 +237,42 @@ class DocumentsMixin:
         """Remove a document's rows, vectors, PDF, unshared images and thumbnails."""
         return self._delete_document(doc_id)
 
-    def _delete_document(self, doc_id: str, unless_linked: bool = False) -> bool:
-        """delete_document; with unless_linked, only when the document belongs to no collection."""
+    def _delete_document(self, doc_id: str) -> bool:
         if not is_doc_id(doc_id):
             return False
         with self._write("the deletion") as conn:
-            row = conn.execute("SELECT sha256 FROM documents WHERE id = ?", (doc_id,)).fetchone()
-            if row is None:
-                return False
-            if unless_linked and conn.execute(
-                "SELECT 1 FROM document_collections WHERE document_id = ? LIMIT 1", (doc_id,)
-            ).fetchone():
-                return False
-            images, removed = self._clear_content(conn, doc_id)
-            conn.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
-            if removed:
-                self._bump_vectors(conn, removed=True)
-        # Files go after the rows are committed, so a failed commit never loses files.
-        self._collect(images=images, pdf_shas=[row["sha256"]])
-        shutil.rmtree(self.thumb_dir / doc_id, ignore_errors=True)
-        log.info("document %s deleted", doc_id)
+            gone = self._delete_rows(conn, doc_id)
+        if gone is None:
+            return False
+        self._after_delete([doc_id], *gone)
+        return True
+
+    def _delete_rows(self, conn: sqlite3.Connection, doc_id: str, unless_linked: bool = False
+                     ) -> tuple[set[str], list[str]] | None:
+        """Delete a document's rows in the caller's transaction; (image names, PDF hashes) to collect
+        after the commit, or None when it is gone (or, with unless_linked, still in a collection)."""
+        row = conn.execute("SELECT sha256 FROM documents WHERE id = ?", (doc_id,)).fetchone()
+        if row is None:
+            return None
+        if unless_linked and conn.execute(
+            "SELECT 1 FROM document_collections WHERE document_id = ? LIMIT 1", (doc_id,)
+        ).fetchone():
+            return None
+        images, removed = self._clear_content(conn, doc_id)
+        conn.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
+        if removed:
+            self._bump_vectors(conn, removed=True)
+        return images, [row["sha256"]]
+
+    def _after_delete(self, doc_ids: list[str], images: set[str], pdf_shas: list[str]) -> None:
+        """Remove deleted documents' files, once their rows are committed (a failed commit never loses files)."""
+        self._collect(images=images, pdf_shas=pdf_shas)
+        for doc_id in doc_ids:
+            shutil.rmtree(self.thumb_dir / doc_id, ignore_errors=True)
+            log.info("document %s deleted", doc_id)
         # Deleting is already a clean-up and happens rarely: a good moment to also remove
         # files that crashed writers left behind (written, but their row never committed).
         self._sweep_now_and_then()
-        return True
 
     def _clear_content(self, conn: sqlite3.Connection, doc_id: str) -> tuple[set[str], int]:
         """Delete a document's snippets, vectors, batches; return (image names, vectors removed)."""

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from docenrich.filters import SearchFilter, merged
 from docenrich.storage.filters import snippet_conditions
+from docenrich.storage.rows import unchanged
 from docenrich.storage.terms import query_terms
 
 # Weight of the text and context columns in bm25(): the heading and title count half.
@@ -28,10 +29,12 @@ class LexicalMixin:
         conn.executemany("INSERT INTO sparse_postings (embedder, token, snippet_id, weight) VALUES (?, ?, ?, ?)",
                          [(embedder, t, sid, w) for t, w in weights])
 
-    def save_sparse(self, items: list[tuple[int, dict[int, float]]], embedder: str) -> None:
-        """Store (snippet_id, {token id: weight}) pairs for `embedder`; ids of deleted snippets are skipped."""
+    def save_sparse(self, items: list[tuple[int, dict[int, float]]], embedder: str,
+                    digests: dict[int, str] | None = None) -> None:
+        """Store (snippet_id, {token id: weight}) pairs for `embedder`; ids of deleted snippets are skipped,
+        and so are those whose text no longer has the digest given for it."""
         with self._write("the sparse vectors") as conn:
-            for sid, weights in items:
+            for sid, weights in unchanged(conn, "?", list(items), digests):
                 if conn.execute("SELECT 1 FROM snippets WHERE id = ?", (int(sid),)).fetchone():
                     self._put_sparse(conn, int(sid), embedder,
                                      [(int(t), float(w)) for t, w in weights.items() if float(w) > 0])

@@ -174,6 +174,14 @@ _MIGRATIONS: list[list[str]] = [
         # A page batch given up after repeated failures: done, without snippets, and why.
         "ALTER TABLE batches ADD COLUMN note TEXT",
     ],
+    [
+        # Snippet ids are never reused (SQLite's default is max(id) + 1, which hands a deleted
+        # last snippet's id to the next one): new snippets take the next value of this counter,
+        # which only grows. A vector saved late by id can then never land on another snippet.
+        "INSERT INTO counters(name, value) SELECT 'snippet_id_seq', coalesce(max(id), 0) FROM snippets",
+        """CREATE TRIGGER snippets_id_seq AFTER INSERT ON snippets BEGIN
+            UPDATE counters SET value = max(value, new.id) WHERE name = 'snippet_id_seq'; END""",
+    ],
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from docenrich.storage.base import DimensionMismatch
 from docenrich.storage.encoding import as_vector
+from docenrich.storage.rows import unchanged
 
 _LOAD_CHUNK = 4096
 
@@ -24,14 +25,19 @@ class VectorsMixin:
         """Vector dimension registered for each embedder name."""
         return {r[0]: r[1] for r in self._conn().execute("SELECT name, dim FROM embedders ORDER BY name")}
 
-    def save_vectors(self, items: list[tuple[int, np.ndarray]], embedder: str) -> None:
-        """Store (snippet_id, vector) pairs for `embedder`; ids of deleted snippets are skipped."""
+    def save_vectors(self, items: list[tuple[int, np.ndarray]], embedder: str,
+                     digests: dict[int, str] | None = None) -> None:
+        """Store (snippet_id, vector) pairs for `embedder`; ids of deleted snippets are skipped, and so are
+        those whose text no longer has the digest given for it (the vector was made from other text)."""
         if not embedder:
             raise ValueError("embedder name is required")
         prepared = [(int(sid), as_vector(vec, f"snippet {sid}")) for sid, vec in items]
         if not prepared:
             return
         with self._write("the vectors") as conn:
+            prepared = unchanged(conn, "?", prepared, digests)
+            if not prepared:
+                return
             self._register_dims(conn, {embedder: {v.shape[0] for _, v in prepared}})
             added = removed = 0
             for sid, vec in prepared:
