@@ -53,6 +53,21 @@ PAGE = param("page", "path", "A page number, from 1.", {"type": "integer", "mini
 NAME = param("name", "path", "A collection name.")
 COLLECTION = param("collection", "query", "Collection name(s): repeat the parameter or separate with commas; "
                    "absent, empty or `all` means every collection.", {"type": "array", "items": {"type": "string"}})
+# The search filter: applied inside every retriever, never to a top N afterwards.
+STRINGS = {"type": "array", "items": {"type": "string"}}
+SEARCH_FILTER = (
+    param("collection", "query", "Only these collections (at most 20): repeat the parameter or separate with "
+          "commas; absent, empty or `all` means every collection.", STRINGS),
+    param("document", "query", "Only these document ids (at most 100): repeat or separate with commas.", STRINGS),
+    param("kind", "query", "Only snippets of these kinds (text, table, figure, toc, page): repeat or separate "
+          "with commas.", STRINGS),
+    param("pages", "query", "Only these pages: `5`, `5-9`, `5-` or `-9` (1-based, inclusive)."),
+    param("filename", "query", "Only documents whose file name matches this glob (`*` and `?`, any case)."),
+    param("uploaded_after", "query", "Only documents uploaded on or after this ISO date or date-time (UTC).",
+          ),
+    param("uploaded_before", "query", "Only documents uploaded before this ISO date-time; a date means up to its "
+          "end."),
+)
 FORMAT = param("format", "query", "Export format.", {"type": "string", "enum": ["jsonl", "parquet"], "default": "jsonl"})
 EXPORT = {
     "200": {"description": "A download, streamed: one JSON object per line, or a Parquet file.",
@@ -123,7 +138,10 @@ def other_paths() -> dict:
             param("q", "query", "The question or phrase (1 to 1000 characters).", required=True),
             param("k", "query", "How many results.", {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}),
             param("rerank", "query", "Rerank the candidates (when a reranker exists).", {"type": "boolean", "default": True}),
-            param("document", "query", "Only this document."), COLLECTION)},
+            param("mode", "query", "Which retrievers rank the snippets (default: the SEARCH_MODE setting).",
+                  {"type": "string", "enum": ["hybrid", "dense", "lexical"]}),
+            param("include", "query", "Kinds hidden by default to include, comma-separated (e.g. `toc`)."),
+            *SEARCH_FILTER)},
         "/api/tasks/{task_id}": {"get": op(
             "An ingestion task's state", {"200": ok("Its state and its document's progress or error.",
                                                     ref("TaskStatus")), **errors("404")},
