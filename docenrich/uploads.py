@@ -18,6 +18,16 @@ log = logging.getLogger(__name__)
 # PDFError.code -> HTTP status; every other code (encrypted, corrupt, empty) is 422.
 PDF_STATUS = {"not_pdf": 415, "too_many_pages": 413, "too_large": 413}
 
+# The kinds of file an upload may be, by extension (lower case, with the dot). The command line
+# (`docenrich ingest` on folders, `docenrich sync`) picks files by this list: a new format adds
+# its extension here and nowhere else.
+SUPPORTED_EXTENSIONS: tuple[str, ...] = (".pdf",)
+
+
+def accepted_extensions() -> tuple[str, ...]:
+    """The file extensions an upload accepts, lower case with their dot."""
+    return SUPPORTED_EXTENSIONS
+
 
 class Refused(Exception):
     """An upload that is not accepted: an HTTP status, a sentence for a person and a short code."""

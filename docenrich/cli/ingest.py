@@ -25,7 +25,8 @@ POLL_SECONDS = 0.5
 
 
 def find_files(paths: Iterable[str], recursive: bool = True) -> list[Path]:
-    """Files named by paths: files as given, folders' PDFs (recursively), glob patterns expanded."""
+    """Files named by paths: files as given, folders' accepted files (recursively), globs expanded."""
+    extensions = uploads.accepted_extensions()
     found: dict[Path, None] = {}
     for raw in paths:
         candidates = [Path(p) for p in sorted(glob.glob(raw, recursive=True))] if glob.has_magic(raw) else [Path(raw)]
@@ -33,7 +34,7 @@ def find_files(paths: Iterable[str], recursive: bool = True) -> list[Path]:
             if path.is_dir():
                 pattern = "**/*" if recursive else "*"
                 for item in sorted(path.glob(pattern)):
-                    if item.is_file() and item.suffix.lower() == ".pdf":
+                    if item.is_file() and item.suffix.lower() in extensions:
                         found.setdefault(item.resolve())
             else:
                 found.setdefault(path.resolve() if path.exists() else path)
