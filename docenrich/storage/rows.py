@@ -134,6 +134,36 @@ def insert_given_up(conn, ph: str, doc_id: str, batch_index: int, generation: in
     return doc
 
 
+# Ordinals per snippets_around query: 6 parameters each keeps a query well under SQLite's
+# oldest variable limit (999), and a search's k (at most 100) always fits in one.
+ORDINALS_PER_QUERY = 100
+
+
+def around_query(ph: str, cols: str, doc_id: str, ordinals: list[int], n: int) -> tuple[str, list]:
+    """snippets_around's query and parameters for both backends: per ordinal, the n rows before it
+    and the row at it with the n after, each an index range scan over (document_id, ordinal)."""
+    parts, params = [], []
+    for i, ordinal in enumerate(ordinals):
+        parts.append(f"SELECT id FROM (SELECT id FROM snippets WHERE document_id = {ph} AND ordinal < {ph} "
+                     f"ORDER BY ordinal DESC LIMIT {ph}) b{i}")
+        parts.append(f"SELECT id FROM (SELECT id FROM snippets WHERE document_id = {ph} AND ordinal >= {ph} "
+                     f"ORDER BY ordinal LIMIT {ph}) a{i}")
+        params += [doc_id, int(ordinal), int(n), doc_id, int(ordinal), int(n) + 1]
+    sql = f"SELECT {cols} FROM snippets s WHERE s.id IN ({' UNION ALL '.join(parts)}) ORDER BY s.ordinal"
+    return sql, params
+
+
+def around_rows(fetch, ph: str, cols: str, doc_id: str, ordinals, n: int) -> list:
+    """snippets_around's rows, by ordinal and each once; `fetch(sql, params)` runs a query on the
+    backend's connection and returns its rows (a cursor will do); `ph` is its placeholder."""
+    wanted = sorted({int(o) for o in ordinals})
+    found: dict[int, Any] = {}
+    for i in range(0, len(wanted), ORDINALS_PER_QUERY):
+        for row in fetch(*around_query(ph, cols, doc_id, wanted[i : i + ORDINALS_PER_QUERY], max(0, int(n)))):
+            found[row["id"]] = row
+    return sorted(found.values(), key=lambda row: row["ordinal"])
+
+
 def text_digest(text: str) -> str:
     """A short hash of a snippet's text: what a late vector is checked against before it is saved."""
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]

@@ -12,6 +12,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request, send_file
 
 from docenrich import lazy_images, pdf, uploads
+from docenrich.context import MAX_CONTEXT
 from docenrich.keys import TASK_OWNER_KEY, TASK_OWNER_TTL
 from docenrich.records import Document
 from docenrich.search import MAX_K, MODES
@@ -224,8 +225,8 @@ def export(doc_id: str):
 
 @api.get("/search")
 def search():
-    """Search the snippets: q, k, rerank, mode (hybrid|dense|lexical), include (e.g. toc), and the filter:
-    collection, document, kind, pages, filename, uploaded_after, uploaded_before."""
+    """Search the snippets: q, k, rerank, mode (hybrid|dense|lexical), include (e.g. toc), context (0..5
+    neighbours either side), and the filter: collection, document, kind, pages, filename, upload dates."""
     q = request.args.get("q", "").strip()
     if not q:
         raise ApiError(400, "Type something to search for (parameter q).", "empty_query")
@@ -238,7 +239,7 @@ def search():
     f = search_filter_arg()
     document_id = f.document_ids[0] if f.document_ids and len(f.document_ids) == 1 else None
     result = services().search(q, int_arg("k", 10, 1, MAX_K), flag_arg("rerank"), document_id, mode, include,
-                               filter=f)
+                               filter=f, context=int_arg("context", 0, 0, MAX_CONTEXT))
     return jsonify(search_json(result))
 
 

@@ -5,6 +5,7 @@ presenters' types; nothing here describes a body's fields.
 """
 from __future__ import annotations
 
+from docenrich.context import MAX_CONTEXT
 from docenrich.web.contract import ref
 
 JSON = "application/json"
@@ -141,6 +142,9 @@ def other_paths() -> dict:
             param("mode", "query", "Which retrievers rank the snippets (default: the SEARCH_MODE setting).",
                   {"type": "string", "enum": ["hybrid", "dense", "lexical"]}),
             param("include", "query", "Kinds hidden by default to include, comma-separated (e.g. `toc`)."),
+            param("context", "query", "Return this many neighbouring snippets before and after each result, "
+                  "in reading order within its document (`context_before`, `context_after`).",
+                  {"type": "integer", "minimum": 0, "maximum": MAX_CONTEXT, "default": 0}),
             *SEARCH_FILTER)},
         "/api/tasks/{task_id}": {"get": op(
             "An ingestion task's state", {"200": ok("Its state and its document's progress or error.",

@@ -17,6 +17,7 @@ from markupsafe import Markup, escape
 
 from docenrich import pdf
 from docenrich.client import WorkerUnavailable
+from docenrich.context import MAX_CONTEXT
 from docenrich.errors import caused_by
 from docenrich.filters import SNIPPET_KINDS
 from docenrich.search import MODES
@@ -141,6 +142,7 @@ def search_page():
     rerank = (request.args.getlist("rerank") or ["1"])[-1] not in ("0", "false", "off")
     svc = services()
     mode = request.args.get("mode") if request.args.get("mode") in MODES else svc.config["SEARCH_MODE"]
+    context = context_choice(request.args.get("context"))
     result, error, status = None, None, 200
     f = None
     try:
@@ -150,7 +152,7 @@ def search_page():
         chosen, q, error, status = None, "", exc.message, 400
     if q:
         try:
-            result = search_json(svc.search(q, 10, rerank, None, mode, filter=f))
+            result = search_json(svc.search(q, 10, rerank, None, mode, filter=f, context=context))
         except WorkerUnavailable as exc:
             error, status = f"Search is unavailable: {exc}.", 503
         except Exception as exc:
@@ -161,8 +163,16 @@ def search_page():
     return render_template(
         "search.html", q=q, result=result, error=error, documents=docs, document_id=document_id, rerank=rerank,
         mode=mode, modes=MODES, collections=svc.store.list_collections(), chosen=chosen or [],
-        kinds=SNIPPET_KINDS, args=request.args,
+        kinds=SNIPPET_KINDS, args=request.args, context=context, contexts=range(MAX_CONTEXT + 1),
     ), status
+
+
+def context_choice(raw: str | None) -> int:
+    """The page's context choice: neighbours either side of each result, 0 when absent or not a choice."""
+    try:
+        return min(max(int(raw or 0), 0), MAX_CONTEXT)
+    except ValueError:
+        return 0
 
 
 @pages.get("/collections")

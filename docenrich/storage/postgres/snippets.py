@@ -8,6 +8,7 @@ from docenrich.records import Snippet, StoredSnippet
 from docenrich.storage.encoding import image_name, json_load
 from docenrich.storage.postgres.rows import SNIPPET_COLS, row_to_snippet
 from docenrich.storage.postgres.schema import CONTENT_LOCK
+from docenrich.storage.rows import around_rows
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,10 @@ class SnippetsMixin:
                     conn.execute("INSERT INTO images(name, data) VALUES (%s, %s) ON CONFLICT DO NOTHING", (name, data))
                     done += 1
         return done
+
+    def snippets_around(self, doc_id: str, ordinals: Iterable[int], n: int) -> list[StoredSnippet]:
+        """A document's snippets at the given ordinals and up to n either side of each, by ordinal."""
+        return [row_to_snippet(r) for r in around_rows(self._q, "%s", SNIPPET_COLS, doc_id, ordinals, n)]
 
     def get_snippet(self, snippet_id: int) -> StoredSnippet | None:
         """One snippet by id, or None."""

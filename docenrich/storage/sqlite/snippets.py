@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from docenrich.records import Snippet, StoredSnippet
 from docenrich.storage.encoding import image_name, json_load
+from docenrich.storage.rows import around_rows
 from docenrich.storage.sqlite.rows import SNIPPET_COLS, row_to_snippet
 
 # Bound on the ids in one IN (...) query, well under SQLite's variable limit.
@@ -48,6 +49,11 @@ class SnippetsMixin:
             # Files of snippets deleted (or drawn by another process) meanwhile are not kept.
             self._collect(images=new_files)
         return done
+
+    def snippets_around(self, doc_id: str, ordinals: Iterable[int], n: int) -> list[StoredSnippet]:
+        """A document's snippets at the given ordinals and up to n either side of each, by ordinal."""
+        rows = around_rows(self._conn().execute, "?", SNIPPET_COLS, doc_id, ordinals, n)
+        return [row_to_snippet(r) for r in rows]
 
     def get_snippet(self, snippet_id: int) -> StoredSnippet | None:
         """One snippet by id, or None."""
