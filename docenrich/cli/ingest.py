@@ -81,15 +81,25 @@ def deferred_interrupt() -> Iterator[None]:
             raise KeyboardInterrupt
 
 
-def admit_file(store, item: Item, limits: uploads.Limits, collection: str | None, note) -> None:
-    """Check and store one file (or find it stored already), waiting while the queue is full."""
+def read_limited(path: Path, limits: uploads.Limits) -> bytes:
+    """A file's bytes, at most one byte past the upload limit (enough to refuse it)."""
+    with path.open("rb") as handle:
+        return handle.read(limits.max_bytes + 1)
+
+
+def admit_file(store, item: Item, limits: uploads.Limits, collection: str | None, note,
+               data: bytes | None = None) -> None:
+    """Check and store one file (or find it stored already), waiting while the queue is full.
+
+    data, when given, are the file's bytes as the caller already read them (and hashed them).
+    """
     name = sanitize_filename(item.path.name)
-    try:
-        with item.path.open("rb") as handle:
-            data = handle.read(limits.max_bytes + 1)
-    except OSError as exc:
-        item.outcome, item.reason = "refused", f"cannot be read: {exc.strerror or exc}"
-        return
+    if data is None:
+        try:
+            data = read_limited(item.path, limits)
+        except OSError as exc:
+            item.outcome, item.reason = "refused", f"cannot be read: {exc.strerror or exc}"
+            return
     existing = store.get_document(doc_id_for(hashlib.sha256(data).hexdigest())) if data else None
     if existing is not None and existing.state != FAILED:
         if collection:
