@@ -211,7 +211,7 @@ def _status_notes(store, index, embedder: str, status: dict[str, dict]) -> list[
     if missing := _unindexed(store, embedder):
         notes.append(
             f"{missing} snippets have no vector from {embedder} (they were embedded with another model) and "
-            "cannot be found; run `flask --app app docenrich reembed` to make them searchable."
+            "cannot be found; run `docenrich reembed` to make them searchable."
         )
     elif not len(index):
         notes.append("No documents are indexed yet: upload a PDF first.")
