@@ -23,7 +23,17 @@ from docenrich import uploads
 from docenrich.cli.admin import require_redis, services
 from docenrich.cli.ingest import Item, Run, admit_file, refresh
 from docenrich.cli.progress import Progress
-from docenrich.cli.sync_plan import Action, Entry, Plan, Seen, describe, file_sha256, make_plan, scan, summary
+from docenrich.cli.sync_plan import (
+    Action,
+    Entry,
+    Plan,
+    Seen,
+    describe,
+    file_sha256,
+    make_plan,
+    scan,
+    summary,
+)
 from docenrich.cli.sync_state import SyncBusy, SyncState
 from docenrich.storage import check_collection_name
 
@@ -119,7 +129,7 @@ class Syncer:
             return run
         progress = Progress(run, self.out, False)
         try:
-            for action, item in zip(actions, run.items):
+            for action, item in zip(actions, run.items, strict=True):
                 self._admit(action, item, progress)
                 refresh(self.store, run)
                 progress.draw()
@@ -154,13 +164,13 @@ class Syncer:
             log.info("document %s of %s: %s", doc_id, path, what)
 
     def sync_once(self, found: dict[str, Seen] | None = None,
-                  unsettled: set[str] | frozenset[str] = frozenset()) -> Plan:
-        """One pass: scan, print the plan when it changes anything, apply it, print what became of it."""
+                  unsettled: set[str] | frozenset[str] = frozenset(), always_show: bool = False) -> Plan:
+        """One pass: scan, print the plan (when it changes anything), apply it, print what became of it."""
         plan = self.plan(self.scan() if found is None else found, unsettled)
+        if always_show or not plan.empty:
+            self.show(plan)
         if plan.empty and not plan.of("touch"):
             return plan
-        if not plan.empty:
-            self.show(plan)
         run = self.apply(plan)
         if run.items:
             click.echo(outcome_line(run, plan))
@@ -224,9 +234,7 @@ def sync_command(folders: tuple[str, ...], collection: str, dry_run: bool, keep_
 
             follow(syncer, debounce)
             return
-        plan = syncer.sync_once()
-        if plan.empty:
-            click.echo(summary(plan, collection))
+        syncer.sync_once(always_show=True)
     except KeyboardInterrupt:
         click.echo("Interrupted. Run the same command again to continue: finished steps are not redone.")
         sys.exit(130)

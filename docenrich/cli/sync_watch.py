@@ -3,13 +3,15 @@
 Events only say *that* something changed; each pass rescans the folders and plans from what is
 there, so renames, editors' save dances (temporary file, rename over the original) and missed
 events all end in the same state. A file counts once it is settled: unchanged since the last
-scan, or last modified at least the debounce interval ago; one still being written waits for a
-later pass. A full rescan also runs every RESCAN_SECONDS, for file systems that drop events.
+scan, or last modified at least the debounce interval ago, and (where inotify reports it) not
+open for writing; one still being written waits for a later pass. A full rescan also runs every
+RESCAN_SECONDS, for file systems that drop events.
 """
 from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 import time
 
@@ -23,22 +25,44 @@ log = logging.getLogger(__name__)
 
 RESCAN_SECONDS = 60.0
 RETRY_SECONDS = 5.0
+# A file written to and never closed (a log, a lost event) is taken after this long all the same.
+WRITE_TIMEOUT = 600.0
 # Reading a file (our own hashing included) is no change.
 QUIET_EVENTS = {"opened", "closed_no_write"}
+# inotify says when a file written to is closed; elsewhere only the mtime rule applies.
+SEES_CLOSE = sys.platform.startswith("linux")
 
 
 class Changes(FileSystemEventHandler):
-    """Remembers when the folders last changed."""
+    """Remembers when the folders last changed, and which files are open for writing."""
 
     def __init__(self):
         self.changed = threading.Event()
         self.last = 0.0
+        self._writing: dict[str, float] = {}
+        self._lock = threading.Lock()
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type in QUIET_EVENTS:
             return
+        if SEES_CLOSE and not event.is_directory:
+            self._note_writes(event)
         self.last = time.monotonic()
         self.changed.set()
+
+    def _note_writes(self, event: FileSystemEvent) -> None:
+        path = str(event.src_path)
+        with self._lock:
+            if event.event_type in ("created", "modified"):
+                self._writing.setdefault(path, time.monotonic())
+            elif event.event_type in ("closed", "deleted", "moved"):
+                self._writing.pop(path, None)
+
+    def writing(self) -> set[str]:
+        """Files opened for writing and not closed yet (for at most WRITE_TIMEOUT seconds)."""
+        now = time.monotonic()
+        with self._lock:
+            return {p for p, since in self._writing.items() if now - since < WRITE_TIMEOUT}
 
 
 def unsettled(found: dict[str, Seen], previous: dict[str, Seen], settle: float, now_ns: int) -> set[str]:
@@ -66,7 +90,7 @@ class Follower:
             return
         self.due, self.next_rescan = None, now + RESCAN_SECONDS
         try:
-            waiting = self.one_pass()
+            waiting = self.one_pass(changes.writing())
         except Exception as exc:  # noqa: BLE001 - a store or Redis hiccup must not end the watch
             log.exception("sync pass failed")
             click.echo(f"error: {exc}; trying again in {RETRY_SECONDS:g}s", err=True)
@@ -75,10 +99,10 @@ class Follower:
         if waiting:
             self.due = time.monotonic() + self.debounce
 
-    def one_pass(self) -> bool:
+    def one_pass(self, writing: set[str] = frozenset()) -> bool:
         """Scan, sync what is settled; True when some files are still being written."""
         found = self.syncer.scan()
-        busy = unsettled(found, self.previous, self.debounce, time.time_ns())
+        busy = unsettled(found, self.previous, self.debounce, time.time_ns()) | (writing & set(found))
         self.previous = found
         self.syncer.sync_once(found, busy)
         return bool(busy)

@@ -7,7 +7,16 @@ import os
 
 import pytest
 
-from docenrich.cli.sync_plan import Entry, Seen, describe, in_scope, is_candidate, make_plan, scan, summary
+from docenrich.cli.sync_plan import (
+    Entry,
+    Seen,
+    describe,
+    in_scope,
+    is_candidate,
+    make_plan,
+    scan,
+    summary,
+)
 from docenrich.cli.sync_state import SyncBusy, SyncState
 from docenrich.cli.sync_watch import unsettled
 
