@@ -107,12 +107,15 @@ def test_every_route_answers_as_the_description_says(server):
 
     # search, in every mode
     words = snippets[0]["text"].split()[:6]
-    for query in ("mode=hybrid&rerank=1", "mode=dense&rerank=0", "mode=lexical&rerank=0", f"document={doc_id}"):
+    for query in ("mode=hybrid&rerank=1", "mode=dense&rerank=0", "mode=lexical&rerank=0", f"document={doc_id}",
+                  "mode=lexical&rerank=0&context=2"):
         found = api.json("GET", f"/api/search?q={'+'.join(words)}&k=3&{query}", 200)
         assert found["results"], query
+        assert "context" not in query or any(r["context_before"] + r["context_after"] for r in found["results"])
     api.json("GET", "/api/search?q=", 400)
     api.json("GET", "/api/search?q=x&mode=psychic", 400)
     api.json("GET", "/api/search?q=x&k=many", 400)
+    api.json("GET", "/api/search?q=x&context=6", 400)
 
     # membership, collections, status
     api.json("PUT", f"/api/collections/other/documents/{doc_id}", 200)
