@@ -91,3 +91,14 @@ def test_the_worker_command_loads_nothing_of_the_web_app():
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-1] == "[]", out.stdout
+
+
+def test_the_installed_script_answers():
+    """After `pip install -e .` (the Makefile's install step) the venv has the command."""
+    script = os.path.join(os.path.dirname(sys.executable), "docenrich")
+    if not os.path.exists(script):
+        pytest.skip(f"{script} is not installed (make install creates it)")
+    out = subprocess.run([script, "--help"], env={**os.environ, **TEST_ENV}, capture_output=True, text=True,
+                         timeout=120, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert all(f"  {name} " in out.stdout for name in SUBCOMMANDS), out.stdout
