@@ -149,7 +149,6 @@ class Syncer:
         admit_file(self.store, item, self.limits, self.collection, progress.note, data=data)
         digest = hashlib.sha256(data).hexdigest()
         if item.outcome == "refused":
-            self.refused += 1
             entry = Entry(None, digest, seen.size, seen.mtime_ns, item.reason)
         else:
             entry = Entry(item.doc_id, digest, seen.size, seen.mtime_ns)
@@ -172,6 +171,7 @@ class Syncer:
         if plan.empty and not plan.of("touch"):
             return plan
         run = self.apply(plan)
+        self.refused += run.count("refused")
         if run.items:
             click.echo(outcome_line(run, plan))
             for item in run.items:
