@@ -22,9 +22,10 @@ ERRORS = {
     "403": "A browser request without the session's CSRF token.",
     "404": "No such document, snippet, page, collection or task.",
     "409": "The document has already finished (ready, failed or cancelled).",
-    "413": "The upload is too large, has too many pages, or too many files.",
-    "415": "The file is not a PDF (or Parquet export without pyarrow).",
-    "422": "The PDF cannot be processed: encrypted, damaged or empty.",
+    "413": "The upload is too large, has too many pages, unpacks to too much, or too many files.",
+    "415": "The file's format is not supported, or its converter is not installed (or Parquet export without "
+           "pyarrow).",
+    "422": "The file cannot be processed: encrypted, damaged or empty.",
     "429": "Too many documents are waiting; retry after the Retry-After header's seconds.",
     "500": "An unexpected server error; details are in the server log.",
     "503": "Redis or the model worker is unreachable, or the storage is unavailable.",
@@ -96,7 +97,7 @@ def documents_paths() -> dict:
     return {
         "/api/documents": {
             "get": op("List documents, newest first", {"200": ok("The documents.", ref("DocumentList")), **errors("400")}, COLLECTION),
-            "post": op("Upload PDFs", {"202": ok("Accepted (stored and queued, or already present).", ref("UploadResult")),
+            "post": op("Upload documents (PDF and the other formats of docs/formats.md)", {"202": ok("Accepted (stored and queued, or already present).", ref("UploadResult")),
                                        **errors("400", "403", "413", "415", "422", "429", "507")},
                        COLLECTION, requestBody=upload_body),
         },
@@ -120,6 +121,10 @@ def documents_paths() -> dict:
             "A page rendered large (bounded in size)", {**PNG, **errors("400", "404", "422")}, DOC_ID, PAGE,
             param("width", "query", "Width in pixels, rounded to 100.", {"type": "integer", "minimum": 200,
                                                                           "maximum": 2000, "default": 1200}))},
+        "/api/documents/{doc_id}/original": {"get": op(
+            "The file as it was uploaded (PDF, DOCX, EPUB, HTML, ...), with its media type and file name",
+            {"200": {"description": "The uploaded file.", "content": {
+                "*/*": {"schema": {"type": "string", "format": "binary"}}}}, **errors("404")}, DOC_ID)},
         "/api/documents/{doc_id}/export": {"get": op(
             "Export a document's snippets and vectors", {**EXPORT, **errors("400", "404", "415")}, DOC_ID, FORMAT)},
         "/api/snippets/{snippet_id}/image": {"get": op(

@@ -15,12 +15,13 @@ from flask import (
 )
 from markupsafe import Markup, escape
 
-from docenrich import pdf
+from docenrich import pdf, uploads
 from docenrich.client import WorkerUnavailable
 from docenrich.context import MAX_CONTEXT
 from docenrich.errors import caused_by
 from docenrich.filters import SNIPPET_KINDS
 from docenrich.search import MODES
+from docenrich.storage import renditions
 from docenrich.web.auth import csrf_ok, signed_in, token_matches, token_tag
 from docenrich.web.errors import QUEUE_DOWN, QUEUE_ERRORS, ApiError
 from docenrich.web.params import collection_names, search_filter_arg
@@ -108,7 +109,7 @@ def index():
     store = services().store
     docs = [doc_json(d) for d in store.list_documents()]
     return render_template("index.html", documents=docs, max_upload_mb=current_app.config["MAX_UPLOAD_MB"],
-                           collections=store.list_collections())
+                           collections=store.list_collections(), accept=",".join(uploads.accepted_extensions()))
 
 
 @pages.get("/documents/<doc_id>")
@@ -201,7 +202,7 @@ def cited_page(doc_id: str, page: int):
     if doc is None or not 1 <= page <= max(doc.pages, 0):
         abort(404, description="There is no such page; the document may have been deleted.")
     try:
-        width, height = pdf.page_size(store.pdf_bytes(doc_id), page)
+        width, height = pdf.page_size(renditions.pdf_bytes(store, doc_id), page)
     except (pdf.PDFError, ValueError, KeyError):
         abort(404, description="This page cannot be drawn.")
     snippets = [snippet_json(s) for s in store.snippets(doc_id, page=page)]

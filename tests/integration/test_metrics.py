@@ -45,7 +45,7 @@ def test_metrics_cover_documents_ingestion_queues_search_refusals_and_workers(wo
     marker = uuid.uuid4().hex[:8]
     doc = wait_ready(client, upload(client, pdf_with_text(f"Metrics {marker} about tidal harbours.", "Page two."),
                                     f"m-{marker}.pdf")["id"])
-    assert post_files(client, (b"not a pdf at all", "notes.txt")).status_code == 415
+    assert post_files(client, (b"not a pdf at all", "notes.pdf")).status_code == 415
     assert client.get(f"/api/search?q=tidal+harbours+{marker}&rerank=1").status_code == 200
     after = scrape(client)
 

@@ -159,6 +159,14 @@ _MIGRATIONS: list[list[str]] = [
         # A page batch given up after repeated failures: done, without snippets, and why.
         "ALTER TABLE batches ADD COLUMN note TEXT",
     ],
+    [
+        # The PDF rendering of a document uploaded in another format (storage/renditions.py);
+        # the uploaded file itself stays in pdfs.
+        """CREATE TABLE renditions (
+            document_id TEXT PRIMARY KEY REFERENCES documents(id) ON DELETE CASCADE,
+            data BYTEA NOT NULL
+        )""",
+    ],
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
