@@ -8,7 +8,14 @@ import pytest
 from docenrich import formats
 from tests.helpers import formats as samples
 from tests.helpers.pdfs import pdf_with_text
-from tests.helpers.web import assert_clean_error, make_app, post_files, upload, wait_finished, wait_ready
+from tests.helpers.web import (
+    assert_clean_error,
+    make_app,
+    post_files,
+    upload,
+    wait_finished,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.slow
 KINDS = [s.kind for s in samples.SAMPLES
