@@ -10,6 +10,14 @@ def _in(column: str, values: tuple[str, ...], ph: str, negate: bool = False) -> 
     return f"{column} {'NOT IN' if negate else 'IN'} ({', '.join([ph] * len(values))})"
 
 
+def _between(where: list[str], args: list, column: str, low, high, high_op: str, ph: str) -> None:
+    """Append `column >= low` and `column <high_op> high` for the bounds that are set."""
+    for value, op in ((low, ">="), (high, high_op)):
+        if value is not None:
+            where.append(f"{column} {op} {ph}")
+            args.append(value)
+
+
 def document_conditions(f: SearchFilter, ph: str, doc: str = "d") -> tuple[list[str], list]:
     """Conditions over the documents table (aliased `doc`) and their arguments."""
     where: list[str] = []
@@ -24,12 +32,7 @@ def document_conditions(f: SearchFilter, ph: str, doc: str = "d") -> tuple[list[
     if f.filename is not None:
         where.append(f"lower({doc}.filename) LIKE lower({ph}) ESCAPE '\\'")
         args.append(like_pattern(f.filename))
-    if f.uploaded_after is not None:
-        where.append(f"{doc}.created_at >= {ph}")
-        args.append(f.uploaded_after)
-    if f.uploaded_before is not None:
-        where.append(f"{doc}.created_at < {ph}")
-        args.append(f.uploaded_before)
+    _between(where, args, f"{doc}.created_at", f.uploaded_after, f.uploaded_before, "<", ph)
     return where, args
 
 
@@ -53,12 +56,7 @@ def snippet_conditions(f: SearchFilter | None, ph: str, alias: str = "s") -> tup
     elif f.excluded:
         where.append(_in(f"{alias}.kind", f.excluded, ph, negate=True))
         args += f.excluded
-    if f.page_from is not None:
-        where.append(f"{alias}.page >= {ph}")
-        args.append(f.page_from)
-    if f.page_to is not None:
-        where.append(f"{alias}.page <= {ph}")
-        args.append(f.page_to)
+    _between(where, args, f"{alias}.page", f.page_from, f.page_to, "<=", ph)
     return where, args
 
 
