@@ -47,7 +47,7 @@ def folder(tmp_path):
         shutil.copy(corpus_file(rel), (root / "sub" if i % 2 else root) / corpus_file(rel).name)
     shutil.copy(corpus_file(PASSWORD), root / "locked.pdf")
     (root / "fake.pdf").write_text("this is not a PDF")
-    (root / "notes.txt").write_text("ignored: folders contribute their *.pdf files")
+    (root / "notes.xyz").write_text("ignored: folders contribute the files of the formats uploads accept")
     return root
 
 
@@ -84,7 +84,7 @@ def test_ingest_interrupted_then_run_again_redoes_nothing(worker, folder):
     assert f"{len(PDFS) - len(stored_first)} added" in out, out
     assert f"Processed: {len(PDFS)} ready, 0 failed" in out, out
     assert "refused" in out and "locked.pdf: " in out and "password" in out.lower()
-    assert "fake.pdf: " in out and "notes.txt" not in out
+    assert "fake.pdf: " in out and "notes.xyz" not in out
     assert "overall [" in err and "HEAVY:\n" in err
     docs = store.list_documents([collection])
     assert len(docs) == len(PDFS) and all(d.state == "ready" for d in docs)
