@@ -60,11 +60,12 @@ def test_existing_databases_put_their_documents_in_default(tmp_path):
     """A database from before collections is migrated: every document lands in `default`."""
     import sqlite3
 
-    from docenrich.storage.sqlite import schema
+    from docenrich.storage import DB_NAME
+    from docenrich.storage.migrations import legacy_sqlite as schema
 
     data = tmp_path / "old"
     data.mkdir()
-    conn = sqlite3.connect(data / schema.DB_NAME)
+    conn = sqlite3.connect(data / DB_NAME)
     for statement in schema._MIGRATIONS[0]:
         conn.execute(statement)
     conn.execute("PRAGMA user_version = 1")

@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 
 from tests.conftest import ROOT, TEST_ENV, wait_for
 from tests.stack import (
@@ -494,7 +495,7 @@ def test_the_unindexed_check_reads_counts_not_snippets(tmp_path):
     doc = _doc_with_snippets(first, 40, embedder="old-model")
     _doc_with_snippets(second, 10, embedder="new-model")
     statements: list[str] = []
-    first._conn().set_trace_callback(statements.append)
+    sqlalchemy.event.listen(first.engine, "before_cursor_execute", lambda _c, _cur, sql, *_: statements.append(sql))
     assert search._unindexed(first, "new-model") == "40"
     assert search._unindexed(second, "new-model") == ""  # another store: its own answer, no shared cache
     assert not [s for s in statements if "FROM snippets" in s], statements

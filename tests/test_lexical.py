@@ -12,9 +12,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from docenrich.records import Snippet  # noqa: E402
-from docenrich.storage import DB_NAME, SCHEMA_VERSION, SQLiteStore  # noqa: E402
-from docenrich.storage.sqlite import schema  # noqa: E402
-from docenrich.storage.sqlite.lexical import fts_query  # noqa: E402
+from docenrich.storage import DB_NAME, SQLiteStore, schema_head  # noqa: E402
+from docenrich.storage.migrations import legacy_sqlite as schema  # noqa: E402
+from docenrich.storage.sqlite.store import fts_query  # noqa: E402
 from tests.storeutil import is_postgres  # noqa: E402
 
 TEXTS = [
@@ -156,7 +156,7 @@ def test_old_database_gets_its_index_on_upgrade(tmp_path: Path):
     conn.close()
     st = SQLiteStore(data)
     try:
-        assert sqlite3.connect(data / DB_NAME).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert sqlite3.connect(data / DB_NAME).execute("SELECT version_num FROM alembic_version").fetchone()[0] == schema_head()
         assert top_text(st, "LEGACY_SETTING") == "Set LEGACY_SETTING before starting."
         # The context (heading, title) of old snippets is indexed too.
         assert len(st.lexical_search("old manual", 5)) == 1

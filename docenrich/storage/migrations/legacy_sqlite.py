@@ -1,16 +1,15 @@
-"""The SQLite schema and how a connection to it is opened: migrations, pragmas, WAL mode."""
+"""The SQLite schema steps from before Alembic (PRAGMA user_version 1 to 6), kept verbatim.
+
+The baseline revision runs the steps a database still lacks: all of them for a new database,
+none for one at LEGACY_VERSION, which is so simply taken into the Alembic history.
+"""
 from __future__ import annotations
 
 import logging
-import sqlite3
-from pathlib import Path
 
-from docenrich.storage.base import StorageError, reason
+import sqlalchemy as sa
 
 log = logging.getLogger(__name__)
-
-DB_NAME = "docenrich.sqlite3"
-BUSY_TIMEOUT_S = 10.0
 
 # unicode61 folds case and diacritics in every script that separates words with spaces; it
 # splits identifiers at "_", ".", "-" and "(", and the query side turns such an identifier into
@@ -183,57 +182,18 @@ _MIGRATIONS: list[list[str]] = [
             UPDATE counters SET value = max(value, new.id) WHERE name = 'snippet_id_seq'; END""",
     ],
 ]
-SCHEMA_VERSION = len(_MIGRATIONS)
+LEGACY_VERSION = len(_MIGRATIONS)
 
 
-def migrate(conn: sqlite3.Connection) -> int:
-    """Bring the schema up to SCHEMA_VERSION; safe when several processes start at once."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StorageError(
-                f"The database was created by a newer docenrich (schema {version}, "
-                f"this one knows {SCHEMA_VERSION}); upgrade docenrich."
-            )
-        for step in range(version, SCHEMA_VERSION):
-            for statement in _MIGRATIONS[step]:
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {step + 1}")
-            log.info("database schema migrated to version %d", step + 1)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return SCHEMA_VERSION
+def legacy_version(conn: sa.Connection) -> int:
+    """The database's PRAGMA user_version (0 for a new one)."""
+    return int(conn.exec_driver_sql("PRAGMA user_version").scalar())
 
 
-def connect(db_path: Path) -> sqlite3.Connection:
-    """A new connection with our pragmas; StorageError if the database cannot be opened."""
-    try:
-        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves so that the write
-        # lock is taken up front (no deadlock-prone read->write upgrade).
-        conn = sqlite3.connect(
-            db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-        )
-        conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA foreign_keys = ON")
-    except sqlite3.Error as exc:
-        log.warning("could not open the database %s: %s", db_path, exc)
-        raise StorageError(f"Could not open the database (in DATA_DIR): {reason(exc)}.") from exc
-    return conn
-
-
-def set_up(conn: sqlite3.Connection, db_path: Path) -> None:
-    """Switch the database to WAL mode and migrate it; StorageError on failure."""
-    try:
-        # journal_mode is persistent in the file; setting it once here is enough.
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            log.warning("SQLite refused WAL mode (got %r); concurrent writers will block more", mode)
-        migrate(conn)
-    except sqlite3.Error as exc:
-        log.warning("could not open the database %s: %s", db_path, exc)
-        raise StorageError(f"Could not open the database (in DATA_DIR): {reason(exc)}.") from exc
+def bring_up(conn: sa.Connection) -> None:
+    """Run the legacy steps the database lacks, in the caller's transaction."""
+    for step in range(legacy_version(conn), LEGACY_VERSION):
+        for statement in _MIGRATIONS[step]:
+            conn.exec_driver_sql(statement)
+        conn.exec_driver_sql(f"PRAGMA user_version = {step + 1}")
+        log.info("legacy schema step %d applied", step + 1)

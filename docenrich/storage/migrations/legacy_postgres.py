@@ -1,22 +1,15 @@
-"""The PostgreSQL schema: ordered migrations applied at start under an advisory lock."""
+"""The PostgreSQL schema steps from before Alembic (table schema_version 1 and 2), kept verbatim.
+
+The baseline revision runs the steps a database still lacks: all of them for a new database,
+none for one at LEGACY_VERSION, which is so simply taken into the Alembic history.
+"""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
-from docenrich.storage.base import StorageError
-
-if TYPE_CHECKING:
-    import psycopg
+import sqlalchemy as sa
 
 log = logging.getLogger(__name__)
-
-# Advisory lock keys (arbitrary constants, distinct per purpose) shared by every process.
-MIGRATE_LOCK = 0x646F6301
-ADMISSION_LOCK = 0x646F6302
-CONTENT_LOCK = 0x646F6303
-# pgvector 0.6 indexes at most 2000 dimensions with HNSW; larger vectors are searched exactly.
-HNSW_MAX_DIM = 2000
 
 # Counts kept by triggers, as on SQLite, so "how many snippets lack a vector" never scans, and
 # removed vectors are logged so an in-memory index can drop rows instead of reloading.
@@ -160,27 +153,23 @@ _MIGRATIONS: list[list[str]] = [
         "ALTER TABLE batches ADD COLUMN note TEXT",
     ],
 ]
-SCHEMA_VERSION = len(_MIGRATIONS)
+LEGACY_VERSION = len(_MIGRATIONS)
 
 
-def migrate(conn: psycopg.Connection) -> int:
-    """Bring the schema up to SCHEMA_VERSION; several processes starting at once wait for one."""
-    with conn.transaction():
-        # Held until the transaction ends: the second process finds the work done.
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        row = conn.execute("SELECT version FROM schema_version").fetchone()
-        if row is None:
-            conn.execute("INSERT INTO schema_version(version) VALUES (0)")
-        version = 0 if row is None else int(row["version"])
-        if version > SCHEMA_VERSION:
-            raise StorageError(
-                f"The database was created by a newer docenrich (schema {version}, "
-                f"this one knows {SCHEMA_VERSION}); upgrade docenrich."
-            )
-        for step in range(version, SCHEMA_VERSION):
-            for statement in _MIGRATIONS[step]:
-                conn.execute(statement)
-            conn.execute("UPDATE schema_version SET version = %s", (step + 1,))
-            log.info("database schema migrated to version %d", step + 1)
-    return SCHEMA_VERSION
+def legacy_version(conn: sa.Connection) -> int:
+    """The version in the schema_version table (0 for a new database)."""
+    if conn.exec_driver_sql("SELECT to_regclass('schema_version')").scalar() is None:
+        return 0
+    return int(conn.exec_driver_sql("SELECT version FROM schema_version").scalar() or 0)
+
+
+def bring_up(conn: sa.Connection) -> None:
+    """Run the legacy steps the database lacks, in the caller's transaction."""
+    conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    if conn.exec_driver_sql("SELECT count(*) FROM schema_version").scalar() == 0:
+        conn.exec_driver_sql("INSERT INTO schema_version(version) VALUES (0)")
+    for step in range(legacy_version(conn), LEGACY_VERSION):
+        for statement in _MIGRATIONS[step]:
+            conn.exec_driver_sql(statement)
+        conn.exec_driver_sql(f"UPDATE schema_version SET version = {step + 1}")
+        log.info("legacy schema step %d applied", step + 1)
