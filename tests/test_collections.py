@@ -8,7 +8,6 @@ import uuid
 import pyarrow.parquet as pq
 import pytest
 
-from docenrich.storage import SQLiteStore
 from tests.storeutil import stored_pdfs
 from tests.test_api import make_app, pdf_with_text, wait_ready
 
@@ -54,30 +53,6 @@ def test_deleting_a_collection_keeps_documents_that_belong_elsewhere(st):
 def test_bad_collection_names_are_refused(st, name):
     with pytest.raises(ValueError, match="collection name"):
         st.create_collection(name)
-
-
-def test_existing_databases_put_their_documents_in_default(tmp_path):
-    """A database from before collections is migrated: every document lands in `default`."""
-    import sqlite3
-
-    from docenrich.storage import DB_NAME
-    from docenrich.storage.migrations import legacy_sqlite as schema
-
-    data = tmp_path / "old"
-    data.mkdir()
-    conn = sqlite3.connect(data / DB_NAME)
-    for statement in schema._MIGRATIONS[0]:
-        conn.execute(statement)
-    conn.execute("PRAGMA user_version = 1")
-    conn.execute("INSERT INTO documents (id, sha256, filename, size, created_at, updated_at) "
-                 "VALUES ('0123456789abcdef', '0123456789abcdef00', 'old.pdf', 10, 1, 1)")
-    conn.commit()
-    conn.close()
-    store = SQLiteStore(data)
-    try:
-        assert store.collections_of(["0123456789abcdef"]) == {"0123456789abcdef": ["default"]}
-    finally:
-        store.close()
 
 
 # --------------------------------------------------------------------------- through the API

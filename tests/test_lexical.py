@@ -12,8 +12,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from docenrich.records import Snippet  # noqa: E402
-from docenrich.storage import DB_NAME, SQLiteStore, schema_head  # noqa: E402
-from docenrich.storage.migrations import legacy_sqlite as schema  # noqa: E402
 from docenrich.storage.sqlite.store import fts_query  # noqa: E402
 from tests.storeutil import is_postgres  # noqa: E402
 
@@ -139,26 +137,3 @@ def test_scores_are_higher_for_better_matches(st):
                       "nothing relevant here"])
     hits = st.lexical_search("environment variable", 5)
     assert len(hits) == 2 and hits[0][1] >= hits[1][1]
-
-
-def test_old_database_gets_its_index_on_upgrade(tmp_path: Path):
-    data = tmp_path / "data"
-    data.mkdir()
-    conn = sqlite3.connect(data / DB_NAME)
-    for statement in schema._MIGRATIONS[0]:
-        conn.execute(statement)
-    conn.execute("PRAGMA user_version = 1")
-    conn.execute("INSERT INTO documents (id, sha256, filename, size, title, created_at, updated_at) "
-                 "VALUES ('d1', 'x', 'old.pdf', 1, 'Old Manual', 0, 0)")
-    conn.execute("INSERT INTO snippets (document_id, ordinal, page, text, kind, meta) VALUES "
-                 "('d1', 0, 1, 'Set LEGACY_SETTING before starting.', 'text', '{\"heading\": \"Legacy\"}')")
-    conn.commit()
-    conn.close()
-    st = SQLiteStore(data)
-    try:
-        assert sqlite3.connect(data / DB_NAME).execute("SELECT version_num FROM alembic_version").fetchone()[0] == schema_head()
-        assert top_text(st, "LEGACY_SETTING") == "Set LEGACY_SETTING before starting."
-        # The context (heading, title) of old snippets is indexed too.
-        assert len(st.lexical_search("old manual", 5)) == 1
-    finally:
-        st.close()

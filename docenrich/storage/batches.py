@@ -152,12 +152,13 @@ class BatchesMixin:
         old = conn.execute(sa.select(snippets.c.id, snippets.c.text, snippets.c.image).where(
             snippets.c.document_id == doc_id, snippets.c.ordinal == p.ordinal)).mappings().first()
         if old is None:
-            sid = conn.execute(sa.insert(snippets).values(
+            sid = conn.execute(sa.insert(self._snippet_table).values(
                 document_id=doc_id, ordinal=p.ordinal, **values, **self._new_snippet_id(),
             ).returning(snippets.c.id)).scalar_one()
         else:
             sid = old["id"]
-            conn.execute(sa.update(snippets).where(snippets.c.id == sid).values(**values))
+            table = self._snippet_table
+            conn.execute(sa.update(table).where(table.c.id == sid).values(**values))
             if (old["text"], old["image"]) != (p.text, p.image_name):
                 # Content changed: vectors of every embedder for it are stale.
                 removed += conn.execute(sa.delete(vectors).where(vectors.c.snippet_id == sid)).rowcount

@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from docenrich.filters import SearchFilter
 from docenrich.records import FINISHED_STATES, RESTARTABLE_STATES, Document, states_before
 from docenrich.storage.base import QueueFull, StorageError, default_collections, sanitize_filename
-from docenrich.storage.engine import ADMISSION_LOCK, CONTENT_LOCK
 from docenrich.storage.encoding import doc_id_for, info_values, is_doc_id
+from docenrich.storage.engine import ADMISSION_LOCK, CONTENT_LOCK
 from docenrich.storage.filters import document_ids_query
 from docenrich.storage.rows import UPDATABLE, column_values, positive, row_to_document
 from docenrich.storage.tables import batches, document_collections, documents, snippets, vectors
@@ -24,8 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Every column but those of one backend only.
-DOCUMENT_COLUMNS = tuple(c for c in documents.c if c.name != "seq")
+DOCUMENT_COLUMNS = tuple(documents.c)
 UNFINISHED = documents.c.state.not_in(("ready", "failed", "cancelled"))
 # A new run: no output yet, and a new generation, so the tasks of the old run do nothing.
 _NEW_RUN = {"progress": 0, "error": None, "snippet_count": 0, "batches_total": None, "batches_done": 0,

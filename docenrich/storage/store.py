@@ -20,6 +20,7 @@ from docenrich.storage.collections import CollectionsMixin
 from docenrich.storage.documents import DocumentsMixin
 from docenrich.storage.migrations import upgrade
 from docenrich.storage.snippets import SnippetsMixin
+from docenrich.storage.tables import snippets
 from docenrich.storage.vectors import VectorsMixin
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class SQLStore(DocumentsMixin, CollectionsMixin, BatchesMixin, SnippetsMixin, Ve
         self.engine = engine
         self._dialect_insert = sqlite.insert if engine.dialect.name == "sqlite" else postgresql.insert
         try:
-            upgrade(engine)
+            upgrade(engine, self._create_schema)
         except sa.exc.DBAPIError as exc:
             found = engines.failure(exc)
             if found is None:
@@ -111,6 +112,12 @@ class SQLStore(DocumentsMixin, CollectionsMixin, BatchesMixin, SnippetsMixin, Ve
         return rows
 
     # ---- what a backend supplies
+
+    _snippet_table: sa.Table = snippets  # PostgreSQL's has its tsvector column too
+
+    def _create_schema(self, conn: sa.Connection) -> None:
+        """Create a new database's tables, triggers and indexes."""
+        raise NotImplementedError
 
     def _lock(self, conn: sa.Connection, key: int) -> None:
         """Take an advisory lock to the end of the transaction (nothing to do where writes are serial)."""

@@ -10,7 +10,14 @@ from docenrich.storage.base import DimensionMismatch
 from docenrich.storage.encoding import as_vector
 from docenrich.storage.engine import CONTENT_LOCK
 from docenrich.storage.rows import unchanged
-from docenrich.storage.tables import counters, documents, embedders, snippets, vector_removals, vectors
+from docenrich.storage.tables import (
+    counters,
+    documents,
+    embedders,
+    snippets,
+    vector_removals,
+    vectors,
+)
 
 log = logging.getLogger(__name__)
 

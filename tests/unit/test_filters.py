@@ -6,7 +6,14 @@ import sqlite3
 import pytest
 import sqlalchemy as sa
 
-from docenrich.filters import MAX_COLLECTIONS, SearchFilter, build_filter, like_pattern, parse_date, parse_pages
+from docenrich.filters import (
+    MAX_COLLECTIONS,
+    SearchFilter,
+    build_filter,
+    like_pattern,
+    parse_date,
+    parse_pages,
+)
 from docenrich.pdf.extract import MAX_SNIPPETS_PER_PAGE, _capped
 from docenrich.search import search_filter
 from docenrich.storage.filters import snippet_conditions

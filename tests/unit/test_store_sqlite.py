@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import sqlalchemy as sa
 
 from docenrich.storage import DB_NAME, StorageError, schema_head

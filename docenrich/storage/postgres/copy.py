@@ -19,7 +19,7 @@ from docenrich.storage.documents import DOCUMENT_COLUMNS
 from docenrich.storage.encoding import json_load
 from docenrich.storage.engine import CONTENT_LOCK
 from docenrich.storage.postgres.index import HNSW_MAX_DIM, hnsw_index_sql
-from docenrich.storage.postgres.store import lex_vector
+from docenrich.storage.postgres.store import PG_SNIPPETS, lex_vector
 from docenrich.storage.tables import (
     batches,
     collections,
@@ -116,7 +116,7 @@ def _copy_snippets(source: SQLiteStore, target: PostgresStore, conn: sa.Connecti
         return
     for r in rows:
         r["lex_literal"] = lex_vector(r["text"], json_load(r["meta"], {}).get("heading"), title)
-    conn.execute(sa.insert(snippets).values(lex=sa.cast(sa.bindparam("lex_literal"), TSVECTOR)), rows)
+    conn.execute(sa.insert(PG_SNIPPETS).values(lex=sa.cast(sa.bindparam("lex_literal"), TSVECTOR)), rows)
     # Ids were given explicitly: new snippets must be numbered after them.
     conn.exec_driver_sql("SELECT setval('snippets_id_seq', greatest((SELECT max(id) FROM snippets), "
                          "(SELECT last_value FROM snippets_id_seq), 1))")

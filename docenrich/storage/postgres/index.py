@@ -7,7 +7,6 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
-
 import sqlalchemy as sa
 from pgvector.sqlalchemy import VECTOR
 

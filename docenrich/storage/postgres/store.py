@@ -23,6 +23,7 @@ from docenrich.filters import SearchFilter, merged
 from docenrich.storage.encoding import IMAGE_NAME, check_doc_id
 from docenrich.storage.engine import postgres_engine
 from docenrich.storage.filters import snippet_conditions
+from docenrich.storage.postgres import schema
 from docenrich.storage.postgres.index import HNSW_MAX_DIM, PgVectorIndex, hnsw_index_sql
 from docenrich.storage.store import Garbage, SQLStore
 from docenrich.storage.tables import documents, images, pdfs, snippets, thumbs
@@ -36,6 +37,11 @@ _RANK_WEIGHTS = "{0.1, 0.2, 0.5, 1.0}"
 _RANK_NORMALISATION = 32
 _MAX_WORD = 256
 _MAX_POSITIONS = 256  # what a tsvector keeps per lexeme
+
+
+# The snippets table with its tsvector (a column only PostgreSQL has).
+PG_SNIPPETS = snippets.to_metadata(sa.MetaData())
+PG_SNIPPETS.append_column(sa.Column("lex", TSVECTOR))
 
 
 def _quote(word: str) -> str:
@@ -93,11 +99,16 @@ class PostgresStore(SQLStore):
     def __repr__(self) -> str:
         return f"PostgresStore({self.database_url.split('@')[-1]!r})"
 
+    _snippet_table = PG_SNIPPETS
+
+    def _create_schema(self, conn: sa.Connection) -> None:
+        schema.create(conn)
+
     def _lock(self, conn: sa.Connection, key: int) -> None:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
 
     def _insert_order(self) -> sa.ColumnElement:
-        return documents.c.seq
+        return sa.literal_column("documents.seq")
 
     def _lex(self, text: str, heading: str | None, title: str | None) -> dict[str, Any]:
         return {"lex": sa.cast(lex_vector(text, heading, title), TSVECTOR)}
@@ -168,11 +179,11 @@ class PostgresStore(SQLStore):
         expr = ts_query(query)
         if not expr or k <= 0:
             return []
-        lex = sa.literal_column("snippets.lex", TSVECTOR)
+        s = PG_SNIPPETS
         tsq = sa.cast(expr, TSQUERY)
-        score = sa.func.ts_rank_cd(sa.literal_column(f"'{_RANK_WEIGHTS}'::float4[]"), lex, tsq,
+        score = sa.func.ts_rank_cd(sa.literal_column(f"'{_RANK_WEIGHTS}'::float4[]"), s.c.lex, tsq,
                                    _RANK_NORMALISATION, type_=sa.Float).label("score")
-        stmt = sa.select(snippets.c.id, score).where(lex.op("@@")(tsq),
-                                                      *snippet_conditions(merged(filter, document_id, exclude_kinds)))
-        rows = self._all(stmt.order_by(score.desc(), snippets.c.id).limit(int(k)))
+        stmt = sa.select(s.c.id, score).where(s.c.lex.op("@@")(tsq),
+                                              *snippet_conditions(merged(filter, document_id, exclude_kinds), s))
+        rows = self._all(stmt.order_by(score.desc(), s.c.id).limit(int(k)))
         return [(int(r["id"]), float(r["score"])) for r in rows]

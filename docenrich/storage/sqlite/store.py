@@ -23,6 +23,7 @@ from docenrich.filters import SearchFilter, merged
 from docenrich.storage.engine import sqlite_engine
 from docenrich.storage.filters import snippet_conditions
 from docenrich.storage.index import VectorIndex
+from docenrich.storage.sqlite import schema
 from docenrich.storage.sqlite.blobs import BlobsMixin
 from docenrich.storage.store import SQLStore
 from docenrich.storage.tables import counters, snippets
@@ -53,6 +54,9 @@ class SQLiteStore(BlobsMixin, SQLStore):
     def vector_index(self, embedder: str) -> VectorIndex:
         """Dense search for one embedder: its vectors held in this process as a numpy matrix."""
         return VectorIndex(self, embedder)
+
+    def _create_schema(self, conn: sa.Connection) -> None:
+        schema.create(conn)
 
     def _insert_order(self) -> sa.ColumnElement:
         return sa.literal_column("documents.rowid")

@@ -1,9 +1,6 @@
-"""Baseline: the schema as it was before Alembic, per dialect (a new database gets all of it)."""
+"""Baseline: the schema as the migrations before Alembic left it (SQLite user_version 6, PostgreSQL
+schema_version 2). Such a database is stamped here; a new one is created at the head instead."""
 from __future__ import annotations
-
-from alembic import op
-
-from docenrich.storage.migrations import legacy_postgres, legacy_sqlite
 
 revision = "0001"
 down_revision = None
@@ -12,6 +9,4 @@ depends_on = None
 
 
 def upgrade() -> None:
-    """Run the legacy steps the database lacks: all for a new one, none for one at the last legacy version."""
-    conn = op.get_bind()
-    (legacy_sqlite if conn.dialect.name == "sqlite" else legacy_postgres).bring_up(conn)
+    """Nothing to do: this revision names the schema the database already has."""
