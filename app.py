@@ -1,4 +1,6 @@
-"""The docenrich web app: `python app.py` serves it; `flask --app app ...` runs its commands.
+"""The docenrich web app: `python app.py` serves it (Flask's development server).
+
+The command line is `docenrich …`; `flask --app app docenrich …` runs the same commands.
 
 The app is built by `docenrich.web.create_app`, following Flask's application-factory pattern.
 """

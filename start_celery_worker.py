@@ -1,4 +1,4 @@
-"""Start a docenrich Celery worker with the right flags.
+"""Start a docenrich Celery worker with the right flags: the same as `docenrich worker`.
 
     python start_celery_worker.py                 # model worker + document work (one process pool child)
     python start_celery_worker.py --role models   # only model work, one per GPU

@@ -93,7 +93,7 @@ def wait(result: AsyncResult, timeout: float, what: str) -> Any:
         hint = (
             "the worker is busy; try again, or raise the timeout"
             if workers_online()
-            else "no worker is online; start one with `python start_celery_worker.py`"
+            else "no worker is online; start one with `docenrich worker`"
         )
         raise WorkerUnavailable(f"{what} got no answer within {timeout:g}s: {hint}") from None
     finally:

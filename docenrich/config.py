@@ -95,6 +95,14 @@ class Settings:
     # Uploads and PDFs.
     max_upload_mb: int = 100
     max_pages: int = 10000
+    # Other formats (docs/formats.md): HTML, Markdown and text are laid out into pages, so they are
+    # capped lower; ZIP containers may unpack to at most MAX_UNZIPPED_MB; a conversion runs in a
+    # subprocess of at most CONVERT_MEMORY_MB for at most CONVERT_TIMEOUT seconds (under the
+    # document task's soft time limit).
+    max_text_mb: int = 10
+    max_unzipped_mb: int = 512
+    convert_timeout: int = 90
+    convert_memory_mb: int = 2048
     max_queued_documents: int = 200
     snippet_target_tokens: int = 300
     snippet_overlap_tokens: int = 40

@@ -25,6 +25,7 @@ STAGED_KEY = "docenrich:staged:{doc_id}:{generation}:{batch_index}"
 DELIVERY_KEY = "docenrich:deliveries:{task_id}:{retries}:{part}"
 SWEEP_KEY = "docenrich:recovery-sweep"
 CANCELLED_KEY = "docenrich:cancelled:{doc_id}:{generation}"
+CONVERTING_KEY = "docenrich:converting:{doc_id}:{generation}"
 TASK_OWNER_KEY = "docenrich:task-owner:{task_id}"
 MODEL_STATUS_KEY = "docenrich:model-status"
 MODEL_HOLDS_KEY = "docenrich:model-holds"
@@ -46,6 +47,8 @@ FAMILIES = (
     KeyFamily("docenrich:staged:*", "docs workers: extracted batches waiting for vectors", "1 day"),
     KeyFamily("docenrich:deliveries:*", "every task: how often its message was delivered", "1 day"),
     KeyFamily("docenrich:cancelled:*", "web app: a cancelled document generation", "1 day"),
+    KeyFamily("docenrich:converting:*", "docs workers: one conversion of an upload to PDF at a time",
+              "the conversion time limit and a minute"),
     KeyFamily("docenrich:task-owner:*", "web app: task ids an upload returned", "10 min after the last read"),
     KeyFamily("docenrich:recovery-sweep", "docs workers: one recovery sweep at a time", "the sweep interval"),
     KeyFamily("celery-task-meta-*", "Celery: results a caller waits for", "RESULT_EXPIRES"),

@@ -10,6 +10,7 @@ import logging
 from docenrich import imaging, pdf
 from docenrich.config import get_settings
 from docenrich.records import StoredSnippet
+from docenrich.storage import renditions
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ def draw(store, doc_id: str, snippets: list[StoredSnippet]) -> int:
         return 0
     settings = get_settings()
     regions = [(s.page, tuple(s.bbox) if s.bbox else None, s.kind) for s in snippets]
-    images = pdf.render_regions(store.pdf_bytes(doc_id), regions, max_px=settings.snippet_image_max_px)
+    images = pdf.render_regions(renditions.pdf_bytes(store, doc_id), regions, max_px=settings.snippet_image_max_px)
     items = [(s.id, *imaging.encode(img, s.kind)) for s, img in zip(snippets, images, strict=True) if img is not None]
     if len(items) < len(snippets):
         log.info("document %s: %d of %d regions could not be drawn", doc_id, len(snippets) - len(items), len(snippets))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 from docenrich import client, fusion
 from docenrich.config import get_settings
+from docenrich.context import MAX_CONTEXT, attach_neighbours
 from docenrich.filters import SearchFilter
 from docenrich.records import Document, StoredSnippet
 
@@ -44,6 +45,8 @@ class Hit:
     rerank_score: float | None = None
     rerank_normalized: float | None = None
     sources: dict[str, int] = field(default_factory=dict)  # rank in each retriever's list
+    before: list[StoredSnippet] = field(default_factory=list)  # neighbours in reading order (context)
+    after: list[StoredSnippet] = field(default_factory=list)
 
 
 @dataclass
@@ -64,6 +67,7 @@ class SearchResult:
     rerank_depth: int = 0  # candidates it was asked to score at most
     query_cached: bool = False  # the query vector came from the cache, with no model call
     filter: SearchFilter | None = None  # what the search was limited to
+    context: int = 0  # neighbours each hit carries on either side
 
 
 class QueryVectors:
@@ -207,7 +211,7 @@ def _status_notes(store, index, embedder: str, status: dict[str, dict]) -> list[
     if missing := _unindexed(store, embedder):
         notes.append(
             f"{missing} snippets have no vector from {embedder} (they were embedded with another model) and "
-            "cannot be found; run `flask --app app docenrich reembed` to make them searchable."
+            "cannot be found; run `docenrich reembed` to make them searchable."
         )
     elif not len(index):
         notes.append("No documents are indexed yet: upload a PDF first.")
@@ -345,12 +349,14 @@ def search(
     collections: list[str] | None = None,
     worker_status: Callable[[], dict[str, dict]] = client.worker_models,
     filter: SearchFilter | None = None,
+    context: int = 0,
 ) -> SearchResult:
     """Top-k snippets for a query within a filter (collections, documents, kinds, pages, file names,
-    upload dates): lexical, dense or both fused, reranked."""
+    upload dates): lexical, dense or both fused, reranked; each with `context` neighbours either side."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}")
     k = max(1, min(int(k), MAX_K))
+    context = max(0, min(int(context), MAX_CONTEXT))
     f = search_filter(filter, collections, document_id, include_kinds)
     notes: list[str] = []
     started = time.perf_counter()
@@ -369,6 +375,10 @@ def search(
     elif not candidates and not store.list_documents():
         notes.append("No documents are indexed yet: upload a PDF first.")
     hits = _hits(store, candidates, k, rerank_scores, fusion.ranks(got.lists))
+    if context:  # only for the hits returned, after the ranking is settled
+        t0 = time.perf_counter()
+        attach_neighbours(store, hits, context)
+        got.timings["context"] = _ms(time.perf_counter() - t0)
     got.timings["total"] = _ms(time.perf_counter() - started)
     result = SearchResult(query, k, document_id, got.embedder, rerank_scores is not None, mode, hits, notes,
                           got.timings, None if f.collections is None else list(f.collections))
@@ -376,6 +386,7 @@ def search(
     result.reranked_count = len(rerank_scores or ())
     result.rerank_depth = plan.depth if rerank else 0
     result.query_cached = got.cached
+    result.context = context
     return result
 
 

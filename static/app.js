@@ -184,7 +184,7 @@
           if (!event.lengthComputable) return;
           const fraction = event.loaded / event.total;
           setBar(item.fill, fraction);
-          item.status.textContent = fraction < 1 ? `Uploading ${Math.floor(fraction * 100)}%` : "Checking the PDF…";
+          item.status.textContent = fraction < 1 ? `Uploading ${Math.floor(fraction * 100)}%` : "Checking the file…";
         });
         xhr.addEventListener("load", () => {
           let body = {};

@@ -1,5 +1,6 @@
-"""Fixtures shared by the tiers: the session's Redis, PostgreSQL, Celery app and worker, and
-the model checkpoints. Each tier's conftest.py adds what only it needs:
+"""Fixtures shared by the tiers: the session's Redis, PostgreSQL (a database of its own per test,
+a store of each backend), Celery app and worker, and the model checkpoints. Each tier's
+conftest.py adds what only it needs:
 
 - tests/unit: no servers (these fixtures are refused there);
 - tests/integration: Redis, the databases, the session's single worker;
@@ -142,28 +143,3 @@ def worker(celery_app, reranker_checkpoint):
     proc = WorkerProcess("main").start(celery_app)
     yield proc
     proc.stop()
-
-
-@pytest.fixture()
-def clean_queues(celery_app):
-    """Purge leftover messages so one test's backlog cannot slow the next."""
-    celery_app.control.purge()
-    yield
-    celery_app.control.purge()
-
-
-@pytest.fixture()
-def make_stack(tmp_path):
-    """make_stack(**env) -> a Stack (tests/stack.py) under tmp_path; every one is closed at teardown."""
-    from tests.stack import Stack
-
-    stacks = []
-
-    def make(**env):
-        stack = Stack(tmp_path / f"stack{len(stacks)}", **env)
-        stacks.append(stack)
-        return stack
-
-    yield make
-    for stack in reversed(stacks):
-        stack.close()

@@ -1,13 +1,15 @@
-"""The command line, in Flask's conventions: `flask --app app docenrich COMMAND`.
+"""The store commands of `docenrich` (docenrich.cli.main), also a Flask command group.
 
-    ingest PATH…     add PDFs (files, folders, globs) with the API's checks; --collection, --wait
+    ingest PATH…     add files (files, folders, globs) with the API's checks; --collection, --wait
+    sync DIR…        keep a collection in line with folders; --dry-run, --keep-missing, --watch
     search QUESTION  a table of results (document, page, score), or --json
     export           a collection's or a document's snippets and vectors as JSONL or Parquet
     reembed          embed the snippets that lack a vector from the current embedder
     status           workers, models, queues, documents, collections
     cancel DOC_ID…   stop documents' ingestion; nothing of them stays searchable
-    migrate-to-postgres  copy the SQLite store into PostgreSQL (pgvector), resumably
+    migrate          copy the SQLite store into PostgreSQL (pgvector), resumably
 
+The same group answers `flask --app app docenrich COMMAND` (there migrate is `migrate-to-postgres`).
 The commands use the app's store and reach the workers through `docenrich.client`, exactly
 as the web app does; they need Redis and, to process anything, a running worker.
 """
@@ -33,6 +35,8 @@ from docenrich.cli.ingest import POLL_SECONDS, Item, Run, admit_file, find_files
 from docenrich.cli.migrate import migrate_command
 from docenrich.cli.progress import Progress
 from docenrich.cli.reembed import reembed_command
+from docenrich.cli.sync import sync_command
+from docenrich.context import MAX_CONTEXT, breadcrumb
 from docenrich.filters import build_filter
 from docenrich.storage import check_collection_name
 
@@ -49,10 +53,10 @@ def collection_option(value: str | None) -> str | None:
 
 @click.group("docenrich")
 def docenrich_cli() -> None:
-    """docenrich: ingest, search, export, re-embed, status."""
+    """docenrich: ingest, sync, search, export, re-embed, status."""
 
 
-for command in (reembed_command, export_command, status_command, migrate_command, cancel_command):
+for command in (reembed_command, export_command, status_command, migrate_command, cancel_command, sync_command):
     docenrich_cli.add_command(command)
 
 
@@ -63,7 +67,7 @@ for command in (reembed_command, export_command, status_command, migrate_command
 @click.option("--recursive/--no-recursive", default=True, show_default=True, help="Look into sub-folders.")
 @with_appcontext
 def ingest_command(paths: tuple[str, ...], collection: str | None, wait: bool, recursive: bool) -> None:
-    """Add PDFs: files, folders (their *.pdf) and glob patterns; stored files are skipped."""
+    """Add files: files, folders (their files of the kinds an upload accepts) and globs; stored files are skipped."""
     collection = collection_option(collection)
     files = find_files(paths, recursive)
     if not files:
@@ -95,12 +99,31 @@ def ingest_command(paths: tuple[str, ...], collection: str | None, wait: bool, r
 
 
 def hit_rows(result) -> list[dict]:
-    """Search hits as plain rows for the table and for --json."""
-    return [{"rank": h.rank, "score": h.rerank_normalized if h.rerank_normalized is not None else h.vector_score,
-             "vector_score": h.vector_score, "rerank_score": h.rerank_score,
-             "document": h.document.filename if h.document else h.snippet.document_id,
-             "document_id": h.snippet.document_id, "page": h.snippet.page, "snippet_id": h.snippet.id,
-             "text": h.snippet.text} for h in result.hits]
+    """Search hits as plain rows for the table and for --json (with their neighbours when asked for)."""
+    rows = []
+    for h in result.hits:
+        row = {"rank": h.rank, "score": h.rerank_normalized if h.rerank_normalized is not None else h.vector_score,
+               "vector_score": h.vector_score, "rerank_score": h.rerank_score,
+               "document": h.document.filename if h.document else h.snippet.document_id,
+               "document_id": h.snippet.document_id, "page": h.snippet.page, "snippet_id": h.snippet.id,
+               "ordinal": h.snippet.ordinal, "breadcrumb": breadcrumb(h.snippet, h.document.title if h.document else None),
+               "text": h.snippet.text}
+        if result.context:
+            row["context_before"] = [neighbour_row(s) for s in h.before]
+            row["context_after"] = [neighbour_row(s) for s in h.after]
+        rows.append(row)
+    return rows
+
+
+def neighbour_row(snip) -> dict:
+    """A neighbouring snippet as a plain row: the fields the API shows for one."""
+    return {"snippet_id": snip.id, "ordinal": snip.ordinal, "page": snip.page, "kind": snip.kind, "text": snip.text}
+
+
+def clip(text: str, room: int) -> str:
+    """Text on one line, cut with an ellipsis to fit `room` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= room else text[: room - 1] + "…"
 
 
 def table(rows: list[dict], width: int = 100) -> list[str]:
@@ -109,10 +132,11 @@ def table(rows: list[dict], width: int = 100) -> list[str]:
     lines = [f"{'#':>3}  {'score':>6}  {'document':<{name_w}}  {'page':>4}  text"]
     for r in rows:
         name = r["document"] if len(r["document"]) <= name_w else r["document"][: name_w - 1] + "…"
-        text = " ".join(r["text"].split())
         room = max(20, width - name_w - 24)
-        lines.append(f"{r['rank']:>3}  {r['score']:6.3f}  {name:<{name_w}}  {r['page']:>4}  "
-                     f"{text if len(text) <= room else text[: room - 1] + '…'}")
+        # Neighbours sit above and below their result, marked ↑ (before) and ↓ (after) in reading order.
+        lines += [f"{'↑':>{name_w + 17}}  {c['page']:>4}  {clip(c['text'], room)}" for c in r.get("context_before", ())]
+        lines.append(f"{r['rank']:>3}  {r['score']:6.3f}  {name:<{name_w}}  {r['page']:>4}  {clip(r['text'], room)}")
+        lines += [f"{'↓':>{name_w + 17}}  {c['page']:>4}  {clip(c['text'], room)}" for c in r.get("context_after", ())]
     return lines
 
 
@@ -127,11 +151,13 @@ def table(rows: list[dict], width: int = 100) -> list[str]:
 @click.option("--uploaded-after", help="Only documents uploaded on or after this ISO date.")
 @click.option("--uploaded-before", help="Only documents uploaded before this ISO date (a date: up to its end).")
 @click.option("--rerank/--no-rerank", default=True, show_default=True, help="Rerank with the reranker when there is one.")
+@click.option("--context", "context", default=0, show_default=True, type=click.IntRange(0, MAX_CONTEXT),
+              help="Show this many neighbouring snippets before and after each result, in reading order.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @with_appcontext
 def search_command(question: str, k: int, collection: tuple[str, ...], document: tuple[str, ...], kind: tuple[str, ...],
                    pages: str | None, filename: str | None, uploaded_after: str | None, uploaded_before: str | None,
-                   rerank: bool, as_json: bool) -> None:
+                   rerank: bool, context: int, as_json: bool) -> None:
     """Search the snippets by meaning, within a filter: a table of document, page and score."""
     names = [collection_option(c) for c in collection] or None
     try:
@@ -141,13 +167,14 @@ def search_command(question: str, k: int, collection: tuple[str, ...], document:
         raise click.BadParameter(str(exc)) from None
     require_redis()
     try:
-        result = services().search(question, k, rerank, None, filter=f)
+        result = services().search(question, k, rerank, None, filter=f, context=context)
     except client.WorkerUnavailable as exc:
         raise click.ClickException(str(exc)) from None
     rows = hit_rows(result)
     if as_json:
         click.echo(json.dumps({"query": question, "filter": f.describe(), "reranked": result.reranked, "notes": result.notes,
-                               "timings_ms": result.timings_ms, "results": rows}, ensure_ascii=False, indent=2))
+                               "context": result.context, "timings_ms": result.timings_ms, "results": rows},
+                              ensure_ascii=False, indent=2))
         return
     for note in result.notes:
         click.echo(f"note: {note}", err=True)

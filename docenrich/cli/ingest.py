@@ -25,7 +25,8 @@ POLL_SECONDS = 0.5
 
 
 def find_files(paths: Iterable[str], recursive: bool = True) -> list[Path]:
-    """Files named by paths: files as given, folders' PDFs (recursively), glob patterns expanded."""
+    """Files named by paths: files as given, folders' accepted files (recursively), globs expanded."""
+    extensions = uploads.accepted_extensions()
     found: dict[Path, None] = {}
     for raw in paths:
         candidates = [Path(p) for p in sorted(glob.glob(raw, recursive=True))] if glob.has_magic(raw) else [Path(raw)]
@@ -33,7 +34,7 @@ def find_files(paths: Iterable[str], recursive: bool = True) -> list[Path]:
             if path.is_dir():
                 pattern = "**/*" if recursive else "*"
                 for item in sorted(path.glob(pattern)):
-                    if item.is_file() and item.suffix.lower() == ".pdf":
+                    if item.is_file() and item.suffix.lower() in extensions:
                         found.setdefault(item.resolve())
             else:
                 found.setdefault(path.resolve() if path.exists() else path)
@@ -80,15 +81,25 @@ def deferred_interrupt() -> Iterator[None]:
             raise KeyboardInterrupt
 
 
-def admit_file(store, item: Item, limits: uploads.Limits, collection: str | None, note) -> None:
-    """Check and store one file (or find it stored already), waiting while the queue is full."""
+def read_limited(path: Path, limits: uploads.Limits) -> bytes:
+    """A file's bytes, at most one byte past the upload limit (enough to refuse it)."""
+    with path.open("rb") as handle:
+        return handle.read(limits.max_bytes + 1)
+
+
+def admit_file(store, item: Item, limits: uploads.Limits, collection: str | None, note,
+               data: bytes | None = None) -> None:
+    """Check and store one file (or find it stored already), waiting while the queue is full.
+
+    data, when given, are the file's bytes as the caller already read them (and hashed them).
+    """
     name = sanitize_filename(item.path.name)
-    try:
-        with item.path.open("rb") as handle:
-            data = handle.read(limits.max_bytes + 1)
-    except OSError as exc:
-        item.outcome, item.reason = "refused", f"cannot be read: {exc.strerror or exc}"
-        return
+    if data is None:
+        try:
+            data = read_limited(item.path, limits)
+        except OSError as exc:
+            item.outcome, item.reason = "refused", f"cannot be read: {exc.strerror or exc}"
+            return
     existing = store.get_document(doc_id_for(hashlib.sha256(data).hexdigest())) if data else None
     if existing is not None and existing.state != FAILED:
         if collection:

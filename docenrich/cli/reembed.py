@@ -1,6 +1,6 @@
 """Embed every stored snippet that has no vector from the worker's current embedder.
 
-    flask --app app docenrich reembed [--batch 64] [--rechunk]
+    docenrich reembed [--batch 64] [--rechunk]
 
 Run it after switching EMBEDDER_MODEL: search only looks at vectors of the embedder that
 embeds the query, so older snippets stay invisible until they are re-embedded. Vectors of

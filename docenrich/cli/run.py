@@ -1,4 +1,5 @@
-"""Run the whole service in the foreground: Redis (unless REDIS_URL is set), the workers, the web app.
+"""`docenrich run`: the whole service in the foreground: Redis (unless REDIS_URL is set), the workers,
+the web app.
 
 The workers are a `models` worker (one process, the one model on the device) and a `docs`
 worker (PDF extraction and storage, DOCS_CONCURRENCY processes), so the next batch of pages is

@@ -1,11 +1,11 @@
-"""Start a docenrich Celery worker with the right flags (`python start_celery_worker.py`).
+"""Start a docenrich Celery worker with the right flags.
 
-    python start_celery_worker.py                 # model worker + document work (one process pool child)
-    python start_celery_worker.py --role models   # only model work, one per GPU
-    python start_celery_worker.py --role docs --concurrency 4   # CPU-only document work
+    docenrich worker                              # model worker + document work (one process pool child)
+    docenrich worker --role models                # only model work, one per GPU
+    docenrich worker --role docs --concurrency 4  # CPU-only document work
                                                   # (default DOCS_CONCURRENCY, else half the CPUs)
 
-Extra arguments pass through to `celery worker`.
+Extra arguments pass through to `celery worker`. `python start_celery_worker.py` is the same command.
 """
 from __future__ import annotations
 

@@ -188,6 +188,11 @@ class Store(Protocol):
         """A document's snippets in reading order (by ordinal), optionally of one page only."""
         ...
 
+    def snippets_around(self, doc_id: str, ordinals: Iterable[int], n: int) -> list[StoredSnippet]:
+        """A document's snippets at the given ordinals and up to n either side of each in reading
+        order, each once, by ordinal (one query for up to 100 ordinals)."""
+        ...
+
     def get_snippet(self, snippet_id: int) -> StoredSnippet | None:
         """One snippet by id, or None."""
         ...

@@ -20,6 +20,21 @@ log = logging.getLogger(__name__)
 # Bound on the ids in one IN (...) query.
 _IDS_PER_QUERY = 500
 MAX_SPARSE_TERMS = 64
+# Ordinals per snippets_around query: six parameters each keeps it well under SQLite's oldest
+# variable limit (999), and a search's k (at most 100) always fits in one.
+ORDINALS_PER_QUERY = 100
+
+
+def around_query(doc_id: str, ordinals: list[int], n: int) -> sa.Select:
+    """snippets_around's query: per ordinal, the n rows before it and the row at it with the n
+    after, each an index range scan over (document_id, ordinal)."""
+    s = snippets
+    parts = [sa.select(part.c.id) for o in ordinals for part in (
+        sa.select(s.c.id).where(s.c.document_id == doc_id, s.c.ordinal < o).order_by(s.c.ordinal.desc())
+        .limit(n).subquery(),
+        sa.select(s.c.id).where(s.c.document_id == doc_id, s.c.ordinal >= o).order_by(s.c.ordinal)
+        .limit(n + 1).subquery())]
+    return sa.select(*SNIPPET_COLUMNS).where(s.c.id.in_(sa.union_all(*parts)))
 
 
 class SnippetsMixin:
@@ -58,6 +73,15 @@ class SnippetsMixin:
                         self._put_images(conn, {name: data})
                         done += 1
         return done
+
+    def snippets_around(self, doc_id: str, ordinals: Iterable[int], n: int) -> list[StoredSnippet]:
+        """A document's snippets at the given ordinals and up to n either side of each, by ordinal."""
+        found: dict[int, sa.RowMapping] = {}
+        wanted = sorted({int(o) for o in ordinals})
+        for start in range(0, len(wanted), ORDINALS_PER_QUERY):
+            query = around_query(doc_id, wanted[start:start + ORDINALS_PER_QUERY], max(0, int(n)))
+            found.update((r["id"], r) for r in self._all(query))
+        return [row_to_snippet(r) for r in sorted(found.values(), key=lambda r: r["ordinal"])]
 
     def get_snippet(self, snippet_id: int) -> StoredSnippet | None:
         """One snippet by id, or None."""

@@ -150,7 +150,12 @@ thumbs = sa.Table(
     _text("document_id", _ref("documents.id"), primary_key=True), _int("page", primary_key=True),
     _int("width", primary_key=True), sa.Column("data", sa.LargeBinary, nullable=False),
 )
-BLOB_TABLES = (pdfs, images, thumbs)
+# The PDF rendering of a document uploaded in another format (storage/renditions.py).
+renditions = sa.Table(
+    "renditions", metadata,
+    _text("document_id", _ref("documents.id"), primary_key=True), sa.Column("data", sa.LargeBinary, nullable=False),
+)
+BLOB_TABLES = (pdfs, images, thumbs, renditions)
 
 # Columns row_to_snippet reads.
 SNIPPET_COLUMNS = (

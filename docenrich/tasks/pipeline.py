@@ -19,8 +19,9 @@ from docenrich.config import get_settings
 from docenrich.models.errors import BadInput, ModelUnavailable
 from docenrich.pdf.errors import PDFError
 from docenrich.records import FINISHED_STATES, READY, Snippet, embedding_text
+from docenrich.storage import renditions
 from docenrich.storage.base import TransientStorageError
-from docenrich.tasks import poison, staging
+from docenrich.tasks import conversion, poison, staging
 from docenrich.errors import caused_by
 from docenrich.tasks.base import DocenrichTask, is_connection_loss, is_time_limit, redis_client
 from docenrich.tasks.model import embed_batch_task
@@ -159,8 +160,16 @@ def extract_document_task(self, doc_id: str, generation: int | None = None,
     if not pages:
         from docenrich.pdf import page_count
 
+        if survey is not None and conversion.unconverted(store, doc):
+            # A recovery sweep never converts inline; a document whose conversion message was lost
+            # (stale for longer than a conversion may take) gets a new one.
+            if conversion.stale(doc):
+                extract_document_task.delay(doc_id, doc.generation)
+            return {"document": doc_id, "queued": 0, "converting": True}
         try:
-            pages = page_count(store.pdf_bytes(doc_id))
+            pages = page_count(conversion.page_source(store, doc, redis_client()))
+        except conversion.Busy:
+            return {"document": doc_id, "queued": 0, "converting": True}
         except PDFError as exc:
             fail_document(doc_id, str(exc), doc.generation)
             return {"document": doc_id, "queued": 0, "error": str(exc)}
@@ -233,7 +242,7 @@ def _extract(task, doc, start: int, end: int) -> list[Snippet]:
 
     try:
         return extract_snippets(
-            get_store().pdf_bytes(doc.id),
+            renditions.pdf_bytes(get_store(), doc.id),
             doc.id,
             start_page=start,
             end_page=end,

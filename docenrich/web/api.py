@@ -11,11 +11,12 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request, send_file
 
-from docenrich import lazy_images, pdf, uploads
+from docenrich import formats, lazy_images, pdf, uploads
+from docenrich.context import MAX_CONTEXT
 from docenrich.keys import TASK_OWNER_KEY, TASK_OWNER_TTL
 from docenrich.records import Document
 from docenrich.search import MAX_K, MODES
-from docenrich.storage import sanitize_filename
+from docenrich.storage import renditions, sanitize_filename
 from docenrich.uploads import Limits
 from docenrich.web.auth import authenticate_api
 from docenrich.web.errors import ApiError
@@ -48,10 +49,10 @@ PAGE_WIDTHS = (200, 2000)
 
 @api.post("/documents")
 def upload():
-    """Accept up to MAX_UPLOAD_FILES PDFs (multipart field `file`) into collections; store and queue each once."""
+    """Accept up to MAX_UPLOAD_FILES documents (multipart field `file`) into collections; store and queue each once."""
     files = [f for f in request.files.getlist("file") if f.filename or f.content_length]
     if not files:
-        raise ApiError(400, "No file was uploaded; send each PDF in a multipart field named “file”.", "no_file")
+        raise ApiError(400, "No file was uploaded; send each document in a multipart field named “file”.", "no_file")
     most = current_app.config["MAX_UPLOAD_FILES"]
     if len(files) > most:
         raise ApiError(413, f"Send at most {most} files per request.", "too_many_files")
@@ -198,7 +199,7 @@ def page_png(doc: Document, page: int, width: int):
     data = store().thumb_bytes(doc.id, page, cache_width)
     if data is None:
         try:
-            data = pdf.render_page_thumbnail(store().pdf_bytes(doc.id), page, width=width,
+            data = pdf.render_page_thumbnail(renditions.pdf_bytes(store(), doc.id), page, width=width,
                                              max_height=THUMB_MAX_HEIGHT if thumbnail else None)
         except pdf.PDFError as exc:
             raise ApiError(422, f"Page {page} of {doc.filename} cannot be drawn: {exc}", exc.code) from None
@@ -206,6 +207,19 @@ def page_png(doc: Document, page: int, width: int):
     # Document ids name the PDF's content, so a page's rendering never changes.
     return send_file(io.BytesIO(data), mimetype="image/png", max_age=7 * 24 * 3600, conditional=True,
                      etag=f"{doc.id}-p{page}-w{width}")
+
+
+@api.get("/documents/<doc_id>/original")
+def original(doc_id: str):
+    """The file as it was uploaded, with its media type and file name (pages come from its PDF rendering)."""
+    doc = get_doc(doc_id)
+    try:
+        data = store().pdf_bytes(doc.id)
+    except KeyError:
+        raise ApiError(404, f"The file of {doc.filename} is gone.", "not_found") from None
+    # The id names the content, so the bytes under this URL never change.
+    return send_file(io.BytesIO(data), mimetype=formats.media_type(doc.metadata), as_attachment=True,
+                     download_name=doc.filename, max_age=7 * 24 * 3600, conditional=True, etag=f"{doc.id}-original")
 
 
 # --------------------------------------------------------------------------- export
@@ -224,8 +238,8 @@ def export(doc_id: str):
 
 @api.get("/search")
 def search():
-    """Search the snippets: q, k, rerank, mode (hybrid|dense|lexical), include (e.g. toc), and the filter:
-    collection, document, kind, pages, filename, uploaded_after, uploaded_before."""
+    """Search the snippets: q, k, rerank, mode (hybrid|dense|lexical), include (e.g. toc), context (0..5
+    neighbours either side), and the filter: collection, document, kind, pages, filename, upload dates."""
     q = request.args.get("q", "").strip()
     if not q:
         raise ApiError(400, "Type something to search for (parameter q).", "empty_query")
@@ -238,7 +252,7 @@ def search():
     f = search_filter_arg()
     document_id = f.document_ids[0] if f.document_ids and len(f.document_ids) == 1 else None
     result = services().search(q, int_arg("k", 10, 1, MAX_K), flag_arg("rerank"), document_id, mode, include,
-                               filter=f)
+                               filter=f, context=int_arg("context", 0, 0, MAX_CONTEXT))
     return jsonify(search_json(result))
 
 

@@ -18,6 +18,8 @@ import types
 import typing
 from typing import Annotated, Any, Literal, NotRequired, TypedDict, Union
 
+from docenrich.context import MAX_CONTEXT
+
 # --------------------------------------------------------------------------- building blocks
 
 
@@ -137,12 +139,23 @@ class SnippetPage(TypedDict):
 # --------------------------------------------------------------------------- search
 
 
+class Neighbour(TypedDict):
+    """A snippet next to a search result in its document's reading order."""
+
+    snippet_id: int
+    ordinal: Annotated[int, describe("Its place in the document's reading order.")]
+    page: int
+    kind: str
+    text: str
+
+
 class Hit(TypedDict):
     """A search result: the snippet, its document's name, and its scores."""
 
     rank: Annotated[int, describe("From 1, best first.")]
     snippet_id: int
     document_id: str
+    ordinal: Annotated[int, describe("Its place in the document's reading order.")]
     filename: str | None
     title: str | None
     breadcrumb: Annotated[list[str],
@@ -159,6 +172,12 @@ class Hit(TypedDict):
     rerank_normalized: Annotated[float | None, describe("The rerank score scaled to 0..1.")]
     image_url: str | None
     cited_url: str
+    context_before: Annotated[list[Neighbour], describe(
+        "The snippets just before it in its document, in reading order (`context` of them at most; "
+        "fewer at the document's start).")]
+    context_after: Annotated[list[Neighbour], describe(
+        "The snippets just after it in its document, in reading order (`context` of them at most; "
+        "fewer at the document's end).")]
 
 
 class SearchFilter(TypedDict):
@@ -188,6 +207,8 @@ class SearchResponse(TypedDict):
     rerank_depth: Annotated[int, describe("candidates it was asked to score at most (0: no rerank)")]
     query_cached: Annotated[bool, describe("the query vector came from the query cache")]
     mode: Mode
+    context: Annotated[int, describe("Neighbours asked for on either side of each result.",
+                                     minimum=0, maximum=MAX_CONTEXT)]
     notes: Annotated[list[str], describe("What a person should know about these results.")]
     results: Annotated[list[Hit], describe("Best first.")]
     timings_ms: Annotated[dict[str, float], describe("Milliseconds per stage: embed, dense, lexical, ..., total.")]

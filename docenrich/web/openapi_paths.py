@@ -5,6 +5,7 @@ presenters' types; nothing here describes a body's fields.
 """
 from __future__ import annotations
 
+from docenrich.context import MAX_CONTEXT
 from docenrich.web.contract import ref
 
 JSON = "application/json"
@@ -21,9 +22,10 @@ ERRORS = {
     "403": "A browser request without the session's CSRF token.",
     "404": "No such document, snippet, page, collection or task.",
     "409": "The document has already finished (ready, failed or cancelled).",
-    "413": "The upload is too large, has too many pages, or too many files.",
-    "415": "The file is not a PDF (or Parquet export without pyarrow).",
-    "422": "The PDF cannot be processed: encrypted, damaged or empty.",
+    "413": "The upload is too large, has too many pages, unpacks to too much, or too many files.",
+    "415": "The file's format is not supported, or its converter is not installed (or Parquet export without "
+           "pyarrow).",
+    "422": "The file cannot be processed: encrypted, damaged or empty.",
     "429": "Too many documents are waiting; retry after the Retry-After header's seconds.",
     "500": "An unexpected server error; details are in the server log.",
     "503": "Redis or the model worker is unreachable, or the storage is unavailable.",
@@ -53,6 +55,21 @@ PAGE = param("page", "path", "A page number, from 1.", {"type": "integer", "mini
 NAME = param("name", "path", "A collection name.")
 COLLECTION = param("collection", "query", "Collection name(s): repeat the parameter or separate with commas; "
                    "absent, empty or `all` means every collection.", {"type": "array", "items": {"type": "string"}})
+# The search filter: applied inside every retriever, never to a top N afterwards.
+STRINGS = {"type": "array", "items": {"type": "string"}}
+SEARCH_FILTER = (
+    param("collection", "query", "Only these collections (at most 20): repeat the parameter or separate with "
+          "commas; absent, empty or `all` means every collection.", STRINGS),
+    param("document", "query", "Only these document ids (at most 100): repeat or separate with commas.", STRINGS),
+    param("kind", "query", "Only snippets of these kinds (text, table, figure, toc, page): repeat or separate "
+          "with commas.", STRINGS),
+    param("pages", "query", "Only these pages: `5`, `5-9`, `5-` or `-9` (1-based, inclusive)."),
+    param("filename", "query", "Only documents whose file name matches this glob (`*` and `?`, any case)."),
+    param("uploaded_after", "query", "Only documents uploaded on or after this ISO date or date-time (UTC).",
+          ),
+    param("uploaded_before", "query", "Only documents uploaded before this ISO date-time; a date means up to its "
+          "end."),
+)
 FORMAT = param("format", "query", "Export format.", {"type": "string", "enum": ["jsonl", "parquet"], "default": "jsonl"})
 EXPORT = {
     "200": {"description": "A download, streamed: one JSON object per line, or a Parquet file.",
@@ -80,7 +97,7 @@ def documents_paths() -> dict:
     return {
         "/api/documents": {
             "get": op("List documents, newest first", {"200": ok("The documents.", ref("DocumentList")), **errors("400")}, COLLECTION),
-            "post": op("Upload PDFs", {"202": ok("Accepted (stored and queued, or already present).", ref("UploadResult")),
+            "post": op("Upload documents (PDF and the other formats of docs/formats.md)", {"202": ok("Accepted (stored and queued, or already present).", ref("UploadResult")),
                                        **errors("400", "403", "413", "415", "422", "429", "507")},
                        COLLECTION, requestBody=upload_body),
         },
@@ -104,6 +121,10 @@ def documents_paths() -> dict:
             "A page rendered large (bounded in size)", {**PNG, **errors("400", "404", "422")}, DOC_ID, PAGE,
             param("width", "query", "Width in pixels, rounded to 100.", {"type": "integer", "minimum": 200,
                                                                           "maximum": 2000, "default": 1200}))},
+        "/api/documents/{doc_id}/original": {"get": op(
+            "The file as it was uploaded (PDF, DOCX, EPUB, HTML, ...), with its media type and file name",
+            {"200": {"description": "The uploaded file.", "content": {
+                "*/*": {"schema": {"type": "string", "format": "binary"}}}}, **errors("404")}, DOC_ID)},
         "/api/documents/{doc_id}/export": {"get": op(
             "Export a document's snippets and vectors", {**EXPORT, **errors("400", "404", "415")}, DOC_ID, FORMAT)},
         "/api/snippets/{snippet_id}/image": {"get": op(
@@ -123,7 +144,13 @@ def other_paths() -> dict:
             param("q", "query", "The question or phrase (1 to 1000 characters).", required=True),
             param("k", "query", "How many results.", {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}),
             param("rerank", "query", "Rerank the candidates (when a reranker exists).", {"type": "boolean", "default": True}),
-            param("document", "query", "Only this document."), COLLECTION)},
+            param("mode", "query", "Which retrievers rank the snippets (default: the SEARCH_MODE setting).",
+                  {"type": "string", "enum": ["hybrid", "dense", "lexical"]}),
+            param("include", "query", "Kinds hidden by default to include, comma-separated (e.g. `toc`)."),
+            param("context", "query", "Return this many neighbouring snippets before and after each result, "
+                  "in reading order within its document (`context_before`, `context_after`).",
+                  {"type": "integer", "minimum": 0, "maximum": MAX_CONTEXT, "default": 0}),
+            *SEARCH_FILTER)},
         "/api/tasks/{task_id}": {"get": op(
             "An ingestion task's state", {"200": ok("Its state and its document's progress or error.",
                                                     ref("TaskStatus")), **errors("404")},

@@ -15,11 +15,13 @@ from flask import (
 )
 from markupsafe import Markup, escape
 
-from docenrich import pdf
+from docenrich import pdf, uploads
 from docenrich.client import WorkerUnavailable
+from docenrich.context import MAX_CONTEXT
 from docenrich.errors import caused_by
 from docenrich.filters import SNIPPET_KINDS
 from docenrich.search import MODES
+from docenrich.storage import renditions
 from docenrich.web.auth import csrf_ok, signed_in, token_matches, token_tag
 from docenrich.web.errors import QUEUE_DOWN, QUEUE_ERRORS, ApiError
 from docenrich.web.params import collection_names, search_filter_arg
@@ -107,7 +109,7 @@ def index():
     store = services().store
     docs = [doc_json(d) for d in store.list_documents()]
     return render_template("index.html", documents=docs, max_upload_mb=current_app.config["MAX_UPLOAD_MB"],
-                           collections=store.list_collections())
+                           collections=store.list_collections(), accept=",".join(uploads.accepted_extensions()))
 
 
 @pages.get("/documents/<doc_id>")
@@ -141,6 +143,7 @@ def search_page():
     rerank = (request.args.getlist("rerank") or ["1"])[-1] not in ("0", "false", "off")
     svc = services()
     mode = request.args.get("mode") if request.args.get("mode") in MODES else svc.config["SEARCH_MODE"]
+    context = context_choice(request.args.get("context"))
     result, error, status = None, None, 200
     f = None
     try:
@@ -150,7 +153,7 @@ def search_page():
         chosen, q, error, status = None, "", exc.message, 400
     if q:
         try:
-            result = search_json(svc.search(q, 10, rerank, None, mode, filter=f))
+            result = search_json(svc.search(q, 10, rerank, None, mode, filter=f, context=context))
         except WorkerUnavailable as exc:
             error, status = f"Search is unavailable: {exc}.", 503
         except Exception as exc:
@@ -161,8 +164,16 @@ def search_page():
     return render_template(
         "search.html", q=q, result=result, error=error, documents=docs, document_id=document_id, rerank=rerank,
         mode=mode, modes=MODES, collections=svc.store.list_collections(), chosen=chosen or [],
-        kinds=SNIPPET_KINDS, args=request.args,
+        kinds=SNIPPET_KINDS, args=request.args, context=context, contexts=range(MAX_CONTEXT + 1),
     ), status
+
+
+def context_choice(raw: str | None) -> int:
+    """The page's context choice: neighbours either side of each result, 0 when absent or not a choice."""
+    try:
+        return min(max(int(raw or 0), 0), MAX_CONTEXT)
+    except ValueError:
+        return 0
 
 
 @pages.get("/collections")
@@ -191,7 +202,7 @@ def cited_page(doc_id: str, page: int):
     if doc is None or not 1 <= page <= max(doc.pages, 0):
         abort(404, description="There is no such page; the document may have been deleted.")
     try:
-        width, height = pdf.page_size(store.pdf_bytes(doc_id), page)
+        width, height = pdf.page_size(renditions.pdf_bytes(store, doc_id), page)
     except (pdf.PDFError, ValueError, KeyError):
         abort(404, description="This page cannot be drawn.")
     snippets = [snippet_json(s) for s in store.snippets(doc_id, page=page)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from flask import url_for
 
+from docenrich.context import breadcrumb
 from docenrich.records import Collection, Document, StoredSnippet
 from docenrich.search import Hit, SearchResult
 from docenrich.web import contract
@@ -61,14 +62,9 @@ def snippet_json(snip: StoredSnippet) -> contract.Snippet:
     }
 
 
-def breadcrumb(snip: StoredSnippet, title: str | None = None) -> list[str]:
-    """Where a snippet sits: its document's title, then its heading path (chapter › … › topic)."""
-    meta = snip.meta or {}
-    path = meta.get("path")
-    if not isinstance(path, list):
-        path = [meta["heading"]] if meta.get("heading") else []
-    head = meta.get("title") or title
-    return [str(p) for p in ([head] if head else []) + path]
+def neighbour_json(snip: StoredSnippet) -> contract.Neighbour:
+    """A snippet shown next to a search result: where it sits and its text."""
+    return {"snippet_id": snip.id, "ordinal": snip.ordinal, "page": snip.page, "kind": snip.kind, "text": snip.text}
 
 
 def hit_json(hit: Hit) -> contract.Hit:
@@ -78,6 +74,7 @@ def hit_json(hit: Hit) -> contract.Hit:
         "rank": hit.rank,
         "snippet_id": snip["id"],
         "document_id": snip["document_id"],
+        "ordinal": snip["ordinal"],
         "filename": hit.document.filename if hit.document else None,
         "title": hit.document.title if hit.document else None,
         "breadcrumb": breadcrumb(hit.snippet, hit.document.title if hit.document else None),
@@ -92,6 +89,8 @@ def hit_json(hit: Hit) -> contract.Hit:
         "rerank_normalized": hit.rerank_normalized,
         "image_url": snip["image_url"],
         "cited_url": snip["cited_url"],
+        "context_before": [neighbour_json(s) for s in hit.before],
+        "context_after": [neighbour_json(s) for s in hit.after],
     }
 
 
@@ -109,6 +108,7 @@ def search_json(result: SearchResult) -> contract.SearchResponse:
         "rerank_depth": result.rerank_depth,
         "query_cached": result.query_cached,
         "mode": result.mode,
+        "context": result.context,
         "notes": result.notes,
         "results": [hit_json(h) for h in result.hits],
         "timings_ms": result.timings_ms,

@@ -88,15 +88,16 @@ class Services:
 
     def search(self, q: str, k: int, rerank: bool, document_id: str | None, mode: str | None = None,
                include_kinds: frozenset[str] = frozenset(), collections: list[str] | None = None,
-               filter: SearchFilter | None = None) -> search.SearchResult:
-        """A search (within a filter, or everything) with this app's store, indexes, settings and worker status."""
+               filter: SearchFilter | None = None, context: int = 0) -> search.SearchResult:
+        """A search (within a filter, or everything) with this app's store, indexes, settings and worker status;
+        `context` neighbours either side of each hit."""
         mode = mode or self.config["SEARCH_MODE"]
         if mode != "lexical" or rerank:
             self.require_queue()
         result = search.search(
             self.store, self.index_for, q, k=k, rerank=rerank, document_id=document_id,
             top_n=self.config["SEARCH_RERANK_TOP_N"], mode=mode, include_kinds=include_kinds,
-            collections=collections, filter=filter,
+            collections=collections, filter=filter, context=context,
             worker_status=lambda: self.queue_status()["models"],
         )
         self.metrics.observe_search(result.timings_ms)

@@ -2,6 +2,10 @@
 PRAGMA user_version 1-6, PostgreSQL schema_version 1-2), kept verbatim to build such a database."""
 from __future__ import annotations
 
+import numpy as np
+
+from tests.storeutil import DIM, make_batch
+
 FTS_TOKENIZER = "unicode61 remove_diacritics 2"
 
 
@@ -312,6 +316,14 @@ _POSTGRES: list[list[str]] = [
         # A page batch given up after repeated failures: done, without snippets, and why.
         "ALTER TABLE batches ADD COLUMN note TEXT",
     ],
+    [
+        # The PDF rendering of a document uploaded in another format (storage/renditions.py);
+        # the uploaded file itself stays in pdfs.
+        """CREATE TABLE renditions (
+            document_id TEXT PRIMARY KEY REFERENCES documents(id) ON DELETE CASCADE,
+            data BYTEA NOT NULL
+        )""",
+    ],
 ]
 POSTGRES_VERSION = len(_POSTGRES)
 
@@ -324,11 +336,48 @@ def create_sqlite(conn) -> None:
         conn.execute(f"PRAGMA user_version = {step}")
 
 
-def create_postgres(conn) -> None:
-    """Every PostgreSQL step on a psycopg connection (autocommit), as the old code left a database."""
+def create_postgres(conn, version: int = POSTGRES_VERSION) -> None:
+    """The PostgreSQL steps up to version on a psycopg connection (autocommit), as the old code did."""
     conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
     conn.execute("INSERT INTO schema_version(version) VALUES (0)")
-    for step, statements in enumerate(_POSTGRES, 1):
+    for step, statements in enumerate(_POSTGRES[:version], 1):
         for statement in statements:
             conn.execute(statement)
         conn.execute("UPDATE schema_version SET version = %s", (step,))
+
+
+# A database as the old code left it, and what must hold once the current store opened it.
+
+DOC = "0123456789abcdef"
+VECTOR = np.arange(DIM, dtype="<f4") / DIM
+
+
+def fill(execute, blob) -> None:
+    """One document with two snippets, one with a vector, as the old code stored them."""
+    execute(f"INSERT INTO documents (id, sha256, filename, size, state, title, snippet_count, created_at, updated_at) "
+            f"VALUES ('{DOC}', '{DOC}00', 'old.pdf', 10, 'ready', 'Old Manual', 2, 1, 1)")
+    execute(f"INSERT INTO document_collections (document_id, collection, added_at) VALUES ('{DOC}', 'default', 1)")
+    for i, text in enumerate(["Set LEGACY_SETTING before starting.", "Nothing else matters."]):
+        execute(f"INSERT INTO snippets (id, document_id, ordinal, page, text, kind, meta) "
+                f"VALUES ({i + 1}, '{DOC}', {i}, 1, '{text}', 'text', '{{\"heading\": \"Legacy\"}}')")
+    execute(f"INSERT INTO embedders (name, dim) VALUES ('old-model', {DIM})")
+    execute("INSERT INTO vectors (snippet_id, document_id, embedder, dim, {}) VALUES (1, '{}', 'old-model', {}, {})"
+            .format(*blob))
+
+
+def kept(st) -> None:
+    assert [d.id for d in st.list_documents()] == [DOC] and st.collections_of([DOC]) == {DOC: ["default"]}
+    assert [s.text for s in st.snippets(DOC)] == ["Set LEGACY_SETTING before starting.", "Nothing else matters."]
+    ids, _docs, matrix, _ = st.load_vectors("old-model")
+    assert ids.tolist() == [1] and np.array_equal(matrix[0], VECTOR)
+    assert st.lexical_search("LEGACY_SETTING", 3)[0][0] == 1
+    assert st.lexical_search("old manual", 3)  # the context (heading, title) is indexed
+    index = st.vector_index("old-model")
+    index.refresh()
+    assert index.search(VECTOR, 1)[0][0] == 1
+    # New rows go on after the old ones: a new snippet gets a new id, and its vector is found.
+    doc, _ = st.add_document(b"%PDF-1.4\n% new\n%%EOF\n", "new.pdf")
+    st.begin_batches(doc.id, 1)
+    st.save_batch(doc.id, 0, make_batch(doc.id, 0, n=2, model="old-model"))
+    assert min(s.id for s in st.snippets(doc.id)) > 2 and st.embedder_counts() == {"old-model": 3}
+    assert st.unindexed_count("old-model") == 1

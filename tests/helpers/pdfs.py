@@ -106,6 +106,37 @@ def contents_pdf(setting: str = "QZ_HOME", index: bool = True) -> bytes:
     return build_pdf(contents, body, *([back_index] if index else []), box=(72, 72, 520, 400))
 
 
+# The handbook's pages: each a list of (kind, text); a paragraph's text is its one distinct word.
+HANDBOOK = (
+    (("h1", "Tides"), ("h2", "Measuring the Sea"), ("p", "anemometer"), ("h2", "Tide Tables"), ("p", "barnacle")),
+    (("h2", "Spring Tides"), ("p", "cormorant"), ("h1", "Harbours"), ("h2", "Breakwaters"), ("p", "dolphin")),
+    (("h2", "Moorings"), ("p", "estuary"), ("h2", "Dredging"), ("p", "fathom")),
+)
+
+
+def handbook_pdf(seed: int = 11) -> bytes:
+    """'Coastal Notes', three pages of chapters and sections set in larger bold type, each section one
+    paragraph led by a word found nowhere else: six snippets in reading order, two per page, whose
+    heading paths are (chapter, section)."""
+    rnd = random.Random(seed)
+
+    def draw(items):
+        def on(page):
+            y = 72
+            for kind, text in items:
+                if kind == "p":
+                    body = f"{text} " + " ".join(rnd.choice(WORDS) for _ in range(60)) + "."
+                    page.insert_textbox(pymupdf.Rect(72, y, 520, y + 150), body, fontsize=10, fontname="helv")
+                    y += 150
+                else:
+                    size = 18 if kind == "h1" else 13
+                    page.insert_text((72, y + 10 + size), text, fontsize=size, fontname="hebo")
+                    y += size + 22
+        return on
+
+    return build_pdf(*(draw(items) for items in HANDBOOK), metadata={"title": "Coastal Notes"})
+
+
 def doubled_pdf(pages_log2: int, text: str = "A page of text that repeats. ") -> bytes:
     """A PDF of 2**pages_log2 identical text pages, built in milliseconds by doubling."""
     doc = pymupdf.open(stream=build_pdf(text * 40, box=(60, 60, 540, 780), fontsize=10), filetype="pdf")

@@ -76,11 +76,11 @@ def test_every_route_answers_as_the_description_says(server):
     api.json("POST", "/api/collections", 200, {"name": "contract"})
     api.json("POST", "/api/collections", 400, {"name": "no/slashes"})
     pdf = text_pdf(2, seed=11)
-    accepted = api.upload("/api/documents?collection=contract", 202, ("one.pdf", pdf), ("notes.txt", b"plain text"))
+    accepted = api.upload("/api/documents?collection=contract", 202, ("one.pdf", pdf), ("notes.pdf", b"plain text"))
     (doc,), (refused,) = accepted["documents"], accepted["errors"]
     assert refused["status"] == 415 and doc["task_id"] and doc["duplicate"] is False
     assert api.upload("/api/documents", 202, ("again.pdf", pdf))["documents"][0]["duplicate"] is True
-    api.upload("/api/documents", 415, ("notes.txt", b"plain text"))
+    api.upload("/api/documents", 415, ("notes.pdf", b"plain text"))
     api.call("POST", "/api/documents", 400, b"", **{"Content-Type": "multipart/form-data; boundary=x"})
     task = api.json("GET", f"/api/tasks/{doc['task_id']}", 200)
     assert task["meta"]["document"] == doc["id"]
@@ -107,12 +107,15 @@ def test_every_route_answers_as_the_description_says(server):
 
     # search, in every mode
     words = snippets[0]["text"].split()[:6]
-    for query in ("mode=hybrid&rerank=1", "mode=dense&rerank=0", "mode=lexical&rerank=0", f"document={doc_id}"):
+    for query in ("mode=hybrid&rerank=1", "mode=dense&rerank=0", "mode=lexical&rerank=0", f"document={doc_id}",
+                  "mode=lexical&rerank=0&context=2"):
         found = api.json("GET", f"/api/search?q={'+'.join(words)}&k=3&{query}", 200)
         assert found["results"], query
+        assert "context" not in query or any(r["context_before"] + r["context_after"] for r in found["results"])
     api.json("GET", "/api/search?q=", 400)
     api.json("GET", "/api/search?q=x&mode=psychic", 400)
     api.json("GET", "/api/search?q=x&k=many", 400)
+    api.json("GET", "/api/search?q=x&context=6", 400)
 
     # membership, collections, status
     api.json("PUT", f"/api/collections/other/documents/{doc_id}", 200)

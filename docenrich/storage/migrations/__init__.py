@@ -2,7 +2,7 @@
 
 A new database is created from storage/tables.py (and its backend's triggers) and stamped at the
 newest revision, as Alembic's cookbook does; a database from before Alembic (SQLite's PRAGMA
-user_version 6, PostgreSQL's schema_version 2) is stamped at the baseline and upgraded from there.
+user_version 6, PostgreSQL's schema_version 2 or 3) is stamped at the baseline and upgraded from there.
 Every process opening a store runs `upgrade`; the first one does the work under the database's
 write lock (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory lock), the others then find it done.
 """
@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 SCRIPTS = Path(__file__).resolve().parent
 # Held by the process migrating a PostgreSQL database until its transaction ends.
 MIGRATE_LOCK = 0x646F6301
-# The last schema version of the migrations before Alembic, which the baseline revision stands for.
-LEGACY_VERSION = {"sqlite": 6, "postgresql": 2}
+# The schema versions of the migrations before Alembic the baseline revision stands for (PostgreSQL's
+# 3 only added the renditions table, which revision 0003 creates where it is missing).
+LEGACY_VERSIONS = {"sqlite": (6,), "postgresql": (2, 3)}
 BASELINE = "0001"
 _COUNTERS = ("vectors_version", "vectors_epoch", "snippets_total", "snippet_id_seq")
 
@@ -91,11 +92,11 @@ def _adopt(conn: sa.Connection, create: Callable[[sa.Connection], None]) -> None
         conn.execute(sa.insert(collections).values(name=DEFAULT_COLLECTION, description="", created_at=time.time()))
         command.stamp(_config(conn), "head")
         log.info("new database created at schema revision %s", script.get_current_head())
-    elif legacy == LEGACY_VERSION[conn.dialect.name]:
+    elif legacy in LEGACY_VERSIONS[conn.dialect.name]:
         command.stamp(_config(conn), BASELINE)
     else:
-        newer = legacy > LEGACY_VERSION[conn.dialect.name]
+        newer = legacy > max(LEGACY_VERSIONS[conn.dialect.name])
         raise StorageError(
             f"The database was created by {'a newer' if newer else 'an older'} docenrich (schema {legacy}); "
             + ("upgrade docenrich." if newer else "open it once with the docenrich release before the Alembic "
-               f"migrations, which brings it to schema {LEGACY_VERSION[conn.dialect.name]}, then with this one."))
+               f"migrations, which brings it to schema {max(LEGACY_VERSIONS[conn.dialect.name])}, then with this one."))

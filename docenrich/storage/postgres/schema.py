@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from docenrich.storage.tables import metadata
 
 # What older docenrich releases read as "a newer schema", so they refuse the database.
-LEGACY_MARK = 3
+LEGACY_MARK = 4
 
 # Counts kept by triggers, as on SQLite, so "how many snippets lack a vector" never scans; removed
 # vectors are logged so an in-memory index can drop rows instead of reloading; new text makes a

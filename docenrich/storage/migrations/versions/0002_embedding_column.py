@@ -15,4 +15,4 @@ def upgrade() -> None:
         op.execute("ALTER TABLE vectors RENAME COLUMN vector TO embedding")
         op.execute("PRAGMA user_version = 7")
     else:
-        op.execute("UPDATE schema_version SET version = 3")
+        op.execute("UPDATE schema_version SET version = 4")
