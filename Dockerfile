@@ -11,9 +11,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# tesseract reads pages that have no text layer (OCR through MuPDF).
+# tesseract reads pages that have no text layer (OCR through MuPDF); LibreOffice, headless,
+# converts Office uploads to pages (docs/formats.md).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends tesseract-ocr tesseract-ocr-eng \
+       libreoffice-writer-nogui libreoffice-impress-nogui libreoffice-calc-nogui \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

@@ -8,9 +8,9 @@ TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast install install-test system-test-deps flower bench bench-pgvector soak eval gpu-check worker web clean-venv lock docs
+.PHONY: run test test-fast install install-test system-test-deps office-deps flower bench bench-pgvector soak eval gpu-check worker web clean-venv lock docs
 
-run: install
+run: install office-deps
 	$(VENV)/bin/docenrich run
 
 install: $(VENV)/.installed
@@ -45,12 +45,13 @@ $(VENV)/.installed-test: requirements-test.txt requirements.lock | $(VPY)
 	touch $@
 
 # Debian packages the tests use: a Redis server, Chromium for the browser tests, Tesseract
-# for OCR. Installed when running as root; otherwise the tests that need them say what to install.
+# for OCR, LibreOffice for the Office formats. Installed when running as root; otherwise the tests that need them say what to install.
 system-test-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v tesseract >/dev/null 2>&1 || missing="$$missing tesseract-ocr tesseract-ocr-eng"; \
+	command -v soffice >/dev/null 2>&1 || missing="$$missing $(OFFICE_PACKAGES)"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "Installing:$$missing"; \
@@ -58,6 +59,20 @@ system-test-deps:
 	else \
 		echo "NOTE: not installing$$missing (needs root and apt-get): the tests that need them will be skipped"; \
 		echo "      (sudo apt-get install$$missing)"; \
+	fi
+
+# LibreOffice, headless, converts DOCX, PPTX, XLSX, ODT, ODP and ODS uploads to pages (docs/formats.md).
+# Installed when running as root on Debian; otherwise such uploads are refused saying what to install.
+OFFICE_PACKAGES := libreoffice-writer-nogui libreoffice-impress-nogui libreoffice-calc-nogui
+office-deps:
+	@if command -v soffice >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing LibreOffice (headless) for Office uploads: $(OFFICE_PACKAGES)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			$(OFFICE_PACKAGES) >/dev/null) || echo "NOTE: LibreOffice could not be installed; Office uploads will be refused"; \
+	else \
+		echo "NOTE: LibreOffice is not installed: Office uploads (DOCX, PPTX, XLSX, ODT, ODP, ODS) will be refused"; \
+		echo "      (sudo apt-get install $(OFFICE_PACKAGES))"; \
 	fi
 
 # Every tier, as CI runs it: tests/unit (no servers), tests/integration (Redis, PostgreSQL, one

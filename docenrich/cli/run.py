@@ -13,7 +13,6 @@ append-only file). SIGHUP to gunicorn's master (its pid is printed) reloads the 
 from __future__ import annotations
 
 import argparse
-import fcntl
 import logging
 import os
 import secrets
@@ -26,6 +25,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from docenrich.cli.locks import LockBusy, take_lock
 from docenrich.cli.orphans import die_with_parent
 from docenrich.cli.redis_server import RedisError, RedisServer, port_in_use
 from docenrich.config import PROJECT_DIR, load_settings
@@ -56,11 +56,7 @@ def ensure_env_secret(name: str) -> str:
 
 
 class PidFile:
-    """One running instance per data directory, held by a lock the kernel drops when we die.
-
-    The pid inside is for people; the lock decides. After a crash or a reboot the old number
-    may belong to any process, so it proves nothing.
-    """
+    """One running instance per data directory (a lock file, see locks.py)."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -68,22 +64,13 @@ class PidFile:
 
     def acquire(self) -> None:
         """Take the lock, or exit saying who holds it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+")
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.seek(0)
-            pid = fh.read().strip() or "?"
-            fh.close()
+            fh = take_lock(self.path)
+        except LockBusy as busy:
             raise SystemExit(
-                f"docenrich is already running (pid {pid}, pid file {self.path}); stop it with Ctrl-C "
-                f"or `kill {pid}` first"
+                f"docenrich is already running (pid {busy.pid}, pid file {self.path}); stop it with Ctrl-C "
+                f"or `kill {busy.pid}` first"
             ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
         self._fh = fh
 
     def release(self) -> None:

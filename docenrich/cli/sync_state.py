@@ -9,7 +9,6 @@ that the kernel releases when the process dies.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -17,6 +16,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+from docenrich.cli.locks import LockBusy, take_lock
 from docenrich.cli.sync_plan import Entry, in_scope
 
 log = logging.getLogger(__name__)
@@ -41,19 +41,10 @@ class SyncState:
 
     def acquire(self) -> SyncState:
         """Hold the collection's sync lock and read the state; SyncBusy if another sync holds it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.lock_path, "a+")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
-            pid = handle.read().strip() or "?"
-            handle.close()
-            raise SyncBusy(f"another sync of the collection {self.collection!r} is running (pid {pid})") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
+            handle = take_lock(self.lock_path)
+        except LockBusy as busy:
+            raise SyncBusy(f"another sync of the collection {self.collection!r} is running (pid {busy.pid})") from None
         self._lock = handle
         self.entries = self.load()
         return self

@@ -7,6 +7,18 @@ from docenrich.filters import SearchFilter, like_pattern
 from docenrich.storage.tables import document_collections, documents, snippets
 
 
+def _between(table: sa.FromClause, name: str, low, high, inclusive_high: bool) -> list[sa.ColumnElement]:
+    """`name >= low` and `name < high` (`<=` when inclusive_high) for the bounds that are set; a
+    table without that column (vectors has no page) is fine while neither is."""
+    if low is None and high is None:
+        return []
+    column = table.c[name]
+    where = [] if low is None else [column >= low]
+    if high is not None:
+        where.append(column <= high if inclusive_high else column < high)
+    return where
+
+
 def document_conditions(f: SearchFilter, d: sa.FromClause = documents) -> list[sa.ColumnElement]:
     """Conditions over the documents table (or an alias of it)."""
     where: list[sa.ColumnElement] = []
@@ -17,11 +29,7 @@ def document_conditions(f: SearchFilter, d: sa.FromClause = documents) -> list[s
         where.append(d.c.id.in_(sa.select(dc.c.document_id).where(dc.c.collection.in_(f.collections))))
     if f.filename is not None:
         where.append(sa.func.lower(d.c.filename).like(sa.func.lower(like_pattern(f.filename)), escape="\\"))
-    if f.uploaded_after is not None:
-        where.append(d.c.created_at >= f.uploaded_after)
-    if f.uploaded_before is not None:
-        where.append(d.c.created_at < f.uploaded_before)
-    return where
+    return where + _between(d, "created_at", f.uploaded_after, f.uploaded_before, inclusive_high=False)
 
 
 def snippet_conditions(f: SearchFilter | None, s: sa.FromClause = snippets) -> list[sa.ColumnElement]:
@@ -39,11 +47,7 @@ def snippet_conditions(f: SearchFilter | None, s: sa.FromClause = snippets) -> l
         where.append(s.c.kind.in_(f.kinds))
     elif f.excluded:
         where.append(s.c.kind.not_in(f.excluded))
-    if f.page_from is not None:
-        where.append(s.c.page >= f.page_from)
-    if f.page_to is not None:
-        where.append(s.c.page <= f.page_to)
-    return where
+    return where + _between(s, "page", f.page_from, f.page_to, inclusive_high=True)
 
 
 def document_ids_query(f: SearchFilter) -> sa.Select:

@@ -157,7 +157,8 @@ def extract_document_task(self, doc_id: str, generation: int | None = None,
     if doc is None:
         return {"document": doc_id, "queued": 0}
     pages = doc.pages
-    if not pages:
+    # A document of another format whose rendering is missing (moved to another store) is converted again.
+    if not pages or conversion.unconverted(store, doc):
         from docenrich.pdf import page_count
 
         if survey is not None and conversion.unconverted(store, doc):

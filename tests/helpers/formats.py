@@ -37,7 +37,7 @@ SAMPLES = (
     Sample("typewriter.cbz", "cbz", "Linzensoep"),
     Sample("rust-book-trpl04-01.svg", "svg", "capacity"),
     Sample("linn-sequencer.png", "png", "LinnSequencer"),
-    Sample("baiona.jpg", "jpeg", "Komunikabideak"),
+    Sample("baiona.jpg", "jpeg", "Milafranga"),
     Sample("kofax-test-image.tif", "tiff", "Kofax test print"),
     Sample("zlib-usage-example.html", "html", "Without further adieu"),
     Sample("systemd-distro-porting.md", "markdown", "NTP Pool"),
