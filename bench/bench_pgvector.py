@@ -91,13 +91,22 @@ def load_sqlite(data_dir: Path, vectors: np.ndarray) -> float:
     return time.perf_counter() - t0
 
 
+def _connect(url: str):
+    """A plain autocommit psycopg connection that knows the vector type (for COPY and DDL)."""
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    conn = psycopg.connect(url, autocommit=True)
+    register_vector(conn)
+    return conn
+
+
 def load_postgres(url: str, vectors: np.ndarray) -> float:
     """The same rows into PostgreSQL by COPY (vectors in binary), counting triggers off; seconds taken."""
     from docenrich.storage.postgres import PostgresStore
-    from docenrich.storage.postgres.connections import open_connection
 
     PostgresStore(url).close()
-    conn = open_connection(url)
+    conn = _connect(url)
     t0 = time.perf_counter()
     n, docs = len(vectors), (len(vectors) + PER_DOC - 1) // PER_DOC
     with conn.transaction():
@@ -130,10 +139,9 @@ def load_postgres(url: str, vectors: np.ndarray) -> float:
 def build_hnsw(url: str, workers: int, notices: list[str]) -> float:
     """The HNSW index built over the loaded rows with room to work; seconds taken (server notices,
     such as the graph outgrowing maintenance_work_mem, are appended to notices)."""
-    from docenrich.storage.postgres.connections import open_connection
-    from docenrich.storage.postgres.vectors import hnsw_index_sql
+    from docenrich.storage.postgres.index import hnsw_index_sql
 
-    conn = open_connection(url)
+    conn = _connect(url)
     conn.execute(f"DROP INDEX IF EXISTS vectors_hnsw_{DIM}")
     conn.add_notice_handler(lambda diag: notices.append(f"{diag.message_primary} {diag.message_detail or ''}".strip()))
     conn.execute("SET maintenance_work_mem = '2GB'")

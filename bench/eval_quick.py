@@ -85,7 +85,7 @@ def build_store(folder: Path, docs: dict[str, Path], embed: Embedder):
 def _patch(settings: dict[str, str]) -> list[tuple[object, str, object]]:
     """Experiments on constants: W_<list>=w sets a fusion weight, BM25=a/b the FTS5 column weights."""
     from docenrich import search
-    from docenrich.storage.sqlite import lexical
+    from docenrich.storage.sqlite import store as lexical
 
     saved = [(search, "FUSION_WEIGHTS", dict(search.FUSION_WEIGHTS)), (lexical, "_BM25_WEIGHTS", lexical._BM25_WEIGHTS)]
     for name, value in list(settings.items()):

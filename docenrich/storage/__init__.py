@@ -18,14 +18,15 @@ from docenrich.storage.base import (
     sanitize_filename,
 )
 from docenrich.storage.index import VectorIndex
-from docenrich.storage.sqlite import DB_NAME, SCHEMA_VERSION, SQLiteStore, migrate
+from docenrich.storage.migrations import head as schema_head
+from docenrich.storage.migrations import upgrade as migrate
+from docenrich.storage.sqlite import DB_NAME, SQLiteStore
 
 if TYPE_CHECKING:
     from docenrich.config import Settings
 
 __all__ = [
     "DB_NAME",
-    "SCHEMA_VERSION",
     "DimensionMismatch",
     "QueueFull",
     "SQLiteStore",
@@ -35,6 +36,7 @@ __all__ = [
     "VectorSearch",
     "check_collection_name",
     "migrate",
+    "schema_head",
     "open_store",
     "sanitize_filename",
 ]

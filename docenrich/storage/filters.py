@@ -1,66 +1,55 @@
-"""A SearchFilter as SQL conditions, written once for both backends (only the placeholder differs)."""
+"""A SearchFilter as SQL conditions (SQLAlchemy Core), written once for every backend."""
 from __future__ import annotations
 
+import sqlalchemy as sa
+
 from docenrich.filters import SearchFilter, like_pattern
+from docenrich.storage.tables import document_collections, documents, snippets
 
 
-def _in(column: str, values: tuple[str, ...], ph: str, negate: bool = False) -> str:
-    if not values:
-        return "1 = 1" if negate else "1 = 0"
-    return f"{column} {'NOT IN' if negate else 'IN'} ({', '.join([ph] * len(values))})"
+def _between(table: sa.FromClause, name: str, low, high, inclusive_high: bool) -> list[sa.ColumnElement]:
+    """`name >= low` and `name < high` (`<=` when inclusive_high) for the bounds that are set; a
+    table without that column (vectors has no page) is fine while neither is."""
+    if low is None and high is None:
+        return []
+    column = table.c[name]
+    where = [] if low is None else [column >= low]
+    if high is not None:
+        where.append(column <= high if inclusive_high else column < high)
+    return where
 
 
-def _between(where: list[str], args: list, column: str, low, high, high_op: str, ph: str) -> None:
-    """Append `column >= low` and `column <high_op> high` for the bounds that are set."""
-    for value, op in ((low, ">="), (high, high_op)):
-        if value is not None:
-            where.append(f"{column} {op} {ph}")
-            args.append(value)
-
-
-def document_conditions(f: SearchFilter, ph: str, doc: str = "d") -> tuple[list[str], list]:
-    """Conditions over the documents table (aliased `doc`) and their arguments."""
-    where: list[str] = []
-    args: list = []
+def document_conditions(f: SearchFilter, d: sa.FromClause = documents) -> list[sa.ColumnElement]:
+    """Conditions over the documents table (or an alias of it)."""
+    where: list[sa.ColumnElement] = []
     if f.document_ids is not None:
-        where.append(_in(f"{doc}.id", f.document_ids, ph))
-        args += f.document_ids
+        where.append(d.c.id.in_(f.document_ids))
     if f.collections is not None:
-        where.append(f"{doc}.id IN (SELECT dc.document_id FROM document_collections dc "
-                     f"WHERE {_in('dc.collection', f.collections, ph)})")
-        args += f.collections
+        dc = document_collections
+        where.append(d.c.id.in_(sa.select(dc.c.document_id).where(dc.c.collection.in_(f.collections))))
     if f.filename is not None:
-        where.append(f"lower({doc}.filename) LIKE lower({ph}) ESCAPE '\\'")
-        args.append(like_pattern(f.filename))
-    _between(where, args, f"{doc}.created_at", f.uploaded_after, f.uploaded_before, "<", ph)
-    return where, args
+        where.append(sa.func.lower(d.c.filename).like(sa.func.lower(like_pattern(f.filename)), escape="\\"))
+    return where + _between(d, "created_at", f.uploaded_after, f.uploaded_before, inclusive_high=False)
 
 
-def snippet_conditions(f: SearchFilter | None, ph: str, alias: str = "s") -> tuple[list[str], list]:
-    """Conditions over the snippets table (aliased `alias`), the document ones as a subquery."""
+def snippet_conditions(f: SearchFilter | None, s: sa.FromClause = snippets) -> list[sa.ColumnElement]:
+    """Conditions over a table with document_id (and kind and page, for the snippet ones): the
+    document conditions as a subquery."""
     if f is None:
-        return [], []
-    where, args = [], []
+        return []
+    where: list[sa.ColumnElement] = []
     if f.by_document():
-        only_ids = all(v is None for v in (f.collections, f.filename, f.uploaded_after, f.uploaded_before))
-        if only_ids:
-            where.append(_in(f"{alias}.document_id", f.document_ids, ph))
-            args += f.document_ids
+        if all(v is None for v in (f.collections, f.filename, f.uploaded_after, f.uploaded_before)):
+            where.append(s.c.document_id.in_(f.document_ids))
         else:
-            conds, cargs = document_conditions(f, ph)
-            where.append(f"{alias}.document_id IN (SELECT d.id FROM documents d WHERE {' AND '.join(conds)})")
-            args += cargs
+            where.append(s.c.document_id.in_(sa.select(documents.c.id).where(*document_conditions(f))))
     if f.kinds is not None:
-        where.append(_in(f"{alias}.kind", f.kinds, ph))
-        args += f.kinds
+        where.append(s.c.kind.in_(f.kinds))
     elif f.excluded:
-        where.append(_in(f"{alias}.kind", f.excluded, ph, negate=True))
-        args += f.excluded
-    _between(where, args, f"{alias}.page", f.page_from, f.page_to, "<=", ph)
-    return where, args
+        where.append(s.c.kind.not_in(f.excluded))
+    return where + _between(s, "page", f.page_from, f.page_to, inclusive_high=True)
 
 
-def document_ids_sql(f: SearchFilter, ph: str) -> tuple[str, list]:
+def document_ids_query(f: SearchFilter) -> sa.Select:
     """A query for the ids of the documents the filter's document conditions allow."""
-    conds, args = document_conditions(f, ph)
-    return f"SELECT d.id FROM documents d WHERE {' AND '.join(conds) or '1 = 1'}", args
+    return sa.select(documents.c.id).where(*document_conditions(f))

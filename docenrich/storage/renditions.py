@@ -4,7 +4,7 @@ The uploaded file itself is what `Store.add_document` stores (its hash is the do
 the same DOCX twice is one document) and what `Store.pdf_bytes` returns; pages, boxes and region
 images are drawn from the rendering the docs worker made of it. SQLite keeps the rendering as
 `thumbs/<doc_id>/rendition.pdf`, so it goes with the document's other page renderings when the
-document is deleted; PostgreSQL keeps it in the `renditions` table (schema step 3), whose rows go
+document is deleted; PostgreSQL keeps it in the `renditions` table, whose rows go
 with their document by its foreign key.
 """
 from __future__ import annotations
@@ -12,7 +12,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from docenrich.storage.encoding import check_doc_id
+from docenrich.storage.tables import documents, renditions
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +32,11 @@ def save(store, doc_id: str, pdf: bytes) -> None:
     """Keep a document's PDF rendering (replacing an earlier one); nothing is kept for a deleted document."""
     path = _file(store, doc_id)
     if path is None:
+        insert = store._insert(renditions).from_select(["document_id", "data"], sa.select(
+            documents.c.id, sa.literal(bytes(pdf), sa.LargeBinary)).where(documents.c.id == check_doc_id(doc_id)))
         with store._write("the converted document") as conn:
-            conn.execute(
-                """INSERT INTO renditions (document_id, data) SELECT id, %s FROM documents WHERE id = %s
-                   ON CONFLICT (document_id) DO UPDATE SET data = excluded.data""",
-                (bytes(pdf), check_doc_id(doc_id)),
-            )
+            conn.execute(insert.on_conflict_do_update(index_elements=["document_id"],
+                                                      set_={"data": insert.excluded.data}))
         return
     from docenrich.storage.base import StorageError, reason
     from docenrich.storage.sqlite.blobs import atomic_write
@@ -52,8 +54,8 @@ def load(store, doc_id: str) -> bytes | None:
     """A document's PDF rendering, or None when it has none (a PDF upload, or not converted yet)."""
     path = _file(store, doc_id)
     if path is None:
-        row = store._q("SELECT data FROM renditions WHERE document_id = %s", (check_doc_id(doc_id),)).fetchone()
-        return None if row is None else bytes(row["data"])
+        data = store._scalar(sa.select(renditions.c.data).where(renditions.c.document_id == check_doc_id(doc_id)))
+        return None if data is None else bytes(data)
     try:
         return path.read_bytes()
     except FileNotFoundError:

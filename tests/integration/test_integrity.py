@@ -53,11 +53,11 @@ def test_deleting_a_collection_is_one_transaction(any_store, monkeypatch):
     b = _doc(st, "b", ["beta"], "doomed")
     real, calls = st._clear_content, []
 
-    def fail_second(conn, doc_id):
+    def fail_second(conn, doc_id, *args, **kwargs):
         calls.append(doc_id)
         if len(calls) == 2:
             raise RuntimeError("power lost")
-        return real(conn, doc_id)
+        return real(conn, doc_id, *args, **kwargs)
 
     monkeypatch.setattr(st, "_clear_content", fail_second)
     with pytest.raises(RuntimeError):

@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from docenrich.records import Snippet
-from docenrich.storage.sqlite.lexical import fts_query
+from docenrich.storage.sqlite.store import fts_query
 from tests.storeutil import is_postgres
 
 TEXTS = [

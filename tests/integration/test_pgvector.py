@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from docenrich.records import Snippet
-from docenrich.storage import QueueFull, SQLiteStore, StorageError, open_store
+from docenrich.storage import QueueFull, SQLiteStore, StorageError, open_store, schema_head
 from docenrich.storage.base import TransientStorageError
-from docenrich.storage.postgres import SCHEMA_VERSION, PostgresStore
+from docenrich.storage.postgres import PostgresStore
 from tests.storeutil import make_batch, pdf_bytes
 
 DIM = 384
@@ -144,7 +144,7 @@ def test_admission_cap_holds_across_processes(pg):
 def _open(url: str, start, results) -> None:
     start.wait(60)
     st = PostgresStore(url)
-    results.put(st._q("SELECT version FROM schema_version").fetchone()["version"])
+    results.put(st._q("SELECT version_num FROM alembic_version").fetchone()["version_num"])
     st.close()
 
 
@@ -157,11 +157,11 @@ def test_processes_starting_at_once_migrate_once(empty_pg_url):
     versions = [results.get(timeout=120) for _ in range(3)]
     for p in procs:
         p.join(60)
-    assert versions == [SCHEMA_VERSION] * 3 and [p.exitcode for p in procs] == [0, 0, 0]
+    assert versions == [schema_head()] * 3 and [p.exitcode for p in procs] == [0, 0, 0]
 
 
 def test_newer_schema_is_refused(pg):
-    pg._q("UPDATE schema_version SET version = %s", (SCHEMA_VERSION + 1,))
+    pg._q("UPDATE alembic_version SET version_num = 'ffffffffffff'")
     with pytest.raises(StorageError, match="newer"):
         PostgresStore(pg.database_url)
 

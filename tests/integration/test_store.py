@@ -133,7 +133,7 @@ def test_finished_threads_do_not_leak_connections(st: Store):
         t.start()
         t.join()
     st.get_document(doc.id)
-    assert len(st._conns) <= 2
+    assert st.engine.pool.checkedout() == 0 and st.engine.pool.checkedin() <= 2
 
 
 def _forked_child(st: Store, doc_id: str) -> None:

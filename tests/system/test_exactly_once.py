@@ -20,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 
 from tests.helpers.env import ROOT, TEST_ENV
 from tests.helpers.pdfs import padded_pdf, text_pdf

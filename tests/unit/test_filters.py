@@ -4,11 +4,20 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
+import sqlalchemy as sa
 
-from docenrich.filters import MAX_COLLECTIONS, SearchFilter, build_filter, like_pattern, parse_date, parse_pages
+from docenrich.filters import (
+    MAX_COLLECTIONS,
+    SearchFilter,
+    build_filter,
+    like_pattern,
+    parse_date,
+    parse_pages,
+)
 from docenrich.pdf.extract import MAX_SNIPPETS_PER_PAGE, _capped
 from docenrich.search import search_filter
 from docenrich.storage.filters import snippet_conditions
+from docenrich.storage.tables import snippets
 
 
 def test_pages_dates_and_globs_parse_or_say_why():
@@ -53,9 +62,9 @@ def _rows(f: SearchFilter) -> list[int]:
         INSERT INTO snippets VALUES (1, 'd1', 'text', 1), (2, 'd1', 'toc', 2), (3, 'd2', 'table', 3),
                                     (4, 'd2', 'text', 4);
     """)
-    conds, args = snippet_conditions(f, "?")
-    sql = f"SELECT s.id FROM snippets s WHERE {' AND '.join(conds) or '1 = 1'} ORDER BY s.id"
-    return [r[0] for r in conn.execute(sql, args)]
+    engine = sa.create_engine("sqlite://", creator=lambda: conn, poolclass=sa.pool.StaticPool)
+    with engine.connect() as c:
+        return list(c.scalars(sa.select(snippets.c.id).where(*snippet_conditions(f)).order_by(snippets.c.id)))
 
 
 def test_each_condition_becomes_sql():

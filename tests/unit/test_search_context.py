@@ -11,7 +11,7 @@ from docenrich.context import MAX_CONTEXT, attach_neighbours, breadcrumb, neighb
 from docenrich.records import Snippet, StoredSnippet
 from docenrich.search import Hit, SearchResult
 from docenrich.storage import SQLiteStore
-from docenrich.storage.rows import ORDINALS_PER_QUERY, around_query
+from docenrich.storage.snippets import ORDINALS_PER_QUERY, around_query
 from tests.storeutil import pdf_bytes
 
 
@@ -129,9 +129,14 @@ def test_snippets_around_many_ordinals_is_the_union_of_their_windows(st):
 
 
 def test_the_query_reads_a_range_per_side_of_each_ordinal():
-    sql, params = around_query("?", "s.id", "d1", [7, 9], 2)
-    assert sql.count("ORDER BY ordinal DESC LIMIT ?") == 2 and sql.count("ORDER BY ordinal LIMIT ?") == 2
-    assert params == ["d1", 7, 2, "d1", 7, 3, "d1", 9, 2, "d1", 9, 3]
+    from sqlalchemy.dialects import sqlite
+
+    compiled = around_query("d1", [7, 9], 2).compile(dialect=sqlite.dialect())
+    sql = " ".join(str(compiled).split())
+    assert sql.count("ORDER BY snippets.ordinal DESC LIMIT ?") == 2 and sql.count("ORDER BY snippets.ordinal LIMIT ?") == 2
+    values = [compiled.params[key] for key in compiled.positiontup]
+    # (SQLite's compiler gives each LIMIT inside the UNION an OFFSET 0.)
+    assert [v for v in values if v != 0] == ["d1", 7, 2, "d1", 7, 3, "d1", 9, 2, "d1", 9, 3]
 
 
 # --------------------------------------------------------------------------- breadcrumbs and presenters

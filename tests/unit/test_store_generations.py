@@ -3,6 +3,8 @@ new run has a new generation, the vector index follows removals without a reload
 check reads counters, and a document names its embedder once every vector is re-embedded."""
 from __future__ import annotations
 
+import sqlalchemy
+
 from tests.helpers.pdfs import text_pdf
 from tests.storeutil import doc_with_snippets
 
@@ -61,7 +63,7 @@ def test_the_unindexed_check_reads_counts_not_snippets(tmp_path):
     doc = doc_with_snippets(first, 40, embedder="old-model")
     doc_with_snippets(second, 10, embedder="new-model")
     statements: list[str] = []
-    first._conn().set_trace_callback(statements.append)
+    sqlalchemy.event.listen(first.engine, "before_cursor_execute", lambda _c, _cur, sql, *_: statements.append(sql))
     assert search._unindexed(first, "new-model") == "40"
     assert search._unindexed(second, "new-model") == ""  # another store: its own answer, no shared cache
     assert not [s for s in statements if "FROM snippets" in s], statements

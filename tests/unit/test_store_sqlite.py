@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 
-from docenrich.storage import DB_NAME, SCHEMA_VERSION, StorageError
+from docenrich.storage import DB_NAME, StorageError, schema_head
 from docenrich.storage import SQLiteStore as Store
 from docenrich.storage.sqlite import blobs as store_mod
 from tests.storeutil import document_info, files_in, make_batch, pdf_bytes
@@ -27,7 +28,7 @@ def test_database_is_wal_and_versioned(st: Store):
     conn = sqlite3.connect(st.data_dir / DB_NAME)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == schema_head()
     finally:
         conn.close()
     for sub in ("pdfs", "images", "thumbs"):
@@ -42,7 +43,7 @@ def test_database_is_wal_and_versioned(st: Store):
 def test_newer_schema_is_refused(tmp_path: Path):
     Store(tmp_path).close()
     conn = sqlite3.connect(tmp_path / DB_NAME)
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.execute("UPDATE alembic_version SET version_num = 'ffffffffffff'")
     conn.commit()
     conn.close()
     with pytest.raises(StorageError, match="newer"):
@@ -105,13 +106,20 @@ def test_disk_full_while_saving_images_leaves_nothing(st: Store, monkeypatch: py
 
 
 def test_database_full_leaves_no_row_and_no_file(st: Store):
-    conn = st._conn()
-    pages = conn.execute("PRAGMA page_count").fetchone()[0]
-    conn.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own "disk full" for this connection
+    pages = st._q("PRAGMA page_count")[0]["page_count"]
+
+    def cap(dbapi_conn, _record):  # SQLite's own "disk full", for every connection opened from now on
+        dbapi_conn.execute(f"PRAGMA max_page_count = {pages}")
+
+    st.close()
+    sa.event.listen(st.engine, "connect", cap)
     big = document_info(page_count=1, title="x", producer="y", has_text_layer=True, metadata={"blob": "z" * 200_000})
-    with pytest.raises(StorageError, match="disk is full"):
-        st.add_document(pdf_bytes("dbfull"), "d.pdf", big)
-    conn.execute("PRAGMA max_page_count = 1073741823")
+    try:
+        with pytest.raises(StorageError, match="disk is full"):
+            st.add_document(pdf_bytes("dbfull"), "d.pdf", big)
+    finally:
+        sa.event.remove(st.engine, "connect", cap)
+        st.close()
     assert st.list_documents() == []
     assert files_in(st.data_dir / "pdfs") == []
 

@@ -35,10 +35,10 @@ def test_allowed_hosts_default_to_loopback_names_on_loopback():
 
 def test_storage_errors_name_no_host_user_or_path(tmp_path):
     from docenrich.storage import SQLiteStore, StorageError
-    from docenrich.storage.postgres.connections import open_connection
+    from docenrich.storage.postgres import PostgresStore
 
     with pytest.raises(StorageError) as refused:
-        open_connection("postgresql://alice:pw@127.0.0.1:1/secretdb")
+        PostgresStore("postgresql://alice:pw@127.0.0.1:1/secretdb")
     assert not any(word in str(refused.value) for word in ("alice", "127.0.0.1", "secretdb")), refused.value
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where DATA_DIR should be")

@@ -1,7 +1,6 @@
 """The PostgreSQL + pgvector backend; psycopg is imported only when a store is opened."""
 from __future__ import annotations
 
-from docenrich.storage.postgres.schema import SCHEMA_VERSION, migrate
 from docenrich.storage.postgres.store import PostgresStore
 
-__all__ = ["SCHEMA_VERSION", "PostgresStore", "migrate"]
+__all__ = ["PostgresStore"]

@@ -2,156 +2,140 @@
 
 A document already in the target is skipped, so an interrupted copy is simply run again; a
 document is never half-copied because its rows, files and vectors commit together. Snippet ids
-are kept, so hits, links and exports name the same snippets after the move.
+are kept, so hits, links and exports name the same snippets after the move. Both ends are the
+same tables (storage/tables.py), read and written through SQLAlchemy.
 """
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import TSVECTOR
 
+from docenrich.storage.documents import DOCUMENT_COLUMNS
 from docenrich.storage.encoding import json_load
-from docenrich.storage.postgres.lexical import lex_vector
-from docenrich.storage.postgres.schema import CONTENT_LOCK, HNSW_MAX_DIM
-from docenrich.storage.postgres.vectors import hnsw_index_sql
+from docenrich.storage.engine import CONTENT_LOCK
+from docenrich.storage.postgres.index import HNSW_MAX_DIM, hnsw_index_sql
+from docenrich.storage.postgres.store import PG_SNIPPETS, lex_vector
+from docenrich.storage.tables import (
+    batches,
+    collections,
+    document_collections,
+    documents,
+    embedders,
+    images,
+    snippets,
+    sparse_postings,
+    thumbs,
+    vectors,
+)
 
 if TYPE_CHECKING:
-    import psycopg
-
     from docenrich.storage.postgres.store import PostgresStore
     from docenrich.storage.sqlite.store import SQLiteStore
 
 log = logging.getLogger(__name__)
 
-_DOC_COLUMNS = ("id", "sha256", "filename", "size", "state", "stage", "progress", "pages", "title", "producer",
-                "has_text_layer", "metadata", "error", "snippet_count", "batches_total", "batches_done",
-                "embedder", "created_at", "updated_at", "generation", "batch_pages")
 _THUMB = re.compile(r"p(\d{5})(?:-w(\d+))?\.png")
+_SNIPPET_COLUMNS = ("id", "document_id", "ordinal", "batch_index", "page", "bbox", "text", "kind", "meta", "image")
 
 
 def pending_documents(source: SQLiteStore, target: PostgresStore) -> tuple[list[str], int]:
     """(ids of the source's documents not in the target yet, oldest first; how many are there already)."""
-    ids = [r[0] for r in source._conn().execute("SELECT id FROM documents ORDER BY created_at, rowid")]
-    present = {r["id"] for r in target._q("SELECT id FROM documents WHERE id = ANY(%s)", (ids,))}
+    ids = [r["id"] for r in source._all(sa.select(documents.c.id).order_by(
+        documents.c.created_at, source._insert_order()))]
+    present = {r["id"] for r in target._all(sa.select(documents.c.id).where(documents.c.id.in_(ids)))}
     return [i for i in ids if i not in present], len(present)
 
 
 def copy_collections(source: SQLiteStore, target: PostgresStore) -> int:
     """Create the source's collections (with their descriptions) in the target; returns how many."""
-    rows = source._conn().execute("SELECT name, description, created_at FROM collections").fetchall()
+    rows = [dict(r) for r in source._all(sa.select(collections))]
     with target._write("the collections") as conn:
         for r in rows:
             # A collection the target made itself (its "default") takes the older date and a description.
-            conn.execute(
-                """INSERT INTO collections(name, description, created_at) VALUES (%s, %s, %s)
-                   ON CONFLICT (name) DO UPDATE SET created_at = least(collections.created_at, excluded.created_at),
-                   description = CASE WHEN collections.description = '' THEN excluded.description
-                                      ELSE collections.description END""",
-                (r["name"], r["description"], r["created_at"]))
+            insert = target._insert(collections).values(**r)
+            old = collections.c
+            conn.execute(insert.on_conflict_do_update(index_elements=["name"], set_={
+                "created_at": sa.func.least(old.created_at, insert.excluded.created_at),
+                "description": sa.case((old.description == "", insert.excluded.description), else_=old.description),
+            }))
     return len(rows)
 
 
 def copy_document(source: SQLiteStore, target: PostgresStore, doc_id: str, *, thumbnails: bool = True) -> bool:
     """Copy one document with everything it owns, in one transaction; False if it was already there."""
-    src = source._conn()
-    doc = src.execute("SELECT * FROM documents WHERE id = ?", (doc_id,)).fetchone()
-    if doc is None:
-        return False
-    with target._write("the copied document", lock=CONTENT_LOCK) as conn:
-        if conn.execute("SELECT 1 FROM documents WHERE id = %s", (doc_id,)).fetchone():
+    with source._read() as src:
+        doc = src.execute(sa.select(*DOCUMENT_COLUMNS).where(documents.c.id == doc_id)).mappings().first()
+        if doc is None:
             return False
-        conn.execute("INSERT INTO pdfs(sha256, data) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                     (doc["sha256"], source.pdf_bytes(doc_id)))
-        marks = ", ".join(["%s"] * len(_DOC_COLUMNS))
-        conn.execute(f"INSERT INTO documents ({', '.join(_DOC_COLUMNS)}) VALUES ({marks})",
-                     [doc[c] for c in _DOC_COLUMNS])
-        for r in src.execute("SELECT collection, added_at FROM document_collections WHERE document_id = ?", (doc_id,)):
-            conn.execute("INSERT INTO collections(name, created_at) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                         (r["collection"], r["added_at"]))
-            conn.execute("INSERT INTO document_collections(document_id, collection, added_at) VALUES (%s, %s, %s)",
-                         (doc_id, r["collection"], r["added_at"]))
-        _copy_snippets(source, conn, doc_id, doc["title"])
-        added = _copy_vectors(source, target, conn, doc_id)
-        _copy_sparse(source, conn, doc_id)
-        for r in src.execute("SELECT batch_index, snippet_count, done_at FROM batches WHERE document_id = ?", (doc_id,)):
-            conn.execute("INSERT INTO batches (document_id, batch_index, snippet_count, done_at) VALUES (%s, %s, %s, %s)",
-                         (doc_id, r["batch_index"], r["snippet_count"], r["done_at"]))
+        links = [dict(r) for r in src.execute(sa.select(document_collections).where(
+            document_collections.c.document_id == doc_id)).mappings()]
+        rows = [dict(r) for r in src.execute(sa.select(*(snippets.c[c] for c in _SNIPPET_COLUMNS)).where(
+            snippets.c.document_id == doc_id)).mappings()]
+        vecs = [dict(r) for r in src.execute(sa.select(vectors.c.snippet_id, vectors.c.document_id,
+                                                       vectors.c.embedder, vectors.c.dim, vectors.c.embedding)
+                                             .where(vectors.c.document_id == doc_id).order_by(vectors.c.id)).mappings()]
+        sparse = [dict(r) for r in src.execute(sa.select(sparse_postings).join(
+            snippets, snippets.c.id == sparse_postings.c.snippet_id).where(snippets.c.document_id == doc_id)).mappings()]
+        done = [dict(r) for r in src.execute(sa.select(batches.c.document_id, batches.c.batch_index,
+                                                       batches.c.snippet_count, batches.c.done_at)
+                                             .where(batches.c.document_id == doc_id)).mappings()]
+    with target._write("the copied document", lock=CONTENT_LOCK) as conn:
+        if conn.execute(sa.select(documents.c.id).where(documents.c.id == doc_id)).first():
+            return False
+        target._put_pdf(conn, doc["sha256"], source.pdf_bytes(doc_id))
+        conn.execute(sa.insert(documents).values(**doc))
+        for link in links:
+            conn.execute(target._insert(collections).values(name=link["collection"], description="",
+                                                            created_at=link["added_at"]).on_conflict_do_nothing())
+            conn.execute(sa.insert(document_collections).values(**link))
+        _copy_snippets(source, target, conn, rows, doc["title"])
+        target._register_dims(conn, {v["embedder"]: {v["dim"]} for v in vecs})
+        for table, items in ((vectors, vecs), (sparse_postings, sparse), (batches, done)):
+            if items:
+                conn.execute(sa.insert(table), items)
         if thumbnails:
             _copy_thumbs(source, conn, doc_id)
-        if added:
+        if vecs:
             target._bump_vectors(conn, removed=False)
     return True
 
 
-def _copy_snippets(source: SQLiteStore, conn: psycopg.Connection, doc_id: str, title: str) -> None:
+def _copy_snippets(source: SQLiteStore, target: PostgresStore, conn: sa.Connection, rows: list[dict],
+                   title: str) -> None:
     """The document's snippets under their own ids, with their images and lexical vectors."""
-    rows = source._conn().execute(
-        "SELECT id, ordinal, batch_index, page, bbox, text, kind, meta, image FROM snippets WHERE document_id = ?",
-        (doc_id,)).fetchall()
-    images = {r["image"] for r in rows if r["image"]}
-    for name in sorted(images):
+    for name in sorted({r["image"] for r in rows if r["image"]}):
         data = source.image_bytes(name)
         if data is not None:
-            conn.execute("INSERT INTO images(name, data) VALUES (%s, %s) ON CONFLICT DO NOTHING", (name, data))
-    with conn.cursor() as cur:
-        cur.executemany(
-            """INSERT INTO snippets (id, document_id, ordinal, batch_index, page, bbox, text, kind, meta, image, lex)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::tsvector)""",
-            [(r["id"], doc_id, r["ordinal"], r["batch_index"], r["page"], r["bbox"], r["text"], r["kind"], r["meta"],
-              r["image"], lex_vector(r["text"], json_load(r["meta"], {}).get("heading"), title)) for r in rows],
-        )
+            conn.execute(target._insert(images).values(name=name, data=data).on_conflict_do_nothing())
+    if not rows:
+        return
+    for r in rows:
+        r["lex_literal"] = lex_vector(r["text"], json_load(r["meta"], {}).get("heading"), title)
+    conn.execute(sa.insert(PG_SNIPPETS).values(lex=sa.cast(sa.bindparam("lex_literal"), TSVECTOR)), rows)
     # Ids were given explicitly: new snippets must be numbered after them.
-    conn.execute("SELECT setval('snippets_id_seq', greatest((SELECT max(id) FROM snippets), "
-                 "(SELECT last_value FROM snippets_id_seq), 1))")
+    conn.exec_driver_sql("SELECT setval('snippets_id_seq', greatest((SELECT max(id) FROM snippets), "
+                         "(SELECT last_value FROM snippets_id_seq), 1))")
 
 
-def _source_vectors(source: SQLiteStore, doc_id: str) -> Iterator[tuple[str, int, int, bytes]]:
-    yield from source._conn().execute(
-        "SELECT embedder, dim, snippet_id, vector FROM vectors WHERE document_id = ? ORDER BY id", (doc_id,))
-
-
-def _copy_vectors(source: SQLiteStore, target: PostgresStore, conn: psycopg.Connection, doc_id: str) -> int:
-    """The document's vectors of every embedder (dimensions registered, HNSW indexes made)."""
-    rows = list(_source_vectors(source, doc_id))
-    dims: dict[str, set[int]] = {}
-    for embedder, dim, _, _ in rows:
-        dims.setdefault(embedder, set()).add(dim)
-    target._register_dims(conn, dims)
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO vectors (snippet_id, document_id, embedder, dim, embedding) VALUES (%s, %s, %s, %s, %s)",
-            [(sid, doc_id, embedder, dim, np.frombuffer(blob, dtype="<f4")) for embedder, dim, sid, blob in rows],
-        )
-    return len(rows)
-
-
-def _copy_sparse(source: SQLiteStore, conn: psycopg.Connection, doc_id: str) -> None:
-    rows = source._conn().execute(
-        """SELECT p.embedder, p.token, p.snippet_id, p.weight FROM sparse_postings p
-           JOIN snippets s ON s.id = p.snippet_id WHERE s.document_id = ?""", (doc_id,)).fetchall()
-    if rows:
-        with conn.cursor() as cur:
-            cur.executemany("INSERT INTO sparse_postings (embedder, token, snippet_id, weight) VALUES (%s, %s, %s, %s)",
-                            [tuple(r) for r in rows])
-
-
-def _copy_thumbs(source: SQLiteStore, conn: psycopg.Connection, doc_id: str) -> None:
+def _copy_thumbs(source: SQLiteStore, conn: sa.Connection, doc_id: str) -> None:
     folder = source.thumb_dir / doc_id
     if not folder.is_dir():
         return
     for path in sorted(folder.iterdir()):
         match = _THUMB.fullmatch(path.name)
         if match:
-            conn.execute("INSERT INTO thumbs (document_id, page, width, data) VALUES (%s, %s, %s, %s)",
-                         (doc_id, int(match.group(1)), int(match.group(2) or 0), path.read_bytes()))
+            conn.execute(sa.insert(thumbs).values(document_id=doc_id, page=int(match.group(1)),
+                                                  width=int(match.group(2) or 0), data=path.read_bytes()))
 
 
 def copy_embedders(source: SQLiteStore, target: PostgresStore) -> dict[str, int]:
     """Register the source's embedders (and so their dimensions' HNSW indexes) in the target."""
-    dims = {r["name"]: r["dim"] for r in source._conn().execute("SELECT name, dim FROM embedders")}
+    dims = {r["name"]: r["dim"] for r in source._all(sa.select(embedders.c.name, embedders.c.dim))}
     with target._write("the embedders", lock=CONTENT_LOCK) as conn:
         target._register_dims(conn, {name: {dim} for name, dim in dims.items()})
     return dims
@@ -163,14 +147,14 @@ def set_vector_indexes(target: PostgresStore, dims: set[int], present: bool) -> 
     Inserting into an HNSW index costs milliseconds per vector; building it once after a bulk
     copy is many times faster. Searches meanwhile scan exactly (slower, never wrong).
     """
-    conn = target._conn()
-    if present:
-        conn.execute("SET maintenance_work_mem = '1GB'")
-    for dim in sorted(d for d in dims if d <= HNSW_MAX_DIM):
-        conn.execute(hnsw_index_sql(dim) if present else f"DROP INDEX IF EXISTS vectors_hnsw_{int(dim)}")
-    if present:
-        conn.execute("RESET maintenance_work_mem")
-        conn.execute("ANALYZE vectors")
+    with target.engine.connect() as conn:
+        if present:
+            conn.exec_driver_sql("SET maintenance_work_mem = '1GB'")
+        for dim in sorted(d for d in dims if d <= HNSW_MAX_DIM):
+            conn.exec_driver_sql(hnsw_index_sql(dim) if present else f"DROP INDEX IF EXISTS vectors_hnsw_{int(dim)}")
+        if present:
+            conn.exec_driver_sql("RESET maintenance_work_mem")
+            conn.exec_driver_sql("ANALYZE vectors")
 
 
 def copy_store(source: SQLiteStore, target: PostgresStore, *, thumbnails: bool = True, limit: int | None = None,
@@ -184,9 +168,9 @@ def copy_store(source: SQLiteStore, target: PostgresStore, *, thumbnails: bool =
     dims = set(copy_embedders(source, target).values())
     todo, present = pending_documents(source, target)
     todo = todo[:limit]
-    incoming = sum(_vector_count(source, d) for d in todo)
-    held = int(target._q("SELECT count(*) AS n FROM vectors").fetchone()["n"])
-    bulk = incoming > held
+    count = sa.select(sa.func.count()).select_from(vectors)
+    incoming = sum(source._scalar(count.where(vectors.c.document_id == d)) for d in todo)
+    bulk = incoming > target._scalar(count)
     if bulk:
         set_vector_indexes(target, dims, present=False)
     copied = 0
@@ -199,7 +183,3 @@ def copy_store(source: SQLiteStore, target: PostgresStore, *, thumbnails: bool =
     set_vector_indexes(target, dims, present=True)
     left = len(pending_documents(source, target)[0])
     return {"copied": copied, "skipped": present, "left": left, "bulk": int(bulk)}
-
-
-def _vector_count(source: SQLiteStore, doc_id: str) -> int:
-    return source._conn().execute("SELECT count(*) FROM vectors WHERE document_id = ?", (doc_id,)).fetchone()[0]

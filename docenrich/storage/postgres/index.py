@@ -7,15 +7,20 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
+import sqlalchemy as sa
+from pgvector.sqlalchemy import VECTOR
 
 from docenrich.filters import SearchFilter
 from docenrich.storage.filters import snippet_conditions
-from docenrich.storage.postgres.schema import HNSW_MAX_DIM
+from docenrich.storage.tables import embedders, snippets, vectors
 
 if TYPE_CHECKING:
     from docenrich.storage.postgres.store import PostgresStore
 
 log = logging.getLogger(__name__)
+
+# pgvector 0.6 indexes at most 2000 dimensions with HNSW; larger vectors are searched exactly.
+HNSW_MAX_DIM = 2000
 
 DEFAULT_EF_SEARCH = 100
 # With ef_search 0 ("auto") the breadth grows with the index: fixed at 100, recall@10 fell from
@@ -26,6 +31,17 @@ MAX_EF_SEARCH = 1000
 # Filtered sets this small are searched exactly: pgvector 0.6 has no iterative index scans, so
 # an HNSW scan filtered afterwards may return fewer than k rows of a small document set.
 EXACT_BELOW = 20000
+
+
+def hnsw_index_sql(dim: int, name: str | None = None) -> str:
+    """DDL of the HNSW index over the vectors of one dimension (cosine distance).
+
+    The column is an untyped `vector`, so the index is over the expression cast to vector(dim)
+    and partial on dim: embedders of different sizes share a table, each size its own index.
+    """
+    dim = int(dim)
+    return (f"CREATE INDEX IF NOT EXISTS {name or f'vectors_hnsw_{dim}'} ON vectors USING hnsw "
+            f"((embedding::vector({dim})) vector_cosine_ops) WHERE dim = {dim}")
 
 
 def auto_ef_search(vectors: int) -> int:
@@ -60,7 +76,8 @@ class PgVectorIndex:
 
     def refresh(self) -> None:
         """Read the embedder's vector count and dimension (one indexed row; nothing is loaded)."""
-        row = self.store._q("SELECT dim, vector_count FROM embedders WHERE name = %s", (self.embedder,)).fetchone()
+        row = self.store._first(sa.select(embedders.c.dim, embedders.c.vector_count)
+                                .where(embedders.c.name == self.embedder))
         self._dim, self._n = (0, 0) if row is None else (int(row["dim"]), max(0, int(row["vector_count"])))
 
     def search(
@@ -95,9 +112,8 @@ class PgVectorIndex:
         if not where.narrow:  # only a few kinds (tables of contents) left out: most rows qualify
             hits = self._approximate(q, k, where, max(self.ef_search, min(2 * k, MAX_EF_SEARCH)))
             return hits if len(hits) >= min(k, self._n) else self._exact(q, k, where)
-        row = self.store._q(f"SELECT count(*) AS n FROM vectors v {where.join} WHERE v.embedder = %s "
-                            f"AND {' AND '.join(where.conds)}", (self.embedder, *where.args)).fetchone()
-        inside = int(row["n"])
+        inside = int(self.store._scalar(where.apply(sa.select(sa.func.count()).select_from(vectors)
+                                                    .where(vectors.c.embedder == self.embedder))))
         if inside == 0:
             return []
         if inside < self.exact_below or self._dim > HNSW_MAX_DIM:
@@ -107,56 +123,54 @@ class PgVectorIndex:
         hits = self._approximate(q, k, where, ef)
         return hits if len(hits) >= min(k, inside) else self._exact(q, k, where)
 
-    def _approximate_sql(self, where: _Where) -> str:
+    def _approximate_query(self, where: _Where, q: sa.ColumnElement, limit: int) -> sa.Select:
         """The HNSW query: ORDER BY matches the partial index's expression, and dim is a literal
         so the planner can prove the index's WHERE dim = n."""
-        dim = int(self._dim)
-        conds = " AND ".join([f"v.dim = {dim}", "v.embedder = %s", *where.conds])
-        return (f"SELECT v.snippet_id, v.embedding::vector({dim}) <=> %s::vector({dim}) AS distance FROM vectors v "
-                f"{where.join} WHERE {conds} ORDER BY v.embedding::vector({dim}) <=> %s::vector({dim}) LIMIT %s")
+        kind = VECTOR(int(self._dim))
+        distance = sa.cast(vectors.c.embedding, kind).op("<=>", return_type=sa.Float)(sa.cast(q, kind))
+        return where.apply(sa.select(vectors.c.snippet_id, distance.label("distance")).where(
+            vectors.c.dim == sa.literal_column(str(int(self._dim))), vectors.c.embedder == self.embedder,
+        )).order_by(distance).limit(limit)
 
     @staticmethod
-    def _use_hnsw(conn, ef: int) -> None:
+    def _use_hnsw(conn: sa.Connection, ef: int) -> None:
         """For this transaction only: the search breadth, and no sorted scan of another index (with
         stale statistics or a small table the planner would rather sort the embedder's rows)."""
         for name, value in (("hnsw.ef_search", str(int(ef))), ("enable_sort", "off"), ("enable_seqscan", "off")):
-            conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+            conn.execute(sa.select(sa.func.set_config(name, value, True)))
 
     def _approximate(self, q: np.ndarray, k: int, where: _Where, ef: int) -> list[tuple[int, float]]:
         """HNSW scan of up to ef rows (k when unfiltered), best first, cut to k."""
-        args = [q, self.embedder, *where.args, q, ef if where.conds else k]
-        with self.store._read_committed() as conn:
+        stmt = self._approximate_query(where, sa.literal(q, VECTOR(int(self._dim))), ef if where.conds else k)
+        with self.store._read() as conn:
             self._use_hnsw(conn, ef)
-            rows = conn.execute(self._approximate_sql(where), args).fetchall()
-        return [(int(r["snippet_id"]), 1.0 - float(r["distance"])) for r in rows[:k]]
+            rows = conn.execute(stmt).all()
+        return [(int(r.snippet_id), 1.0 - float(r.distance)) for r in rows[:k]]
 
     def plan(self, query: np.ndarray, k: int = 10) -> str:
         """EXPLAIN of the unfiltered HNSW query as search() runs it (to check the index is used)."""
         self.refresh()
-        q = np.asarray(query, dtype=np.float32).reshape(-1)
-        with self.store._read_committed() as conn:
+        text = "[" + ",".join(repr(float(x)) for x in np.asarray(query, dtype=np.float32).reshape(-1)) + "]"
+        stmt = self._approximate_query(_Where(), sa.literal_column(f"'{text}'"), k)
+        sql = str(stmt.compile(self.store.engine, compile_kwargs={"literal_binds": True}))
+        with self.store._read() as conn:
             self._use_hnsw(conn, self.ef_search)
-            rows = conn.execute("EXPLAIN " + self._approximate_sql(_Where()), (q, self.embedder, q, k)).fetchall()
-        return "\n".join(r["QUERY PLAN"] for r in rows)
+            return "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + sql))
 
     def _exact(self, q: np.ndarray, k: int, where: _Where) -> list[tuple[int, float]]:
         """Exact scan: the uncast expression matches no HNSW index, so every candidate row is scored."""
-        conds = " AND ".join(["v.embedder = %s", *where.conds])
-        rows = self.store._q(
-            f"""SELECT v.snippet_id, v.embedding <=> %s AS distance FROM vectors v {where.join} WHERE {conds}
-                ORDER BY distance LIMIT %s""",
-            (q, self.embedder, *where.args, int(k)),
-        ).fetchall()
+        distance = vectors.c.embedding.op("<=>", return_type=sa.Float)(sa.literal(q, VECTOR()))
+        rows = self.store._all(where.apply(sa.select(vectors.c.snippet_id, distance.label("distance")).where(
+            vectors.c.embedder == self.embedder)).order_by(distance).limit(int(k)))
         return [(int(r["snippet_id"]), 1.0 - float(r["distance"])) for r in rows]
 
 
 @dataclass
 class _Where:
-    """A filter as SQL over `vectors v`: document conditions on v, snippet ones through a join."""
+    """A filter as conditions over `vectors`: document conditions on it, snippet ones through a join."""
 
-    conds: list[str] = field(default_factory=list)
-    args: list = field(default_factory=list)
-    join: str = ""
+    conds: list = field(default_factory=list)
+    join: bool = False
     narrow: bool = False  # whether it may leave a small share of the rows
 
     @classmethod
@@ -164,8 +178,12 @@ class _Where:
         """The conditions of a filter (none for None)."""
         if f is None:
             return cls()
-        conds, args = snippet_conditions(f.document_part(), "%s", alias="v")
-        more, more_args = snippet_conditions(f.snippet_part(), "%s", alias="s")
-        join = "JOIN snippets s ON s.id = v.snippet_id" if more else ""
+        more = snippet_conditions(f.snippet_part())
         narrow = f.by_document() or f.kinds is not None or f.page_from is not None or f.page_to is not None
-        return cls(conds + more, args + more_args, join, narrow)
+        return cls(snippet_conditions(f.document_part(), vectors) + more, bool(more), narrow)
+
+    def apply(self, stmt: sa.Select) -> sa.Select:
+        """stmt (over vectors) within these conditions."""
+        if self.join:
+            stmt = stmt.join(snippets, snippets.c.id == vectors.c.snippet_id)
+        return stmt.where(*self.conds)

@@ -1,52 +1,96 @@
-"""PostgresStore: the PostgreSQL + pgvector backend, one mixin per concern over one database.
+"""PostgresStore: the PostgreSQL + pgvector backend, everything in one database.
 
-Everything lives in the database, so web processes and workers on several hosts share it:
-documents, collections, snippets with their tsvector, vectors (pgvector, HNSW per dimension),
-sparse postings, and the PDFs, snippet images and page thumbnails as bytea.
+Web processes and workers on several hosts share it: documents, collections, snippets with their
+tsvector, vectors (pgvector, an HNSW index per dimension), sparse postings, and the PDFs, snippet
+images and page thumbnails as bytea. What only PostgreSQL does is here: those bytea rows, the
+tsvector index, the advisory locks and the HNSW indexes; dense search is index.py.
+
+The lexical words are cut and folded in Python (storage/terms.py), not by a text search
+configuration: identifiers split at "_", ".", "-" exactly as on SQLite, diacritics fold without
+the unaccent extension, and nothing depends on the server's locale. The tsvector is written as a
+literal (word:position+weight), so its positions let an identifier query match as a phrase.
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from typing import Any
 
-from docenrich.storage.postgres.batches import BatchesMixin
-from docenrich.storage.postgres.blobs import BlobsMixin
-from docenrich.storage.postgres.collections import CollectionsMixin
-from docenrich.storage.postgres.connections import ConnectionsMixin, open_connection
-from docenrich.storage.postgres.documents import DocumentsMixin
-from docenrich.storage.postgres.export import ExportMixin
-from docenrich.storage.postgres.index import PgVectorIndex
-from docenrich.storage.postgres.lexical import LexicalMixin
-from docenrich.storage.postgres.schema import migrate
-from docenrich.storage.postgres.snippets import SnippetsMixin
-from docenrich.storage.postgres.vectors import VectorsMixin
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import TSQUERY, TSVECTOR
+
+from docenrich.filters import SearchFilter, merged
+from docenrich.storage.encoding import IMAGE_NAME, check_doc_id
+from docenrich.storage.engine import postgres_engine
+from docenrich.storage.filters import snippet_conditions
+from docenrich.storage.postgres import schema
+from docenrich.storage.postgres.index import HNSW_MAX_DIM, PgVectorIndex, hnsw_index_sql
+from docenrich.storage.store import Garbage, SQLStore
+from docenrich.storage.tables import documents, images, pdfs, snippets, thumbs
+from docenrich.storage.terms import fold, query_terms, words
 
 log = logging.getLogger(__name__)
 
+# ts_rank_cd weights for {D, C, B, A}: the text is A, its context (heading, title) B, counting half.
+_RANK_WEIGHTS = "{0.1, 0.2, 0.5, 1.0}"
+# Normalisation 32: rank / (rank + 1), so scores stay in (0, 1) and higher is better.
+_RANK_NORMALISATION = 32
+_MAX_WORD = 256
+_MAX_POSITIONS = 256  # what a tsvector keeps per lexeme
 
-class PostgresStore(
-    DocumentsMixin,
-    CollectionsMixin,
-    BatchesMixin,
-    SnippetsMixin,
-    VectorsMixin,
-    LexicalMixin,
-    ExportMixin,
-    BlobsMixin,
-    ConnectionsMixin,
-):
-    """PostgreSQL with pgvector; one connection per thread and process, reopened after a fork."""
+
+# The snippets table with its tsvector (a column only PostgreSQL has).
+PG_SNIPPETS = snippets.to_metadata(sa.MetaData())
+PG_SNIPPETS.append_column(sa.Column("lex", TSVECTOR))
+
+
+def _quote(word: str) -> str:
+    return "'" + word.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def lex_vector(text: str, heading: str | None, title: str | None) -> str:
+    """A tsvector literal of a snippet: its text's words weighted A, its context's weighted B."""
+    positions: dict[str, list[str]] = {}
+    pos = 0
+    for weight, part in (("A", text), ("B", f"{heading or ''} {title or ''}")):
+        pos += 1  # a gap, so no phrase runs from the text into its context
+        for word in words(part):
+            pos += 1
+            found = positions.setdefault(word[:_MAX_WORD], [])
+            if len(found) < _MAX_POSITIONS:
+                found.append(f"{min(pos, 16383)}{weight}")
+    return " ".join(f"{_quote(w)}:{','.join(p)}" for w, p in positions.items())
+
+
+def ts_query(query: str) -> str:
+    """A tsquery literal: the query's terms OR-ed, an identifier a phrase (<->) of its folded parts."""
+    out = []
+    for parts in query_terms(query):
+        folded = [fold(p) for part in parts for p in words(part)]
+        if folded:
+            out.append("(" + " <-> ".join(_quote(p[:_MAX_WORD]) for p in folded) + ")")
+    return " | ".join(out)
+
+
+def _thumb_key(doc_id: str, page: int, width: int | None) -> tuple[str, int, int]:
+    """(document id, page, width; 0 for the default thumbnail), validated as SQLite's paths are."""
+    check_doc_id(doc_id)
+    page = int(page)
+    if page < 1:
+        raise ValueError(f"page must be >= 1, got {page}")
+    if width is not None and int(width) < 1:
+        raise ValueError(f"width must be >= 1, got {width}")
+    return doc_id, page, 0 if width is None else int(width)
+
+
+class PostgresStore(SQLStore):
+    """PostgreSQL with pgvector; one engine (and pool) per database URL and process."""
 
     def __init__(self, database_url: str, *, ef_search: int = 0):
         """Connect, and bring the schema up to date (the vector extension included)."""
         self.database_url = database_url
         self.ef_search = int(ef_search)
-        # The first connection knows no vector type until the migration created the extension.
-        conn = open_connection(database_url, vectors=False)
-        try:
-            migrate(conn)
-        finally:
-            conn.close()
-        self._init_connections()
+        self._open(postgres_engine(database_url), "Could not connect to the database")
 
     def vector_index(self, embedder: str) -> PgVectorIndex:
         """Dense search for one embedder, run by the database (no vectors held in this process)."""
@@ -54,3 +98,92 @@ class PostgresStore(
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.database_url.split('@')[-1]!r})"
+
+    _snippet_table = PG_SNIPPETS
+
+    def _create_schema(self, conn: sa.Connection) -> None:
+        schema.create(conn)
+
+    def _lock(self, conn: sa.Connection, key: int) -> None:
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+
+    def _insert_order(self) -> sa.ColumnElement:
+        return sa.literal_column("documents.seq")
+
+    def _lex(self, text: str, heading: str | None, title: str | None) -> dict[str, Any]:
+        return {"lex": sa.cast(lex_vector(text, heading, title), TSVECTOR)}
+
+    def _new_dimension(self, conn: sa.Connection, dim: int) -> None:
+        if dim <= HNSW_MAX_DIM:
+            conn.exec_driver_sql(hnsw_index_sql(dim))
+
+    # ---- content as bytea rows
+
+    def _put_pdf(self, conn: sa.Connection, sha: str, data: bytes) -> None:
+        conn.execute(self._insert(pdfs).values(sha256=sha, data=data).on_conflict_do_nothing())
+
+    def _put_images(self, conn: sa.Connection, found: dict[str, bytes]) -> None:
+        for name, data in found.items():
+            conn.execute(self._insert(images).values(name=name, data=data).on_conflict_do_nothing())
+
+    def _drop_unused(self, conn: sa.Connection, garbage: Garbage) -> None:
+        """Delete the images and PDFs no row uses any more (inside a transaction holding CONTENT_LOCK)."""
+        if garbage.images:
+            conn.execute(sa.delete(images).where(images.c.name.in_(sorted(garbage.images)), ~sa.exists().where(
+                snippets.c.image == images.c.name)))
+        if garbage.pdfs:
+            conn.execute(sa.delete(pdfs).where(pdfs.c.sha256.in_(sorted(garbage.pdfs)), ~sa.exists().where(
+                documents.c.sha256 == pdfs.c.sha256)))
+
+    def pdf_bytes(self, doc_id: str) -> bytes:
+        """A document's PDF; KeyError if the document does not exist."""
+        check_doc_id(doc_id)
+        data = self._scalar(sa.select(pdfs.c.data).join(documents, documents.c.sha256 == pdfs.c.sha256)
+                            .where(documents.c.id == doc_id))
+        if data is None:
+            raise KeyError(doc_id)
+        return bytes(data)
+
+    def image_bytes(self, name: str) -> bytes | None:
+        """A stored image by content name, or None if missing or not a plain content name."""
+        if not isinstance(name, str) or not IMAGE_NAME.fullmatch(name):
+            return None
+        data = self._scalar(sa.select(images.c.data).where(images.c.name == name))
+        return None if data is None else bytes(data)
+
+    def thumb_bytes(self, doc_id: str, page: int, width: int | None = None) -> bytes | None:
+        """A cached page rendering, or None when not rendered yet."""
+        doc_id, page, width = _thumb_key(doc_id, page, width)
+        data = self._scalar(sa.select(thumbs.c.data).where(
+            thumbs.c.document_id == doc_id, thumbs.c.page == page, thumbs.c.width == width))
+        return None if data is None else bytes(data)
+
+    def save_thumb(self, doc_id: str, page: int, data: bytes, width: int | None = None) -> None:
+        """Cache a rendered PNG of a page (nothing happens if the document is gone)."""
+        doc_id, page, width = _thumb_key(doc_id, page, width)
+        insert = self._insert(thumbs).from_select(
+            ["document_id", "page", "width", "data"],
+            sa.select(documents.c.id, sa.literal(page), sa.literal(width), sa.literal(bytes(data), sa.LargeBinary))
+            .where(documents.c.id == doc_id))
+        with self._write("the page thumbnail") as conn:
+            conn.execute(insert.on_conflict_do_update(index_elements=["document_id", "page", "width"],
+                                                      set_={"data": insert.excluded.data}))
+
+    # ---- lexical search
+
+    def lexical_search(
+        self, query: str, k: int, *, document_id: str | None = None, exclude_kinds: Iterable[str] = (),
+        filter: SearchFilter | None = None,
+    ) -> list[tuple[int, float]]:
+        """Top-k (snippet_id, score) by ts_rank_cd, best first (higher score is better), within the filter."""
+        expr = ts_query(query)
+        if not expr or k <= 0:
+            return []
+        s = PG_SNIPPETS
+        tsq = sa.cast(expr, TSQUERY)
+        score = sa.func.ts_rank_cd(sa.literal_column(f"'{_RANK_WEIGHTS}'::float4[]"), s.c.lex, tsq,
+                                   _RANK_NORMALISATION, type_=sa.Float).label("score")
+        stmt = sa.select(s.c.id, score).where(s.c.lex.op("@@")(tsq),
+                                              *snippet_conditions(merged(filter, document_id, exclude_kinds), s))
+        rows = self._all(stmt.order_by(score.desc(), s.c.id).limit(int(k)))
+        return [(int(r["id"]), float(r["score"])) for r in rows]

@@ -1,7 +1,6 @@
 """The SQLite backend: metadata, snippets and vectors in one WAL-mode file, content files beside it."""
 from __future__ import annotations
 
-from docenrich.storage.sqlite.schema import DB_NAME, SCHEMA_VERSION, migrate
-from docenrich.storage.sqlite.store import SQLiteStore
+from docenrich.storage.sqlite.store import DB_NAME, SQLiteStore
 
-__all__ = ["DB_NAME", "SCHEMA_VERSION", "SQLiteStore", "migrate"]
+__all__ = ["DB_NAME", "SQLiteStore"]

@@ -11,14 +11,18 @@ import contextlib
 import logging
 import os
 import re
-import sqlite3
+import shutil
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterator
 from pathlib import Path
+
+import sqlalchemy as sa
 
 from docenrich.storage.base import StorageError, reason
 from docenrich.storage.encoding import IMAGE_NAME, check_doc_id
+from docenrich.storage.store import Garbage
+from docenrich.storage.tables import documents, snippets
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +98,10 @@ class BlobsMixin:
     def pdf_path(self, doc_id: str) -> Path:
         """Path of a document's PDF; KeyError if the document does not exist."""
         check_doc_id(doc_id)
-        row = self._conn().execute("SELECT sha256 FROM documents WHERE id = ?", (doc_id,)).fetchone()
-        if row is None:
+        sha = self._scalar(sa.select(documents.c.sha256).where(documents.c.id == doc_id))
+        if sha is None:
             raise KeyError(doc_id)
-        return self._pdf_file(row["sha256"])
+        return self._pdf_file(sha)
 
     def image_file(self, name: str) -> Path | None:
         """Path of a stored image by name, or None if missing or not a plain content name."""
@@ -153,28 +157,66 @@ class BlobsMixin:
         except FileNotFoundError:
             return None
 
-    def _ensure_file(self, path: Path, data: bytes, what: str) -> None:
-        """Under the write lock: make sure a content file exists before a row points at it."""
-        if not blob_present(path, len(data)):
-            atomic_write(path, data, what)
-
-    def _collect(self, images: Iterable[str] = (), pdf_shas: Iterable[str] = ()) -> None:
-        """Unlink content files no row references any more (under the write lock)."""
-        images = [n for n in images if n and IMAGE_NAME.fullmatch(n)]
-        pdf_shas = list(pdf_shas)
-        if not images and not pdf_shas:
-            return
+    @contextlib.contextmanager
+    def _content(self, pdfs: dict[str, bytes] | None = None,
+                 images: dict[str, bytes] | None = None) -> Iterator[Garbage]:
+        """Write the files a transaction will name before it takes the lock; collect what it left unused."""
+        garbage, new_images, new_pdfs = Garbage(), [], []
+        ok = False
         try:
-            with self._write("the cleanup") as conn:
-                for name in images:
-                    if not _image_used(conn, name):
-                        _unlink(self.image_dir / name)
-                for sha in pdf_shas:
-                    if not _pdf_used(conn, sha):
-                        _unlink(self._pdf_file(sha))
-        except (StorageError, sqlite3.Error) as exc:
-            # Leftover files are harmless (sweep_orphans removes them); don't mask the caller's result.
-            log.warning("could not clean up files: %s", exc)
+            for sha, data in (pdfs or {}).items():
+                if self._write_missing(self._pdf_file(sha), data, "the uploaded PDF"):
+                    new_pdfs.append(sha)
+            for name, data in (images or {}).items():
+                if self._write_missing(self.image_dir / name, data, "a snippet image"):
+                    new_images.append(name)
+            yield garbage
+            ok = True
+        finally:
+            if not ok or garbage.check_new:
+                # Rolled back, or the rows went away meanwhile: only files no row uses are removed.
+                garbage.images.update(new_images)
+                garbage.pdfs.update(new_pdfs)
+            self._collect(garbage)
+
+    @staticmethod
+    def _write_missing(path: Path, data: bytes, what: str) -> bool:
+        """Write a content file unless it is there already; whether it was written."""
+        if blob_present(path, len(data)):
+            return False
+        atomic_write(path, data, what)
+        return True
+
+    def _put_pdf(self, conn: sa.Connection, sha: str, data: bytes) -> None:
+        """Under the write lock: a concurrent delete of the same bytes may have removed the file meanwhile."""
+        self._write_missing(self._pdf_file(sha), data, "the uploaded PDF")
+
+    def _put_images(self, conn: sa.Connection, images: dict[str, bytes]) -> None:
+        """Under the write lock: make sure each image file exists before a row names it."""
+        for name, data in images.items():
+            self._write_missing(self.image_dir / name, data, "a snippet image")
+
+    def _collect(self, garbage: Garbage) -> None:
+        """After a commit: unlink the content files no row references any more (under the write lock)."""
+        images = [n for n in garbage.images if n and IMAGE_NAME.fullmatch(n)]
+        if images or garbage.pdfs:
+            try:
+                with self._write("the cleanup") as conn:
+                    for name in images:
+                        if not _image_used(conn, name):
+                            _unlink(self.image_dir / name)
+                    for sha in garbage.pdfs:
+                        if not _pdf_used(conn, sha):
+                            _unlink(self._pdf_file(sha))
+            except (StorageError, sa.exc.DBAPIError) as exc:
+                # Leftover files are harmless (sweep_orphans removes them); don't mask the caller's result.
+                log.warning("could not clean up files: %s", exc)
+        for doc_id in garbage.documents:
+            shutil.rmtree(self.thumb_dir / doc_id, ignore_errors=True)
+        if garbage.documents:
+            # Deleting is already a clean-up and happens rarely: a good moment to also remove
+            # files that crashed writers left behind (written, but their row never committed).
+            self._sweep_now_and_then()
 
     def _sweep_now_and_then(self) -> None:
         """Run sweep_orphans if this store has not for SWEEP_INTERVAL_S; never raises."""
@@ -184,7 +226,7 @@ class BlobsMixin:
         self._last_sweep = now
         try:
             removed = self.sweep_orphans()
-        except (StorageError, sqlite3.Error) as exc:
+        except (StorageError, sa.exc.DBAPIError) as exc:
             log.warning("could not sweep leftover files: %s", exc)
             return
         if removed:
@@ -224,9 +266,9 @@ class BlobsMixin:
         return candidates
 
 
-def _image_used(conn: sqlite3.Connection, name: str) -> bool:
-    return conn.execute("SELECT 1 FROM snippets WHERE image = ? LIMIT 1", (name,)).fetchone() is not None
+def _image_used(conn: sa.Connection, name: str) -> bool:
+    return conn.execute(sa.select(snippets.c.id).where(snippets.c.image == name).limit(1)).first() is not None
 
 
-def _pdf_used(conn: sqlite3.Connection, sha256: str) -> bool:
-    return conn.execute("SELECT 1 FROM documents WHERE sha256 = ?", (sha256,)).fetchone() is not None
+def _pdf_used(conn: sa.Connection, sha256: str) -> bool:
+    return conn.execute(sa.select(documents.c.id).where(documents.c.sha256 == sha256)).first() is not None

@@ -1,239 +1,57 @@
-"""The SQLite schema and how a connection to it is opened: migrations, pragmas, WAL mode."""
+"""What a new SQLite database has beyond the shared tables: the FTS5 index and the triggers.
+
+unicode61 folds case and diacritics in every script that separates words with spaces; it splits
+identifiers at "_", ".", "-" and "(", and the query side turns such an identifier into a phrase
+of its parts (fts_query), so R_MAKEVARS_USER matches itself exactly and MAKEVARS alone finds it.
+"""
 from __future__ import annotations
 
-import logging
-import sqlite3
-from pathlib import Path
+import sqlalchemy as sa
 
-from docenrich.storage.base import StorageError, reason
+from docenrich.storage.tables import BLOB_TABLES, metadata
 
-log = logging.getLogger(__name__)
-
-DB_NAME = "docenrich.sqlite3"
-BUSY_TIMEOUT_S = 10.0
-
-# unicode61 folds case and diacritics in every script that separates words with spaces; it
-# splits identifiers at "_", ".", "-" and "(", and the query side turns such an identifier into
-# a phrase of its parts (storage/sqlite/lexical.py), so R_MAKEVARS_USER matches itself exactly
-# and MAKEVARS alone still finds it.
 FTS_TOKENIZER = "unicode61 remove_diacritics 2"
+# What older docenrich releases read as "a newer schema", so they refuse the database.
+LEGACY_MARK = 7
 
 
 def _context(row: str) -> str:
     """SQL for a snippet row's indexed context: its section heading and its document's title."""
-    return (
-        f"trim(coalesce(CASE WHEN json_valid({row}.meta) THEN json_extract({row}.meta, '$.heading') END, '')"
-        f" || ' ' || coalesce((SELECT title FROM documents d WHERE d.id = {row}.document_id), ''))"
-    )
+    return (f"trim(coalesce(CASE WHEN json_valid({row}.meta) THEN json_extract({row}.meta, '$.heading') END, '')"
+            f" || ' ' || coalesce((SELECT title FROM documents d WHERE d.id = {row}.document_id), ''))")
 
 
-# _MIGRATIONS[i] upgrades a database from user_version i to i + 1.
-_MIGRATIONS: list[list[str]] = [
-    [
-        """CREATE TABLE documents (
-            id TEXT PRIMARY KEY,
-            sha256 TEXT NOT NULL UNIQUE,
-            filename TEXT NOT NULL,
-            size INTEGER NOT NULL,
-            state TEXT NOT NULL DEFAULT 'queued',
-            stage TEXT NOT NULL DEFAULT '',
-            progress REAL NOT NULL DEFAULT 0,
-            pages INTEGER NOT NULL DEFAULT 0,
-            title TEXT NOT NULL DEFAULT '',
-            producer TEXT NOT NULL DEFAULT '',
-            has_text_layer INTEGER,
-            metadata TEXT NOT NULL DEFAULT '{}',
-            error TEXT,
-            snippet_count INTEGER NOT NULL DEFAULT 0,
-            batches_total INTEGER,
-            batches_done INTEGER NOT NULL DEFAULT 0,
-            embedder TEXT,
-            created_at REAL NOT NULL,
-            updated_at REAL NOT NULL
-        )""",
-        "CREATE INDEX documents_state ON documents(state, updated_at)",
-        "CREATE INDEX documents_created ON documents(created_at)",
-        """CREATE TABLE snippets (
-            id INTEGER PRIMARY KEY,
-            document_id TEXT NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
-            ordinal INTEGER NOT NULL,
-            batch_index INTEGER,
-            page INTEGER NOT NULL,
-            bbox TEXT,
-            text TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            meta TEXT NOT NULL DEFAULT '{}',
-            image TEXT,
-            UNIQUE (document_id, ordinal)
-        )""",
-        "CREATE INDEX snippets_batch ON snippets(document_id, batch_index)",
-        "CREATE INDEX snippets_image ON snippets(image) WHERE image IS NOT NULL",
-        """CREATE TABLE embedders (
-            name TEXT PRIMARY KEY,
-            dim INTEGER NOT NULL
-        )""",
-        # AUTOINCREMENT: ids are never reused, so "id > last loaded" finds exactly the new rows.
-        """CREATE TABLE vectors (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            snippet_id INTEGER NOT NULL REFERENCES snippets(id) ON DELETE CASCADE,
-            document_id TEXT NOT NULL,
-            embedder TEXT NOT NULL REFERENCES embedders(name),
-            dim INTEGER NOT NULL,
-            vector BLOB NOT NULL,
-            UNIQUE (snippet_id, embedder)
-        )""",
-        "CREATE INDEX vectors_embedder ON vectors(embedder, id)",
-        "CREATE INDEX vectors_document ON vectors(document_id)",
-        """CREATE TABLE batches (
-            document_id TEXT NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
-            batch_index INTEGER NOT NULL,
-            snippet_count INTEGER NOT NULL,
-            done_at REAL NOT NULL,
-            PRIMARY KEY (document_id, batch_index)
-        )""",
-        "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
-        # vectors_version: bumped by any vector change; vectors_epoch: bumped when a
-        # vector is removed or replaced (an index must then reload instead of append).
-        "INSERT INTO counters(name, value) VALUES ('vectors_version', 0), ('vectors_epoch', 0)",
-    ],
-    # The lexical indexes. FTS5 over each snippet's text, and its context (section heading and
-    # document title) as a second column. Triggers keep it in step with the snippets table, so
-    # every insert, update and delete (cascades included) reaches it in the same transaction;
-    # the last statement fills it for a database that already holds snippets.
-    [
-        f"CREATE VIRTUAL TABLE snippets_fts USING fts5(text, context, tokenize = '{FTS_TOKENIZER}')",
-        f"""CREATE TRIGGER snippets_fts_insert AFTER INSERT ON snippets BEGIN
-            INSERT INTO snippets_fts(rowid, text, context) VALUES (new.id, new.text, {_context('new')});
-        END""",
-        """CREATE TRIGGER snippets_fts_delete AFTER DELETE ON snippets BEGIN
-            DELETE FROM snippets_fts WHERE rowid = old.id;
-        END""",
-        f"""CREATE TRIGGER snippets_fts_update AFTER UPDATE OF text, meta, document_id ON snippets BEGIN
-            DELETE FROM snippets_fts WHERE rowid = old.id;
-            INSERT INTO snippets_fts(rowid, text, context) VALUES (new.id, new.text, {_context('new')});
-        END""",
-        f"INSERT INTO snippets_fts(rowid, text, context) SELECT s.id, s.text, {_context('s')} FROM snippets s",
-        # Learned sparse vectors (BGE-M3's lexical weights) as postings: token -> (snippet, weight).
-        """CREATE TABLE sparse_postings (
-            embedder TEXT NOT NULL,
-            token INTEGER NOT NULL,
-            snippet_id INTEGER NOT NULL REFERENCES snippets(id) ON DELETE CASCADE,
-            weight REAL NOT NULL,
-            PRIMARY KEY (embedder, token, snippet_id)
-        ) WITHOUT ROWID""",
-        "CREATE INDEX sparse_postings_snippet ON sparse_postings(snippet_id)",
-        """CREATE TRIGGER snippets_sparse_stale AFTER UPDATE OF text ON snippets
-           WHEN old.text IS NOT new.text BEGIN
-            DELETE FROM sparse_postings WHERE snippet_id = new.id;
-        END""",
-    ],
-    [
-        # Each run of a document has a generation: a task of an older run finds it moved on
-        # and does nothing. The page batch size is fixed when the document is accepted.
-        "ALTER TABLE documents ADD COLUMN generation INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE documents ADD COLUMN batch_pages INTEGER",
-        # Counts kept by triggers, so "how many snippets lack a vector" never scans snippets.
-        "ALTER TABLE embedders ADD COLUMN vector_count INTEGER NOT NULL DEFAULT 0",
-        "UPDATE embedders SET vector_count = (SELECT count(*) FROM vectors v WHERE v.embedder = embedders.name)",
-        "INSERT INTO counters(name, value) SELECT 'snippets_total', count(*) FROM snippets",
-        """CREATE TRIGGER snippets_counted AFTER INSERT ON snippets BEGIN
-            UPDATE counters SET value = value + 1 WHERE name = 'snippets_total'; END""",
-        """CREATE TRIGGER snippets_uncounted AFTER DELETE ON snippets BEGIN
-            UPDATE counters SET value = value - 1 WHERE name = 'snippets_total'; END""",
-        """CREATE TRIGGER vectors_counted AFTER INSERT ON vectors BEGIN
-            UPDATE embedders SET vector_count = vector_count + 1 WHERE name = new.embedder; END""",
-        # Removed vectors are logged, so an index drops their rows instead of reloading everything.
-        """CREATE TABLE vector_removals (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
-            snippet_id INTEGER NOT NULL,
-            embedder TEXT NOT NULL
-        )""",
-        """CREATE TRIGGER vectors_uncounted AFTER DELETE ON vectors BEGIN
-            UPDATE embedders SET vector_count = vector_count - 1 WHERE name = old.embedder;
-            INSERT INTO vector_removals(snippet_id, embedder) VALUES (old.snippet_id, old.embedder); END""",
-    ],
-    [
-        # Named collections; a document belongs to one or more. Existing documents join "default".
-        """CREATE TABLE collections (
-            name TEXT PRIMARY KEY,
-            description TEXT NOT NULL DEFAULT '',
-            created_at REAL NOT NULL
-        )""",
-        """CREATE TABLE document_collections (
-            document_id TEXT NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
-            collection TEXT NOT NULL REFERENCES collections(name) ON DELETE CASCADE,
-            added_at REAL NOT NULL,
-            PRIMARY KEY (document_id, collection)
-        )""",
-        "CREATE INDEX document_collections_collection ON document_collections(collection, document_id)",
-        "INSERT INTO collections(name, created_at) VALUES ('default', (julianday('now') - 2440587.5) * 86400.0)",
-        """INSERT INTO document_collections(document_id, collection, added_at)
-           SELECT id, 'default', created_at FROM documents""",
-    ],
-    [
-        # A page batch given up after repeated failures: done, without snippets, and why.
-        "ALTER TABLE batches ADD COLUMN note TEXT",
-    ],
-    [
-        # Snippet ids are never reused (SQLite's default is max(id) + 1, which hands a deleted
-        # last snippet's id to the next one): new snippets take the next value of this counter,
-        # which only grows. A vector saved late by id can then never land on another snippet.
-        "INSERT INTO counters(name, value) SELECT 'snippet_id_seq', coalesce(max(id), 0) FROM snippets",
-        """CREATE TRIGGER snippets_id_seq AFTER INSERT ON snippets BEGIN
-            UPDATE counters SET value = max(value, new.id) WHERE name = 'snippet_id_seq'; END""",
-    ],
+# Triggers keep the FTS5 index (text, and context as a second column), the counts and the
+# removal log in step with the rows, in the same transaction as every insert, update and delete.
+STATEMENTS = [
+    f"CREATE VIRTUAL TABLE snippets_fts USING fts5(text, context, tokenize = '{FTS_TOKENIZER}')",
+    f"""CREATE TRIGGER snippets_fts_insert AFTER INSERT ON snippets BEGIN
+        INSERT INTO snippets_fts(rowid, text, context) VALUES (new.id, new.text, {_context('new')}); END""",
+    """CREATE TRIGGER snippets_fts_delete AFTER DELETE ON snippets BEGIN
+        DELETE FROM snippets_fts WHERE rowid = old.id; END""",
+    f"""CREATE TRIGGER snippets_fts_update AFTER UPDATE OF text, meta, document_id ON snippets BEGIN
+        DELETE FROM snippets_fts WHERE rowid = old.id;
+        INSERT INTO snippets_fts(rowid, text, context) VALUES (new.id, new.text, {_context('new')}); END""",
+    """CREATE TRIGGER snippets_sparse_stale AFTER UPDATE OF text ON snippets WHEN old.text IS NOT new.text BEGIN
+        DELETE FROM sparse_postings WHERE snippet_id = new.id; END""",
+    """CREATE TRIGGER snippets_counted AFTER INSERT ON snippets BEGIN
+        UPDATE counters SET value = value + 1 WHERE name = 'snippets_total'; END""",
+    """CREATE TRIGGER snippets_uncounted AFTER DELETE ON snippets BEGIN
+        UPDATE counters SET value = value - 1 WHERE name = 'snippets_total'; END""",
+    """CREATE TRIGGER vectors_counted AFTER INSERT ON vectors BEGIN
+        UPDATE embedders SET vector_count = vector_count + 1 WHERE name = new.embedder; END""",
+    """CREATE TRIGGER vectors_uncounted AFTER DELETE ON vectors BEGIN
+        UPDATE embedders SET vector_count = vector_count - 1 WHERE name = old.embedder;
+        INSERT INTO vector_removals(snippet_id, embedder) VALUES (old.snippet_id, old.embedder); END""",
+    # Snippet ids are never reused: new snippets take the next value of a counter that only grows.
+    """CREATE TRIGGER snippets_id_seq AFTER INSERT ON snippets BEGIN
+        UPDATE counters SET value = max(value, new.id) WHERE name = 'snippet_id_seq'; END""",
+    f"PRAGMA user_version = {LEGACY_MARK}",
 ]
-SCHEMA_VERSION = len(_MIGRATIONS)
 
 
-def migrate(conn: sqlite3.Connection) -> int:
-    """Bring the schema up to SCHEMA_VERSION; safe when several processes start at once."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StorageError(
-                f"The database was created by a newer docenrich (schema {version}, "
-                f"this one knows {SCHEMA_VERSION}); upgrade docenrich."
-            )
-        for step in range(version, SCHEMA_VERSION):
-            for statement in _MIGRATIONS[step]:
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {step + 1}")
-            log.info("database schema migrated to version %d", step + 1)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return SCHEMA_VERSION
-
-
-def connect(db_path: Path) -> sqlite3.Connection:
-    """A new connection with our pragmas; StorageError if the database cannot be opened."""
-    try:
-        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves so that the write
-        # lock is taken up front (no deadlock-prone read->write upgrade).
-        conn = sqlite3.connect(
-            db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-        )
-        conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA foreign_keys = ON")
-    except sqlite3.Error as exc:
-        log.warning("could not open the database %s: %s", db_path, exc)
-        raise StorageError(f"Could not open the database (in DATA_DIR): {reason(exc)}.") from exc
-    return conn
-
-
-def set_up(conn: sqlite3.Connection, db_path: Path) -> None:
-    """Switch the database to WAL mode and migrate it; StorageError on failure."""
-    try:
-        # journal_mode is persistent in the file; setting it once here is enough.
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            log.warning("SQLite refused WAL mode (got %r); concurrent writers will block more", mode)
-        migrate(conn)
-    except sqlite3.Error as exc:
-        log.warning("could not open the database %s: %s", db_path, exc)
-        raise StorageError(f"Could not open the database (in DATA_DIR): {reason(exc)}.") from exc
+def create(conn: sa.Connection) -> None:
+    """Create a new database's schema (content lives in files: no blob tables)."""
+    metadata.create_all(conn, tables=[t for t in metadata.sorted_tables if t not in BLOB_TABLES])
+    for statement in STATEMENTS:
+        conn.exec_driver_sql(statement)

@@ -1,0 +1,167 @@
+"""SQLStore: the store written once over SQLAlchemy Core; a backend adds only what really differs.
+
+What a backend supplies: where content lives (files beside SQLite, bytea rows in PostgreSQL),
+its lexical index, its dense search, its advisory locks and the order documents were inserted in.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from docenrich.storage import engine as engines
+from docenrich.storage.batches import BatchesMixin
+from docenrich.storage.collections import CollectionsMixin
+from docenrich.storage.documents import DocumentsMixin
+from docenrich.storage.migrations import upgrade
+from docenrich.storage.snippets import SnippetsMixin
+from docenrich.storage.tables import snippets
+from docenrich.storage.vectors import VectorsMixin
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Garbage:
+    """Content a transaction stopped using, collected after it commits (SQLite's files)."""
+
+    images: set[str] = field(default_factory=set)
+    pdfs: set[str] = field(default_factory=set)
+    documents: list[str] = field(default_factory=list)
+    # Set when the content written ahead of the transaction may have ended up unused.
+    check_new: bool = False
+
+
+class SQLStore(DocumentsMixin, CollectionsMixin, BatchesMixin, SnippetsMixin, VectorsMixin):
+    """Documents, collections, batches, snippets, vectors and export over one engine."""
+
+    engine: sa.Engine
+
+    def _open(self, engine: sa.Engine, failed: str) -> None:
+        """Use `engine` and bring its schema up to date; StorageError (saying `failed`) when it cannot."""
+        self.engine = engine
+        self._dialect_insert = sqlite.insert if engine.dialect.name == "sqlite" else postgresql.insert
+        try:
+            upgrade(engine, self._create_schema)
+        except sa.exc.DBAPIError as exc:
+            found = engines.failure(exc)
+            if found is None:
+                raise
+            raise found[0](f"{failed}: {found[1]}.") from exc
+
+    def close(self) -> None:
+        """Close the pooled connections of this process."""
+        engines.dispose(self.engine)
+
+    def _insert(self, table: sa.Table) -> Any:
+        """The dialect's INSERT (with on_conflict_do_nothing / on_conflict_do_update)."""
+        return self._dialect_insert(table)
+
+    @contextlib.contextmanager
+    def _write(self, what: str = "the change", lock: int | None = None) -> Iterator[sa.Connection]:
+        """One write transaction (taking the lock up front); storage errors become StorageError."""
+        with self._failures(f"Could not save {what}"), self.engine.connect() as conn:
+            with engines.writing(conn).begin():
+                if lock is not None:
+                    self._lock(conn, lock)
+                yield conn
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sa.Connection]:
+        """A read transaction: one consistent snapshot across several SELECTs."""
+        with self._failures("The database could not be read"), self.engine.connect() as conn:
+            with engines.snapshot(conn).begin():
+                yield conn
+
+    @contextlib.contextmanager
+    def _failures(self, prefix: str) -> Iterator[None]:
+        try:
+            yield
+        except sa.exc.DBAPIError as exc:
+            found = engines.failure(exc)
+            if found is None:
+                raise
+            raise found[0](f"{prefix}: {found[1]}.") from exc
+
+    def _all(self, stmt: sa.Executable) -> list[sa.RowMapping]:
+        """Every row of one query, as mappings."""
+        with self._failures("The database could not be read"), self.engine.connect() as conn:
+            return list(conn.execute(stmt).mappings())
+
+    def _first(self, stmt: sa.Executable) -> sa.RowMapping | None:
+        """The first row of one query, or None."""
+        with self._failures("The database could not be read"), self.engine.connect() as conn:
+            return conn.execute(stmt).mappings().first()
+
+    def _scalar(self, stmt: sa.Executable) -> Any:
+        """The first column of the first row of one query."""
+        with self._failures("The database could not be read"), self.engine.connect() as conn:
+            return conn.execute(stmt).scalar()
+
+    def _q(self, sql: str, args: Any = None) -> _Rows:
+        """One statement in the driver's own SQL (for diagnostics and tests), committed; its rows."""
+        with self.engine.connect() as conn:
+            result = conn.exec_driver_sql(sql, tuple(args) if args is not None else ())
+            rows = _Rows(result.mappings().all() if result.returns_rows else [])
+            conn.commit()
+        return rows
+
+    # ---- what a backend supplies
+
+    _snippet_table: sa.Table = snippets  # PostgreSQL's has its tsvector column too
+
+    def _create_schema(self, conn: sa.Connection) -> None:
+        """Create a new database's tables, triggers and indexes."""
+        raise NotImplementedError
+
+    def _lock(self, conn: sa.Connection, key: int) -> None:
+        """Take an advisory lock to the end of the transaction (nothing to do where writes are serial)."""
+
+    def _insert_order(self) -> sa.ColumnElement:
+        """The documents' insertion order, to break ties of created_at."""
+        raise NotImplementedError
+
+    def _lex(self, text: str, heading: str | None, title: str | None) -> dict[str, Any]:
+        """Extra snippet column values for the lexical index (none where triggers keep it)."""
+        return {}
+
+    def _new_snippet_id(self) -> dict[str, Any]:
+        """The id column value of a new snippet, when the database does not number it itself."""
+        return {}
+
+    def _new_dimension(self, conn: sa.Connection, dim: int) -> None:
+        """A vector dimension was registered for the first time (PostgreSQL indexes it)."""
+
+    @contextlib.contextmanager
+    def _content(self, pdfs: dict[str, bytes] | None = None,
+                 images: dict[str, bytes] | None = None) -> Iterator[Garbage]:
+        """Around a write: content written ahead of it (files), and collected after it."""
+        yield Garbage()
+
+    def _put_pdf(self, conn: sa.Connection, sha: str, data: bytes) -> None:
+        """Inside the write: make sure the PDF is stored before a row names it."""
+        raise NotImplementedError
+
+    def _put_images(self, conn: sa.Connection, images: dict[str, bytes]) -> None:
+        """Inside the write: make sure the images are stored before a snippet names them."""
+        raise NotImplementedError
+
+    def _drop_unused(self, conn: sa.Connection, garbage: Garbage) -> None:
+        """Inside the write: remove the stored content no row uses any more (where it is rows)."""
+
+
+class _Rows(list):
+    """Rows of _q, with the cursor methods callers use."""
+
+    def fetchone(self) -> Any:
+        """The first row, or None."""
+        return self[0] if self else None
+
+    def fetchall(self) -> list:
+        """Every row."""
+        return list(self)
