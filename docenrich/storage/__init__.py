@@ -12,7 +12,6 @@ from docenrich.storage.base import (
     DimensionMismatch,
     QueueFull,
     StorageError,
-    Store,
     VectorSearch,
     check_collection_name,
     sanitize_filename,
@@ -21,6 +20,7 @@ from docenrich.storage.index import VectorIndex
 from docenrich.storage.migrations import head as schema_head
 from docenrich.storage.migrations import upgrade as migrate
 from docenrich.storage.sqlite import DB_NAME, SQLiteStore
+from docenrich.storage.store import SQLStore as Store
 
 if TYPE_CHECKING:
     from docenrich.config import Settings

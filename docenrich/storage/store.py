@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -23,7 +23,12 @@ from docenrich.storage.snippets import SnippetsMixin
 from docenrich.storage.tables import snippets
 from docenrich.storage.vectors import VectorsMixin
 
+if TYPE_CHECKING:
+    from docenrich.filters import SearchFilter
+    from docenrich.storage.base import VectorSearch
+
 log = logging.getLogger(__name__)
+
 
 
 @dataclass
@@ -38,7 +43,8 @@ class Garbage:
 
 
 class SQLStore(DocumentsMixin, CollectionsMixin, BatchesMixin, SnippetsMixin, VectorsMixin):
-    """Documents, collections, batches, snippets, vectors and export over one engine."""
+    """What the service needs from storage (documents, collections, batches, snippets, vectors,
+    export, files) over one engine: the interface callers type against, as `Store`."""
 
     engine: sa.Engine
 
@@ -111,7 +117,42 @@ class SQLStore(DocumentsMixin, CollectionsMixin, BatchesMixin, SnippetsMixin, Ve
             conn.commit()
         return rows
 
-    # ---- what a backend supplies
+    # ---- what a backend supplies: the public part
+
+    def lexical_search(
+        self, query: str, k: int, *, document_id: str | None = None, exclude_kinds: Iterable[str] = (),
+        filter: SearchFilter | None = None,
+    ) -> list[tuple[int, float]]:
+        """Top-k (snippet_id, score) by a lexical ranking (BM25), best first, higher is better, among the
+        snippets the filter allows (applied in the query, never to a top k).
+
+        The index follows every snippet insert, update and delete; it covers each snippet's text
+        and its context (section heading, document title). Identifiers such as R_MAKEVARS_USER,
+        foo.bar() or --no-same-owner match as a unit, case- and diacritics-insensitively.
+        """
+        raise NotImplementedError
+
+    def pdf_bytes(self, doc_id: str) -> bytes:
+        """A document's PDF; KeyError if the document does not exist."""
+        raise NotImplementedError
+
+    def image_bytes(self, name: str) -> bytes | None:
+        """A stored image by content name, or None if missing or not a plain content name."""
+        raise NotImplementedError
+
+    def thumb_bytes(self, doc_id: str, page: int, width: int | None = None) -> bytes | None:
+        """A cached page rendering (PNG), or None when not rendered yet; ValueError for a bad id or page."""
+        raise NotImplementedError
+
+    def save_thumb(self, doc_id: str, page: int, data: bytes, width: int | None = None) -> object:
+        """Cache a rendered PNG of a page (a file on SQLite, a row on PostgreSQL)."""
+        raise NotImplementedError
+
+    def vector_index(self, embedder: str) -> VectorSearch:
+        """Dense top-k over one embedder's vectors: an in-memory matrix (SQLite) or SQL (pgvector)."""
+        raise NotImplementedError
+
+    # ---- what a backend supplies: inside the shared code
 
     _snippet_table: sa.Table = snippets  # PostgreSQL's has its tsvector column too
 
