@@ -19,7 +19,15 @@ import numpy as np
 
 from docenrich.filters import SearchFilter
 from docenrich.storage.index import VectorSource, _snippet_mask
-from docenrich.storage.vfiles import COLUMNS, COMPACT_SHARE, DOCID, Manifest, VectorFiles, map_column, vector_dir
+from docenrich.storage.vfiles import (
+    COLUMNS,
+    COMPACT_SHARE,
+    DOCID,
+    Manifest,
+    VectorFiles,
+    map_column,
+    vector_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +186,9 @@ class MappedIndex:
         """Catch up: sync the files when the database moved past them, then map a newer generation."""
         with self._refresh_lock:
             m = self.files.manifest()
-            if m is None or tuple(m.state) != tuple(self.store.vectors_state()):
-                m = sync(self.store, self.files)
+            fresh = m is not None and tuple(m.state) == tuple(self.store.vectors_state())
+            if not fresh or (m.generation != self._view.generation and not _intact(self.files, m)):
+                m = sync(self.store, self.files)  # also rebuilds files found short or missing
             if m.generation != self._view.generation or m.base != self._view.base:
                 self._view = self._map(m)
             if self.mode == "hnsw" and _wants_graph(m, self.hnsw_min_rows):
