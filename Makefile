@@ -8,7 +8,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast install install-test system-test-deps office-deps flower bench bench-pgvector soak eval gpu-check worker web clean-venv lock docs
+.PHONY: run test test-fast install install-test system-test-deps office-deps flower bench bench-pgvector bench-scale soak eval gpu-check worker web clean-venv lock docs
 
 run: install office-deps
 	$(VENV)/bin/docenrich run
@@ -98,6 +98,12 @@ soak: install-test system-test-deps
 # hour on 2 cores, most of it building the index): writes bench/PGVECTOR.md.
 bench-pgvector: install-test
 	$(VPY) bench/bench_pgvector.py --sizes 100000,1000000
+
+# The shared memory-mapped vector files at 10,000 and 100,000 1,024-d vectors, exact scan against
+# a usearch HNSW graph (a few minutes on 2 cores): writes bench/SCALE.md and two plots.
+SCALE_SIZES ?= 10000,100000
+bench-scale: install-test
+	$(VPY) bench/bench_scale.py --sizes $(SCALE_SIZES)
 
 # On a machine with a CUDA GPU: measures the one-model worker there and writes bench/GPU.md.
 # Without one it says so and exits 0.

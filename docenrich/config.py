@@ -121,6 +121,11 @@ class Settings:
     # Small-to-big: a hybrid result gains this share of the best score of another result of its topic.
     search_topic_weight: float = 0.2
     search_timeout: float = 30.0
+    # Dense search on SQLite (docs/vector-index.md): "exact" over the shared memory-mapped vector
+    # files, "hnsw" adds a usearch graph once an embedder has VECTOR_INDEX_HNSW_MIN vectors (exact
+    # below: small stores keep every true neighbour), "memory" holds a private copy in each web process.
+    vector_index: str = "hnsw"
+    vector_index_hnsw_min: int = 100_000
     # Web.
     web_host: str = "127.0.0.1"
     web_port: int = 5000

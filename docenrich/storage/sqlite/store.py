@@ -6,9 +6,10 @@ Layout under the data directory:
     pdfs/<sha256>.pdf           uploaded PDFs, named by content
     images/<sha256>.<ext>       snippet images, named by content (shared between snippets)
     thumbs/<doc_id>/p<N>.png    page thumbnail cache
+    vectors/<embedder>/         memory-mapped vector files every process shares (storage/vfiles.py)
 
 What only SQLite does: content as files (blobs.py), the FTS5 index kept by triggers, new snippet
-ids from a counter that only grows, and dense search in memory (storage/index.py).
+ids from a counter that only grows, and dense search over memory-mapped vector files (storage/mapped.py).
 """
 from __future__ import annotations
 
@@ -23,11 +24,13 @@ from docenrich.filters import SearchFilter, merged
 from docenrich.storage.engine import sqlite_engine
 from docenrich.storage.filters import snippet_conditions
 from docenrich.storage.index import VectorIndex
+from docenrich.storage.mapped import MODES, MappedIndex, sync
 from docenrich.storage.sqlite import schema
 from docenrich.storage.sqlite.blobs import BlobsMixin
 from docenrich.storage.store import SQLStore
 from docenrich.storage.tables import counters, snippets
 from docenrich.storage.terms import query_terms
+from docenrich.storage.vfiles import VectorFiles, vector_dir
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +48,49 @@ def fts_query(query: str) -> str:
 class SQLiteStore(BlobsMixin, SQLStore):
     """SQLite + files under one data directory; one engine (and pool) per database and process."""
 
-    def __init__(self, data_dir: str | Path):
-        """Create the directories and bring the schema up to date."""
+    def __init__(self, data_dir: str | Path, vector_mode: str | None = None, hnsw_min_rows: int | None = None):
+        """Create the directories and bring the schema up to date; vector_mode defaults to VECTOR_INDEX."""
         self._init_blobs(data_dir)
         self.db_path = self.data_dir / DB_NAME
+        if vector_mode is None or hnsw_min_rows is None:
+            from docenrich.config import get_settings
+
+            settings = get_settings()
+            vector_mode = settings.vector_index if vector_mode is None else vector_mode
+            hnsw_min_rows = settings.vector_index_hnsw_min if hnsw_min_rows is None else hnsw_min_rows
+        if vector_mode not in MODES:
+            raise ValueError(f"VECTOR_INDEX must be one of {', '.join(MODES)} (got {vector_mode!r})")
+        self.vector_mode, self.hnsw_min_rows = vector_mode, hnsw_min_rows
         self._open(sqlite_engine(self.db_path), "Could not open the database (in DATA_DIR)")
 
-    def vector_index(self, embedder: str) -> VectorIndex:
-        """Dense search for one embedder: its vectors held in this process as a numpy matrix."""
-        return VectorIndex(self, embedder)
+    def vector_index(self, embedder: str) -> MappedIndex | VectorIndex:
+        """Dense search for one embedder: over the shared mapped vector files, or (memory) a private numpy matrix."""
+        if self.vector_mode == "memory":
+            return VectorIndex(self, embedder)
+        return MappedIndex(self, embedder, self.data_dir, self.vector_mode, self.hnsw_min_rows)
+
+    def save_vectors(self, items, embedder: str, digests: dict[int, str] | None = None) -> None:
+        """Store vectors (SQLStore.save_vectors), then append them to the embedder's vector files."""
+        super().save_vectors(items, embedder, digests)
+        self._sync_vector_files({embedder})
+
+    def save_batch(self, doc_id: str, batch_index: int, snippets: list, generation: int | None = None):
+        """Store a batch (SQLStore.save_batch), then append its vectors to the vector files."""
+        doc = super().save_batch(doc_id, batch_index, snippets, generation)
+        self._sync_vector_files({s.embedding_model for s in snippets
+                                 if s.embedding is not None and s.embedding_model})
+        return doc
+
+    def _sync_vector_files(self, embedders: set[str]) -> None:
+        """The writers' side: append what was just committed (the database stays the truth if this fails)."""
+        if self.vector_mode == "memory":
+            return
+        for name in embedders:
+            try:
+                sync(self, VectorFiles(vector_dir(self.data_dir, name), name))
+            except OSError as exc:
+                # Readers catch up (or rebuild) from the database on their next refresh.
+                log.warning("vector files of %r not updated: %s", name, exc)
 
     def _create_schema(self, conn: sa.Connection) -> None:
         schema.create(conn)
