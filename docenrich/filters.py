@@ -89,6 +89,17 @@ def merged(f: SearchFilter | None, document_id: str | None = None, exclude_kinds
     return f.within_document(document_id)
 
 
+def combined(f: SearchFilter | None, document_id: str | None = None,
+             document_ids: Iterable[str] | None = None) -> SearchFilter | None:
+    """A dense index's filter with its older arguments (one document, a set of them) folded in."""
+    if document_ids is not None:
+        f = replace(f or SearchFilter(), document_ids=tuple(
+            d for d in sorted(document_ids) if f is None or f.document_ids is None or d in f.document_ids))
+    if document_id is not None:
+        f = (f or SearchFilter()).within_document(document_id)
+    return f
+
+
 def build_filter(
     *, collections: Iterable[str] | None = None, document_ids: Iterable[str] | None = None,
     kinds: Iterable[str] | None = None, exclude_kinds: Iterable[str] = (), pages: str | None = None,

@@ -4,12 +4,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Collection
-from dataclasses import replace
 from typing import Protocol
 
 import numpy as np
 
-from docenrich.filters import SearchFilter
+from docenrich.filters import SearchFilter, combined
 
 log = logging.getLogger(__name__)
 
@@ -165,16 +164,8 @@ class VectorIndex:
     ) -> list[tuple[int, float]]:
         """Top-k (snippet_id, score) by inner product, best first, among the rows the filter (and the
         optional document or set of documents) allows: the filter is a mask, applied before the top k."""
-        if document_ids is not None:
-            filter = replace(filter or SearchFilter(), document_ids=tuple(
-                d for d in document_ids if filter is None or filter.document_ids is None or d in filter.document_ids))
-        if document_id is not None:
-            filter = (filter or SearchFilter()).within_document(document_id)
-        allowed_docs = None
-        if filter is not None and filter.by_document():
-            only_ids = filter.document_part() == SearchFilter(document_ids=filter.document_ids)
-            # A list of documents needs no query; collections, names and dates ask the store.
-            allowed_docs = filter.document_ids if only_ids else self.store.filter_document_ids(filter.document_part())
+        filter = combined(filter, document_id, document_ids)
+        allowed_docs = allowed_documents(self.store, filter)
         with self._lock:
             matrix, ids, docs, n, dim = self._matrix, self._ids, self._docs, self._n, self._dim
             pages, kinds, kind_codes = self._pages, self._kinds, self._kind_codes
@@ -207,6 +198,16 @@ class VectorIndex:
             top = np.arange(total)
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(int(cand_ids[i]), float(scores[i])) for i in top]
+
+
+def allowed_documents(store, f: SearchFilter | None) -> Collection[str] | None:
+    """The documents a filter allows (None: any); a list of ids needs no query, collections, file
+    names and dates ask the store."""
+    if f is None or not f.by_document():
+        return None
+    if f.document_part() == SearchFilter(document_ids=f.document_ids):
+        return f.document_ids
+    return store.filter_document_ids(f.document_part())
 
 
 def _snippet_mask(f: SearchFilter, pages: np.ndarray, kinds: np.ndarray, kind_codes: dict[str, int]) -> np.ndarray:

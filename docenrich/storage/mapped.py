@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from docenrich.filters import SearchFilter
-from docenrich.storage.index import VectorSource, _snippet_mask
+from docenrich.filters import SearchFilter, combined
+from docenrich.storage.index import VectorSource, _snippet_mask, allowed_documents
 from docenrich.storage.vfiles import (
     COLUMNS,
     COMPACT_SHARE,
@@ -236,15 +236,8 @@ class MappedIndex:
     ) -> list[tuple[int, float]]:
         """Top-k (snippet_id, score) by inner product, best first, among the rows the filter allows
         (a mask over the mapped columns, applied inside the search, never to a top N)."""
-        if document_ids is not None:
-            filter = replace(filter or SearchFilter(), document_ids=tuple(
-                d for d in document_ids if filter is None or filter.document_ids is None or d in filter.document_ids))
-        if document_id is not None:
-            filter = (filter or SearchFilter()).within_document(document_id)
-        allowed_docs = None
-        if filter is not None and filter.by_document():
-            only_ids = filter.document_part() == SearchFilter(document_ids=filter.document_ids)
-            allowed_docs = filter.document_ids if only_ids else self.store.filter_document_ids(filter.document_part())
+        filter = combined(filter, document_id, document_ids)
+        allowed_docs = allowed_documents(self.store, filter)
         view = self._view
         if k <= 0 or view.n == 0:
             return []

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from docenrich.records import Snippet
-from docenrich.storage import QueueFull, SQLiteStore, StorageError, open_store, schema_head
+from docenrich.storage import QueueFull, SQLiteStore, StorageError, VectorIndex, open_store, schema_head
 from docenrich.storage.base import TransientStorageError
 from docenrich.storage.postgres import PostgresStore
 from tests.storeutil import make_batch, pdf_bytes
@@ -106,7 +106,7 @@ def test_scores_are_cosine_similarity_like_the_numpy_index(pg):
     vectors = clustered(rng, 600)
     fill(pg, vectors, docs=3)
     q = vectors[17]
-    sql, numpy = pg.vector_index("m"), SQLiteStore.vector_index(pg, "m")
+    sql, numpy = pg.vector_index("m"), VectorIndex(pg, "m")
     sql.refresh()
     numpy.refresh()
     a, b = sql.search(q, 5), numpy.search(q, 5)

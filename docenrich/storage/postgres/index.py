@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 import sqlalchemy as sa
 from pgvector.sqlalchemy import VECTOR
 
-from docenrich.filters import SearchFilter
+from docenrich.filters import SearchFilter, combined
 from docenrich.storage.filters import snippet_conditions
 from docenrich.storage.tables import embedders, snippets, vectors
 
@@ -86,12 +86,7 @@ class PgVectorIndex:
     ) -> list[tuple[int, float]]:
         """Top-k (snippet_id, cosine similarity) best first, among the rows the filter (and the optional
         document or set of documents) allows: the filter is part of the SQL, never applied to a top k."""
-        if document_ids is not None:
-            filter = replace(filter or SearchFilter(), document_ids=tuple(
-                d for d in sorted(document_ids) if filter is None or filter.document_ids is None
-                or d in filter.document_ids))
-        if document_id is not None:
-            filter = (filter or SearchFilter()).within_document(document_id)
+        filter = combined(filter, document_id, document_ids)
         if k <= 0 or self._n == 0:
             return []
         q = np.asarray(query, dtype=np.float32).reshape(-1)
