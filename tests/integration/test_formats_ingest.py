@@ -76,6 +76,8 @@ def test_the_original_comes_back_as_uploaded(app, ingested, kind):
     assert response.status_code == 200 and response.data == sample.read()
     assert response.mimetype == formats.FORMATS[kind].media_type
     assert sample.name in response.headers["Content-Disposition"]
+    page = app.test_client().get(f"/documents/{doc['id']}").get_data(as_text=True)
+    assert f'id="download-original" href="/api/documents/{doc["id"]}/original"' in page
 
 
 def test_the_same_file_twice_is_one_document(app, ingested):

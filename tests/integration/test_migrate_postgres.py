@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from docenrich.storage import SQLiteStore
+from docenrich.storage import SQLiteStore, renditions
 from docenrich.storage.postgres import PostgresStore
 from tests.helpers.env import corpus_file
 from tests.helpers.web import make_app
@@ -40,6 +40,8 @@ def build_sqlite_store(data_dir, encoder) -> SQLiteStore:
         st.save_thumb(doc.id, 1, render_page_thumbnail(data, 1))
     first = st.snippets(st.list_documents()[-1].id)[0]
     st.save_sparse([(first.id, {11: 0.5, 42: 1.25})], EMBEDDER)
+    # As if the first document had been uploaded in another format: its pages come from a rendering.
+    renditions.save(st, st.list_documents()[-1].id, corpus_file(PDFS[1]).read_bytes())
     return st
 
 
@@ -94,6 +96,8 @@ def assert_same_store(sq: SQLiteStore, pg: PostgresStore) -> None:
             np.testing.assert_allclose(a.pop("embedding"), b.pop("embedding"), rtol=1e-6)
             assert a == b
     assert images >= 1
+    kept = [renditions.load(pg, d.id) for d in docs]
+    assert kept == [renditions.load(sq, d.id) for d in docs] and sum(r is not None for r in kept) == 1
     assert pg.sparse_search(EMBEDDER, {42: 1.0}, 5) == sq.sparse_search(EMBEDDER, {42: 1.0}, 5) != []
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import TSVECTOR
 
+from docenrich.storage import renditions as renditions_module
 from docenrich.storage.documents import DOCUMENT_COLUMNS
 from docenrich.storage.encoding import json_load
 from docenrich.storage.engine import CONTENT_LOCK
@@ -27,6 +28,7 @@ from docenrich.storage.tables import (
     documents,
     embedders,
     images,
+    renditions,
     snippets,
     sparse_postings,
     thumbs,
@@ -98,6 +100,10 @@ def copy_document(source: SQLiteStore, target: PostgresStore, doc_id: str, *, th
         for table, items in ((vectors, vecs), (sparse_postings, sparse), (batches, done)):
             if items:
                 conn.execute(sa.insert(table), items)
+        # A document of another format is drawn from its PDF rendering: never left behind.
+        rendition = renditions_module.load(source, doc_id)
+        if rendition is not None:
+            conn.execute(sa.insert(renditions).values(document_id=doc_id, data=rendition))
         if thumbnails:
             _copy_thumbs(source, conn, doc_id)
         if vecs:
