@@ -100,6 +100,8 @@ def test_every_route_answers_as_the_description_says(server):
     api.call("GET", f"/api/documents/{doc_id}/pages/2/image?width=600", 200)
     api.json("GET", f"/api/documents/{doc_id}/pages/9/thumbnail", 404)
     api.json("GET", f"/api/documents/{doc_id}/pages/1/image?width=9", 400)
+    assert api.call("GET", f"/api/documents/{doc_id}/original", 200).body[:5] == b"%PDF-"
+    api.json("GET", "/api/documents/0123456789abcdef/original", 404)
     api.call("GET", f"/api/documents/{doc_id}/export?format=jsonl", 200)
     api.call("GET", f"/api/documents/{doc_id}/export?format=parquet", 200)
     api.json("GET", f"/api/documents/{doc_id}/export?format=xml", 400)
