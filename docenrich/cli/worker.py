@@ -19,7 +19,7 @@ from docenrich.config import PROJECT_DIR, get_settings
 
 log = logging.getLogger(__name__)
 
-# `models` and `docs` together consume what `all` consumes (tests/test_worker_roles.py checks it).
+# `models` and `docs` together consume what `all` consumes (tests/unit/test_run_config.py checks it).
 ROLE_QUEUES = {
     "all": "interactive,models,docs",
     "models": "interactive,models",
