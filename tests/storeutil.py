@@ -58,6 +58,19 @@ def make_batch(
     return out
 
 
+def fill(st, n_docs: int, per_doc: int, *, seed: int, dim: int = DIM, model: str = "test-model") -> list[str]:
+    """n_docs documents of per_doc snippets with random vectors, saved in batches of 50; their ids."""
+    rng = np.random.default_rng(seed)
+    ids = []
+    for d in range(n_docs):
+        doc, _ = st.add_document(pdf_bytes(f"{model}-{seed}-{d}"), f"{seed}-{d}.pdf")
+        ids.append(doc.id)
+        for b in range(0, per_doc, 50):
+            st.save_batch(doc.id, b // 50, make_batch(doc.id, b // 50, n=min(50, per_doc - b), rng=rng,
+                                                      model=model, dim=dim))
+    return ids
+
+
 def files_in(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 

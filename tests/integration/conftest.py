@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.helpers.web import make_app
+
 
 @pytest.fixture()
 def clean_queues(celery_app):
@@ -12,3 +14,9 @@ def clean_queues(celery_app):
     celery_app.control.purge()
     yield
     celery_app.control.purge()
+
+
+@pytest.fixture(scope="module")
+def app(worker):
+    """The real app over the session's data directory, with the session's worker behind it."""
+    return make_app()

@@ -24,11 +24,6 @@ TABLE_PHRASE = "EU Countries Information"
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def app(worker):
-    return make_app()
-
-
 @pytest.fixture()
 def client(app):
     return app.test_client()

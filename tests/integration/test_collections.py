@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.helpers.pdfs import pdf_with_text
-from tests.helpers.web import make_app, wait_ready
+from tests.helpers.web import wait_ready
 from tests.storeutil import stored_pdfs
 
 # --------------------------------------------------------------------------- the store
@@ -57,11 +57,6 @@ def test_bad_collection_names_are_refused(st, name):
 
 
 # --------------------------------------------------------------------------- through the API
-
-
-@pytest.fixture(scope="module")
-def app(worker):
-    return make_app()
 
 
 @pytest.fixture(scope="module")

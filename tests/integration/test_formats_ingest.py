@@ -10,7 +10,6 @@ from tests.helpers import formats as samples
 from tests.helpers.pdfs import pdf_with_text
 from tests.helpers.web import (
     assert_clean_error,
-    make_app,
     post_files,
     upload,
     wait_finished,
@@ -20,11 +19,6 @@ from tests.helpers.web import (
 pytestmark = pytest.mark.slow
 KINDS = [s.kind for s in samples.SAMPLES
          if s.kind not in samples.OFFICE_KINDS or formats.soffice() is not None]
-
-
-@pytest.fixture(scope="module")
-def app(worker):
-    return make_app()
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from tests.helpers.pdfs import pdf_with_text
 from tests.helpers.wait import wait_for
 from tests.helpers.web import make_app, upload, wait_ready
 
+
 @pytest.mark.slow
 def test_ingested_snippets_get_images_on_first_view_and_from_the_idle_pass(worker):
     app = make_app()

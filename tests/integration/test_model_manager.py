@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from docenrich.models import ModelManager, ModelUnavailable, uses_flag_backend
 from docenrich.config import load_settings
+from docenrich.models import ModelManager, ModelUnavailable, uses_flag_backend
 
 
 @pytest.fixture()

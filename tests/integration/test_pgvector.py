@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from docenrich.records import Snippet
-from docenrich.storage import QueueFull, SQLiteStore, StorageError, VectorIndex, open_store, schema_head
+from docenrich.storage import (
+    QueueFull,
+    SQLiteStore,
+    StorageError,
+    VectorIndex,
+    open_store,
+    schema_head,
+)
 from docenrich.storage.base import TransientStorageError
 from docenrich.storage.postgres import PostgresStore
 from tests.storeutil import make_batch, pdf_bytes

@@ -11,16 +11,11 @@ import pytest
 
 from docenrich.records import Snippet
 from tests.helpers.pdfs import HANDBOOK, handbook_pdf
-from tests.helpers.web import make_app, upload, wait_ready
+from tests.helpers.web import upload, wait_ready
 from tests.storeutil import pdf_bytes
 
 TITLE = "Coastal Notes"
 PARAGRAPHS = [text for page in HANDBOOK for kind, text in page if kind == "p"]  # each one's distinct word
-
-
-@pytest.fixture(scope="module")
-def app(worker):
-    return make_app()
 
 
 @pytest.fixture(scope="module")

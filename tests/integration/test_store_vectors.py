@@ -6,24 +6,12 @@ import pytest
 
 from docenrich.records import Snippet
 from docenrich.storage import DimensionMismatch, Store, VectorIndex
-from tests.storeutil import DIM, make_batch, pdf_bytes, unit
+from tests.storeutil import DIM, fill, make_batch, pdf_bytes, unit
 
 
 @pytest.fixture
 def st(any_store) -> Store:
     return any_store
-
-
-def _fill(st: Store, n_docs: int, per_doc: int, dim: int, model: str, seed: int) -> list[str]:
-    rng = np.random.default_rng(seed)
-    ids = []
-    for d in range(n_docs):
-        doc, _ = st.add_document(pdf_bytes(f"{model}-{seed}-{d}"), f"{d}.pdf")
-        ids.append(doc.id)
-        for b in range(0, per_doc, 50):
-            batch = make_batch(doc.id, b // 50, n=min(50, per_doc - b), rng=rng, model=model, dim=dim)
-            st.save_batch(doc.id, b // 50, batch)
-    return ids
 
 
 def _brute(st: Store, model: str, q: np.ndarray, k: int, doc_id: str | None = None):
@@ -37,7 +25,7 @@ def _brute(st: Store, model: str, q: np.ndarray, k: int, doc_id: str | None = No
 
 
 def test_vector_index_matches_bruteforce(st: Store):
-    doc_ids = _fill(st, n_docs=3, per_doc=400, dim=DIM, model="test-model", seed=7)
+    doc_ids = fill(st, n_docs=3, per_doc=400, seed=7)
     idx = VectorIndex(st, "test-model")
     idx.refresh()
     assert len(idx) == 1200 and idx.dim == DIM
@@ -62,7 +50,7 @@ def test_vector_index_matches_bruteforce(st: Store):
 
 
 def test_incremental_refresh_appends(st: Store, monkeypatch: pytest.MonkeyPatch):
-    _fill(st, n_docs=1, per_doc=100, dim=DIM, model="test-model", seed=1)
+    fill(st, n_docs=1, per_doc=100, seed=1)
     idx = VectorIndex(st, "test-model")
     idx.refresh()
     assert len(idx) == 100
@@ -82,7 +70,7 @@ def test_incremental_refresh_appends(st: Store, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(st, "_load_vectors", counting_load)
     idx.refresh()
     assert calls["n"] == 0  # unchanged version: not even a query
-    new_docs = _fill(st, n_docs=2, per_doc=1100, dim=DIM, model="test-model", seed=2)  # forces buffer growth
+    new_docs = fill(st, n_docs=2, per_doc=1100, seed=2)  # forces buffer growth
     for _ in range(2):
         idx.refresh()
     assert len(idx) == 2300 and calls["n"] == 1
@@ -101,18 +89,18 @@ def test_incremental_refresh_appends(st: Store, monkeypatch: pytest.MonkeyPatch)
 
 def test_rows_stored_after_a_load_or_a_removal_are_appended_without_a_copy(st: Store):
     # A search refreshes the index first: copying every row into a larger buffer would stall it.
-    docs = _fill(st, n_docs=2, per_doc=400, dim=DIM, model="test-model", seed=3)
+    docs = fill(st, n_docs=2, per_doc=400, seed=3)
     idx = VectorIndex(st, "test-model")
     idx.refresh()
     loaded = idx._matrix
-    _fill(st, n_docs=1, per_doc=100, dim=DIM, model="test-model", seed=4)  # within a quarter of 800
+    fill(st, n_docs=1, per_doc=100, seed=4)  # within a quarter of 800
     idx.refresh()
     assert len(idx) == 900 and idx._matrix is loaded
     st.delete_document(docs[0])
     idx.refresh()
     assert len(idx) == 500
     after_removal = idx._matrix
-    _fill(st, n_docs=1, per_doc=100, dim=DIM, model="test-model", seed=5)
+    fill(st, n_docs=1, per_doc=100, seed=5)
     idx.refresh()
     assert len(idx) == 600 and idx._matrix is after_removal
     q = unit(np.random.default_rng(9))

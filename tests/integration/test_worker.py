@@ -117,8 +117,8 @@ def test_transient_failures_are_retried_with_backoff(worker):
 
 
 def test_interactive_work_jumps_the_ingestion_backlog(worker, clean_queues):
-    from celery_worker import get_sentence_embedding_task
     import bge
+    from celery_worker import get_sentence_embedding_task
 
     texts = [f"backlog sentence number {i} " * 20 for i in range(32)]
     backlog = [get_sentence_embedding_task.apply_async((texts,), queue="models") for _ in range(25)]

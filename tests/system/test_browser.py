@@ -234,21 +234,29 @@ def test_status_page_shows_the_worker_and_its_model(web, page, worker, tmp_path)
     assert page.errors == []
 
 
+def open_first_citation(page, search_url: str):
+    """Search, follow the first result's page link, check the page image is drawn; the cited box."""
+    page.goto(search_url)
+    first = page.locator(".result").first
+    first.wait_for()
+    first.locator("a.cite-link").click()
+    page.wait_for_url("**/pages/*?snippet=*")
+    image = page.locator("#page-image")
+    assert image.evaluate("img => img.complete ? img.naturalWidth : "
+                          "new Promise(r => img.onload = () => r(img.naturalWidth))") >= 1000
+    box = page.locator("rect.box-cited")
+    assert box.count() == 1
+    return box
+
+
 def test_cited_page_draws_the_snippet_box(web, page):
     path = corpus_file("026-latex-multicolumn/multicolumn.pdf")
     page.goto(web.url + "/")
     page.set_input_files("#file-input", str(path))
     wait_uploads_ready(page, 1)
     doc_id = page.locator(".upload").first.get_attribute("data-id")
-    page.goto(f"{web.url}/search?q=population+and+capital+of+EU+countries&rerank=0&document={doc_id}")
-    first = page.locator(".result").first
-    first.wait_for()
-    first.locator("a.cite-link").click()
-    page.wait_for_url("**/pages/*?snippet=*")
-    image = page.locator("#page-image")
-    assert image.evaluate("img => img.complete ? img.naturalWidth : new Promise(r => img.onload = () => r(img.naturalWidth))") >= 1000
-    box = page.locator("rect.box-cited")
-    assert box.count() == 1
+    query = f"q=population+and+capital+of+EU+countries&rerank=0&document={doc_id}"
+    box = open_first_citation(page, f"{web.url}/search?{query}")
     cited_id = box.get_attribute("data-snippet")
     assert page.locator(f"#snippet-{cited_id}.is-cited").count() == 1
     # The box lies on the drawn page, with a real size, and the other snippets are listed beside it.

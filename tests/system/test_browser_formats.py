@@ -8,7 +8,13 @@ import pytest
 
 from docenrich import formats
 from tests.helpers import formats as samples
-from tests.system.test_browser import browser, page, wait_uploads_ready, web  # noqa: F401  (fixtures)
+from tests.system.test_browser import (  # noqa: F401  (fixtures)
+    browser,
+    open_first_citation,
+    page,
+    wait_uploads_ready,
+    web,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -16,16 +22,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 def open_cited_page(page, base: str, doc_id: str, phrase: str) -> None:  # noqa: F811
     """Search the document for the phrase, follow the first result's page link, check the drawn page."""
     query = urllib.parse.urlencode({"q": phrase, "mode": "lexical", "rerank": 0, "document": doc_id})
-    page.goto(f"{base}/search?{query}")
-    first = page.locator(".result").first
-    first.wait_for()
-    first.locator("a.cite-link").click()
-    page.wait_for_url("**/pages/*?snippet=*")
-    image = page.locator("#page-image")
-    assert image.evaluate("img => img.complete ? img.naturalWidth : "
-                          "new Promise(r => img.onload = () => r(img.naturalWidth))") >= 1000
-    box = page.locator("rect.box-cited")
-    assert box.count() == 1
+    box = open_first_citation(page, f"{base}/search?{query}")
     assert phrase.lower() in page.locator(".cited-snippet.is-cited .snippet-text").text_content().lower()
     drawn = box.bounding_box()
     assert drawn["width"] > 20 and drawn["height"] > 5

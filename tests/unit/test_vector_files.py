@@ -10,24 +10,13 @@ from docenrich.filters import SearchFilter
 from docenrich.storage import SQLiteStore
 from docenrich.storage.mapped import MappedIndex, build_graph, compact, sync
 from docenrich.storage.vfiles import VectorFiles, vector_dir
-from tests.storeutil import DIM, make_batch, pdf_bytes, unit
+from tests.storeutil import DIM, fill, unit
 
 MODEL = "test-model"
 
 
 def _store(tmp_path, mode: str = "exact") -> SQLiteStore:
     return SQLiteStore(tmp_path / "data", vector_mode=mode, hnsw_min_rows=0)
-
-
-def _fill(st: SQLiteStore, n_docs: int, per_doc: int, seed: int, dim: int = DIM) -> list[str]:
-    rng = np.random.default_rng(seed)
-    ids = []
-    for d in range(n_docs):
-        doc, _ = st.add_document(pdf_bytes(f"{seed}-{d}"), f"{seed}-{d}.pdf")
-        ids.append(doc.id)
-        for b in range(0, per_doc, 50):
-            st.save_batch(doc.id, b // 50, make_batch(doc.id, b // 50, n=min(50, per_doc - b), rng=rng, dim=dim))
-    return ids
 
 
 def _brute(st: SQLiteStore, q: np.ndarray, k: int, docs: set[str] | None = None) -> list[int]:
@@ -45,7 +34,7 @@ def _files(st: SQLiteStore) -> VectorFiles:
 def test_writers_append_and_readers_map_the_same_rows(tmp_path):
     """Saving batches appends to the files; an index maps them and agrees with brute force."""
     st = _store(tmp_path)
-    _fill(st, 2, 120, seed=1)
+    fill(st, 2, 120, seed=1)
     m = _files(st).manifest()
     assert m is not None and m.rows == 240 and m.state == st.vectors_state()
     idx = st.vector_index(MODEL)
@@ -58,7 +47,7 @@ def test_writers_append_and_readers_map_the_same_rows(tmp_path):
 def test_deleted_document_never_appears_and_is_compacted_away(tmp_path):
     """A deleted document's rows are masked at once, and compaction drops them from the files."""
     st = _store(tmp_path)
-    docs = _fill(st, 4, 400, seed=2)
+    docs = fill(st, 4, 400, seed=2)
     idx = st.vector_index(MODEL)
     idx.refresh()
     gone = {s.id for s in st.snippets(docs[0])}
@@ -81,7 +70,7 @@ def test_deleted_document_never_appears_and_is_compacted_away(tmp_path):
 def test_crash_leftovers_past_the_valid_rows_are_ignored_then_cut(tmp_path):
     """Bytes a killed writer left past the manifest's rows are never read, and the next append replaces them."""
     st = _store(tmp_path)
-    _fill(st, 1, 100, seed=5)
+    fill(st, 1, 100, seed=5)
     files = _files(st)
     m = files.manifest()
     for name in ("vec", "ids", "doc", "page", "kind"):
@@ -90,7 +79,7 @@ def test_crash_leftovers_past_the_valid_rows_are_ignored_then_cut(tmp_path):
     idx = st.vector_index(MODEL)
     idx.refresh()
     assert len(idx) == 100
-    _fill(st, 1, 50, seed=6)
+    fill(st, 1, 50, seed=6)
     idx.refresh()
     q = unit(np.random.default_rng(7))
     assert [sid for sid, _ in idx.search(q, 150)] == _brute(st, q, 150)
@@ -101,7 +90,7 @@ def test_crash_leftovers_past_the_valid_rows_are_ignored_then_cut(tmp_path):
 def test_files_are_rebuilt_from_the_database(tmp_path, damage):
     """Missing, short or unreadable files (or another dimension) are rebuilt from the vectors table."""
     st = _store(tmp_path)
-    _fill(st, 1, 100, seed=8)
+    fill(st, 1, 100, seed=8)
     files = _files(st)
     m = files.manifest()
     if damage == "missing":
@@ -125,7 +114,7 @@ def test_files_are_rebuilt_from_the_database(tmp_path, damage):
 def test_a_filter_keeping_one_percent_returns_its_true_top_k(tmp_path, mode):
     """A filter that keeps 1% of the rows is applied inside the search: the filtered set's exact top k."""
     st = _store(tmp_path, mode)
-    docs = _fill(st, 100, 50, seed=10)
+    docs = fill(st, 100, 50, seed=10)
     files = _files(st)
     if mode == "hnsw":
         assert build_graph(files, 0) is not None
@@ -143,10 +132,10 @@ def test_a_filter_keeping_one_percent_returns_its_true_top_k(tmp_path, mode):
 def test_hnsw_graph_then_appended_rows_are_searched_exactly(tmp_path):
     """Rows appended after the graph was built are found by the exact tail scan; masked graph rows are skipped."""
     st = _store(tmp_path, "hnsw")
-    docs = _fill(st, 4, 200, seed=12)
+    docs = fill(st, 4, 200, seed=12)
     files = _files(st)
     build_graph(files, 0)
-    newest = _fill(st, 1, 30, seed=13)[0]
+    newest = fill(st, 1, 30, seed=13)[0]
     st.delete_document(docs[0])
     idx = st.vector_index(MODEL)
     idx.refresh()
