@@ -10,6 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import kombu.exceptions
+import redis
+
 from tests.helpers.env import ROOT, SESSION_DIR, TEST_ENV
 from tests.helpers.wait import wait_for
 
@@ -44,7 +47,12 @@ class WorkerProcess:
     def _answers(self, app) -> bool:
         if self.process.poll() is not None:
             raise AssertionError(f"worker exited with {self.process.returncode}; log:\n{self.log_tail()}")
-        replies = app.control.ping(destination=[self.hostname], timeout=0.5) or []
+        try:
+            replies = app.control.ping(destination=[self.hostname], timeout=0.5) or []
+        except (ConnectionError, OSError, redis.exceptions.ConnectionError, kombu.exceptions.OperationalError):
+            # A pooled broker connection can be dropped while a busy machine starts the worker;
+            # the next poll takes a fresh one.
+            return False
         return any(self.hostname in reply for reply in replies)
 
     def child_pids(self) -> list[int]:
