@@ -48,6 +48,8 @@ def _record_model_event(event: dict) -> None:
 
 # Start times of the tasks running in this process, by task id.
 _started: dict[str, float] = {}
+# In a docs pool child: what to call after each task to hand native memory back.
+_after_task = None
 
 
 @signals.task_prerun.connect
@@ -57,6 +59,8 @@ def _task_started(task_id=None, **_):
 
 @signals.task_postrun.connect
 def _task_finished(task_id=None, task=None, state=None, **_):
+    if _after_task is not None:
+        _after_task()
     started = _started.pop(task_id, None)
     if started is None or task is None:
         return
@@ -87,6 +91,10 @@ def _prepare_child(**_):
     follow_parent(signal.SIGKILL)
     settings = get_settings()
     if settings.docenrich_worker_role == "docs":
+        global _after_task
+        from docenrich.pdf.memory import release_native_memory
+
+        _after_task = release_native_memory
         return
     manager = models.get_manager()
     manager.reset_after_fork()
