@@ -212,9 +212,10 @@ def _kill_group(proc: subprocess.Popen, timeout: float = 15.0) -> None:
 
 
 class WebProcess:
-    """`python app.py` on a free port, talking to the benchmark's Redis and data dir."""
+    """The web app on a free port, talking to the benchmark's Redis and data dir: `python app.py`
+    (Flask's development server), or with gunicorn=True the gunicorn `make run` starts."""
 
-    def __init__(self, log_path: Path, env: dict[str, str] | None = None):
+    def __init__(self, log_path: Path, env: dict[str, str] | None = None, gunicorn: bool = False):
         from docenrich.cli.redis_server import free_port
 
         self.port = free_port()
@@ -226,18 +227,20 @@ class WebProcess:
         self.process: subprocess.Popen | None = None
         self.url = f"http://127.0.0.1:{self.port}"
         self._session = None
+        self.argv = ([sys.executable, "-m", "gunicorn", "-c", "python:docenrich.cli.gunicorn_conf",
+                      "docenrich.web.wsgi:app"] if gunicorn else [sys.executable, str(ROOT / "app.py")])
 
     def start(self, timeout: float = 120.0) -> WebProcess:
         import requests
 
         with self.log_path.open("ab") as out:
-            self.process = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=self.env,
+            self.process = subprocess.Popen(self.argv, cwd=ROOT, env=self.env,
                                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self._session = requests.Session()
 
         def answers() -> bool:
             if self.process.poll() is not None:
-                raise RuntimeError(f"app.py exited with {self.process.returncode}; see {self.log_path}")
+                raise RuntimeError(f"the web app exited with {self.process.returncode}; see {self.log_path}")
             try:
                 return self._session.get(self.url + "/healthz", timeout=5).status_code in (200, 503)
             except requests.RequestException:
@@ -352,10 +355,10 @@ class BenchEnv:
             self._apps[db] = make_celery(load_settings(redis_url=self.redis_url(db)))
         return self._apps[db]
 
-    def web(self, **env: str) -> WebProcess:
+    def web(self, gunicorn: bool = False, **env: str) -> WebProcess:
         """The web app (started on first use, then shared), with `env` on top of the benchmark's settings."""
         if not self._webs:
-            self._webs.append(WebProcess(self.log_dir / "web.log", env=env or None).start())
+            self._webs.append(WebProcess(self.log_dir / "web.log", env=env or None, gunicorn=gunicorn).start())
         return self._webs[0]
 
     def purge(self, db: int = 0) -> None:

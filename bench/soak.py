@@ -144,9 +144,10 @@ def _processes(env, web) -> dict[str, list[int]]:
     """Pids of every process of the service, by part: the web app, each worker with its pool, Redis."""
     import psutil
 
-    out = {"web": [web.process.pid], "redis": [env.redis.process.pid]}
-    for name in ("models", "docs"):
-        root = psutil.Process(env.worker(name).process.pid)
+    out = {"redis": [env.redis.process.pid]}
+    for name, pid in (("web", web.process.pid), ("models", env.worker("models").process.pid),
+                      ("docs", env.worker("docs").process.pid)):
+        root = psutil.Process(pid)
         out[name] = [root.pid, *(c.pid for c in root.children(recursive=True))]
     return out
 
@@ -162,6 +163,16 @@ def _rss_and_fds(pids: list[int]) -> tuple[float, int]:
         except OSError:
             continue
     return rss / 1024, fds
+
+
+def _keys_by_family(client) -> dict[str, int]:
+    """How many of Redis' keys each documented family (docenrich/keys.py) has now."""
+    from collections import Counter
+
+    from docenrich.keys import family_of
+
+    families = (family_of(key.decode(errors="replace")) for key in client.scan_iter(count=1000))
+    return dict(Counter(f.pattern if f else "(undocumented)" for f in families))
 
 
 def sample(env, web, load: Load, minute: int) -> dict:
@@ -192,10 +203,11 @@ def sample(env, web, load: Load, minute: int) -> dict:
         "unfinished": len(store.unfinished_documents()),
         "searches": searches,
         "latencies_ms": [round(1000 * x, 1) for x in lat],
+        "keys_by_family": _keys_by_family(client),
         **{f"rss_{name}": rss for name, (rss, _) in parts.items()},
         **{f"fds_{name}": fds for name, (_, fds) in parts.items()},
     }
-    log.info("minute %d: %s", minute, {k: round(v, 1) for k, v in row.items() if k != "latencies_ms"})
+    log.info("minute %d: %s", minute, {k: round(v, 1) for k, v in row.items() if isinstance(v, int | float)})
     return row
 
 
@@ -278,7 +290,7 @@ def report(rows: list[dict], load: Load, minutes: int, stuck: int, seconds: floa
         f"{SEARCHES_PER_SECOND:g} search/s ({load.searches} searches, each a new question), every document "
         f"deleted {DELETE_AFTER} s after it was ready ({load.deletes} deletes), and one `docenrich reembed` at "
         f"half time ({load.reembed}). Embedded default: SQLite, the bundled model, a models worker and a "
-        "docs worker as `make run` starts them.", "",
+        "docs worker and gunicorn as `make run` starts them.", "",
         f"A series is flat when its least-squares slope after the warm-up (the first third) is within "
         f"{FLAT:g}% of its mean per 10 minutes; a count that is mostly zero, when it is within one per 10 "
         "minutes. RSS and open files are each minute's mean of 5-second samples. The models and docs workers' RSS is a sawtooth (a pool child is replaced every "
@@ -293,7 +305,7 @@ def report(rows: list[dict], load: Load, minutes: int, stuck: int, seconds: floa
         lines.append(f"| {key} | {rows[0][key]:.1f} | {rows[-1][key]:.1f} | {per10:+.1f} | {percent:+.1f} | "
                      f"{verdict(rows, key)} |")
     lines += ["", f"Documents not in a terminal state once the load stopped and the queue drained: **{stuck}**. "
-              f"5xx answers: **{load.errors}**.", "", *_fds_by_part(rows), "![the series per minute](soak.png)", "",
+              f"5xx answers: **{load.errors}**.", "", *_by_part(rows), "![the series per minute](soak.png)", "",
               "| minute | " + " | ".join(SERIES) + " | rss, all |",
               "|" + "---:|" * (len(SERIES) + 2)]
     for r in rows:
@@ -302,12 +314,17 @@ def report(rows: list[dict], load: Load, minutes: int, stuck: int, seconds: floa
     return "\n".join(lines) + "\n"
 
 
-def _fds_by_part(rows: list[dict]) -> list[str]:
+def _by_part(rows: list[dict]) -> list[str]:
+    """Open files per part and keys per family, first and last minute (what the totals are made of)."""
     parts = [k for k in rows[0] if k.startswith("fds_")]
     if not parts:
         return []
+    first, last = rows[0].get("keys_by_family", {}), rows[-1].get("keys_by_family", {})
+    families = sorted(set(first) | set(last), key=lambda f: -last.get(f, 0))
     return ["Open files by part, first → last minute: " + ", ".join(
-        f"{k[4:]} {rows[0][k]:.0f} → {rows[-1][k]:.0f}" for k in parts) + ".", ""]
+        f"{k[4:]} {rows[0][k]:.0f} → {rows[-1][k]:.0f}" for k in parts) + ".", "",
+        "Redis keys by family, first → last minute: " + ", ".join(
+        f"`{f}` {first.get(f, 0)} → {last.get(f, 0)}" for f in families) + ".", ""]
 
 
 def drain(load: Load, timeout: float = 600) -> int:
@@ -338,7 +355,8 @@ def main() -> int:
     started = time.monotonic()
     with common.BenchEnv() as env:
         env.run_workers()
-        web = env.web(QUERY_CACHE_SIZE="0")
+        # Served as `make run` serves it: gunicorn, WEB_WORKERS processes of WEB_THREADS threads.
+        web = env.web(gunicorn=True, QUERY_CACHE_SIZE="0")
         load, stop, rows = Load(), threading.Event(), []
         threads = [threading.Thread(target=f, args=(web, load, stop), daemon=True) for f in (search_loop, upload_loop)]
         threads.append(threading.Thread(target=process_loop, args=(env, web, load, stop), daemon=True))
