@@ -42,9 +42,10 @@ SKIP = ("005-", "009-", "017-")
 SERIES = ("redis_used_kib", "redis_keys", "rss_web", "rss_models", "rss_docs", "rss_redis", "fds", "wal_kib",
           "search_p50_ms", "search_p95_ms", "errors_5xx", "unfinished")
 # A model child is replaced every MAX_TASKS_PER_CHILD tasks (a minute or two at one search a second),
-# and a docs child's RSS follows the PDF it works on: a worker's RSS is a sawtooth, so its trend is
-# read from the median of each 5 minutes (a leak lifts every sample; a reload dip or one PDF does not).
-SAWTOOTH = ("rss_models", "rss_docs")
+# and a docs child's RSS follows the PDF it works on: a worker's RSS is a sawtooth, and so are the open
+# files (a new child opens its connections again, and Redis counts them too). Their trend is read
+# from the median of each 5 minutes (a leak lifts every sample; a reload dip or one PDF does not).
+SAWTOOTH = ("rss_models", "rss_docs", "fds")
 # One minute's percentile comes from 60 searches (its p95 is the third slowest), and each swings with
 # the uploads being embedded at that moment: the trend of the percentiles is read from each 5
 # minutes' searches pooled (300 answers). The table still shows every minute's own value.
@@ -295,7 +296,7 @@ def report(rows: list[dict], load: Load, minutes: int, stuck: int, seconds: floa
         f"{FLAT:g}% of its mean per 10 minutes; a count that is mostly zero, when it is within one per 10 "
         "minutes. RSS and open files are each minute's mean of 5-second samples. The models and docs workers' RSS is a sawtooth (a pool child is replaced every "
         "MAX_TASKS_PER_CHILD tasks and loads its model again; a docs child's follows the PDF it works on): "
-        "their trend is read from the median of each 5 minutes. Search percentiles are judged on each 5 "
+        "their trend, and that of the open files, is read from the median of each 5 minutes. Search percentiles are judged on each 5 "
         "minutes' searches pooled (a minute's p95 is its third slowest of 60).", "",
         "| series | first | last | slope per 10 min | % of mean | verdict |",
         "|---|---:|---:|---:|---:|---|",
