@@ -16,7 +16,6 @@ from docenrich.storage.base import (
     check_collection_name,
     sanitize_filename,
 )
-from docenrich.storage.index import VectorIndex
 from docenrich.storage.migrations import head as schema_head
 from docenrich.storage.migrations import upgrade as migrate
 from docenrich.storage.sqlite import DB_NAME, SQLiteStore
@@ -32,7 +31,6 @@ __all__ = [
     "SQLiteStore",
     "StorageError",
     "Store",
-    "VectorIndex",
     "VectorSearch",
     "check_collection_name",
     "migrate",

@@ -12,12 +12,12 @@ from docenrich.storage import (
     QueueFull,
     SQLiteStore,
     StorageError,
-    VectorIndex,
     open_store,
     schema_head,
 )
 from docenrich.storage.base import TransientStorageError
 from docenrich.storage.postgres import PostgresStore
+from docenrich.vectorindex import VectorIndex
 from tests.storeutil import make_batch, pdf_bytes
 
 DIM = 384

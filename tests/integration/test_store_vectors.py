@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from docenrich.records import Snippet
-from docenrich.storage import DimensionMismatch, Store, VectorIndex
+from docenrich.storage import DimensionMismatch, Store
+from docenrich.vectorindex import VectorIndex
 from tests.storeutil import DIM, fill, make_batch, pdf_bytes, unit
 
 

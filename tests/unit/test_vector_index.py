@@ -10,7 +10,7 @@ def test_index_restricted_to_a_set_of_documents_is_exact(chosen):
     """Small and large document sets (gathered rows, or all rows scored then picked) agree with brute force."""
     import numpy as np
 
-    from docenrich.storage import VectorIndex
+    from docenrich.vectorindex import VectorIndex
 
     rng = np.random.default_rng(chosen)
     matrix = rng.standard_normal((1000, 16)).astype(np.float32)

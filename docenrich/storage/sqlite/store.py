@@ -6,10 +6,10 @@ Layout under the data directory:
     pdfs/<sha256>.pdf           uploaded PDFs, named by content
     images/<sha256>.<ext>       snippet images, named by content (shared between snippets)
     thumbs/<doc_id>/p<N>.png    page thumbnail cache
-    vectors/<embedder>/         memory-mapped vector files every process shares (storage/vfiles.py)
+    vectors/<embedder>/         memory-mapped vector files every process shares (vectorindex/files.py)
 
 What only SQLite does: content as files (blobs.py), the FTS5 index kept by triggers, new snippet
-ids from a counter that only grows, and dense search over memory-mapped vector files (storage/mapped.py).
+ids from a counter that only grows, and dense search over memory-mapped vector files (docenrich/vectorindex).
 """
 from __future__ import annotations
 
@@ -23,14 +23,13 @@ import sqlalchemy as sa
 from docenrich.filters import SearchFilter, merged
 from docenrich.storage.engine import sqlite_engine
 from docenrich.storage.filters import snippet_conditions
-from docenrich.storage.index import VectorIndex
-from docenrich.storage.mapped import MODES, MappedIndex, sync
 from docenrich.storage.sqlite import schema
 from docenrich.storage.sqlite.blobs import BlobsMixin
 from docenrich.storage.store import SQLStore
 from docenrich.storage.tables import counters, snippets
 from docenrich.storage.terms import query_terms
-from docenrich.storage.vfiles import VectorFiles, vector_dir
+from docenrich.vectorindex import MODES, MappedIndex, VectorIndex, sync
+from docenrich.vectorindex.files import VectorFiles, vector_dir
 
 log = logging.getLogger(__name__)
 

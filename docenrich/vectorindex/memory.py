@@ -181,7 +181,7 @@ class VectorIndex:
                 return []
             rows = np.flatnonzero(docs[:n] == codes[0]) if len(codes) == 1 else np.flatnonzero(np.isin(docs[:n], codes))
         if filter is not None and filter.by_snippet():
-            keep = _snippet_mask(filter, pages[:n] if rows is None else pages[rows],
+            keep = snippet_mask(filter, pages[:n] if rows is None else pages[rows],
                                  kinds[:n] if rows is None else kinds[rows], kind_codes)
             rows = np.flatnonzero(keep) if rows is None else rows[keep]
         if rows is not None:
@@ -210,7 +210,7 @@ def allowed_documents(store, f: SearchFilter | None) -> Collection[str] | None:
     return store.filter_document_ids(f.document_part())
 
 
-def _snippet_mask(f: SearchFilter, pages: np.ndarray, kinds: np.ndarray, kind_codes: dict[str, int]) -> np.ndarray:
+def snippet_mask(f: SearchFilter, pages: np.ndarray, kinds: np.ndarray, kind_codes: dict[str, int]) -> np.ndarray:
     """Which of these rows the filter's kind and page conditions keep."""
     keep = np.ones(len(pages), dtype=bool)
     if f.kinds is not None:
