@@ -100,27 +100,12 @@ def sanitize_filename(name: Any) -> str:
     return text
 
 
-def reason(exc: BaseException) -> str:
-    """Short human wording for an OS or database error."""
-    if isinstance(exc, OSError):
-        if exc.errno == errno.ENOSPC:
-            return "the disk is full"
-        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-            return "the data directory is not writable"
-        if exc.errno == errno.ENOTDIR:
-            return "a path in the data directory is a file where a folder was expected"
-        if exc.errno is not None:
-            return os.strerror(exc.errno).lower()
-    msg = str(exc)
-    low = msg.lower()
-    if "disk is full" in low:
+def reason(exc: OSError) -> str:
+    """Short human wording for an error of the file system (database errors: engine.failure)."""
+    if exc.errno == errno.ENOSPC:
         return "the disk is full"
-    if "readonly" in low or "read-only" in low:
-        return "the database is read-only"
-    if "locked" in low or "busy" in low:
-        return "the database stayed busy for too long (another process is writing)"
-    if "disk i/o" in low:
-        return "a disk I/O error occurred"
-    if "unable to open" in low:
-        return "the database file could not be opened"
-    return msg or type(exc).__name__
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "the data directory is not writable"
+    if exc.errno == errno.ENOTDIR:
+        return "a path in the data directory is a file where a folder was expected"
+    return os.strerror(exc.errno).lower() if exc.errno is not None else str(exc) or type(exc).__name__

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from docenrich.storage.base import StorageError, TransientStorageError, reason
+from docenrich.storage.base import StorageError, TransientStorageError
 
 log = logging.getLogger(__name__)
 
@@ -22,11 +22,16 @@ BUSY_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 10
 # A connection per concurrent thread, as many as the process runs; 5 stay open between uses.
 POOL_SIZE = 5
-# SQLite errors that mean "the storage is in trouble" rather than "the code is wrong".
 # Advisory lock keys (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises every write).
 ADMISSION_LOCK = 0x646F6302
 CONTENT_LOCK = 0x646F6303
-_SQLITE_MARKERS = ("disk is full", "readonly", "locked", "busy", "disk i/o", "unable to open")
+_BUSY = "the database stayed busy for too long (another process is writing)"
+# SQLite errors that mean "the storage is in trouble" rather than "the code is wrong", in plain words.
+_SQLITE_TROUBLE = (
+    ("disk is full", "the disk is full"), ("readonly", "the database is read-only"), ("locked", _BUSY),
+    ("busy", _BUSY), ("disk i/o", "a disk I/O error occurred"),
+    ("unable to open", "the database file could not be opened"),
+)
 
 _engines: dict[str, sa.Engine] = {}
 _lock = threading.Lock()
@@ -55,10 +60,9 @@ def postgres_engine(url: str) -> sa.Engine:
 
 def _engine(url: str) -> sa.Engine:
     with _lock:
-        engine = _engines.get(url)
-        if engine is None:
-            engine = _engines[url] = _create(url)
-        return engine
+        if url not in _engines:
+            _engines[url] = _create(url)
+        return _engines[url]
 
 
 def _create(url: str) -> sa.Engine:
@@ -86,11 +90,6 @@ def _sqlite_begin(conn: sa.Connection) -> None:
     conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
 
 
-def dispose(engine: sa.Engine) -> None:
-    """Close the pooled connections of this process (the engine opens new ones when used again)."""
-    engine.dispose()
-
-
 def failure(exc: BaseException) -> tuple[type[StorageError], str] | None:
     """(error class, human reason) for a database error about the storage, else None (a bug).
 
@@ -99,10 +98,11 @@ def failure(exc: BaseException) -> tuple[type[StorageError], str] | None:
     orig = getattr(exc, "orig", exc)
     if isinstance(orig, sqlite3.Error):
         low = str(orig).lower()
-        if not (isinstance(orig, sqlite3.OperationalError) and any(m in low for m in _SQLITE_MARKERS)):
+        found = [why for marker, why in _SQLITE_TROUBLE if marker in low]
+        if not found or not isinstance(orig, sqlite3.OperationalError):
             return None
         # Locked past the busy timeout may succeed later; a full disk will not.
-        return (TransientStorageError if "locked" in low or "busy" in low else StorageError), reason(orig)
+        return (TransientStorageError if _BUSY in found else StorageError), found[0]
     try:
         from psycopg import OperationalError, errors
     except ImportError:
