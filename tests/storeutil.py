@@ -104,7 +104,7 @@ def stored_pdfs(st) -> list[str]:
 def stored_thumbs(st, doc_id: str) -> int:
     """How many page renderings of a document the store keeps."""
     if is_postgres(st):
-        return st._q("SELECT count(*) AS n FROM thumbs WHERE document_id = %s", (doc_id,)).fetchone()["n"]
+        return st._q("SELECT count(*) AS n FROM thumbs WHERE document_id = %s", (doc_id,))[0]["n"]
     folder = st.thumb_dir / doc_id
     return len(list(folder.iterdir())) if folder.is_dir() else 0
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class Garbage:
     """Content a transaction stopped using, collected after it commits (SQLite's files)."""
@@ -47,26 +46,19 @@ class SQLStore(DocumentsMixin, CollectionsMixin, BatchesMixin, SnippetsMixin, Ve
     export, files) over one engine: the interface callers type against, as `Store`."""
 
     engine: sa.Engine
+    # The dialect's INSERT (with on_conflict_do_nothing / on_conflict_do_update).
+    _insert: Callable[[sa.Table], Any]
 
     def _open(self, engine: sa.Engine, failed: str) -> None:
         """Use `engine` and bring its schema up to date; StorageError (saying `failed`) when it cannot."""
         self.engine = engine
-        self._dialect_insert = sqlite.insert if engine.dialect.name == "sqlite" else postgresql.insert
-        try:
+        self._insert = sqlite.insert if engine.dialect.name == "sqlite" else postgresql.insert
+        with self._failures(failed):
             upgrade(engine, self._create_schema)
-        except sa.exc.DBAPIError as exc:
-            found = engines.failure(exc)
-            if found is None:
-                raise
-            raise found[0](f"{failed}: {found[1]}.") from exc
 
     def close(self) -> None:
-        """Close the pooled connections of this process."""
-        engines.dispose(self.engine)
-
-    def _insert(self, table: sa.Table) -> Any:
-        """The dialect's INSERT (with on_conflict_do_nothing / on_conflict_do_update)."""
-        return self._dialect_insert(table)
+        """Close the pooled connections of this process (new ones are opened when it is used again)."""
+        self.engine.dispose()
 
     @contextlib.contextmanager
     def _write(self, what: str = "the change", lock: int | None = None) -> Iterator[sa.Connection]:
@@ -109,11 +101,11 @@ class SQLStore(DocumentsMixin, CollectionsMixin, BatchesMixin, SnippetsMixin, Ve
         with self._failures("The database could not be read"), self.engine.connect() as conn:
             return conn.execute(stmt).scalar()
 
-    def _q(self, sql: str, args: Any = None) -> _Rows:
+    def _q(self, sql: str, args: Any = None) -> list[sa.RowMapping]:
         """One statement in the driver's own SQL (for diagnostics and tests), committed; its rows."""
         with self.engine.connect() as conn:
             result = conn.exec_driver_sql(sql, tuple(args) if args is not None else ())
-            rows = _Rows(result.mappings().all() if result.returns_rows else [])
+            rows = result.mappings().all() if result.returns_rows else []
             conn.commit()
         return rows
 
@@ -194,15 +186,3 @@ class SQLStore(DocumentsMixin, CollectionsMixin, BatchesMixin, SnippetsMixin, Ve
 
     def _drop_unused(self, conn: sa.Connection, garbage: Garbage) -> None:
         """Inside the write: remove the stored content no row uses any more (where it is rows)."""
-
-
-class _Rows(list):
-    """Rows of _q, with the cursor methods callers use."""
-
-    def fetchone(self) -> Any:
-        """The first row, or None."""
-        return self[0] if self else None
-
-    def fetchall(self) -> list:
-        """Every row."""
-        return list(self)

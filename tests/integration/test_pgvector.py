@@ -151,7 +151,7 @@ def test_admission_cap_holds_across_processes(pg):
 def _open(url: str, start, results) -> None:
     start.wait(60)
     st = PostgresStore(url)
-    results.put(st._q("SELECT version_num FROM alembic_version").fetchone()["version_num"])
+    results.put(st._q("SELECT version_num FROM alembic_version")[0]["version_num"])
     st.close()
 
 
@@ -208,7 +208,7 @@ def test_web_app_serves_files_and_searches_from_postgres(pg, tmp_path):
 
 def test_a_lost_connection_is_a_retryable_storage_error_then_reconnects(pg, pg_server):
     doc, _ = pg.add_document(pdf_bytes("lost"), "lost.pdf")
-    pid = pg._q("SELECT pg_backend_pid() AS pid").fetchone()["pid"]
+    pid = pg._q("SELECT pg_backend_pid() AS pid")[0]["pid"]
     pg_server.admin(f"SELECT pg_terminate_backend({int(pid)})")
     with pytest.raises(TransientStorageError, match="busy, restarting or unreachable"):
         pg.update_document(doc.id, stage="after the cut")
