@@ -12,10 +12,10 @@ import sqlalchemy as sa
 from docenrich.filters import SearchFilter
 from docenrich.records import FINISHED_STATES, RESTARTABLE_STATES, Document, states_before
 from docenrich.storage.base import QueueFull, StorageError, default_collections, sanitize_filename
-from docenrich.storage.encoding import doc_id_for, info_values, is_doc_id
+from docenrich.storage.encoding import doc_id_for, is_doc_id
 from docenrich.storage.engine import ADMISSION_LOCK, CONTENT_LOCK
 from docenrich.storage.filters import document_ids_query
-from docenrich.storage.rows import UPDATABLE, column_values, positive, row_to_document
+from docenrich.storage.rows import UPDATABLE, column_values, info_columns, positive, row_to_document
 from docenrich.storage.tables import batches, document_collections, documents, snippets, vectors
 
 if TYPE_CHECKING:
@@ -94,9 +94,7 @@ class DocumentsMixin:
         else:
             created = False
         if created and info is not None:
-            pages, title, producer, htl, meta = info_values(info)
-            conn.execute(sa.update(documents).where(documents.c.id == doc_id).values(
-                pages=pages, title=title, producer=producer, has_text_layer=htl, metadata=meta))
+            conn.execute(sa.update(documents).where(documents.c.id == doc_id).values(**info_columns(info)))
         return conn.execute(by_id(doc_id)).mappings().one(), created
 
     def _restart(self, conn: sa.Connection, doc_id: str, now: float, garbage: Garbage,

@@ -172,14 +172,3 @@ def _encode_sparse(snip: Snippet, ordinal: int) -> list[tuple[int, float]] | Non
         raise ValueError(f"snippet {ordinal}: sparse weights must be a dict of token id to weight")
     return [(int(t), float(w)) for t, w in weights.items() if float(w) > 0]
 
-
-def info_values(info: Any) -> tuple:
-    """(pages, title, producer, has_text_layer, metadata JSON) of a DocumentInfo, as both backends store them."""
-    htl = getattr(info, "has_text_layer", None)
-    return (
-        int(getattr(info, "page_count", 0) or 0),
-        str(getattr(info, "title", "") or ""),
-        str(getattr(info, "producer", "") or ""),
-        None if htl is None else int(bool(htl)),
-        json_dump(getattr(info, "metadata", None)),
-    )
