@@ -74,11 +74,6 @@ def as_vector(value: Any, what: str) -> np.ndarray:
     return np.ascontiguousarray(vec, dtype="<f4")
 
 
-def vector_values(blob: bytes) -> list[float]:
-    """A stored vector blob as a list of floats."""
-    return np.frombuffer(blob, dtype="<f4").tolist()
-
-
 @dataclass
 class Prepared:
     """A Snippet validated and encoded for storage."""
@@ -137,7 +132,6 @@ def _encode_bbox(bbox: Any, ordinal: int) -> str | None:
 
 
 def _encode_image(snip: Snippet, ordinal: int) -> tuple[str | None, bytes | None]:
-    """(content name, bytes) of the snippet's image, or (None, None) without one."""
     encoded = snip.image_bytes()
     if encoded is None:
         return None, None
@@ -154,7 +148,6 @@ def image_name(data: bytes, fmt: str, what: str = "an image") -> str:
 
 
 def _encode_vector(snip: Snippet, ordinal: int) -> tuple[bytes | None, int, str | None]:
-    """(blob, dimension, embedder name) of the snippet's embedding, or (None, 0, None)."""
     if snip.embedding is None:
         return None, 0, None
     if not snip.embedding_model:
@@ -164,11 +157,26 @@ def _encode_vector(snip: Snippet, ordinal: int) -> tuple[bytes | None, int, str 
 
 
 def _encode_sparse(snip: Snippet, ordinal: int) -> list[tuple[int, float]] | None:
-    """The snippet's lexical weights as (token id, weight) pairs with a positive weight, or None."""
     weights = getattr(snip, "sparse", None)
     if weights is None:
         return None
     if not isinstance(weights, dict):
         raise ValueError(f"snippet {ordinal}: sparse weights must be a dict of token id to weight")
+    return positive_weights(weights)
+
+
+def positive_weights(weights: dict) -> list[tuple[int, float]]:
+    """Sparse weights as (token id, weight) pairs, those above zero only."""
     return [(int(t), float(w)) for t, w in weights.items() if float(w) > 0]
+
+
+def thumb_key(doc_id: str, page: int, width: int | None) -> tuple[str, int, int]:
+    """(document id, page, width; 0 for the default thumbnail) of a page rendering; ValueError if not valid."""
+    check_doc_id(doc_id)
+    page = int(page)
+    if page < 1:
+        raise ValueError(f"page must be >= 1, got {page}")
+    if width is not None and int(width) < 1:
+        raise ValueError(f"width must be >= 1, got {width}")
+    return doc_id, page, 0 if width is None else int(width)
 

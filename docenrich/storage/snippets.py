@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from docenrich.filters import SearchFilter, merged
 from docenrich.records import Snippet, StoredSnippet
-from docenrich.storage.encoding import image_name, json_load
+from docenrich.storage.encoding import image_name, json_load, positive_weights
 from docenrich.storage.engine import CONTENT_LOCK
 from docenrich.storage.filters import snippet_conditions
 from docenrich.storage.rows import row_to_snippet, unchanged
@@ -134,16 +134,14 @@ class SnippetsMixin:
                 # FOR SHARE (PostgreSQL): the snippet cannot be deleted before this commits.
                 if conn.execute(sa.select(snippets.c.id).where(snippets.c.id == int(sid))
                                 .with_for_update(read=True)).first():
-                    self._put_sparse(conn, int(sid), embedder,
-                                     [(int(t), float(w)) for t, w in weights.items() if float(w) > 0])
+                    self._put_sparse(conn, int(sid), embedder, positive_weights(weights))
 
     def sparse_search(
         self, embedder: str, weights: dict[int, float], k: int, *, document_id: str | None = None,
         exclude_kinds: Iterable[str] = (), filter: SearchFilter | None = None,
     ) -> list[tuple[int, float]]:
         """Top-k (snippet_id, score) by the dot product of sparse weights, best first, within the filter."""
-        query = sorted(((int(t), float(w)) for t, w in weights.items() if float(w) > 0), key=lambda x: -x[1])
-        query = query[:MAX_SPARSE_TERMS]
+        query = sorted(positive_weights(weights), key=lambda x: -x[1])[:MAX_SPARSE_TERMS]
         if not query or k <= 0:
             return []
         p = sparse_postings

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import TSQUERY, TSVECTOR
 
 from docenrich.filters import SearchFilter, merged
-from docenrich.storage.encoding import IMAGE_NAME, check_doc_id
+from docenrich.storage.encoding import IMAGE_NAME, check_doc_id, thumb_key
 from docenrich.storage.engine import postgres_engine
 from docenrich.storage.filters import snippet_conditions
 from docenrich.storage.postgres import schema
@@ -70,17 +70,6 @@ def ts_query(query: str) -> str:
         if folded:
             out.append("(" + " <-> ".join(_quote(p[:_MAX_WORD]) for p in folded) + ")")
     return " | ".join(out)
-
-
-def _thumb_key(doc_id: str, page: int, width: int | None) -> tuple[str, int, int]:
-    """(document id, page, width; 0 for the default thumbnail), validated as SQLite's paths are."""
-    check_doc_id(doc_id)
-    page = int(page)
-    if page < 1:
-        raise ValueError(f"page must be >= 1, got {page}")
-    if width is not None and int(width) < 1:
-        raise ValueError(f"width must be >= 1, got {width}")
-    return doc_id, page, 0 if width is None else int(width)
 
 
 class PostgresStore(SQLStore):
@@ -153,14 +142,14 @@ class PostgresStore(SQLStore):
 
     def thumb_bytes(self, doc_id: str, page: int, width: int | None = None) -> bytes | None:
         """A cached page rendering, or None when not rendered yet."""
-        doc_id, page, width = _thumb_key(doc_id, page, width)
+        doc_id, page, width = thumb_key(doc_id, page, width)
         data = self._scalar(sa.select(thumbs.c.data).where(
             thumbs.c.document_id == doc_id, thumbs.c.page == page, thumbs.c.width == width))
         return None if data is None else bytes(data)
 
     def save_thumb(self, doc_id: str, page: int, data: bytes, width: int | None = None) -> None:
         """Cache a rendered PNG of a page (nothing happens if the document is gone)."""
-        doc_id, page, width = _thumb_key(doc_id, page, width)
+        doc_id, page, width = thumb_key(doc_id, page, width)
         insert = self._insert(thumbs).from_select(
             ["document_id", "page", "width", "data"],
             sa.select(documents.c.id, sa.literal(page), sa.literal(width), sa.literal(bytes(data), sa.LargeBinary))
