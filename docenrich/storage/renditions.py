@@ -1,11 +1,9 @@
 """The PDF rendering of a document uploaded in another format (docs/formats.md), for both backends.
 
-The uploaded file itself is what `Store.add_document` stores (its hash is the document's id, so
-the same DOCX twice is one document) and what `Store.pdf_bytes` returns; pages, boxes and region
-images are drawn from the rendering the docs worker made of it. SQLite keeps the rendering as
-`thumbs/<doc_id>/rendition.pdf`, so it goes with the document's other page renderings when the
-document is deleted; PostgreSQL keeps it in the `renditions` table, whose rows go
-with their document by its foreign key.
+The uploaded file itself is what `Store.add_document` stores and `Store.pdf_bytes` returns; pages,
+boxes and region images are drawn from the rendering the docs worker made of it. SQLite keeps it as
+`thumbs/<doc_id>/rendition.pdf`, so it goes with the document's page renderings when the document
+is deleted; PostgreSQL in the `renditions` table, whose rows go with their document by its foreign key.
 """
 from __future__ import annotations
 
@@ -15,6 +13,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from docenrich.storage.encoding import check_doc_id
+from docenrich.storage.sqlite.blobs import atomic_write, read_file
 from docenrich.storage.tables import documents, renditions
 
 log = logging.getLogger(__name__)
@@ -38,13 +37,6 @@ def save(store, doc_id: str, pdf: bytes) -> None:
             conn.execute(insert.on_conflict_do_update(index_elements=["document_id"],
                                                       set_={"data": insert.excluded.data}))
         return
-    from docenrich.storage.base import StorageError, reason
-    from docenrich.storage.sqlite.blobs import atomic_write
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StorageError(f"Could not save the converted document: {reason(exc)}.") from exc
     atomic_write(path, bytes(pdf), "the converted document")
     if store.get_document(doc_id) is None:  # deleted meanwhile: its folder was removed before this write
         path.unlink(missing_ok=True)
@@ -56,10 +48,7 @@ def load(store, doc_id: str) -> bytes | None:
     if path is None:
         data = store._scalar(sa.select(renditions.c.data).where(renditions.c.document_id == check_doc_id(doc_id)))
         return None if data is None else bytes(data)
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
+    return read_file(path)
 
 
 def pdf_bytes(store, doc_id: str) -> bytes:

@@ -20,7 +20,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from docenrich.storage.base import StorageError, reason
-from docenrich.storage.encoding import IMAGE_NAME, check_doc_id
+from docenrich.storage.encoding import IMAGE_NAME, check_doc_id, thumb_key
 from docenrich.storage.store import Garbage
 from docenrich.storage.tables import documents, snippets
 
@@ -34,9 +34,10 @@ SWEEP_INTERVAL_S = 24 * 3600.0
 
 
 def atomic_write(path: Path, data: bytes, what: str) -> None:
-    """Write data to path via a temp file in the same dir + os.replace; StorageError on failure."""
+    """Write data to path (making its folder) via a temp file beside it and os.replace; StorageError on failure."""
     tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -55,19 +56,17 @@ def atomic_write(path: Path, data: bytes, what: str) -> None:
                 os.unlink(tmp)
 
 
-def blob_present(path: Path, size: int) -> bool:
-    """Whether a content file exists with the expected size."""
+def read_file(path: Path | None) -> bytes | None:
+    """A file's bytes, or None when it is missing."""
     try:
-        return path.stat().st_size == size
-    except OSError:
-        return False
+        return None if path is None else path.read_bytes()
+    except FileNotFoundError:
+        return None
 
 
 def _unlink(path: Path) -> None:
     try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
+        path.unlink(missing_ok=True)
     except OSError as exc:
         log.warning("could not remove %s: %s", path, exc)
 
@@ -112,21 +111,14 @@ class BlobsMixin:
 
     def thumb_path(self, doc_id: str, page: int, width: int | None = None) -> Path:
         """Cache path of a page thumbnail (its folder is created; the file may not exist)."""
-        check_doc_id(doc_id)
-        page = int(page)
-        if page < 1:
-            raise ValueError(f"page must be >= 1, got {page}")
-        suffix = ""
-        if width is not None:
-            if int(width) < 1:
-                raise ValueError(f"width must be >= 1, got {width}")
-            suffix = f"-w{int(width)}"
+        doc_id, page, width = thumb_key(doc_id, page, width)
         folder = self.thumb_dir / doc_id
         try:
             folder.mkdir(exist_ok=True)
         except OSError as exc:
             raise StorageError(f"Could not create the thumbnail folder: {reason(exc)}.") from exc
         # The doc id is a content hash, so the name identifies the rendered page for good.
+        suffix = f"-w{width}" if width else ""
         return folder / f"p{page:05d}{suffix}.png"
 
     def save_thumb(self, doc_id: str, page: int, data: bytes, width: int | None = None) -> Path:
@@ -137,25 +129,18 @@ class BlobsMixin:
 
     def pdf_bytes(self, doc_id: str) -> bytes:
         """A document's PDF; KeyError if the document (or its file) does not exist."""
-        try:
-            return self.pdf_path(doc_id).read_bytes()
-        except FileNotFoundError:
-            raise KeyError(doc_id) from None
+        data = read_file(self.pdf_path(doc_id))
+        if data is None:
+            raise KeyError(doc_id)
+        return data
 
     def image_bytes(self, name: str) -> bytes | None:
         """A stored image by content name, or None if missing or not a plain content name."""
-        path = self.image_file(name)
-        try:
-            return None if path is None else path.read_bytes()
-        except FileNotFoundError:
-            return None
+        return read_file(self.image_file(name))
 
     def thumb_bytes(self, doc_id: str, page: int, width: int | None = None) -> bytes | None:
         """A cached page rendering, or None when not rendered yet."""
-        try:
-            return self.thumb_path(doc_id, page, width).read_bytes()
-        except FileNotFoundError:
-            return None
+        return read_file(self.thumb_path(doc_id, page, width))
 
     @contextlib.contextmanager
     def _content(self, pdfs: dict[str, bytes] | None = None,
@@ -181,9 +166,10 @@ class BlobsMixin:
 
     @staticmethod
     def _write_missing(path: Path, data: bytes, what: str) -> bool:
-        """Write a content file unless it is there already; whether it was written."""
-        if blob_present(path, len(data)):
-            return False
+        """Write a content file unless it is there already (with its size); whether it was written."""
+        with contextlib.suppress(OSError):
+            if path.stat().st_size == len(data):
+                return False
         atomic_write(path, data, what)
         return True
 
