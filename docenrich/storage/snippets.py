@@ -136,6 +136,30 @@ class SnippetsMixin:
                                 .with_for_update(read=True)).first():
                     self._put_sparse(conn, int(sid), embedder, positive_weights(weights))
 
+    def lexical_search(
+        self, query: str, k: int, *, document_id: str | None = None, exclude_kinds: Iterable[str] = (),
+        filter: SearchFilter | None = None,
+    ) -> list[tuple[int, float]]:
+        """Top-k (snippet_id, score) by a lexical ranking (BM25), best first, higher is better, among the
+        snippets the filter allows (applied in the query, never to a top k).
+
+        The index follows every snippet insert, update and delete; it covers each snippet's text
+        and its context (section heading, document title). Identifiers such as R_MAKEVARS_USER,
+        foo.bar() or --no-same-owner match as a unit, case- and diacritics-insensitively.
+        """
+        conds = snippet_conditions(merged(filter, document_id, exclude_kinds), self._snippet_table)
+        stmt = self._lexical_query(query, conds) if k > 0 else None
+        if stmt is None:
+            return []
+        try:
+            rows = self._all(stmt.limit(int(k)))
+        except sa.exc.OperationalError as exc:
+            # An expression SQLite's FTS5 cannot parse finds nothing rather than failing the search.
+            if "fts5" in str(exc).lower() or "syntax" in str(exc).lower():
+                return []
+            raise
+        return [(int(r["id"]), float(r["score"])) for r in rows]
+
     def sparse_search(
         self, embedder: str, weights: dict[int, float], k: int, *, document_id: str | None = None,
         exclude_kinds: Iterable[str] = (), filter: SearchFilter | None = None,

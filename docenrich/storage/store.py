@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,6 @@ from docenrich.storage.tables import snippets
 from docenrich.storage.vectors import VectorsMixin
 
 if TYPE_CHECKING:
-    from docenrich.filters import SearchFilter
     from docenrich.storage.base import VectorSearch
 
 log = logging.getLogger(__name__)
@@ -111,19 +110,6 @@ class SQLStore(DocumentsMixin, CollectionsMixin, BatchesMixin, SnippetsMixin, Ve
 
     # ---- what a backend supplies: the public part
 
-    def lexical_search(
-        self, query: str, k: int, *, document_id: str | None = None, exclude_kinds: Iterable[str] = (),
-        filter: SearchFilter | None = None,
-    ) -> list[tuple[int, float]]:
-        """Top-k (snippet_id, score) by a lexical ranking (BM25), best first, higher is better, among the
-        snippets the filter allows (applied in the query, never to a top k).
-
-        The index follows every snippet insert, update and delete; it covers each snippet's text
-        and its context (section heading, document title). Identifiers such as R_MAKEVARS_USER,
-        foo.bar() or --no-same-owner match as a unit, case- and diacritics-insensitively.
-        """
-        raise NotImplementedError
-
     def pdf_bytes(self, doc_id: str) -> bytes:
         """A document's PDF; KeyError if the document does not exist."""
         raise NotImplementedError
@@ -154,6 +140,10 @@ class SQLStore(DocumentsMixin, CollectionsMixin, BatchesMixin, SnippetsMixin, Ve
 
     def _lock(self, conn: sa.Connection, key: int) -> None:
         """Take an advisory lock to the end of the transaction (nothing to do where writes are serial)."""
+
+    def _lexical_query(self, query: str, conds: list[sa.ColumnElement]) -> sa.Select | None:
+        """lexical_search's query: (id, score) rows within conds, best first; None for a query without terms."""
+        raise NotImplementedError
 
     def _insert_order(self) -> sa.ColumnElement:
         """The documents' insertion order, to break ties of created_at."""

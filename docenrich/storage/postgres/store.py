@@ -13,16 +13,13 @@ literal (word:position+weight), so its positions let an identifier query match a
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import TSQUERY, TSVECTOR
 
-from docenrich.filters import SearchFilter, merged
 from docenrich.storage.encoding import IMAGE_NAME, check_doc_id, thumb_key
 from docenrich.storage.engine import postgres_engine
-from docenrich.storage.filters import snippet_conditions
 from docenrich.storage.postgres import schema
 from docenrich.storage.postgres.index import HNSW_MAX_DIM, PgVectorIndex, hnsw_index_sql
 from docenrich.storage.store import Garbage, SQLStore
@@ -160,19 +157,11 @@ class PostgresStore(SQLStore):
 
     # ---- lexical search
 
-    def lexical_search(
-        self, query: str, k: int, *, document_id: str | None = None, exclude_kinds: Iterable[str] = (),
-        filter: SearchFilter | None = None,
-    ) -> list[tuple[int, float]]:
-        """Top-k (snippet_id, score) by ts_rank_cd, best first (higher score is better), within the filter."""
+    def _lexical_query(self, query: str, conds: list[sa.ColumnElement]) -> sa.Select | None:
         expr = ts_query(query)
-        if not expr or k <= 0:
-            return []
-        s = PG_SNIPPETS
-        tsq = sa.cast(expr, TSQUERY)
+        if not expr:
+            return None
+        s, tsq = PG_SNIPPETS, sa.cast(expr, TSQUERY)
         score = sa.func.ts_rank_cd(sa.literal_column(f"'{_RANK_WEIGHTS}'::float4[]"), s.c.lex, tsq,
                                    _RANK_NORMALISATION, type_=sa.Float).label("score")
-        stmt = sa.select(s.c.id, score).where(s.c.lex.op("@@")(tsq),
-                                              *snippet_conditions(merged(filter, document_id, exclude_kinds), s))
-        rows = self._all(stmt.order_by(score.desc(), s.c.id).limit(int(k)))
-        return [(int(r["id"]), float(r["score"])) for r in rows]
+        return sa.select(s.c.id, score).where(s.c.lex.op("@@")(tsq), *conds).order_by(score.desc(), s.c.id)

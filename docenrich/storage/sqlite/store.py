@@ -14,15 +14,12 @@ ids from a counter that only grows, and dense search over memory-mapped vector f
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from docenrich.filters import SearchFilter, merged
 from docenrich.storage.engine import sqlite_engine
-from docenrich.storage.filters import snippet_conditions
 from docenrich.storage.sqlite import schema
 from docenrich.storage.sqlite.blobs import BlobsMixin
 from docenrich.storage.store import SQLStore
@@ -101,25 +98,15 @@ class SQLiteStore(BlobsMixin, SQLStore):
         # Ids are never reused (SQLite's default is max(id) + 1): the counter only grows.
         return {"id": sa.select(counters.c.value + 1).where(counters.c.name == "snippet_id_seq").scalar_subquery()}
 
-    def lexical_search(
-        self, query: str, k: int, *, document_id: str | None = None, exclude_kinds: Iterable[str] = (),
-        filter: SearchFilter | None = None,
-    ) -> list[tuple[int, float]]:
-        """Top-k (snippet_id, score) by BM25, best first (higher score is better), within the filter."""
+    def _lexical_query(self, query: str, conds: list[sa.ColumnElement]) -> sa.Select | None:
         expr = fts_query(query)
-        if not expr or k <= 0:
-            return []
+        if not expr:
+            return None
         fts = sa.table("snippets_fts", sa.column("rowid", sa.Integer))
-        rank = sa.literal_column(f"bm25(snippets_fts, {_BM25_WEIGHTS})").label("rank")
-        stmt = sa.select(fts.c.rowid, rank).where(sa.literal_column("snippets_fts").op("MATCH")(expr))
-        conds = snippet_conditions(merged(filter, document_id, exclude_kinds))
+        rank = sa.literal_column(f"bm25(snippets_fts, {_BM25_WEIGHTS})", sa.Float)
+        # bm25() is lower-is-better; callers expect higher-is-better like the vector scores.
+        stmt = sa.select(fts.c.rowid.label("id"), (-rank).label("score")).where(
+            sa.literal_column("snippets_fts").op("MATCH")(expr))
         if conds:
             stmt = stmt.join(snippets, snippets.c.id == fts.c.rowid).where(*conds)
-        try:
-            rows = self._all(stmt.order_by(rank).limit(int(k)))
-        except sa.exc.OperationalError as exc:
-            if "fts5" in str(exc).lower() or "syntax" in str(exc).lower():
-                return []
-            raise
-        # bm25() is lower-is-better; callers expect higher-is-better like the vector scores.
-        return [(int(r["rowid"]), -float(r["rank"])) for r in rows]
+        return stmt.order_by(rank)
