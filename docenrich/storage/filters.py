@@ -48,8 +48,3 @@ def snippet_conditions(f: SearchFilter | None, s: sa.FromClause = snippets) -> l
     elif f.excluded:
         where.append(s.c.kind.not_in(f.excluded))
     return where + _between(s, "page", f.page_from, f.page_to, inclusive_high=True)
-
-
-def document_ids_query(f: SearchFilter) -> sa.Select:
-    """A query for the ids of the documents the filter's document conditions allow."""
-    return sa.select(documents.c.id).where(*document_conditions(f))
