@@ -72,13 +72,6 @@ class VectorsMixin:
         indexed = sa.select(embedders.c.vector_count).where(embedders.c.name == embedder).scalar_subquery()
         return max(0, int(self._scalar(sa.select(total - sa.func.coalesce(indexed, 0))) or 0))
 
-    def vector_removals(self, embedder: str, after_seq: int) -> tuple[list[int], int] | None:
-        """(snippet ids whose `embedder` vector was removed after after_seq, last seq); None if
-        the log no longer reaches back that far."""
-        with self._read() as conn:
-            removed, last = _removals(conn, embedder, int(after_seq))
-        return None if removed is None else (removed, max(int(after_seq), last))
-
     def delete_vectors(self, embedder: str) -> int:
         """Drop every vector of one embedder (and its registered dimension); returns the count."""
         with self._write("the vectors", lock=CONTENT_LOCK) as conn:
@@ -97,24 +90,18 @@ class VectorsMixin:
         rows = {r["name"]: int(r["value"]) for r in self._all(sa.select(counters.c.name, counters.c.value))}
         return rows["vectors_version"], rows["vectors_epoch"]
 
-    def _load_vectors(self, embedder: str, after_rowid: int = 0) -> tuple:
-        """load_vectors plus pages, kinds and the (version, epoch) of the same snapshot."""
-        with self._read() as conn:
-            return (*_read_rows(conn, embedder, after_rowid), _counters(conn))
-
     def _vector_changes(self, embedder: str, after_rowid: int, after_seq: int | None) -> dict:
         """From one snapshot: vectors added after after_rowid, snippet ids removed after after_seq
         (None when the log does not reach back, or after_seq is None), last seq and counters."""
         with self._read() as conn:
             removed, last_seq = _removals(conn, embedder, after_seq)
-            ids, docs, matrix, max_rowid, pages, kinds = _read_rows(conn, embedder, after_rowid)
-            return {"removed": removed, "last_seq": last_seq, "ids": ids, "docs": docs, "matrix": matrix,
-                    "max_rowid": max_rowid, "state": _counters(conn), "pages": pages, "kinds": kinds}
+            return {**_read_rows(conn, embedder, after_rowid), "removed": removed, "last_seq": last_seq,
+                    "state": _counters(conn)}
 
     def load_vectors(self, embedder: str, after_rowid: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """(snippet_ids int64, document ids, float32 matrix [n, dim], max rowid) for rows after after_rowid."""
-        ids, docs, matrix, max_rowid, _pages, _kinds, _ = self._load_vectors(embedder, after_rowid)
-        return ids, docs, matrix, max_rowid
+        rows = self._vector_changes(embedder, after_rowid, None)
+        return rows["ids"], rows["docs"], rows["matrix"], rows["max_rowid"]
 
     def _register_dims(self, conn: sa.Connection, dims: dict[str, set[int]]) -> None:
         for name, found in dims.items():
@@ -171,8 +158,8 @@ def _removals(conn: sa.Connection, embedder: str, after_seq: int | None) -> tupl
     return removed, int(last)
 
 
-def _read_rows(conn: sa.Connection, embedder: str, after_rowid: int) -> tuple:
-    """(snippet ids, document ids, matrix, max rowid, pages, kinds) of one embedder's vectors after after_rowid."""
+def _read_rows(conn: sa.Connection, embedder: str, after_rowid: int) -> dict:
+    """Snippet ids, document ids, matrix, max rowid, pages and kinds of one embedder's vectors after after_rowid."""
     v = vectors
     dim = conn.execute(sa.select(embedders.c.dim).where(embedders.c.name == embedder)).scalar() or 0
     where = (v.c.embedder == embedder, v.c.id > after_rowid)
@@ -195,4 +182,5 @@ def _read_rows(conn: sa.Connection, embedder: str, after_rowid: int) -> tuple:
             docs.append(doc)
             kinds.append(kind)
             max_rowid, i = rowid, i + 1
-    return ids[:i], np.array(docs, dtype="U16"), matrix[:i], max_rowid, pages[:i], kinds
+    return {"ids": ids[:i], "docs": np.array(docs, dtype="U16"), "matrix": matrix[:i], "max_rowid": max_rowid,
+            "pages": pages[:i], "kinds": kinds}

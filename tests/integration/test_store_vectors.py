@@ -62,13 +62,16 @@ def test_incremental_refresh_appends(st: Store, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(idx, "_reload", no_reload)
     idx.refresh()  # nothing changed: no-op
     calls = {"n": 0}
-    real_load = st._load_vectors
 
-    def counting_load(*a, **k):
-        calls["n"] += 1
-        return real_load(*a, **k)
+    class Counting:  # the index's reads of new rows (the store's own writers read them too)
+        def __getattr__(self, name):
+            return getattr(st, name)
 
-    monkeypatch.setattr(st, "_load_vectors", counting_load)
+        def _vector_changes(self, *a, **k):
+            calls["n"] += 1
+            return st._vector_changes(*a, **k)
+
+    monkeypatch.setattr(idx, "store", Counting())
     idx.refresh()
     assert calls["n"] == 0  # unchanged version: not even a query
     new_docs = fill(st, n_docs=2, per_doc=1100, seed=2)  # forces buffer growth

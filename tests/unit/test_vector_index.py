@@ -21,9 +21,6 @@ def test_index_restricted_to_a_set_of_documents_is_exact(chosen):
         def vectors_state(self):
             return (1, 1)
 
-        def _load_vectors(self, embedder, after_rowid=0):
-            return ids, docs, matrix, 1000, (1, 1)
-
         def _vector_changes(self, embedder, after_rowid, after_seq):
             fresh = after_rowid == 0
             return {"removed": [] if after_seq is not None else None, "last_seq": 0,
