@@ -84,18 +84,17 @@ class DocumentsMixin:
             if waiting >= max_queued:
                 raise QueueFull(waiting)
         self._put_pdf(conn, sha, data)
-        created = True
+        about = {} if info is None else info_columns(info)
         if row is None:
             conn.execute(sa.insert(documents).values(
                 id=doc_id, sha256=sha, filename=sanitize_filename(filename), size=len(data), state="queued",
-                stage="Queued", progress=0, batch_pages=positive(batch_pages), created_at=now, updated_at=now))
+                stage="Queued", progress=0, batch_pages=positive(batch_pages), created_at=now, updated_at=now,
+                **about))
         elif row["state"] in RESTARTABLE_STATES:
-            self._new_run(conn, doc_id, garbage, batch_pages=positive(batch_pages))
+            self._new_run(conn, doc_id, garbage, batch_pages=positive(batch_pages), **about)
         else:
-            created = False
-        if created and info is not None:
-            conn.execute(sa.update(documents).where(documents.c.id == doc_id).values(**info_columns(info)))
-        return conn.execute(by_id(doc_id)).mappings().one(), created
+            return row, False
+        return conn.execute(by_id(doc_id)).mappings().one(), True
 
     def _new_run(self, conn: sa.Connection, doc_id: str, garbage: Garbage, state: str = "queued",
                  **values: Any) -> None:
