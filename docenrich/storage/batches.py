@@ -119,17 +119,10 @@ class BatchesMixin:
         if total is not None and batch_index >= total:
             raise ValueError(f"batch_index {batch_index} out of range for {total} batches")
         self._put_images(conn, images)
-        dims: dict[str, set[int]] = {}
-        for p in prepared:
-            if p.embedder:
-                dims.setdefault(p.embedder, set()).add(p.dim)
-        self._register_dims(conn, dims)
-        added = removed = 0
+        self._register_dims(conn, [(p.embedder, p.dim) for p in prepared if p.embedder])
         # Upsert by (document_id, ordinal). Snippets missing from a re-save are kept:
         # callers save an empty batch to re-check completion, which must not erase it.
-        for p in prepared:
-            a, r = self._upsert_snippet(conn, doc_id, batch_index, p, doc["title"], garbage)
-            added, removed = added + a, removed + r
+        counts = [self._upsert_snippet(conn, doc_id, batch_index, p, doc["title"], garbage) for p in prepared]
         self._drop_unused(conn, garbage)
         count = sa.select(sa.func.count()).where(snippets.c.document_id == doc_id, snippets.c.batch_index == batch_index)
         insert = self._insert(batches).values(document_id=doc_id, batch_index=batch_index,
@@ -137,8 +130,7 @@ class BatchesMixin:
         conn.execute(insert.on_conflict_do_update(
             index_elements=["document_id", "batch_index"],
             set_={"snippet_count": insert.excluded.snippet_count, "done_at": insert.excluded.done_at}))
-        if added or removed:
-            self._bump_vectors(conn, removed=bool(removed))
+        self._bump_vectors(conn, sum(a for a, _ in counts), sum(r for _, r in counts))
         used = Counter(p.embedder for p in prepared if p.embedder)
         return self._recount(conn, doc_id, total, used.most_common(1)[0][0] if used else None)
 

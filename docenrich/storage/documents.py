@@ -222,7 +222,6 @@ class DocumentsMixin:
         removed = conn.execute(sa.delete(vectors).where(vectors.c.document_id == doc_id)).rowcount
         conn.execute(sa.delete(snippets).where(snippets.c.document_id == doc_id))
         conn.execute(sa.delete(batches).where(batches.c.document_id == doc_id))
-        if removed:
-            self._bump_vectors(conn, removed=True)
+        self._bump_vectors(conn, removed=removed)
         if keep:
             self._drop_unused(conn, garbage)

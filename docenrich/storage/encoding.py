@@ -86,7 +86,7 @@ class Prepared:
     meta: str
     image_name: str | None
     image_data: bytes | None
-    vector: bytes | None
+    vector: np.ndarray | None
     dim: int
     embedder: str | None
     sparse: list[tuple[int, float]] | None = None  # (token id, weight) from the same embedder
@@ -147,13 +147,13 @@ def image_name(data: bytes, fmt: str, what: str = "an image") -> str:
     return f"{hashlib.sha256(bytes(data)).hexdigest()}.{ext}"
 
 
-def _encode_vector(snip: Snippet, ordinal: int) -> tuple[bytes | None, int, str | None]:
+def _encode_vector(snip: Snippet, ordinal: int) -> tuple[np.ndarray | None, int, str | None]:
     if snip.embedding is None:
         return None, 0, None
     if not snip.embedding_model:
         raise ValueError(f"snippet {ordinal} has an embedding but no embedding_model")
     vec = as_vector(snip.embedding, f"snippet {ordinal}")
-    return vec.tobytes(), int(vec.shape[0]), str(snip.embedding_model)
+    return vec, int(vec.shape[0]), str(snip.embedding_model)
 
 
 def _encode_sparse(snip: Snippet, ordinal: int) -> list[tuple[int, float]] | None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 import numpy as np
 import sqlalchemy as sa
@@ -51,13 +52,9 @@ class VectorsMixin:
             prepared = unchanged(conn, prepared, digests)
             if not prepared:
                 return
-            self._register_dims(conn, {embedder: {v.shape[0] for _, v in prepared}})
-            added = removed = 0
-            for sid, vec in prepared:
-                a, r = self._put_vector(conn, sid, embedder, int(vec.shape[0]), vec)
-                added, removed = added + a, removed + r
-            if added or removed:
-                self._bump_vectors(conn, removed=bool(removed))
+            self._register_dims(conn, [(embedder, int(v.shape[0])) for _, v in prepared])
+            counts = [self._put_vector(conn, sid, embedder, int(vec.shape[0]), vec) for sid, vec in prepared]
+            self._bump_vectors(conn, sum(a for a, _ in counts), sum(r for _, r in counts))
             # A document names the embedder of its vectors once every snippet has one from it.
             s, v = snippets, vectors
             lacking = sa.exists().where(s.c.document_id == documents.c.id, ~sa.exists().where(
@@ -77,8 +74,7 @@ class VectorsMixin:
         with self._write("the vectors", lock=CONTENT_LOCK) as conn:
             n = conn.execute(sa.delete(vectors).where(vectors.c.embedder == embedder)).rowcount
             conn.execute(sa.delete(embedders).where(embedders.c.name == embedder))
-            if n:
-                self._bump_vectors(conn, removed=True)
+            self._bump_vectors(conn, removed=n)
         return n
 
     def vectors_version(self) -> int:
@@ -103,7 +99,11 @@ class VectorsMixin:
         rows = self._vector_changes(embedder, after_rowid, None)
         return rows["ids"], rows["docs"], rows["matrix"], rows["max_rowid"]
 
-    def _register_dims(self, conn: sa.Connection, dims: dict[str, set[int]]) -> None:
+    def _register_dims(self, conn: sa.Connection, pairs: Iterable[tuple[str, int]]) -> None:
+        """Register the (embedder, dimension) pairs of one call, or DimensionMismatch."""
+        dims: dict[str, set[int]] = {}
+        for name, dim in pairs:
+            dims.setdefault(name, set()).add(int(dim))
         for name, found in dims.items():
             if len(found) > 1:
                 raise DimensionMismatch(
@@ -119,9 +119,9 @@ class VectorsMixin:
                     f"{known}-dimensional vectors under that name; use a distinct embedder name for a "
                     f"different model (or delete_vectors({name!r}) first).")
 
-    def _put_vector(self, conn: sa.Connection, snippet_id: int, embedder: str, dim: int, vec) -> tuple[int, int]:
+    def _put_vector(self, conn: sa.Connection, snippet_id: int, embedder: str, dim: int,
+                    vec: np.ndarray) -> tuple[int, int]:
         """Insert or replace one vector; returns (added, removed)."""
-        vec = np.frombuffer(vec, dtype="<f4") if isinstance(vec, bytes) else vec
         old = conn.execute(sa.select(vectors.c.id, vectors.c.embedding).where(
             vectors.c.snippet_id == snippet_id, vectors.c.embedder == embedder)).first()
         if old is not None and np.array_equal(old.embedding, vec):
@@ -136,7 +136,10 @@ class VectorsMixin:
         return added, int(old is not None)
 
     @staticmethod
-    def _bump_vectors(conn: sa.Connection, removed: bool) -> None:
+    def _bump_vectors(conn: sa.Connection, added: int = 0, removed: int = 0) -> None:
+        """Move the change counters on: the version for any change, the epoch for removals too."""
+        if not (added or removed):
+            return
         names = ["vectors_version", "vectors_epoch"] if removed else ["vectors_version"]
         conn.execute(sa.update(counters).where(counters.c.name.in_(names)).values(value=counters.c.value + 1))
 

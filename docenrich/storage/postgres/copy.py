@@ -96,7 +96,7 @@ def copy_document(source: SQLiteStore, target: PostgresStore, doc_id: str, *, th
                                                             created_at=link["added_at"]).on_conflict_do_nothing())
             conn.execute(sa.insert(document_collections).values(**link))
         _copy_snippets(source, target, conn, rows, doc["title"])
-        target._register_dims(conn, {v["embedder"]: {v["dim"]} for v in vecs})
+        target._register_dims(conn, [(v["embedder"], v["dim"]) for v in vecs])
         for table, items in ((vectors, vecs), (sparse_postings, sparse), (batches, done)):
             if items:
                 conn.execute(sa.insert(table), items)
@@ -106,8 +106,7 @@ def copy_document(source: SQLiteStore, target: PostgresStore, doc_id: str, *, th
             conn.execute(sa.insert(renditions).values(document_id=doc_id, data=rendition))
         if thumbnails:
             _copy_thumbs(source, conn, doc_id)
-        if vecs:
-            target._bump_vectors(conn, removed=False)
+        target._bump_vectors(conn, added=len(vecs))
     return True
 
 
@@ -143,7 +142,7 @@ def copy_embedders(source: SQLiteStore, target: PostgresStore) -> dict[str, int]
     """Register the source's embedders (and so their dimensions' HNSW indexes) in the target."""
     dims = {r["name"]: r["dim"] for r in source._all(sa.select(embedders.c.name, embedders.c.dim))}
     with target._write("the embedders", lock=CONTENT_LOCK) as conn:
-        target._register_dims(conn, {name: {dim} for name, dim in dims.items()})
+        target._register_dims(conn, dims.items())
     return dims
 
 
