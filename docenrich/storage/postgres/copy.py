@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import TSVECTOR
 
 from docenrich.storage import renditions as renditions_module
-from docenrich.storage.documents import DOCUMENT_COLUMNS
+from docenrich.storage.documents import by_id
 from docenrich.storage.encoding import json_load
 from docenrich.storage.engine import CONTENT_LOCK
 from docenrich.storage.postgres.index import HNSW_MAX_DIM, hnsw_index_sql
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _THUMB = re.compile(r"p(\d{5})(?:-w(\d+))?\.png")
-_SNIPPET_COLUMNS = ("id", "document_id", "ordinal", "batch_index", "page", "bbox", "text", "kind", "meta", "image")
 
 
 def pending_documents(source: SQLiteStore, target: PostgresStore) -> tuple[list[str], int]:
@@ -71,13 +70,13 @@ def copy_collections(source: SQLiteStore, target: PostgresStore) -> int:
 def copy_document(source: SQLiteStore, target: PostgresStore, doc_id: str, *, thumbnails: bool = True) -> bool:
     """Copy one document with everything it owns, in one transaction; False if it was already there."""
     with source._read() as src:
-        doc = src.execute(sa.select(*DOCUMENT_COLUMNS).where(documents.c.id == doc_id)).mappings().first()
+        doc = src.execute(by_id(doc_id)).mappings().first()
         if doc is None:
             return False
         links = [dict(r) for r in src.execute(sa.select(document_collections).where(
             document_collections.c.document_id == doc_id)).mappings()]
-        rows = [dict(r) for r in src.execute(sa.select(*(snippets.c[c] for c in _SNIPPET_COLUMNS)).where(
-            snippets.c.document_id == doc_id)).mappings()]
+        rows = [dict(r) for r in src.execute(
+            sa.select(snippets).where(snippets.c.document_id == doc_id)).mappings()]
         vecs = [dict(r) for r in src.execute(sa.select(vectors.c.snippet_id, vectors.c.document_id,
                                                        vectors.c.embedder, vectors.c.dim, vectors.c.embedding)
                                              .where(vectors.c.document_id == doc_id).order_by(vectors.c.id)).mappings()]

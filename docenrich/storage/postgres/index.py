@@ -98,15 +98,13 @@ class PgVectorIndex:
         if self._dim > HNSW_MAX_DIM:
             return self._exact(q, k, where)
         # An HNSW scan yields at most ef_search rows: a deeper request widens it (up to pgvector's cap).
-        hits = self._approximate(q, k, where, max(self.ef_search, min(k, MAX_EF_SEARCH)))
-        # Fewer than k rows: another embedder of the same size shares the index; fall back to exact.
-        return hits if len(hits) >= min(k, self._n) else self._exact(q, k, where)
+        return self._approximate(q, k, where, max(self.ef_search, min(k, MAX_EF_SEARCH)), min(k, self._n))
 
     def _filtered(self, q: np.ndarray, k: int, where: _Where) -> list[tuple[int, float]]:
         """Within the filter: exact for small sets, else an over-fetching HNSW scan."""
         if not where.narrow:  # only a few kinds (tables of contents) left out: most rows qualify
-            hits = self._approximate(q, k, where, max(self.ef_search, min(2 * k, MAX_EF_SEARCH)))
-            return hits if len(hits) >= min(k, self._n) else self._exact(q, k, where)
+            ef = max(self.ef_search, min(2 * k, MAX_EF_SEARCH))
+            return self._approximate(q, k, where, ef, min(k, self._n))
         inside = int(self.store._scalar(where.apply(sa.select(sa.func.count()).select_from(vectors)
                                                     .where(vectors.c.embedder == self.embedder))))
         if inside == 0:
@@ -115,8 +113,7 @@ class PgVectorIndex:
             return self._exact(q, k, where)
         # Ask for as many rows as the filter is expected to leave k of, within pgvector's cap.
         ef = min(MAX_EF_SEARCH, max(self.ef_search, int(k * self._n / inside * 2)))
-        hits = self._approximate(q, k, where, ef)
-        return hits if len(hits) >= min(k, inside) else self._exact(q, k, where)
+        return self._approximate(q, k, where, ef, min(k, inside))
 
     def _approximate_query(self, where: _Where, q: sa.ColumnElement, limit: int) -> sa.Select:
         """The HNSW query: ORDER BY matches the partial index's expression, and dim is a literal
@@ -134,13 +131,16 @@ class PgVectorIndex:
         for name, value in (("hnsw.ef_search", str(int(ef))), ("enable_sort", "off"), ("enable_seqscan", "off")):
             conn.execute(sa.select(sa.func.set_config(name, value, True)))
 
-    def _approximate(self, q: np.ndarray, k: int, where: _Where, ef: int) -> list[tuple[int, float]]:
-        """HNSW scan of up to ef rows (k when unfiltered), best first, cut to k."""
+    def _approximate(self, q: np.ndarray, k: int, where: _Where, ef: int,
+                     expect: int) -> list[tuple[int, float]]:
+        """HNSW scan of up to ef rows (k when unfiltered), best first, cut to k; the exact scan when it
+        yields fewer than `expect` (too few left by the filter, or another embedder shares the index)."""
         stmt = self._approximate_query(where, sa.literal(q, VECTOR(int(self._dim))), ef if where.conds else k)
         with self.store._read() as conn:
             self._use_hnsw(conn, ef)
             rows = conn.execute(stmt).all()
-        return [(int(r.snippet_id), 1.0 - float(r.distance)) for r in rows[:k]]
+        hits = [(int(r.snippet_id), 1.0 - float(r.distance)) for r in rows[:k]]
+        return hits if len(hits) >= expect else self._exact(q, k, where)
 
     def plan(self, query: np.ndarray, k: int = 10) -> str:
         """EXPLAIN of the unfiltered HNSW query as search() runs it (to check the index is used)."""
