@@ -88,7 +88,7 @@ class BatchesMixin:
             return None
         seen: set[int] = set()
         prepared = [prepare_snippet(doc_id, s, seen) for s in snippets]
-        images = {p.image_name: p.image_data for p in prepared if p.image_name}
+        images = {p.columns["image"]: p.image_data for p in prepared if p.image_data is not None}
         # CONTENT_LOCK: vector ids commit in id order ("id > last loaded" stays exact for an
         # in-memory index) and an image is never dropped while a snippet starts using it.
         with self._content(images=images) as garbage:
@@ -119,7 +119,7 @@ class BatchesMixin:
         if total is not None and batch_index >= total:
             raise ValueError(f"batch_index {batch_index} out of range for {total} batches")
         self._put_images(conn, images)
-        self._register_dims(conn, [(p.embedder, p.dim) for p in prepared if p.embedder])
+        self._register_dims(conn, [(p.embedder, len(p.vector)) for p in prepared if p.embedder])
         # Upsert by (document_id, ordinal). Snippets missing from a re-save are kept:
         # callers save an empty batch to re-check completion, which must not erase it.
         counts = [self._upsert_snippet(conn, doc_id, batch_index, p, doc["title"], garbage) for p in prepared]
@@ -139,8 +139,9 @@ class BatchesMixin:
     ) -> tuple[int, int]:
         """Insert or update one snippet and its vector; returns (vectors added, vectors removed)."""
         removed = 0
-        values = {"batch_index": batch_index, "page": p.page, "bbox": p.bbox, "text": p.text, "kind": p.kind,
-                  "meta": p.meta, "image": p.image_name, **self._lex(p.text, json_load(p.meta, {}).get("heading"), title)}
+        text, image = p.columns["text"], p.columns["image"]
+        values = {**p.columns, "batch_index": batch_index,
+                  **self._lex(text, json_load(p.columns["meta"], {}).get("heading"), title)}
         old = conn.execute(sa.select(snippets.c.id, snippets.c.text, snippets.c.image).where(
             snippets.c.document_id == doc_id, snippets.c.ordinal == p.ordinal)).mappings().first()
         if old is None:
@@ -151,14 +152,14 @@ class BatchesMixin:
             sid = old["id"]
             table = self._snippet_table
             conn.execute(sa.update(table).where(table.c.id == sid).values(**values))
-            if (old["text"], old["image"]) != (p.text, p.image_name):
+            if (old["text"], old["image"]) != (text, image):
                 # Content changed: vectors of every embedder for it are stale.
                 removed += conn.execute(sa.delete(vectors).where(vectors.c.snippet_id == sid)).rowcount
-                if old["image"] and old["image"] != p.image_name:
+                if old["image"] and old["image"] != image:
                     garbage.images.add(old["image"])
         if p.vector is None:
             return 0, removed
-        added, replaced = self._put_vector(conn, sid, p.embedder, p.dim, p.vector)
+        added, replaced = self._put_vector(conn, sid, p.embedder, p.vector)
         if p.sparse is not None:
             self._put_sparse(conn, sid, p.embedder, p.sparse)
         return added, removed + replaced

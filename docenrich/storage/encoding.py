@@ -79,15 +79,9 @@ class Prepared:
     """A Snippet validated and encoded for storage."""
 
     ordinal: int
-    page: int
-    bbox: str | None
-    text: str
-    kind: str
-    meta: str
-    image_name: str | None
+    columns: dict[str, Any]  # page, bbox, text, kind, meta and image (the image's content name)
     image_data: bytes | None
     vector: np.ndarray | None
-    dim: int
     embedder: str | None
     sparse: list[tuple[int, float]] | None = None  # (token id, weight) from the same embedder
 
@@ -103,23 +97,12 @@ def prepare_snippet(doc_id: str, snip: Snippet, seen: set[int]) -> Prepared:
     page = int(snip.page)
     if page < 1:
         raise ValueError(f"snippet {ordinal}: page must be >= 1 (1-based), got {page}")
-    bbox = _encode_bbox(snip.bbox, ordinal)
-    image_name, image_data = _encode_image(snip, ordinal)
-    vector, dim, embedder = _encode_vector(snip, ordinal)
-    return Prepared(
-        ordinal=ordinal,
-        page=page,
-        bbox=bbox,
-        text=str(snip.text or ""),
-        kind=str(snip.kind or "text")[:MAX_KIND],
-        meta=json_dump(snip.meta),
-        image_name=image_name,
-        image_data=image_data,
-        vector=vector,
-        dim=dim,
-        embedder=embedder,
-        sparse=_encode_sparse(snip, ordinal) if embedder else None,
-    )
+    image, image_data = _encode_image(snip, ordinal)
+    vector, embedder = _encode_vector(snip, ordinal)
+    columns = {"page": page, "bbox": _encode_bbox(snip.bbox, ordinal), "text": str(snip.text or ""),
+               "kind": str(snip.kind or "text")[:MAX_KIND], "meta": json_dump(snip.meta), "image": image}
+    return Prepared(ordinal, columns, image_data, vector, embedder,
+                    _encode_sparse(snip, ordinal) if embedder else None)
 
 
 def _encode_bbox(bbox: Any, ordinal: int) -> str | None:
@@ -147,13 +130,12 @@ def image_name(data: bytes, fmt: str, what: str = "an image") -> str:
     return f"{hashlib.sha256(bytes(data)).hexdigest()}.{ext}"
 
 
-def _encode_vector(snip: Snippet, ordinal: int) -> tuple[np.ndarray | None, int, str | None]:
+def _encode_vector(snip: Snippet, ordinal: int) -> tuple[np.ndarray | None, str | None]:
     if snip.embedding is None:
-        return None, 0, None
+        return None, None
     if not snip.embedding_model:
         raise ValueError(f"snippet {ordinal} has an embedding but no embedding_model")
-    vec = as_vector(snip.embedding, f"snippet {ordinal}")
-    return vec, int(vec.shape[0]), str(snip.embedding_model)
+    return as_vector(snip.embedding, f"snippet {ordinal}"), str(snip.embedding_model)
 
 
 def _encode_sparse(snip: Snippet, ordinal: int) -> list[tuple[int, float]] | None:

@@ -53,7 +53,7 @@ class VectorsMixin:
             if not prepared:
                 return
             self._register_dims(conn, [(embedder, int(v.shape[0])) for _, v in prepared])
-            counts = [self._put_vector(conn, sid, embedder, int(vec.shape[0]), vec) for sid, vec in prepared]
+            counts = [self._put_vector(conn, sid, embedder, vec) for sid, vec in prepared]
             self._bump_vectors(conn, sum(a for a, _ in counts), sum(r for _, r in counts))
             # A document names the embedder of its vectors once every snippet has one from it.
             s, v = snippets, vectors
@@ -119,8 +119,7 @@ class VectorsMixin:
                     f"{known}-dimensional vectors under that name; use a distinct embedder name for a "
                     f"different model (or delete_vectors({name!r}) first).")
 
-    def _put_vector(self, conn: sa.Connection, snippet_id: int, embedder: str, dim: int,
-                    vec: np.ndarray) -> tuple[int, int]:
+    def _put_vector(self, conn: sa.Connection, snippet_id: int, embedder: str, vec: np.ndarray) -> tuple[int, int]:
         """Insert or replace one vector; returns (added, removed)."""
         old = conn.execute(sa.select(vectors.c.id, vectors.c.embedding).where(
             vectors.c.snippet_id == snippet_id, vectors.c.embedder == embedder)).first()
@@ -131,7 +130,7 @@ class VectorsMixin:
             conn.execute(sa.delete(vectors).where(vectors.c.id == old.id))
         added = conn.execute(sa.insert(vectors).from_select(
             ["snippet_id", "document_id", "embedder", "dim", "embedding"],
-            sa.select(snippets.c.id, snippets.c.document_id, sa.literal(embedder), sa.literal(dim),
+            sa.select(snippets.c.id, snippets.c.document_id, sa.literal(embedder), sa.literal(len(vec)),
                       sa.literal(vec, vectors.c.embedding.type)).where(snippets.c.id == snippet_id))).rowcount
         return added, int(old is not None)
 
