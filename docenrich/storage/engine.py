@@ -1,9 +1,4 @@
-"""One SQLAlchemy engine per database URL and process, with its pool, and storage errors in plain words.
-
-Fork safety follows SQLAlchemy's recipe for pools and os.fork(): a child (Celery's prefork
-pool, gunicorn's workers) calls engine.dispose(close=False) on every inherited engine, so it
-opens connections of its own and never closes the parent's.
-"""
+"""One SQLAlchemy engine per database URL and process, with its pool, and storage errors in plain words."""
 from __future__ import annotations
 
 import logging
@@ -38,6 +33,8 @@ _lock = threading.Lock()
 
 
 def _after_fork_in_child() -> None:
+    # SQLAlchemy's recipe for pools and os.fork(): a child (Celery's prefork pool, gunicorn's
+    # workers) opens connections of its own and never closes the parent's.
     global _lock
     _lock = threading.Lock()  # another thread may have held it at the fork
     for engine in _engines.values():
@@ -60,22 +57,20 @@ def postgres_engine(url: str) -> sa.Engine:
 
 def _engine(url: str) -> sa.Engine:
     with _lock:
-        if url not in _engines:
-            _engines[url] = _create(url)
-        return _engines[url]
-
-
-def _create(url: str) -> sa.Engine:
-    common = {"pool_size": POOL_SIZE, "max_overflow": -1, "pool_use_lifo": True}
-    if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False},
-                                  **common)
-        sa.event.listen(engine, "connect", _sqlite_connect)
-        sa.event.listen(engine, "begin", _sqlite_begin)
+        if url in _engines:
+            return _engines[url]
+        common = {"pool_size": POOL_SIZE, "max_overflow": -1, "pool_use_lifo": True}
+        if url.startswith("sqlite"):
+            engine = sa.create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False},
+                                      **common)
+            sa.event.listen(engine, "connect", _sqlite_connect)
+            sa.event.listen(engine, "begin", _sqlite_begin)
+        else:
+            args = {} if "connect_timeout=" in url else {"connect_timeout": CONNECT_TIMEOUT_S}
+            # Reads run in autocommit; a write asks for READ COMMITTED and so gets BEGIN ... COMMIT.
+            engine = sa.create_engine(url, connect_args=args, isolation_level="AUTOCOMMIT", **common)
+        _engines[url] = engine
         return engine
-    args = {} if "connect_timeout=" in url else {"connect_timeout": CONNECT_TIMEOUT_S}
-    # Reads run in autocommit; a write asks for READ COMMITTED and so gets BEGIN ... COMMIT.
-    return sa.create_engine(url, connect_args=args, isolation_level="AUTOCOMMIT", **common)
 
 
 def _sqlite_connect(dbapi_conn, _record) -> None:
@@ -91,10 +86,7 @@ def _sqlite_begin(conn: sa.Connection) -> None:
 
 
 def failure(exc: BaseException) -> tuple[type[StorageError], str] | None:
-    """(error class, human reason) for a database error about the storage, else None (a bug).
-
-    The wording never names the server, user, database or path: the driver's text goes to the log.
-    """
+    """(error class, human reason naming no server, user or path) for a storage error, else None (a bug)."""
     orig = getattr(exc, "orig", exc)
     if isinstance(orig, sqlite3.Error):
         low = str(orig).lower()
