@@ -41,8 +41,7 @@ __all__ = [
 
 
 def open_store(settings: Settings | None = None, *, data_dir=None, database_url: str | None = None) -> Store:
-    """The store the settings select: PostgreSQL when a database URL is set (database_url, else
-    settings.database_url), else SQLite under data_dir (default settings.data_dir)."""
+    """The store the settings select: PostgreSQL when a database URL is set, else SQLite under data_dir."""
     if settings is None and (data_dir is None or database_url is None or database_url):
         from docenrich.config import get_settings
 

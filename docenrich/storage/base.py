@@ -1,5 +1,4 @@
-"""Storage errors, the dense-search protocol, and the helpers the backends share (the interface
-itself is storage.store.SQLStore: written once, with what each backend supplies)."""
+"""Storage errors, the dense-search protocol, and the name rules the backends share."""
 from __future__ import annotations
 
 import errno
@@ -45,7 +44,6 @@ class VectorSearch(Protocol):
     """What search needs of a dense index: refresh, top-k by similarity, and its size."""
 
     def refresh(self) -> None:
-        """Catch up with the stored vectors."""
         ...
 
     def search(

@@ -44,11 +44,8 @@ class DocumentsMixin:
         collections: Iterable[str] | None = None, *,
         batch_pages: int | None = None, max_queued: int | None = None,
     ) -> tuple[Document, bool]:
-        """Store an uploaded PDF in collections (default: the default one); same bytes give the same document.
-
-        Returns (doc, created). With max_queued, QueueFull is raised when that many documents are
-        already waiting: decided inside the write lock, so it holds across processes and hosts.
-        """
+        """Store an uploaded PDF in collections (default: the default one); (doc, created), the same bytes
+        being one document. With max_queued, QueueFull when that many wait (decided under the write lock)."""
         if not data:
             raise ValueError("The uploaded file is empty.")
         data = bytes(data)
@@ -155,11 +152,8 @@ class DocumentsMixin:
         return int(self._scalar(sa.select(sa.func.count()).where(UNFINISHED)))
 
     def update_document(self, doc_id: str, *, generation: int | None = None, **fields: Any) -> Document | None:
-        """Change status/info fields if the state change is legal (and the run is `generation`).
-
-        A compare-and-set in one UPDATE ... WHERE state IN (...) RETURNING: the updated document,
-        the unchanged one when the move was refused, or None if the document is gone.
-        """
+        """Change status/info fields if the state change is legal (and the run is `generation`), in one
+        UPDATE ... WHERE state IN (...) RETURNING; the unchanged document when refused, None if it is gone."""
         unknown = set(fields) - UPDATABLE
         if unknown:
             raise TypeError(f"update_document() cannot set {sorted(unknown)}; allowed: {sorted(UPDATABLE)}")

@@ -1,8 +1,5 @@
-"""Turning records into storable values and back, the same for every backend.
-
-Document ids, JSON columns, float32 vector blobs, and a Snippet validated into the
-columns, image and vector that a backend then writes.
-"""
+"""Records into storable values, the same for every backend: document ids, JSON columns, vectors, and a
+Snippet validated into the columns, image and vector that a backend then writes."""
 from __future__ import annotations
 
 import hashlib

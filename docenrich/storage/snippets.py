@@ -140,13 +140,10 @@ class SnippetsMixin:
         self, query: str, k: int, *, document_id: str | None = None, exclude_kinds: Iterable[str] = (),
         filter: SearchFilter | None = None,
     ) -> list[tuple[int, float]]:
-        """Top-k (snippet_id, score) by a lexical ranking (BM25), best first, higher is better, among the
-        snippets the filter allows (applied in the query, never to a top k).
+        """Top-k (snippet_id, score) by a lexical ranking, best first, within the filter (in the query).
 
-        The index follows every snippet insert, update and delete; it covers each snippet's text
-        and its context (section heading, document title). Identifiers such as R_MAKEVARS_USER,
-        foo.bar() or --no-same-owner match as a unit, case- and diacritics-insensitively.
-        """
+        It covers each snippet's text and context (heading, document title); identifiers such as
+        R_MAKEVARS_USER or foo.bar() match as a unit, case- and diacritics-insensitively."""
         conds = snippet_conditions(merged(filter, document_id, exclude_kinds), self._snippet_table)
         stmt = self._lexical_query(query, conds) if k > 0 else None
         if stmt is None:

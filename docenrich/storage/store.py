@@ -1,8 +1,5 @@
-"""SQLStore: the store written once over SQLAlchemy Core; a backend adds only what really differs.
-
-What a backend supplies: where content lives (files beside SQLite, bytea rows in PostgreSQL),
-its lexical index, its dense search, its advisory locks and the order documents were inserted in.
-"""
+"""SQLStore: the store written once over SQLAlchemy Core; a backend adds only what really differs
+(where content lives, its lexical index, its dense search, its advisory locks)."""
 from __future__ import annotations
 
 import contextlib
@@ -41,8 +38,7 @@ class Garbage:
 
 
 class SQLStore(DocumentsMixin, CollectionsMixin, BatchesMixin, SnippetsMixin, VectorsMixin):
-    """What the service needs from storage (documents, collections, batches, snippets, vectors,
-    export, files) over one engine: the interface callers type against, as `Store`."""
+    """What the service needs from storage, over one engine: the interface callers type against, as `Store`."""
 
     engine: sa.Engine
     # The dialect's INSERT (with on_conflict_do_nothing / on_conflict_do_update).

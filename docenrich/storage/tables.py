@@ -1,8 +1,7 @@
 """The tables, defined once for every backend (SQLAlchemy Core), and the vector column's type.
 
-A new database is created from these definitions (plus each backend's triggers and indexes) and
-stamped at the newest Alembic revision; an existing one is changed by the revisions in
-storage/migrations, so a change here always comes with a revision that makes it.
+New databases are created from these definitions, existing ones changed by the revisions in
+storage/migrations: a change here always comes with a revision that makes it.
 """
 from __future__ import annotations
 
@@ -22,7 +21,6 @@ class Embedding(TypeDecorator):
     cache_ok = True
 
     def load_dialect_impl(self, dialect):
-        """pgvector's type (any dimension) on PostgreSQL, a plain BLOB elsewhere."""
         if dialect.name == "postgresql":
             from pgvector.sqlalchemy import VECTOR
 
@@ -30,7 +28,6 @@ class Embedding(TypeDecorator):
         return dialect.type_descriptor(sa.LargeBinary())
 
     def process_bind_param(self, value, dialect):
-        """numpy (or float32 bytes) in, the dialect's value out."""
         if value is None:
             return None
         if isinstance(value, (bytes, bytearray, memoryview)):
@@ -39,7 +36,6 @@ class Embedding(TypeDecorator):
         return vec if dialect.name == "postgresql" else vec.tobytes()
 
     def process_result_value(self, value, dialect):
-        """The stored vector as a float32 numpy array."""
         if value is None:
             return None
         if isinstance(value, (bytes, bytearray, memoryview)):

@@ -119,7 +119,8 @@ class VectorsMixin:
                     f"{known}-dimensional vectors under that name; use a distinct embedder name for a "
                     f"different model (or delete_vectors({name!r}) first).")
 
-    def _put_vector(self, conn: sa.Connection, snippet_id: int, embedder: str, vec: np.ndarray) -> tuple[int, int]:
+    def _put_vector(self, conn: sa.Connection, snippet_id: int, embedder: str,
+                    vec: np.ndarray) -> tuple[int, int]:
         """Insert or replace one vector; returns (added, removed)."""
         old = conn.execute(sa.select(vectors.c.id, vectors.c.embedding).where(
             vectors.c.snippet_id == snippet_id, vectors.c.embedder == embedder)).first()

@@ -34,11 +34,8 @@ EXACT_BELOW = 20000
 
 
 def hnsw_index_sql(dim: int, name: str | None = None) -> str:
-    """DDL of the HNSW index over the vectors of one dimension (cosine distance).
-
-    The column is an untyped `vector`, so the index is over the expression cast to vector(dim)
-    and partial on dim: embedders of different sizes share a table, each size its own index.
-    """
+    """DDL of the HNSW index (cosine) over the vectors of one dimension: the column is an untyped `vector`,
+    so it is over the cast to vector(dim) and partial on dim (embedders of different sizes share the table)."""
     dim = int(dim)
     return (f"CREATE INDEX IF NOT EXISTS {name or f'vectors_hnsw_{dim}'} ON vectors USING hnsw "
             f"((embedding::vector({dim})) vector_cosine_ops) WHERE dim = {dim}")

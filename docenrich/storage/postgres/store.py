@@ -1,9 +1,7 @@
-"""PostgresStore: the PostgreSQL + pgvector backend, everything in one database.
+"""PostgresStore: the PostgreSQL + pgvector backend, everything in one database that several hosts share.
 
-Web processes and workers on several hosts share it: documents, collections, snippets with their
-tsvector, vectors (pgvector, an HNSW index per dimension), sparse postings, and the PDFs, snippet
-images and page thumbnails as bytea. What only PostgreSQL does is here: those bytea rows, the
-tsvector index, the advisory locks and the HNSW indexes; dense search is index.py.
+What only PostgreSQL does is here: content as bytea rows, the tsvector index, the advisory locks
+and the HNSW index per vector size; dense search is index.py.
 
 The lexical words are cut and folded in Python (storage/terms.py), not by a text search
 configuration: identifiers split at "_", ".", "-" exactly as on SQLite, diacritics fold without

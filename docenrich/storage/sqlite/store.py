@@ -7,9 +7,6 @@ Layout under the data directory:
     images/<sha256>.<ext>       snippet images, named by content (shared between snippets)
     thumbs/<doc_id>/p<N>.png    page thumbnail cache
     vectors/<embedder>/         memory-mapped vector files every process shares (vectorindex/files.py)
-
-What only SQLite does: content as files (blobs.py), the FTS5 index kept by triggers, new snippet
-ids from a counter that only grows, and dense search over memory-mapped vector files (docenrich/vectorindex).
 """
 from __future__ import annotations
 
