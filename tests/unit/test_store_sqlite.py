@@ -183,7 +183,7 @@ def test_image_file_refuses_traversal(st: Store):
 def test_thumb_and_pdf_paths_validate_ids(st: Store):
     doc, _ = st.add_document(pdf_bytes("thumb"), "t.pdf")
     path = st.thumb_path(doc.id, 3)
-    assert path.parent == st.data_dir / "thumbs" / doc.id and path.parent.is_dir()
+    assert path.parent == st.data_dir / "thumbs" / doc.id and st.thumb_bytes(doc.id, 3) is None
     assert st.thumb_path(doc.id, 3, width=300) != path
     assert st.save_thumb(doc.id, 3, b"png-bytes") == path and path.read_bytes() == b"png-bytes"
     with pytest.raises(ValueError):

@@ -110,16 +110,11 @@ class BlobsMixin:
         return path if path.is_file() else None
 
     def thumb_path(self, doc_id: str, page: int, width: int | None = None) -> Path:
-        """Cache path of a page thumbnail (its folder is created; the file may not exist)."""
+        """Cache path of a page thumbnail (the file may not exist)."""
         doc_id, page, width = thumb_key(doc_id, page, width)
-        folder = self.thumb_dir / doc_id
-        try:
-            folder.mkdir(exist_ok=True)
-        except OSError as exc:
-            raise StorageError(f"Could not create the thumbnail folder: {reason(exc)}.") from exc
         # The doc id is a content hash, so the name identifies the rendered page for good.
         suffix = f"-w{width}" if width else ""
-        return folder / f"p{page:05d}{suffix}.png"
+        return self.thumb_dir / doc_id / f"p{page:05d}{suffix}.png"
 
     def save_thumb(self, doc_id: str, page: int, data: bytes, width: int | None = None) -> Path:
         """Atomically write a rendered PNG thumbnail to its cache path."""
