@@ -39,20 +39,11 @@ def row_to_document(row: Mapping[str, Any]) -> Document:
 
 
 def row_to_snippet(row: Mapping[str, Any]) -> StoredSnippet:
-    """A StoredSnippet from a row selected with SNIPPET_COLS."""
+    """A StoredSnippet from a row selected with SNIPPET_COLUMNS."""
     bbox = json_load(row["bbox"], None)
-    return StoredSnippet(
-        id=row["id"],
-        document_id=row["document_id"],
-        ordinal=row["ordinal"],
-        page=row["page"],
-        bbox=tuple(bbox) if bbox is not None else None,
-        text=row["text"],
-        kind=row["kind"],
-        meta=json_load(row["meta"], {}),
-        image_path=row["image"],
-        has_vector=bool(row["has_vector"]),
-    )
+    return StoredSnippet(**{name: row[name] for name in ("id", "document_id", "ordinal", "page", "text", "kind")},
+                         bbox=tuple(bbox) if bbox is not None else None, meta=json_load(row["meta"], {}),
+                         image_path=row["image"], has_vector=bool(row["has_vector"]))
 
 
 def column_values(fields: dict[str, Any]) -> dict[str, Any]:
