@@ -177,21 +177,24 @@ class BlobsMixin:
         for name, data in images.items():
             self._write_missing(self.image_dir / name, data, "a snippet image")
 
+    def _unlink_unused(self, images: list[str], pdfs: list[str]) -> int:
+        """Under the write lock: unlink the images and PDFs no row names; how many."""
+        if not images and not pdfs:
+            return 0
+        with self._write("the cleanup") as conn:
+            unused = [self.image_dir / n for n in images if not _image_used(conn, n)]
+            unused += [self._pdf_file(sha) for sha in pdfs if not _pdf_used(conn, sha)]
+            for path in unused:
+                _unlink(path)
+        return len(unused)
+
     def _collect(self, garbage: Garbage) -> None:
-        """After a commit: unlink the content files no row references any more (under the write lock)."""
-        images = [n for n in garbage.images if n and IMAGE_NAME.fullmatch(n)]
-        if images or garbage.pdfs:
-            try:
-                with self._write("the cleanup") as conn:
-                    for name in images:
-                        if not _image_used(conn, name):
-                            _unlink(self.image_dir / name)
-                    for sha in garbage.pdfs:
-                        if not _pdf_used(conn, sha):
-                            _unlink(self._pdf_file(sha))
-            except (StorageError, sa.exc.DBAPIError) as exc:
-                # Leftover files are harmless (sweep_orphans removes them); don't mask the caller's result.
-                log.warning("could not clean up files: %s", exc)
+        """After a commit: unlink the content files no row references any more."""
+        try:
+            self._unlink_unused([n for n in garbage.images if n and IMAGE_NAME.fullmatch(n)], list(garbage.pdfs))
+        except (StorageError, sa.exc.DBAPIError) as exc:
+            # Leftover files are harmless (sweep_orphans removes them); don't mask the caller's result.
+            log.warning("could not clean up files: %s", exc)
         for doc_id in garbage.documents:
             shutil.rmtree(self.thumb_dir / doc_id, ignore_errors=True)
         if garbage.documents:
@@ -215,25 +218,14 @@ class BlobsMixin:
 
     def sweep_orphans(self, min_age: float = ORPHAN_MIN_AGE_S) -> int:
         """Remove unreferenced content files and stale temp files older than min_age s; returns count."""
-        candidates = self._old_files(time.time() - min_age)
-        if not candidates:
-            return 0
-        removed = 0
-        with self._write("the cleanup") as conn:
-            for path in candidates:
-                name = path.name
-                if name.startswith(".") and name.endswith(".part"):
-                    referenced = False
-                elif path.parent == self.image_dir and IMAGE_NAME.fullmatch(name):
-                    referenced = _image_used(conn, name)
-                elif path.parent == self.pdf_dir and _PDF_NAME.fullmatch(name):
-                    referenced = _pdf_used(conn, name[:-4])
-                else:
-                    continue  # not ours; leave it alone
-                if not referenced:
-                    _unlink(path)
-                    removed += 1
-        return removed
+        old = self._old_files(time.time() - min_age)
+        # Anything else in the folders is not ours: it is left alone.
+        temp = [p for p in old if p.name.startswith(".") and p.name.endswith(".part")]
+        for path in temp:
+            _unlink(path)
+        images = [p.name for p in old if p.parent == self.image_dir and IMAGE_NAME.fullmatch(p.name)]
+        pdfs = [p.name[:-4] for p in old if p.parent == self.pdf_dir and _PDF_NAME.fullmatch(p.name)]
+        return len(temp) + self._unlink_unused(images, pdfs)
 
     def _old_files(self, cutoff: float) -> list[Path]:
         """Files in the PDF and image folders last modified before cutoff."""
