@@ -96,14 +96,6 @@ class SQLStore(DocumentsMixin, CollectionsMixin, BatchesMixin, SnippetsMixin, Ve
         with self._failures("The database could not be read"), self.engine.connect() as conn:
             return conn.execute(stmt).scalar()
 
-    def _q(self, sql: str, args: Any = None) -> list[sa.RowMapping]:
-        """One statement in the driver's own SQL (for diagnostics and tests), committed; its rows."""
-        with self.engine.connect() as conn:
-            result = conn.exec_driver_sql(sql, tuple(args) if args is not None else ())
-            rows = result.mappings().all() if result.returns_rows else []
-            conn.commit()
-        return rows
-
     # ---- what a backend supplies: the public part
 
     def pdf_bytes(self, doc_id: str) -> bytes:
