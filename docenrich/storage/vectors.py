@@ -77,10 +77,6 @@ class VectorsMixin:
             self._bump_vectors(conn, removed=n)
         return n
 
-    def vectors_version(self) -> int:
-        """Counter bumped by every change to stored vectors."""
-        return self.vectors_state()[0]
-
     def vectors_state(self) -> tuple[int, int]:
         """(version, epoch): version moves on any vector change, epoch only on removals/replacements."""
         rows = {r["name"]: int(r["value"]) for r in self._all(sa.select(counters.c.name, counters.c.value))}

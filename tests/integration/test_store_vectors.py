@@ -147,11 +147,11 @@ def test_reembedding_flow(st: Store):
     idx = VectorIndex(st, "new-model")
     idx.refresh()
     assert len(idx) == 0
-    version = st.vectors_version()
+    version = st.vectors_state()[0]
     rng = np.random.default_rng(0)
     items = [(s.meta["snippet_id"], unit(rng, 24)) for s in todo_new + rest]
     st.save_vectors(items + [(999_999, unit(rng, 24))], "new-model")  # 999_999: no such snippet, skipped
-    assert st.vectors_version() > version
+    assert st.vectors_state()[0] > version
     assert st.snippets_needing_vectors("new-model", 100) == []
     assert st.embedder_counts() == {"new-model": 8, "test-model": 5}
     idx.refresh()
