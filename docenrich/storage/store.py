@@ -15,15 +15,20 @@ from docenrich.storage import engine as engines
 from docenrich.storage.batches import BatchesMixin
 from docenrich.storage.collections import CollectionsMixin
 from docenrich.storage.documents import DocumentsMixin
+from docenrich.storage.encoding import IMAGE_NAME, check_doc_id, thumb_key
 from docenrich.storage.migrations import upgrade
 from docenrich.storage.snippets import SnippetsMixin
-from docenrich.storage.tables import snippets
+from docenrich.storage.tables import documents, images, pdfs, snippets, thumbs
 from docenrich.storage.vectors import VectorsMixin
 
 if TYPE_CHECKING:
     from docenrich.storage.base import VectorSearch
 
 log = logging.getLogger(__name__)
+
+
+# What a document's own content is called in an error message, by the table PostgreSQL keeps it in.
+OWNED = {"thumbs": "the page thumbnail", "renditions": "the converted document"}
 
 
 @dataclass
@@ -98,27 +103,43 @@ class SQLStore(DocumentsMixin, CollectionsMixin, BatchesMixin, SnippetsMixin, Ve
 
     # ---- what a backend supplies: the public part
 
-    def pdf_bytes(self, doc_id: str) -> bytes:
-        """A document's PDF; KeyError if the document does not exist."""
-        raise NotImplementedError
-
-    def image_bytes(self, name: str) -> bytes | None:
-        """A stored image by content name, or None if missing or not a plain content name."""
-        raise NotImplementedError
-
-    def thumb_bytes(self, doc_id: str, page: int, width: int | None = None) -> bytes | None:
-        """A cached page rendering (PNG), or None when not rendered yet; ValueError for a bad id or page."""
-        raise NotImplementedError
-
-    def save_thumb(self, doc_id: str, page: int, data: bytes, width: int | None = None) -> object:
-        """Cache a rendered PNG of a page (a file on SQLite, a row on PostgreSQL)."""
-        raise NotImplementedError
-
     def vector_index(self, embedder: str) -> VectorSearch:
         """Dense top-k over one embedder's vectors: an in-memory matrix (SQLite) or SQL (pgvector)."""
         raise NotImplementedError
 
+    # ---- content: PDFs, snippet images, page renderings (files beside SQLite, bytea rows in PostgreSQL)
+
+    def pdf_bytes(self, doc_id: str) -> bytes:
+        """A document's PDF; KeyError if the document (or its content) does not exist."""
+        sha = self._scalar(sa.select(documents.c.sha256).where(documents.c.id == check_doc_id(doc_id)))
+        data = None if sha is None else self._load(pdfs, sha)
+        if data is None:
+            raise KeyError(doc_id)
+        return data
+
+    def image_bytes(self, name: str) -> bytes | None:
+        """A stored image by content name, or None if missing or not a plain content name."""
+        if not isinstance(name, str) or not IMAGE_NAME.fullmatch(name):
+            return None
+        return self._load(images, name)
+
+    def thumb_bytes(self, doc_id: str, page: int, width: int | None = None) -> bytes | None:
+        """A cached page rendering (PNG), or None when not rendered yet; ValueError for a bad id or page."""
+        return self._load(thumbs, *thumb_key(doc_id, page, width))
+
+    def save_thumb(self, doc_id: str, page: int, data: bytes, width: int | None = None) -> object:
+        """Cache a rendered PNG of a page (a file on SQLite, a row on PostgreSQL)."""
+        return self._save(thumbs, bytes(data), *thumb_key(doc_id, page, width))
+
     # ---- what a backend supplies: inside the shared code
+
+    def _load(self, table: sa.Table, *key: Any) -> bytes | None:
+        """Stored content by the primary key of the table PostgreSQL keeps it in, or None."""
+        raise NotImplementedError
+
+    def _save(self, table: sa.Table, data: bytes, doc_id: str, *key: Any) -> object:
+        """Keep or replace a document's own content (page rendering, rendition); not for a deleted one."""
+        raise NotImplementedError
 
     _snippet_table: sa.Table = snippets  # PostgreSQL's has its tsvector column too
 
@@ -130,7 +151,7 @@ class SQLStore(DocumentsMixin, CollectionsMixin, BatchesMixin, SnippetsMixin, Ve
         """Take an advisory lock to the end of the transaction (nothing to do where writes are serial)."""
 
     def _lexical_query(self, query: str, conds: list[sa.ColumnElement]) -> sa.Select | None:
-        """lexical_search's query: (id, score) rows within conds, best first; None for a query without terms."""
+        """lexical_search's query: (id, score) rows within conds, best first; None for a query of no terms."""
         raise NotImplementedError
 
     def _insert_order(self) -> sa.ColumnElement:

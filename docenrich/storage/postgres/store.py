@@ -16,12 +16,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import TSQUERY, TSVECTOR
 
-from docenrich.storage.encoding import IMAGE_NAME, check_doc_id, thumb_key
 from docenrich.storage.engine import postgres_engine
 from docenrich.storage.postgres import schema
 from docenrich.storage.postgres.index import HNSW_MAX_DIM, PgVectorIndex, hnsw_index_sql
-from docenrich.storage.store import Garbage, SQLStore
-from docenrich.storage.tables import documents, images, pdfs, snippets, thumbs
+from docenrich.storage.store import OWNED, Garbage, SQLStore
+from docenrich.storage.tables import documents, images, pdfs, snippets
 from docenrich.storage.terms import fold, query_terms, words
 
 log = logging.getLogger(__name__)
@@ -119,38 +118,17 @@ class PostgresStore(SQLStore):
             conn.execute(sa.delete(pdfs).where(pdfs.c.sha256.in_(sorted(garbage.pdfs)), ~sa.exists().where(
                 documents.c.sha256 == pdfs.c.sha256)))
 
-    def pdf_bytes(self, doc_id: str) -> bytes:
-        """A document's PDF; KeyError if the document does not exist."""
-        check_doc_id(doc_id)
-        data = self._scalar(sa.select(pdfs.c.data).join(documents, documents.c.sha256 == pdfs.c.sha256)
-                            .where(documents.c.id == doc_id))
-        if data is None:
-            raise KeyError(doc_id)
-        return bytes(data)
-
-    def image_bytes(self, name: str) -> bytes | None:
-        """A stored image by content name, or None if missing or not a plain content name."""
-        if not isinstance(name, str) or not IMAGE_NAME.fullmatch(name):
-            return None
-        data = self._scalar(sa.select(images.c.data).where(images.c.name == name))
+    def _load(self, table: sa.Table, *key: Any) -> bytes | None:
+        where = [column == value for column, value in zip(table.primary_key, key, strict=True)]
+        data = self._scalar(sa.select(table.c.data).where(*where))
         return None if data is None else bytes(data)
 
-    def thumb_bytes(self, doc_id: str, page: int, width: int | None = None) -> bytes | None:
-        """A cached page rendering, or None when not rendered yet."""
-        doc_id, page, width = thumb_key(doc_id, page, width)
-        data = self._scalar(sa.select(thumbs.c.data).where(
-            thumbs.c.document_id == doc_id, thumbs.c.page == page, thumbs.c.width == width))
-        return None if data is None else bytes(data)
-
-    def save_thumb(self, doc_id: str, page: int, data: bytes, width: int | None = None) -> None:
-        """Cache a rendered PNG of a page (nothing happens if the document is gone)."""
-        doc_id, page, width = thumb_key(doc_id, page, width)
-        insert = self._insert(thumbs).from_select(
-            ["document_id", "page", "width", "data"],
-            sa.select(documents.c.id, sa.literal(page), sa.literal(width), sa.literal(bytes(data), sa.LargeBinary))
-            .where(documents.c.id == doc_id))
-        with self._write("the page thumbnail") as conn:
-            conn.execute(insert.on_conflict_do_update(index_elements=["document_id", "page", "width"],
+    def _save(self, table: sa.Table, data: bytes, doc_id: str, *key: Any) -> None:
+        names = [c.name for c in table.primary_key]
+        values = sa.select(documents.c.id, *map(sa.literal, key), sa.literal(data, sa.LargeBinary))
+        insert = self._insert(table).from_select([*names, "data"], values.where(documents.c.id == doc_id))
+        with self._write(OWNED[table.name]) as conn:
+            conn.execute(insert.on_conflict_do_update(index_elements=names,
                                                       set_={"data": insert.excluded.data}))
 
     # ---- lexical search

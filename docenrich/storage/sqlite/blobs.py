@@ -16,12 +16,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
 from docenrich.storage.base import StorageError, reason
 from docenrich.storage.encoding import IMAGE_NAME, check_doc_id, thumb_key
-from docenrich.storage.store import Garbage
+from docenrich.storage.store import OWNED, Garbage
 from docenrich.storage.tables import documents, snippets
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ SWEEP_INTERVAL_S = 24 * 3600.0
 
 
 def atomic_write(path: Path, data: bytes, what: str) -> None:
-    """Write data to path (making its folder) via a temp file beside it and os.replace; StorageError on failure."""
+    """Write data atomically (temp file beside it, os.replace), making its folder; StorageError on failure."""
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,13 +92,25 @@ class BlobsMixin:
         except OSError as exc:
             raise StorageError(f"Could not create the data directory (DATA_DIR): {reason(exc)}.") from exc
 
+    def _file(self, table: str, *key: Any) -> Path:
+        """Where content lives that PostgreSQL keeps as a row of `table`, by that row's primary key."""
+        if table == "pdfs":
+            return self.pdf_dir / f"{key[0]}.pdf"
+        if table == "images":
+            return self.image_dir / key[0]
+        if table == "renditions":  # beside the page renderings, so it goes with them
+            return self.thumb_dir / key[0] / "rendition.pdf"
+        doc_id, page, width = key
+        # The doc id is a content hash, so the name identifies the rendered page for good.
+        suffix = f"-w{width}" if width else ""
+        return self.thumb_dir / doc_id / f"p{page:05d}{suffix}.png"
+
     def _pdf_file(self, sha256: str) -> Path:
-        return self.pdf_dir / f"{sha256}.pdf"
+        return self._file("pdfs", sha256)
 
     def pdf_path(self, doc_id: str) -> Path:
         """Path of a document's PDF; KeyError if the document does not exist."""
-        check_doc_id(doc_id)
-        sha = self._scalar(sa.select(documents.c.sha256).where(documents.c.id == doc_id))
+        sha = self._scalar(sa.select(documents.c.sha256).where(documents.c.id == check_doc_id(doc_id)))
         if sha is None:
             raise KeyError(doc_id)
         return self._pdf_file(sha)
@@ -111,31 +124,17 @@ class BlobsMixin:
 
     def thumb_path(self, doc_id: str, page: int, width: int | None = None) -> Path:
         """Cache path of a page thumbnail (the file may not exist)."""
-        doc_id, page, width = thumb_key(doc_id, page, width)
-        # The doc id is a content hash, so the name identifies the rendered page for good.
-        suffix = f"-w{width}" if width else ""
-        return self.thumb_dir / doc_id / f"p{page:05d}{suffix}.png"
+        return self._file("thumbs", *thumb_key(doc_id, page, width))
 
-    def save_thumb(self, doc_id: str, page: int, data: bytes, width: int | None = None) -> Path:
-        """Atomically write a rendered PNG thumbnail to its cache path."""
-        path = self.thumb_path(doc_id, page, width)
-        atomic_write(path, data, "the page thumbnail")
+    def _load(self, table: sa.Table, *key: Any) -> bytes | None:
+        return read_file(self._file(table.name, *key))
+
+    def _save(self, table: sa.Table, data: bytes, doc_id: str, *key: Any) -> Path:
+        path = self._file(table.name, doc_id, *key)
+        atomic_write(path, data, OWNED[table.name])
+        if table.name == "renditions" and self.get_document(doc_id) is None:
+            path.unlink(missing_ok=True)  # deleted meanwhile: its folder was removed before this write
         return path
-
-    def pdf_bytes(self, doc_id: str) -> bytes:
-        """A document's PDF; KeyError if the document (or its file) does not exist."""
-        data = read_file(self.pdf_path(doc_id))
-        if data is None:
-            raise KeyError(doc_id)
-        return data
-
-    def image_bytes(self, name: str) -> bytes | None:
-        """A stored image by content name, or None if missing or not a plain content name."""
-        return read_file(self.image_file(name))
-
-    def thumb_bytes(self, doc_id: str, page: int, width: int | None = None) -> bytes | None:
-        """A cached page rendering, or None when not rendered yet."""
-        return read_file(self.thumb_path(doc_id, page, width))
 
     @contextlib.contextmanager
     def _content(self, pdfs: dict[str, bytes] | None = None,
@@ -191,7 +190,8 @@ class BlobsMixin:
     def _collect(self, garbage: Garbage) -> None:
         """After a commit: unlink the content files no row references any more."""
         try:
-            self._unlink_unused([n for n in garbage.images if n and IMAGE_NAME.fullmatch(n)], list(garbage.pdfs))
+            images = [n for n in garbage.images if n and IMAGE_NAME.fullmatch(n)]
+            self._unlink_unused(images, list(garbage.pdfs))
         except (StorageError, sa.exc.DBAPIError) as exc:
             # Leftover files are harmless (sweep_orphans removes them); don't mask the caller's result.
             log.warning("could not clean up files: %s", exc)
