@@ -1,9 +1,7 @@
 """The PDF rendering of a document uploaded in another format (docs/formats.md), for both backends.
 
 The uploaded file itself is what `Store.add_document` stores and `Store.pdf_bytes` returns; pages,
-boxes and region images are drawn from the rendering the docs worker made of it. SQLite keeps it as
-`thumbs/<doc_id>/rendition.pdf`, so it goes with the document's page renderings when the document
-is deleted; PostgreSQL in the `renditions` table, whose rows go with their document by its foreign key.
+boxes and region images are drawn from the rendering the docs worker made of it.
 """
 from __future__ import annotations
 

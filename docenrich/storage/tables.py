@@ -30,8 +30,6 @@ class Embedding(TypeDecorator):
     def process_bind_param(self, value, dialect):
         if value is None:
             return None
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            value = np.frombuffer(value, dtype="<f4")
         vec = np.asarray(value, dtype="<f4").reshape(-1)
         return vec if dialect.name == "postgresql" else vec.tobytes()
 

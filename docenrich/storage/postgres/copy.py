@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import TSVECTOR
 
-from docenrich.storage import renditions as renditions_module
 from docenrich.storage.documents import by_id
 from docenrich.storage.encoding import json_load
 from docenrich.storage.engine import CONTENT_LOCK
@@ -100,7 +99,7 @@ def copy_document(source: SQLiteStore, target: PostgresStore, doc_id: str, *, th
             if items:
                 conn.execute(sa.insert(table), items)
         # A document of another format is drawn from its PDF rendering: never left behind.
-        rendition = renditions_module.load(source, doc_id)
+        rendition = source._load(renditions, doc_id)
         if rendition is not None:
             conn.execute(sa.insert(renditions).values(document_id=doc_id, data=rendition))
         if thumbnails:

@@ -106,8 +106,9 @@ class PostgresStore(SQLStore):
         conn.execute(self._insert(pdfs).values(sha256=sha, data=data).on_conflict_do_nothing())
 
     def _put_images(self, conn: sa.Connection, found: dict[str, bytes]) -> None:
-        for name, data in found.items():
-            conn.execute(self._insert(images).values(name=name, data=data).on_conflict_do_nothing())
+        if found:
+            conn.execute(self._insert(images).on_conflict_do_nothing(),
+                         [{"name": name, "data": data} for name, data in found.items()])
 
     def _drop_unused(self, conn: sa.Connection, garbage: Garbage) -> None:
         """Delete the images and PDFs no row uses any more (inside a transaction holding CONTENT_LOCK)."""

@@ -105,15 +105,12 @@ class BlobsMixin:
         suffix = f"-w{width}" if width else ""
         return self.thumb_dir / doc_id / f"p{page:05d}{suffix}.png"
 
-    def _pdf_file(self, sha256: str) -> Path:
-        return self._file("pdfs", sha256)
-
     def pdf_path(self, doc_id: str) -> Path:
         """Path of a document's PDF; KeyError if the document does not exist."""
         sha = self._scalar(sa.select(documents.c.sha256).where(documents.c.id == check_doc_id(doc_id)))
         if sha is None:
             raise KeyError(doc_id)
-        return self._pdf_file(sha)
+        return self._file("pdfs", sha)
 
     def image_file(self, name: str) -> Path | None:
         """Path of a stored image by name, or None if missing or not a plain content name."""
@@ -144,7 +141,7 @@ class BlobsMixin:
         ok = False
         try:
             for sha, data in (pdfs or {}).items():
-                if self._write_missing(self._pdf_file(sha), data, "the uploaded PDF"):
+                if self._write_missing(self._file("pdfs", sha), data, "the uploaded PDF"):
                     new_pdfs.append(sha)
             for name, data in (images or {}).items():
                 if self._write_missing(self.image_dir / name, data, "a snippet image"):
@@ -169,7 +166,7 @@ class BlobsMixin:
 
     def _put_pdf(self, conn: sa.Connection, sha: str, data: bytes) -> None:
         """Under the write lock: a concurrent delete of the same bytes may have removed the file meanwhile."""
-        self._write_missing(self._pdf_file(sha), data, "the uploaded PDF")
+        self._write_missing(self._file("pdfs", sha), data, "the uploaded PDF")
 
     def _put_images(self, conn: sa.Connection, images: dict[str, bytes]) -> None:
         """Under the write lock: make sure each image file exists before a row names it."""
@@ -182,7 +179,7 @@ class BlobsMixin:
             return 0
         with self._write("the cleanup") as conn:
             unused = [self.image_dir / n for n in images if not _image_used(conn, n)]
-            unused += [self._pdf_file(sha) for sha in pdfs if not _pdf_used(conn, sha)]
+            unused += [self._file("pdfs", sha) for sha in pdfs if not _pdf_used(conn, sha)]
             for path in unused:
                 _unlink(path)
         return len(unused)
