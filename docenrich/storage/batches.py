@@ -14,6 +14,7 @@ from docenrich.storage.encoding import Prepared, json_load, prepare_snippet
 from docenrich.storage.engine import CONTENT_LOCK
 from docenrich.storage.rows import completion, row_to_document
 from docenrich.storage.tables import batches, documents, snippets, vectors
+from docenrich.storage.tables import images as image_table
 
 if TYPE_CHECKING:
     from docenrich.records import Snippet
@@ -118,7 +119,7 @@ class BatchesMixin:
         total = doc["batches_total"]
         if total is not None and batch_index >= total:
             raise ValueError(f"batch_index {batch_index} out of range for {total} batches")
-        self._put_images(conn, images)
+        self._put(conn, image_table, images)
         self._register_dims(conn, [(p.embedder, len(p.vector)) for p in prepared if p.embedder])
         # Upsert by (document_id, ordinal). Snippets missing from a re-save are kept:
         # callers save an empty batch to re-check completion, which must not erase it.

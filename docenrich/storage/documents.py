@@ -16,7 +16,14 @@ from docenrich.storage.encoding import doc_id_for, is_doc_id
 from docenrich.storage.engine import ADMISSION_LOCK, CONTENT_LOCK
 from docenrich.storage.filters import document_conditions
 from docenrich.storage.rows import UPDATABLE, column_values, info_columns, positive, row_to_document
-from docenrich.storage.tables import batches, document_collections, documents, snippets, vectors
+from docenrich.storage.tables import (
+    batches,
+    document_collections,
+    documents,
+    pdfs,
+    snippets,
+    vectors,
+)
 
 if TYPE_CHECKING:
     from docenrich.pdf import DocumentInfo
@@ -80,7 +87,7 @@ class DocumentsMixin:
             waiting = conn.execute(sa.select(sa.func.count()).where(UNFINISHED)).scalar()
             if waiting >= max_queued:
                 raise QueueFull(waiting)
-        self._put_pdf(conn, sha, data)
+        self._put(conn, pdfs, {sha: data})
         about = {} if info is None else info_columns(info)
         if row is None:
             conn.execute(sa.insert(documents).values(

@@ -14,6 +14,7 @@ from docenrich.storage.engine import CONTENT_LOCK
 from docenrich.storage.filters import snippet_conditions
 from docenrich.storage.rows import row_to_snippet, unchanged
 from docenrich.storage.tables import SNIPPET_COLUMNS, snippets, sparse_postings, vectors
+from docenrich.storage.tables import images as image_table
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class SnippetsMixin:
                 for sid, name, data in named:
                     if conn.execute(sa.update(snippets).where(snippets.c.id == sid, snippets.c.image.is_(None))
                                     .values(image=name)).rowcount:
-                        self._put_images(conn, {name: data})
+                        self._put(conn, image_table, {name: data})
                         done += 1
         return done
 

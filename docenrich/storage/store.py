@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-# What a document's own content is called in an error message, by the table PostgreSQL keeps it in.
-OWNED = {"thumbs": "the page thumbnail", "renditions": "the converted document"}
+# What content is called in an error message, by the table PostgreSQL keeps it in.
+CONTENT = {"pdfs": "the uploaded PDF", "images": "a snippet image", "thumbs": "the page thumbnail",
+           "renditions": "the converted document"}
 
 
 @dataclass
@@ -175,12 +176,8 @@ class SQLStore(DocumentsMixin, CollectionsMixin, BatchesMixin, SnippetsMixin, Ve
         """Around a write: content written ahead of it (files), and collected after it."""
         yield Garbage()
 
-    def _put_pdf(self, conn: sa.Connection, sha: str, data: bytes) -> None:
-        """Inside the write: make sure the PDF is stored before a row names it."""
-        raise NotImplementedError
-
-    def _put_images(self, conn: sa.Connection, images: dict[str, bytes]) -> None:
-        """Inside the write: make sure the images are stored before a snippet names them."""
+    def _put(self, conn: sa.Connection, table: sa.Table, found: dict[str, bytes]) -> None:
+        """Inside the write: make sure PDFs or images (by key) are stored before a row names them."""
         raise NotImplementedError
 
     def _drop_unused(self, conn: sa.Connection, garbage: Garbage) -> None:

@@ -27,6 +27,7 @@ from docenrich.storage.tables import (
     documents,
     embedders,
     images,
+    pdfs,
     renditions,
     snippets,
     sparse_postings,
@@ -87,7 +88,7 @@ def copy_document(source: SQLiteStore, target: PostgresStore, doc_id: str, *, th
     with target._write("the copied document", lock=CONTENT_LOCK) as conn:
         if conn.execute(sa.select(documents.c.id).where(documents.c.id == doc_id)).first():
             return False
-        target._put_pdf(conn, doc["sha256"], source.pdf_bytes(doc_id))
+        target._put(conn, pdfs, {doc["sha256"]: source.pdf_bytes(doc_id)})
         conn.execute(sa.insert(documents).values(**doc))
         for link in links:
             conn.execute(target._insert(collections).values(name=link["collection"], description="",

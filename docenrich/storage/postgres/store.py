@@ -19,7 +19,7 @@ from sqlalchemy.dialects.postgresql import TSQUERY, TSVECTOR
 from docenrich.storage.engine import postgres_engine
 from docenrich.storage.postgres import schema
 from docenrich.storage.postgres.index import HNSW_MAX_DIM, PgVectorIndex, hnsw_index_sql
-from docenrich.storage.store import OWNED, Garbage, SQLStore
+from docenrich.storage.store import CONTENT, Garbage, SQLStore
 from docenrich.storage.tables import documents, images, pdfs, snippets
 from docenrich.storage.terms import fold, query_terms, words
 
@@ -102,13 +102,11 @@ class PostgresStore(SQLStore):
 
     # ---- content as bytea rows
 
-    def _put_pdf(self, conn: sa.Connection, sha: str, data: bytes) -> None:
-        conn.execute(self._insert(pdfs).values(sha256=sha, data=data).on_conflict_do_nothing())
-
-    def _put_images(self, conn: sa.Connection, found: dict[str, bytes]) -> None:
-        if found:
-            conn.execute(self._insert(images).on_conflict_do_nothing(),
-                         [{"name": name, "data": data} for name, data in found.items()])
+    def _put(self, conn: sa.Connection, table: sa.Table, found: dict[str, bytes]) -> None:
+        key = table.primary_key.columns[0].name
+        rows = [{key: name, "data": data} for name, data in found.items()]
+        if rows:
+            conn.execute(self._insert(table).on_conflict_do_nothing(), rows)
 
     def _drop_unused(self, conn: sa.Connection, garbage: Garbage) -> None:
         """Delete the images and PDFs no row uses any more (inside a transaction holding CONTENT_LOCK)."""
@@ -128,7 +126,7 @@ class PostgresStore(SQLStore):
         names = [c.name for c in table.primary_key]
         values = sa.select(documents.c.id, *map(sa.literal, key), sa.literal(data, sa.LargeBinary))
         insert = self._insert(table).from_select([*names, "data"], values.where(documents.c.id == doc_id))
-        with self._write(OWNED[table.name]) as conn:
+        with self._write(CONTENT[table.name]) as conn:
             conn.execute(insert.on_conflict_do_update(index_elements=names,
                                                       set_={"data": insert.excluded.data}))
 

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from docenrich.storage.base import StorageError, reason
 from docenrich.storage.encoding import IMAGE_NAME, check_doc_id, thumb_key
-from docenrich.storage.store import OWNED, Garbage
+from docenrich.storage.store import CONTENT, Garbage
 from docenrich.storage.tables import documents, snippets
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ class BlobsMixin:
 
     def _save(self, table: sa.Table, data: bytes, doc_id: str, *key: Any) -> Path:
         path = self._file(table.name, doc_id, *key)
-        atomic_write(path, data, OWNED[table.name])
+        atomic_write(path, data, CONTENT[table.name])
         if table.name == "renditions" and self.get_document(doc_id) is None:
             path.unlink(missing_ok=True)  # deleted meanwhile: its folder was removed before this write
         return path
@@ -137,22 +137,20 @@ class BlobsMixin:
     def _content(self, pdfs: dict[str, bytes] | None = None,
                  images: dict[str, bytes] | None = None) -> Iterator[Garbage]:
         """Write the files a transaction will name before it takes the lock; collect what it left unused."""
-        garbage, new_images, new_pdfs = Garbage(), [], []
+        garbage, new = Garbage(), {"pdfs": [], "images": []}
         ok = False
         try:
-            for sha, data in (pdfs or {}).items():
-                if self._write_missing(self._file("pdfs", sha), data, "the uploaded PDF"):
-                    new_pdfs.append(sha)
-            for name, data in (images or {}).items():
-                if self._write_missing(self.image_dir / name, data, "a snippet image"):
-                    new_images.append(name)
+            for kind, found in (("pdfs", pdfs), ("images", images)):
+                for key, data in (found or {}).items():
+                    if self._write_missing(self._file(kind, key), data, CONTENT[kind]):
+                        new[kind].append(key)
             yield garbage
             ok = True
         finally:
             if not ok or garbage.check_new:
                 # Rolled back, or the rows went away meanwhile: only files no row uses are removed.
-                garbage.images.update(new_images)
-                garbage.pdfs.update(new_pdfs)
+                garbage.pdfs.update(new["pdfs"])
+                garbage.images.update(new["images"])
             self._collect(garbage)
 
     @staticmethod
@@ -164,14 +162,10 @@ class BlobsMixin:
         atomic_write(path, data, what)
         return True
 
-    def _put_pdf(self, conn: sa.Connection, sha: str, data: bytes) -> None:
-        """Under the write lock: a concurrent delete of the same bytes may have removed the file meanwhile."""
-        self._write_missing(self._file("pdfs", sha), data, "the uploaded PDF")
-
-    def _put_images(self, conn: sa.Connection, images: dict[str, bytes]) -> None:
-        """Under the write lock: make sure each image file exists before a row names it."""
-        for name, data in images.items():
-            self._write_missing(self.image_dir / name, data, "a snippet image")
+    def _put(self, conn: sa.Connection, table: sa.Table, found: dict[str, bytes]) -> None:
+        """Under the write lock: a concurrent delete of the same bytes may have removed a file meanwhile."""
+        for key, data in found.items():
+            self._write_missing(self._file(table.name, key), data, CONTENT[table.name])
 
     def _unlink_unused(self, images: list[str], pdfs: list[str]) -> int:
         """Under the write lock: unlink the images and PDFs no row names; how many."""
