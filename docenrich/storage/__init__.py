@@ -1,8 +1,7 @@
 """Storage for docenrich: documents, snippets, vectors and content files behind one interface.
 
-Only this package speaks SQL. Callers type against `Store` (the interface) and get one from
-`open_store()`: `SQLiteStore` under a data directory, or `PostgresStore` (PostgreSQL with
-pgvector) when DATABASE_URL names a postgresql:// database.
+Only this package speaks SQL. Callers type against `Store` and get one from `open_store()`:
+`SQLiteStore` under a data directory, or `PostgresStore` when DATABASE_URL names PostgreSQL.
 """
 from __future__ import annotations
 

@@ -8,8 +8,7 @@ from docenrich.storage.tables import document_collections, documents, snippets
 
 
 def _between(table: sa.FromClause, name: str, low, high, inclusive_high: bool) -> list[sa.ColumnElement]:
-    """`name >= low` and `name < high` (`<=` when inclusive_high) for the bounds that are set; a
-    table without that column (vectors has no page) is fine while neither is."""
+    """`name >= low` and `name < high` (`<=` if inclusive_high) for the bounds set (none: no column)."""
     if low is None and high is None:
         return []
     column = table.c[name]

@@ -88,17 +88,14 @@ class SQLStore(DocumentsMixin, CollectionsMixin, BatchesMixin, SnippetsMixin, Ve
             raise found[0](f"{prefix}: {found[1]}.") from exc
 
     def _all(self, stmt: sa.Executable) -> list[sa.RowMapping]:
-        """Every row of one query, as mappings."""
         with self._failures("The database could not be read"), self.engine.connect() as conn:
             return list(conn.execute(stmt).mappings())
 
     def _first(self, stmt: sa.Executable) -> sa.RowMapping | None:
-        """The first row of one query, or None."""
         with self._failures("The database could not be read"), self.engine.connect() as conn:
             return conn.execute(stmt).mappings().first()
 
     def _scalar(self, stmt: sa.Executable) -> Any:
-        """The first column of the first row of one query."""
         with self._failures("The database could not be read"), self.engine.connect() as conn:
             return conn.execute(stmt).scalar()
 

@@ -2,8 +2,7 @@
 
 A document already in the target is skipped, so an interrupted copy is simply run again; a
 document is never half-copied because its rows, files and vectors commit together. Snippet ids
-are kept, so hits, links and exports name the same snippets after the move. Both ends are the
-same tables (storage/tables.py), read and written through SQLAlchemy.
+are kept, so hits, links and exports name the same snippets after the move.
 """
 from __future__ import annotations
 
