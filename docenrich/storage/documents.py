@@ -112,8 +112,7 @@ class DocumentsMixin:
         return self._end_run(doc_id, restart=True)
 
     def cancel_document(self, doc_id: str) -> Document | None:
-        """Stop an unfinished document: its output so far is dropped and its run ends (a task of that
-        run then does nothing); None when it is gone or already finished."""
+        """Stop an unfinished document: its output is dropped and its run ends; None if gone or finished."""
         return self._end_run(doc_id, restart=False)
 
     def _end_run(self, doc_id: str, restart: bool) -> Document | None:
@@ -200,8 +199,7 @@ class DocumentsMixin:
         return deleted
 
     def _delete_rows(self, conn: sa.Connection, doc_id: str, garbage: Garbage, unless_linked: bool = False) -> bool:
-        """Delete a document in the caller's transaction, its content into garbage; False when it is
-        gone (or, with unless_linked, still in a collection)."""
+        """Delete a document in the caller's transaction; False when gone (or unless_linked and in a collection)."""
         sha = conn.execute(sa.select(documents.c.sha256).where(documents.c.id == doc_id).with_for_update()).scalar()
         if sha is None:
             return False

@@ -41,9 +41,9 @@ def row_to_document(row: Mapping[str, Any]) -> Document:
 def row_to_snippet(row: Mapping[str, Any]) -> StoredSnippet:
     """A StoredSnippet from a row selected with SNIPPET_COLUMNS."""
     bbox = json_load(row["bbox"], None)
-    return StoredSnippet(**{name: row[name] for name in ("id", "document_id", "ordinal", "page", "text", "kind")},
-                         bbox=tuple(bbox) if bbox is not None else None, meta=json_load(row["meta"], {}),
-                         image_path=row["image"], has_vector=bool(row["has_vector"]))
+    same = {name: row[name] for name in ("id", "document_id", "ordinal", "page", "text", "kind")}
+    return StoredSnippet(**same, bbox=tuple(bbox) if bbox is not None else None, image_path=row["image"],
+                         meta=json_load(row["meta"], {}), has_vector=bool(row["has_vector"]))
 
 
 def column_values(fields: dict[str, Any]) -> dict[str, Any]:
@@ -86,8 +86,7 @@ def text_digest(text: str) -> str:
 
 
 def unchanged(conn: sa.Connection, items: list, digests: dict[int, str] | None) -> list:
-    """The (snippet id, ...) items whose snippet still exists and, when digests are given, still
-    has the text they were computed from (an id whose text changed, or a deleted one, is skipped)."""
+    """The (snippet id, ...) items whose snippet exists and (with digests) has the text they came from."""
     if not items:
         return items
     ids = sorted({int(item[0]) for item in items})

@@ -27,8 +27,7 @@ ORDINALS_PER_QUERY = 100
 
 
 def around_query(doc_id: str, ordinals: list[int], n: int) -> sa.Select:
-    """snippets_around's query: per ordinal, the n rows before it and the row at it with the n
-    after, each an index range scan over (document_id, ordinal)."""
+    """snippets_around's query: per ordinal, the n rows before and from it, index range scans each."""
     s = snippets
     parts = [sa.select(part.c.id) for o in ordinals for part in (
         sa.select(s.c.id).where(s.c.document_id == doc_id, s.c.ordinal < o).order_by(s.c.ordinal.desc())
@@ -128,8 +127,7 @@ class SnippetsMixin:
 
     def save_sparse(self, items: list[tuple[int, dict[int, float]]], embedder: str,
                     digests: dict[int, str] | None = None) -> None:
-        """Store (snippet_id, {token id: weight}) pairs for `embedder`; ids of deleted snippets are skipped,
-        and so are those whose text no longer has the digest given for it."""
+        """Store (snippet_id, {token: weight}) pairs for `embedder`, skipping snippets deleted or changed."""
         with self._write("the sparse vectors") as conn:
             for sid, weights in unchanged(conn, list(items), digests):
                 # FOR SHARE (PostgreSQL): the snippet cannot be deleted before this commits.

@@ -41,8 +41,7 @@ class VectorsMixin:
 
     def save_vectors(self, items: list[tuple[int, np.ndarray]], embedder: str,
                      digests: dict[int, str] | None = None) -> None:
-        """Store (snippet_id, vector) pairs for `embedder`; ids of deleted snippets are skipped, and so are
-        those whose text no longer has the digest given for it (the vector was made from other text)."""
+        """Store (snippet_id, vector) pairs for `embedder`, skipping snippets deleted or changed (digests)."""
         if not embedder:
             raise ValueError("embedder name is required")
         prepared = [(int(sid), as_vector(vec, f"snippet {sid}")) for sid, vec in items]

@@ -76,8 +76,7 @@ class PgVectorIndex:
         self, query: np.ndarray, k: int, document_id: str | None = None, document_ids: Collection[str] | None = None,
         filter: SearchFilter | None = None,
     ) -> list[tuple[int, float]]:
-        """Top-k (snippet_id, cosine similarity) best first, among the rows the filter (and the optional
-        document or set of documents) allows: the filter is part of the SQL, never applied to a top k."""
+        """Top-k (snippet_id, cosine similarity) best first within the filter (in the SQL, never to a top k)."""
         filter = combined(filter, document_id, document_ids)
         if k <= 0 or self._n == 0:
             return []
