@@ -96,6 +96,7 @@ class BatchesMixin:
             with self._write("the extracted snippets", lock=CONTENT_LOCK) as conn:
                 row = self._store_batch(conn, doc_id, batch_index, prepared, images, garbage, generation)
             garbage.check_new = row is None
+        self._vectors_saved({p.embedder for p in prepared if p.embedder})
         if row is None:
             return None
         doc = row_to_document(row)

@@ -167,6 +167,9 @@ class SQLStore(DocumentsMixin, CollectionsMixin, BatchesMixin, SnippetsMixin, Ve
     def _new_dimension(self, conn: sa.Connection, dim: int) -> None:
         """A vector dimension was registered for the first time (PostgreSQL indexes it)."""
 
+    def _vectors_saved(self, embedders: set[str]) -> None:
+        """After a commit that stored vectors of these embedders (SQLite appends them to its vector files)."""
+
     @contextlib.contextmanager
     def _content(self, pdfs: dict[str, bytes] | None = None,
                  images: dict[str, bytes] | None = None) -> Iterator[Garbage]:

@@ -61,6 +61,7 @@ class VectorsMixin:
             conn.execute(sa.update(documents).where(
                 documents.c.id.in_(sa.select(s.c.document_id).where(s.c.id.in_([sid for sid, _ in prepared]))),
                 ~lacking).values(embedder=embedder))
+        self._vectors_saved({embedder})
 
     def unindexed_count(self, embedder: str) -> int:
         """Snippets without a vector from `embedder`, from counts the triggers keep (no scan)."""

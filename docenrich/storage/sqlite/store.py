@@ -62,19 +62,7 @@ class SQLiteStore(BlobsMixin, SQLStore):
             return VectorIndex(self, embedder)
         return MappedIndex(self, embedder, self.data_dir, self.vector_mode, self.hnsw_min_rows)
 
-    def save_vectors(self, items, embedder: str, digests: dict[int, str] | None = None) -> None:
-        """Store vectors (SQLStore.save_vectors), then append them to the embedder's vector files."""
-        super().save_vectors(items, embedder, digests)
-        self._sync_vector_files({embedder})
-
-    def save_batch(self, doc_id: str, batch_index: int, snippets: list, generation: int | None = None):
-        """Store a batch (SQLStore.save_batch), then append its vectors to the vector files."""
-        doc = super().save_batch(doc_id, batch_index, snippets, generation)
-        self._sync_vector_files({s.embedding_model for s in snippets
-                                 if s.embedding is not None and s.embedding_model})
-        return doc
-
-    def _sync_vector_files(self, embedders: set[str]) -> None:
+    def _vectors_saved(self, embedders: set[str]) -> None:
         """The writers' side: append what was just committed (the database stays the truth if this fails)."""
         if self.vector_mode == "memory":
             return
