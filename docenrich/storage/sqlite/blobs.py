@@ -57,14 +57,6 @@ def atomic_write(path: Path, data: bytes, what: str) -> None:
                 os.unlink(tmp)
 
 
-def read_file(path: Path | None) -> bytes | None:
-    """A file's bytes, or None when it is missing."""
-    try:
-        return None if path is None else path.read_bytes()
-    except FileNotFoundError:
-        return None
-
-
 def _unlink(path: Path) -> None:
     try:
         path.unlink(missing_ok=True)
@@ -112,19 +104,15 @@ class BlobsMixin:
             raise KeyError(doc_id)
         return self._file("pdfs", sha)
 
-    def image_file(self, name: str) -> Path | None:
-        """Path of a stored image by name, or None if missing or not a plain content name."""
-        if not isinstance(name, str) or not IMAGE_NAME.fullmatch(name):
-            return None
-        path = self.image_dir / name
-        return path if path.is_file() else None
-
     def thumb_path(self, doc_id: str, page: int, width: int | None = None) -> Path:
         """Cache path of a page thumbnail (the file may not exist)."""
         return self._file("thumbs", *thumb_key(doc_id, page, width))
 
     def _load(self, table: sa.Table, *key: Any) -> bytes | None:
-        return read_file(self._file(table.name, *key))
+        try:
+            return self._file(table.name, *key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            return None
 
     def _save(self, table: sa.Table, data: bytes, doc_id: str, *key: Any) -> Path:
         path = self._file(table.name, doc_id, *key)
