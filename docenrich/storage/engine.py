@@ -116,10 +116,3 @@ def writing(conn: sa.Connection) -> sa.Connection:
     if conn.dialect.name == "sqlite":
         return conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
     return conn.execution_options(isolation_level="READ COMMITTED")
-
-
-def snapshot(conn: sa.Connection) -> sa.Connection:
-    """conn set up for one consistent snapshot across reads (SQLite's read transaction; REPEATABLE READ)."""
-    if conn.dialect.name == "sqlite":
-        return conn
-    return conn.execution_options(isolation_level="REPEATABLE READ")

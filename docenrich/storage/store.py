@@ -72,9 +72,11 @@ class SQLStore(DocumentsMixin, CollectionsMixin, BatchesMixin, SnippetsMixin, Ve
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sa.Connection]:
-        """A read transaction: one consistent snapshot across several SELECTs."""
+        """A read transaction: one snapshot across several SELECTs (REPEATABLE READ on PostgreSQL)."""
         with self._failures("The database could not be read"), self.engine.connect() as conn:
-            with engines.snapshot(conn).begin():
+            if conn.dialect.name == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
                 yield conn
 
     @contextlib.contextmanager
