@@ -41,17 +41,16 @@ class Embedding(TypeDecorator):
         return np.asarray(value, dtype=np.float32)
 
 
-def _text(name: str, *args, default: str | None = None, **kw) -> sa.Column:
-    """A TEXT column; NOT NULL when it has a default or is (part of) the primary key."""
-    server_default = None if default is None else sa.text(f"'{default}'")
-    return sa.Column(name, sa.Text, *args, nullable=kw.pop("nullable", default is None and not kw.get("primary_key")),
+def _text(name: str, *args, default: str | int | None = None, kind=sa.Text, **kw) -> sa.Column:
+    """A TEXT (or kind) column; NOT NULL when it has a default or is (part of) the primary key."""
+    server_default = None if default is None else sa.text(f"'{default}'" if kind is sa.Text else str(default))
+    return sa.Column(name, kind, *args, nullable=kw.pop("nullable", default is None and not kw.get("primary_key")),
                      server_default=server_default, **kw)
 
 
-def _int(name: str, *args, default: int | None = None, kind=sa.Integer, **kw) -> sa.Column:
-    """An INTEGER (or kind) column; NOT NULL as a TEXT one."""
-    return sa.Column(name, kind, *args, nullable=kw.pop("nullable", default is None and not kw.get("primary_key")),
-                     server_default=None if default is None else sa.text(str(default)), **kw)
+def _int(name: str, *args, kind=sa.Integer, **kw) -> sa.Column:
+    """An INTEGER (or kind) column, NOT NULL as a TEXT one."""
+    return _text(name, *args, kind=kind, **kw)
 
 
 def _ref(column: str, cascade: bool = True) -> sa.ForeignKey:
