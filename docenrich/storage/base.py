@@ -104,6 +104,6 @@ def reason(exc: OSError) -> str:
         return "the disk is full"
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return "the data directory is not writable"
-    if exc.errno == errno.ENOTDIR:
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST):  # EEXIST: making a folder where a file is
         return "a path in the data directory is a file where a folder was expected"
     return os.strerror(exc.errno).lower() if exc.errno is not None else str(exc) or type(exc).__name__
