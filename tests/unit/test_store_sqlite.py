@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from docenrich.storage import DB_NAME, StorageError, schema_head
 from docenrich.storage import SQLiteStore as Store
 from docenrich.storage.sqlite import blobs as store_mod
-from tests.storeutil import document_info, files_in, make_batch, pdf_bytes, sql
+from tests.storeutil import document_info, files_in, make_batch, pdf_bytes, run_sql
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ def test_disk_full_while_saving_images_leaves_nothing(st: Store, monkeypatch: py
 
 
 def test_database_full_leaves_no_row_and_no_file(st: Store):
-    pages = sql(st, "PRAGMA page_count")[0]["page_count"]
+    pages = run_sql(st, "PRAGMA page_count")[0]["page_count"]
 
     def cap(dbapi_conn, _record):  # SQLite's own "disk full", for every connection opened from now on
         dbapi_conn.execute(f"PRAGMA max_page_count = {pages}")
