@@ -220,7 +220,8 @@ def ingest(urls: tuple[str, str], data_dir: Path, docs: int = 10, per_doc: int =
         for d in range(docs):
             _ingest_document(store, d, vectors[d * per_doc:(d + 1) * per_doc])
             if d == 0 and name == "postgres_bulk":
-                store._q(f"DROP INDEX vectors_hnsw_{DIM}")
+                with store.engine.begin() as conn:
+                    conn.exec_driver_sql(f"DROP INDEX vectors_hnsw_{DIM}")
         out[name] = docs * per_doc / (time.perf_counter() - t0)
         store.close()
     out["ratio"] = out["postgres"] / out["sqlite"]

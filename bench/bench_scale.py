@@ -3,8 +3,8 @@
     python bench/bench_scale.py [--sizes 10000,100000] [--out bench/SCALE.md]
 
 Clustered synthetic 1,024-d unit vectors (bench_pgvector.clustered), appended batch by batch to
-the vector files as the docs workers append them (storage/vfiles.py), then searched by
-MappedIndex (storage/mapped.py). For each size and index choice: retrieval p50/p95 unfiltered and
+the vector files as the docs workers append them (vectorindex/files.py), then searched by
+MappedIndex (vectorindex/mapped.py). For each size and index choice: retrieval p50/p95 unfiltered and
 with a filter keeping 1% of the rows, recall@10 against exact, RSS and PSS per process with 2 and
 4 processes mapping the same files (/proc/<pid>/smaps_rollup), time from a process start to its
 first answer, the index build time, and append throughput in the first and last 10% of the load.
@@ -53,7 +53,7 @@ class FileSource:
 
 def load(directory: Path, vectors: np.ndarray) -> dict:
     """Append the vectors batch by batch as writers do; the rates of the first and last 10%."""
-    from docenrich.storage.vfiles import Manifest, VectorFiles
+    from docenrich.vectorindex.files import Manifest, VectorFiles
 
     files = VectorFiles(directory, EMBEDDER)
     n = len(vectors)
@@ -78,8 +78,8 @@ def load(directory: Path, vectors: np.ndarray) -> dict:
 
 def searcher(directory: Path, mode: str):
     """A MappedIndex over the files, as a web process opens it."""
-    from docenrich.storage.mapped import MappedIndex
-    from docenrich.storage.vfiles import VectorFiles
+    from docenrich.vectorindex.files import VectorFiles
+    from docenrich.vectorindex.mapped import MappedIndex
 
     files = VectorFiles(directory, EMBEDDER)
     index = MappedIndex(FileSource(files), EMBEDDER, directory.parent, mode, 0)
@@ -126,8 +126,8 @@ def processes(directory: Path, mode: str, count: int, queries_file: Path) -> lis
 
 def run_size(n: int, work: Path) -> list[dict]:
     """Every measurement for one size, one row per index choice."""
-    from docenrich.storage.mapped import build_graph
-    from docenrich.storage.vfiles import VectorFiles
+    from docenrich.vectorindex.files import VectorFiles
+    from docenrich.vectorindex.mapped import build_graph
 
     bench_pgvector.DIM = DIM
     vectors = bench_pgvector.clustered(n, seed=n)

@@ -108,7 +108,7 @@ def index_alone(calls: int) -> dict[str, float]:
     import numpy as np
 
     from docenrich.storage import SQLiteStore as Store
-    from docenrich.storage import VectorIndex
+    from docenrich.vectorindex import VectorIndex
 
     index = VectorIndex(Store(common.data_dir()), common.BUNDLED_EMBEDDER)
     index.refresh()
@@ -125,7 +125,7 @@ def hybrid_alone(calls: int) -> dict[str, float]:
 
     from docenrich import search
     from docenrich.storage import SQLiteStore as Store
-    from docenrich.storage import VectorIndex
+    from docenrich.vectorindex import VectorIndex
 
     store = Store(common.data_dir())
     index = VectorIndex(store, common.BUNDLED_EMBEDDER)

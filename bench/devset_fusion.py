@@ -74,7 +74,8 @@ def questions(snippets: list, rng: random.Random) -> list[dict]:
 
 def run() -> str:
     from docenrich import fusion
-    from docenrich.storage import SQLiteStore, VectorIndex
+    from docenrich.storage import SQLiteStore
+    from docenrich.vectorindex import VectorIndex
 
     embed = bundled_embedder()
     with tempfile.TemporaryDirectory() as tmp:

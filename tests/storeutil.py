@@ -11,6 +11,13 @@ from docenrich.records import Snippet
 DIM = 16
 
 
+def run_sql(store, statement: str, args: tuple = ()) -> list:
+    """One statement in the driver's own SQL on a store's database, committed; its rows as mappings."""
+    with store.engine.begin() as conn:
+        result = conn.exec_driver_sql(statement, tuple(args))
+        return result.mappings().all() if result.returns_rows else []
+
+
 def pdf_bytes(tag: str) -> bytes:
     return f"%PDF-1.4\n% test document {tag}\n%%EOF\n".encode()
 
@@ -86,7 +93,7 @@ def is_postgres(st) -> bool:
 
 
 def _table_names(st, table: str, column: str) -> list[str]:
-    return sorted(r[column] for r in st._q(f"SELECT {column} FROM {table}"))
+    return sorted(r[column] for r in run_sql(st, f"SELECT {column} FROM {table}"))
 
 
 def stored_images(st) -> list[str]:
@@ -104,7 +111,7 @@ def stored_pdfs(st) -> list[str]:
 def stored_thumbs(st, doc_id: str) -> int:
     """How many page renderings of a document the store keeps."""
     if is_postgres(st):
-        return st._q("SELECT count(*) AS n FROM thumbs WHERE document_id = %s", (doc_id,)).fetchone()["n"]
+        return run_sql(st, "SELECT count(*) AS n FROM thumbs WHERE document_id = %s", (doc_id,))[0]["n"]
     folder = st.thumb_dir / doc_id
     return len(list(folder.iterdir())) if folder.is_dir() else 0
 

@@ -1,8 +1,7 @@
 """Storage for docenrich: documents, snippets, vectors and content files behind one interface.
 
-Only this package speaks SQL. Callers type against `Store` (the interface) and get one from
-`open_store()`: `SQLiteStore` under a data directory, or `PostgresStore` (PostgreSQL with
-pgvector) when DATABASE_URL names a postgresql:// database.
+Only this package speaks SQL. Callers type against `Store` and get one from `open_store()`:
+`SQLiteStore` under a data directory, or `PostgresStore` when DATABASE_URL names PostgreSQL.
 """
 from __future__ import annotations
 
@@ -16,7 +15,6 @@ from docenrich.storage.base import (
     check_collection_name,
     sanitize_filename,
 )
-from docenrich.storage.index import VectorIndex
 from docenrich.storage.migrations import head as schema_head
 from docenrich.storage.migrations import upgrade as migrate
 from docenrich.storage.sqlite import DB_NAME, SQLiteStore
@@ -32,7 +30,6 @@ __all__ = [
     "SQLiteStore",
     "StorageError",
     "Store",
-    "VectorIndex",
     "VectorSearch",
     "check_collection_name",
     "migrate",
@@ -43,8 +40,7 @@ __all__ = [
 
 
 def open_store(settings: Settings | None = None, *, data_dir=None, database_url: str | None = None) -> Store:
-    """The store the settings select: PostgreSQL when a database URL is set (database_url, else
-    settings.database_url), else SQLite under data_dir (default settings.data_dir)."""
+    """The store the settings select: PostgreSQL when a database URL is set, else SQLite under data_dir."""
     if settings is None and (data_dir is None or database_url is None or database_url):
         from docenrich.config import get_settings
 

@@ -1,5 +1,4 @@
-"""Storage errors, the dense-search protocol, and the helpers the backends share (the interface
-itself is storage.store.SQLStore: written once, with what each backend supplies)."""
+"""Storage errors, the dense-search protocol, and the name rules the backends share."""
 from __future__ import annotations
 
 import errno
@@ -45,7 +44,6 @@ class VectorSearch(Protocol):
     """What search needs of a dense index: refresh, top-k by similarity, and its size."""
 
     def refresh(self) -> None:
-        """Catch up with the stored vectors."""
         ...
 
     def search(
@@ -100,27 +98,12 @@ def sanitize_filename(name: Any) -> str:
     return text
 
 
-def reason(exc: BaseException) -> str:
-    """Short human wording for an OS or database error."""
-    if isinstance(exc, OSError):
-        if exc.errno == errno.ENOSPC:
-            return "the disk is full"
-        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-            return "the data directory is not writable"
-        if exc.errno == errno.ENOTDIR:
-            return "a path in the data directory is a file where a folder was expected"
-        if exc.errno is not None:
-            return os.strerror(exc.errno).lower()
-    msg = str(exc)
-    low = msg.lower()
-    if "disk is full" in low:
+def reason(exc: OSError) -> str:
+    """Short human wording for an error of the file system (database errors: engine.failure)."""
+    if exc.errno == errno.ENOSPC:
         return "the disk is full"
-    if "readonly" in low or "read-only" in low:
-        return "the database is read-only"
-    if "locked" in low or "busy" in low:
-        return "the database stayed busy for too long (another process is writing)"
-    if "disk i/o" in low:
-        return "a disk I/O error occurred"
-    if "unable to open" in low:
-        return "the database file could not be opened"
-    return msg or type(exc).__name__
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "the data directory is not writable"
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST):  # EEXIST: making a folder where a file is
+        return "a path in the data directory is a file where a folder was expected"
+    return os.strerror(exc.errno).lower() if exc.errno is not None else str(exc) or type(exc).__name__

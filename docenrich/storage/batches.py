@@ -14,6 +14,7 @@ from docenrich.storage.encoding import Prepared, json_load, prepare_snippet
 from docenrich.storage.engine import CONTENT_LOCK
 from docenrich.storage.rows import completion, row_to_document
 from docenrich.storage.tables import batches, documents, snippets, vectors
+from docenrich.storage.tables import images as image_table
 
 if TYPE_CHECKING:
     from docenrich.records import Snippet
@@ -88,13 +89,14 @@ class BatchesMixin:
             return None
         seen: set[int] = set()
         prepared = [prepare_snippet(doc_id, s, seen) for s in snippets]
-        images = {p.image_name: p.image_data for p in prepared if p.image_name}
+        images = {p.columns["image"]: p.image_data for p in prepared if p.image_data is not None}
         # CONTENT_LOCK: vector ids commit in id order ("id > last loaded" stays exact for an
         # in-memory index) and an image is never dropped while a snippet starts using it.
         with self._content(images=images) as garbage:
             with self._write("the extracted snippets", lock=CONTENT_LOCK) as conn:
                 row = self._store_batch(conn, doc_id, batch_index, prepared, images, garbage, generation)
             garbage.check_new = row is None
+        self._vectors_saved({p.embedder for p in prepared if p.embedder})
         if row is None:
             return None
         doc = row_to_document(row)
@@ -118,18 +120,11 @@ class BatchesMixin:
         total = doc["batches_total"]
         if total is not None and batch_index >= total:
             raise ValueError(f"batch_index {batch_index} out of range for {total} batches")
-        self._put_images(conn, images)
-        dims: dict[str, set[int]] = {}
-        for p in prepared:
-            if p.embedder:
-                dims.setdefault(p.embedder, set()).add(p.dim)
-        self._register_dims(conn, dims)
-        added = removed = 0
+        self._put(conn, image_table, images)
+        self._register_dims(conn, [(p.embedder, len(p.vector)) for p in prepared if p.embedder])
         # Upsert by (document_id, ordinal). Snippets missing from a re-save are kept:
         # callers save an empty batch to re-check completion, which must not erase it.
-        for p in prepared:
-            a, r = self._upsert_snippet(conn, doc_id, batch_index, p, doc["title"], garbage)
-            added, removed = added + a, removed + r
+        counts = [self._upsert_snippet(conn, doc_id, batch_index, p, doc["title"], garbage) for p in prepared]
         self._drop_unused(conn, garbage)
         count = sa.select(sa.func.count()).where(snippets.c.document_id == doc_id, snippets.c.batch_index == batch_index)
         insert = self._insert(batches).values(document_id=doc_id, batch_index=batch_index,
@@ -137,8 +132,7 @@ class BatchesMixin:
         conn.execute(insert.on_conflict_do_update(
             index_elements=["document_id", "batch_index"],
             set_={"snippet_count": insert.excluded.snippet_count, "done_at": insert.excluded.done_at}))
-        if added or removed:
-            self._bump_vectors(conn, removed=bool(removed))
+        self._bump_vectors(conn, sum(a for a, _ in counts), sum(r for _, r in counts))
         used = Counter(p.embedder for p in prepared if p.embedder)
         return self._recount(conn, doc_id, total, used.most_common(1)[0][0] if used else None)
 
@@ -147,8 +141,9 @@ class BatchesMixin:
     ) -> tuple[int, int]:
         """Insert or update one snippet and its vector; returns (vectors added, vectors removed)."""
         removed = 0
-        values = {"batch_index": batch_index, "page": p.page, "bbox": p.bbox, "text": p.text, "kind": p.kind,
-                  "meta": p.meta, "image": p.image_name, **self._lex(p.text, json_load(p.meta, {}).get("heading"), title)}
+        text, image = p.columns["text"], p.columns["image"]
+        values = {**p.columns, "batch_index": batch_index,
+                  **self._lex(text, json_load(p.columns["meta"], {}).get("heading"), title)}
         old = conn.execute(sa.select(snippets.c.id, snippets.c.text, snippets.c.image).where(
             snippets.c.document_id == doc_id, snippets.c.ordinal == p.ordinal)).mappings().first()
         if old is None:
@@ -159,14 +154,14 @@ class BatchesMixin:
             sid = old["id"]
             table = self._snippet_table
             conn.execute(sa.update(table).where(table.c.id == sid).values(**values))
-            if (old["text"], old["image"]) != (p.text, p.image_name):
+            if (old["text"], old["image"]) != (text, image):
                 # Content changed: vectors of every embedder for it are stale.
                 removed += conn.execute(sa.delete(vectors).where(vectors.c.snippet_id == sid)).rowcount
-                if old["image"] and old["image"] != p.image_name:
+                if old["image"] and old["image"] != image:
                     garbage.images.add(old["image"])
         if p.vector is None:
             return 0, removed
-        added, replaced = self._put_vector(conn, sid, p.embedder, p.dim, p.vector)
+        added, replaced = self._put_vector(conn, sid, p.embedder, p.vector)
         if p.sparse is not None:
             self._put_sparse(conn, sid, p.embedder, p.sparse)
         return added, removed + replaced

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator
 
 import sqlalchemy as sa
 
+from docenrich.filters import SearchFilter
 from docenrich.records import Collection
 from docenrich.storage.base import check_collection_name
 from docenrich.storage.encoding import json_load
@@ -89,10 +90,7 @@ class CollectionsMixin:
 
     def collection_document_ids(self, names: Iterable[str]) -> set[str]:
         """Ids of the documents in any of the named collections."""
-        names = list(dict.fromkeys(names))
-        if not names:
-            return set()
-        return {r["document_id"] for r in self._all(sa.select(dc.c.document_id).where(dc.c.collection.in_(names)))}
+        return self.filter_document_ids(SearchFilter(collections=tuple(names)))
 
     def delete_collection(self, name: str) -> list[str] | None:
         """Delete a collection and the documents that belong to no other one; their ids (None: unknown)."""

@@ -12,11 +12,18 @@ import sqlalchemy as sa
 from docenrich.filters import SearchFilter
 from docenrich.records import FINISHED_STATES, RESTARTABLE_STATES, Document, states_before
 from docenrich.storage.base import QueueFull, StorageError, default_collections, sanitize_filename
-from docenrich.storage.encoding import doc_id_for, info_values, is_doc_id
+from docenrich.storage.encoding import doc_id_for, is_doc_id
 from docenrich.storage.engine import ADMISSION_LOCK, CONTENT_LOCK
-from docenrich.storage.filters import document_ids_query
-from docenrich.storage.rows import UPDATABLE, column_values, positive, row_to_document
-from docenrich.storage.tables import batches, document_collections, documents, snippets, vectors
+from docenrich.storage.filters import document_conditions
+from docenrich.storage.rows import UPDATABLE, column_values, info_columns, positive, row_to_document
+from docenrich.storage.tables import (
+    batches,
+    document_collections,
+    documents,
+    pdfs,
+    snippets,
+    vectors,
+)
 
 if TYPE_CHECKING:
     from docenrich.pdf import DocumentInfo
@@ -44,11 +51,8 @@ class DocumentsMixin:
         collections: Iterable[str] | None = None, *,
         batch_pages: int | None = None, max_queued: int | None = None,
     ) -> tuple[Document, bool]:
-        """Store an uploaded PDF in collections (default: the default one); same bytes give the same document.
-
-        Returns (doc, created). With max_queued, QueueFull is raised when that many documents are
-        already waiting: decided inside the write lock, so it holds across processes and hosts.
-        """
+        """Store an uploaded PDF in collections (default: the default one); (doc, created), the same bytes
+        being one document. With max_queued, QueueFull when that many wait (decided under the write lock)."""
         if not data:
             raise ValueError("The uploaded file is empty.")
         data = bytes(data)
@@ -83,52 +87,46 @@ class DocumentsMixin:
             waiting = conn.execute(sa.select(sa.func.count()).where(UNFINISHED)).scalar()
             if waiting >= max_queued:
                 raise QueueFull(waiting)
-        self._put_pdf(conn, sha, data)
-        created = True
+        self._put(conn, pdfs, {sha: data})
+        about = {} if info is None else info_columns(info)
         if row is None:
             conn.execute(sa.insert(documents).values(
                 id=doc_id, sha256=sha, filename=sanitize_filename(filename), size=len(data), state="queued",
-                stage="Queued", progress=0, batch_pages=positive(batch_pages), created_at=now, updated_at=now))
+                stage="Queued", progress=0, batch_pages=positive(batch_pages), created_at=now, updated_at=now,
+                **about))
         elif row["state"] in RESTARTABLE_STATES:
-            self._restart(conn, doc_id, now, garbage, batch_pages)
+            self._new_run(conn, doc_id, garbage, batch_pages=positive(batch_pages), **about)
         else:
-            created = False
-        if created and info is not None:
-            pages, title, producer, htl, meta = info_values(info)
-            conn.execute(sa.update(documents).where(documents.c.id == doc_id).values(
-                pages=pages, title=title, producer=producer, has_text_layer=htl, metadata=meta))
-        return conn.execute(by_id(doc_id)).mappings().one(), created
+            return row, False
+        return conn.execute(by_id(doc_id)).mappings().one(), True
 
-    def _restart(self, conn: sa.Connection, doc_id: str, now: float, garbage: Garbage,
-                 batch_pages: int | None = None) -> None:
-        """Queue a failed (or finished) document again as a new run, dropping the old run's output."""
+    def _new_run(self, conn: sa.Connection, doc_id: str, garbage: Garbage, state: str = "queued",
+                 **values: Any) -> None:
+        """Drop a document's output and start a new run in `state`: a task of the old run then does nothing."""
         self._clear_content(conn, doc_id, garbage)
         conn.execute(sa.update(documents).where(documents.c.id == doc_id).values(
-            state="queued", stage="Queued", batch_pages=positive(batch_pages), updated_at=now, **_NEW_RUN))
+            state=state, stage=state.capitalize(), updated_at=time.time(), **_NEW_RUN, **values))
 
     def restart_document(self, doc_id: str) -> Document | None:
         """Drop a finished document's snippets and vectors and queue it to be extracted again."""
-        return self._end_run(doc_id, FINISHED_STATES, restart=True)
+        return self._end_run(doc_id, restart=True)
 
     def cancel_document(self, doc_id: str) -> Document | None:
-        """Stop an unfinished document: its output so far is dropped and its run ends (a task of that
-        run then does nothing); None when it is gone or already finished."""
-        return self._end_run(doc_id, FINISHED_STATES, restart=False)
+        """Stop an unfinished document: its output is dropped and its run ends; None if gone or finished."""
+        return self._end_run(doc_id, restart=False)
 
-    def _end_run(self, doc_id: str, finished: Iterable[str], restart: bool) -> Document | None:
+    def _end_run(self, doc_id: str, restart: bool) -> Document | None:
         if not is_doc_id(doc_id):
             return None
         with self._content() as garbage, self._write("the document status", lock=CONTENT_LOCK) as conn:
             state = conn.execute(sa.select(documents.c.state).where(documents.c.id == doc_id)
                                  .with_for_update()).scalar()
-            if state is None or (state in finished) != restart:
+            if state is None or (state in FINISHED_STATES) != restart:
                 return None
             if restart:
-                self._restart(conn, doc_id, time.time(), garbage)
+                self._new_run(conn, doc_id, garbage, batch_pages=None)
             else:
-                self._clear_content(conn, doc_id, garbage)
-                conn.execute(sa.update(documents).where(documents.c.id == doc_id).values(
-                    state="cancelled", stage="Cancelled", updated_at=time.time(), **_NEW_RUN))
+                self._new_run(conn, doc_id, garbage, "cancelled")
         return self.get_document(doc_id)
 
     def get_document(self, doc_id: str) -> Document | None:
@@ -140,22 +138,14 @@ class DocumentsMixin:
 
     def filter_document_ids(self, f: SearchFilter) -> set[str]:
         """Ids of the documents a filter's document conditions allow."""
-        return {r["id"] for r in self._all(document_ids_query(f))}
+        return {r["id"] for r in self._all(sa.select(documents.c.id).where(*document_conditions(f)))}
 
     def list_documents(self, collections: Iterable[str] | None = None) -> list[Document]:
         """All documents, newest first; only those of the named collections when some are given."""
         query = sa.select(*DOCUMENT_COLUMNS).order_by(documents.c.created_at.desc(), self._insert_order().desc())
         if collections is not None:
-            names = list(dict.fromkeys(collections))
-            if not names:
-                return []
-            dc = document_collections
-            query = query.where(documents.c.id.in_(sa.select(dc.c.document_id).where(dc.c.collection.in_(names))))
+            query = query.where(*document_conditions(SearchFilter(collections=tuple(collections))))
         return [row_to_document(r) for r in self._all(query)]
-
-    def documents_in(self, names: Iterable[str]) -> list[Document]:
-        """The documents of any of the named collections, newest first."""
-        return self.list_documents(list(names))
 
     def unfinished_documents(self, older_than: float = 0.0) -> list[Document]:
         """Documents not ready/failed whose last update is older than older_than seconds."""
@@ -168,11 +158,8 @@ class DocumentsMixin:
         return int(self._scalar(sa.select(sa.func.count()).where(UNFINISHED)))
 
     def update_document(self, doc_id: str, *, generation: int | None = None, **fields: Any) -> Document | None:
-        """Change status/info fields if the state change is legal (and the run is `generation`).
-
-        A compare-and-set in one UPDATE ... WHERE state IN (...) RETURNING: the updated document,
-        the unchanged one when the move was refused, or None if the document is gone.
-        """
+        """Change status/info fields if the state change is legal (and the run is `generation`), in one
+        UPDATE ... WHERE state IN (...) RETURNING; the unchanged document when refused, None if it is gone."""
         unknown = set(fields) - UPDATABLE
         if unknown:
             raise TypeError(f"update_document() cannot set {sorted(unknown)}; allowed: {sorted(UPDATABLE)}")
@@ -212,8 +199,7 @@ class DocumentsMixin:
         return deleted
 
     def _delete_rows(self, conn: sa.Connection, doc_id: str, garbage: Garbage, unless_linked: bool = False) -> bool:
-        """Delete a document in the caller's transaction, its content into garbage; False when it is
-        gone (or, with unless_linked, still in a collection)."""
+        """Delete a document in the caller's transaction; False when gone (or unless_linked and in a collection)."""
         sha = conn.execute(sa.select(documents.c.sha256).where(documents.c.id == doc_id).with_for_update()).scalar()
         if sha is None:
             return False
@@ -235,7 +221,6 @@ class DocumentsMixin:
         removed = conn.execute(sa.delete(vectors).where(vectors.c.document_id == doc_id)).rowcount
         conn.execute(sa.delete(snippets).where(snippets.c.document_id == doc_id))
         conn.execute(sa.delete(batches).where(batches.c.document_id == doc_id))
-        if removed:
-            self._bump_vectors(conn, removed=True)
+        self._bump_vectors(conn, removed=removed)
         if keep:
             self._drop_unused(conn, garbage)

@@ -1,8 +1,5 @@
-"""Turning records into storable values and back, the same for every backend.
-
-Document ids, JSON columns, float32 vector blobs, and a Snippet validated into the
-columns, image and vector that a backend then writes.
-"""
+"""Records into storable values, the same for every backend: document ids, JSON columns, vectors, and a
+Snippet validated into the columns, image and vector that a backend then writes."""
 from __future__ import annotations
 
 import hashlib
@@ -74,25 +71,14 @@ def as_vector(value: Any, what: str) -> np.ndarray:
     return np.ascontiguousarray(vec, dtype="<f4")
 
 
-def vector_values(blob: bytes) -> list[float]:
-    """A stored vector blob as a list of floats."""
-    return np.frombuffer(blob, dtype="<f4").tolist()
-
-
 @dataclass
 class Prepared:
     """A Snippet validated and encoded for storage."""
 
     ordinal: int
-    page: int
-    bbox: str | None
-    text: str
-    kind: str
-    meta: str
-    image_name: str | None
+    columns: dict[str, Any]  # page, bbox, text, kind, meta and image (the image's content name)
     image_data: bytes | None
-    vector: bytes | None
-    dim: int
+    vector: np.ndarray | None
     embedder: str | None
     sparse: list[tuple[int, float]] | None = None  # (token id, weight) from the same embedder
 
@@ -108,23 +94,12 @@ def prepare_snippet(doc_id: str, snip: Snippet, seen: set[int]) -> Prepared:
     page = int(snip.page)
     if page < 1:
         raise ValueError(f"snippet {ordinal}: page must be >= 1 (1-based), got {page}")
-    bbox = _encode_bbox(snip.bbox, ordinal)
-    image_name, image_data = _encode_image(snip, ordinal)
-    vector, dim, embedder = _encode_vector(snip, ordinal)
-    return Prepared(
-        ordinal=ordinal,
-        page=page,
-        bbox=bbox,
-        text=str(snip.text or ""),
-        kind=str(snip.kind or "text")[:MAX_KIND],
-        meta=json_dump(snip.meta),
-        image_name=image_name,
-        image_data=image_data,
-        vector=vector,
-        dim=dim,
-        embedder=embedder,
-        sparse=_encode_sparse(snip, ordinal) if embedder else None,
-    )
+    image, image_data = _encode_image(snip, ordinal)
+    vector, embedder = _encode_vector(snip, ordinal)
+    columns = {"page": page, "bbox": _encode_bbox(snip.bbox, ordinal), "text": str(snip.text or ""),
+               "kind": str(snip.kind or "text")[:MAX_KIND], "meta": json_dump(snip.meta), "image": image}
+    return Prepared(ordinal, columns, image_data, vector, embedder,
+                    _encode_sparse(snip, ordinal) if embedder else None)
 
 
 def _encode_bbox(bbox: Any, ordinal: int) -> str | None:
@@ -137,7 +112,6 @@ def _encode_bbox(bbox: Any, ordinal: int) -> str | None:
 
 
 def _encode_image(snip: Snippet, ordinal: int) -> tuple[str | None, bytes | None]:
-    """(content name, bytes) of the snippet's image, or (None, None) without one."""
     encoded = snip.image_bytes()
     if encoded is None:
         return None, None
@@ -153,33 +127,35 @@ def image_name(data: bytes, fmt: str, what: str = "an image") -> str:
     return f"{hashlib.sha256(bytes(data)).hexdigest()}.{ext}"
 
 
-def _encode_vector(snip: Snippet, ordinal: int) -> tuple[bytes | None, int, str | None]:
-    """(blob, dimension, embedder name) of the snippet's embedding, or (None, 0, None)."""
+def _encode_vector(snip: Snippet, ordinal: int) -> tuple[np.ndarray | None, str | None]:
     if snip.embedding is None:
-        return None, 0, None
+        return None, None
     if not snip.embedding_model:
         raise ValueError(f"snippet {ordinal} has an embedding but no embedding_model")
-    vec = as_vector(snip.embedding, f"snippet {ordinal}")
-    return vec.tobytes(), int(vec.shape[0]), str(snip.embedding_model)
+    return as_vector(snip.embedding, f"snippet {ordinal}"), str(snip.embedding_model)
 
 
 def _encode_sparse(snip: Snippet, ordinal: int) -> list[tuple[int, float]] | None:
-    """The snippet's lexical weights as (token id, weight) pairs with a positive weight, or None."""
     weights = getattr(snip, "sparse", None)
     if weights is None:
         return None
     if not isinstance(weights, dict):
         raise ValueError(f"snippet {ordinal}: sparse weights must be a dict of token id to weight")
+    return positive_weights(weights)
+
+
+def positive_weights(weights: dict) -> list[tuple[int, float]]:
+    """Sparse weights as (token id, weight) pairs, those above zero only."""
     return [(int(t), float(w)) for t, w in weights.items() if float(w) > 0]
 
 
-def info_values(info: Any) -> tuple:
-    """(pages, title, producer, has_text_layer, metadata JSON) of a DocumentInfo, as both backends store them."""
-    htl = getattr(info, "has_text_layer", None)
-    return (
-        int(getattr(info, "page_count", 0) or 0),
-        str(getattr(info, "title", "") or ""),
-        str(getattr(info, "producer", "") or ""),
-        None if htl is None else int(bool(htl)),
-        json_dump(getattr(info, "metadata", None)),
-    )
+def thumb_key(doc_id: str, page: int, width: int | None) -> tuple[str, int, int]:
+    """(document id, page, width; 0 for the default thumbnail) of a page rendering; ValueError if not valid."""
+    check_doc_id(doc_id)
+    page = int(page)
+    if page < 1:
+        raise ValueError(f"page must be >= 1, got {page}")
+    if width is not None and int(width) < 1:
+        raise ValueError(f"width must be >= 1, got {width}")
+    return doc_id, page, 0 if width is None else int(width)
+

@@ -1,9 +1,4 @@
-"""One SQLAlchemy engine per database URL and process, with its pool, and storage errors in plain words.
-
-Fork safety follows SQLAlchemy's recipe for pools and os.fork(): a child (Celery's prefork
-pool, gunicorn's workers) calls engine.dispose(close=False) on every inherited engine, so it
-opens connections of its own and never closes the parent's.
-"""
+"""One SQLAlchemy engine per database URL and process, with its pool, and storage errors in plain words."""
 from __future__ import annotations
 
 import logging
@@ -14,7 +9,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from docenrich.storage.base import StorageError, TransientStorageError, reason
+from docenrich.storage.base import StorageError, TransientStorageError
 
 log = logging.getLogger(__name__)
 
@@ -22,17 +17,24 @@ BUSY_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 10
 # A connection per concurrent thread, as many as the process runs; 5 stay open between uses.
 POOL_SIZE = 5
-# SQLite errors that mean "the storage is in trouble" rather than "the code is wrong".
 # Advisory lock keys (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises every write).
 ADMISSION_LOCK = 0x646F6302
 CONTENT_LOCK = 0x646F6303
-_SQLITE_MARKERS = ("disk is full", "readonly", "locked", "busy", "disk i/o", "unable to open")
+_BUSY = "the database stayed busy for too long (another process is writing)"
+# SQLite errors that mean "the storage is in trouble" rather than "the code is wrong", in plain words.
+_SQLITE_TROUBLE = (
+    ("disk is full", "the disk is full"), ("readonly", "the database is read-only"), ("locked", _BUSY),
+    ("busy", _BUSY), ("disk i/o", "a disk I/O error occurred"),
+    ("unable to open", "the database file could not be opened"),
+)
 
 _engines: dict[str, sa.Engine] = {}
 _lock = threading.Lock()
 
 
 def _after_fork_in_child() -> None:
+    # SQLAlchemy's recipe for pools and os.fork(): a child (Celery's prefork pool, gunicorn's
+    # workers) opens connections of its own and never closes the parent's.
     global _lock
     _lock = threading.Lock()  # another thread may have held it at the fork
     for engine in _engines.values():
@@ -55,23 +57,20 @@ def postgres_engine(url: str) -> sa.Engine:
 
 def _engine(url: str) -> sa.Engine:
     with _lock:
-        engine = _engines.get(url)
-        if engine is None:
-            engine = _engines[url] = _create(url)
+        if url in _engines:
+            return _engines[url]
+        common = {"pool_size": POOL_SIZE, "max_overflow": -1, "pool_use_lifo": True}
+        if url.startswith("sqlite"):
+            engine = sa.create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False},
+                                      **common)
+            sa.event.listen(engine, "connect", _sqlite_connect)
+            sa.event.listen(engine, "begin", _sqlite_begin)
+        else:
+            args = {} if "connect_timeout=" in url else {"connect_timeout": CONNECT_TIMEOUT_S}
+            # Reads run in autocommit; a write asks for READ COMMITTED and so gets BEGIN ... COMMIT.
+            engine = sa.create_engine(url, connect_args=args, isolation_level="AUTOCOMMIT", **common)
+        _engines[url] = engine
         return engine
-
-
-def _create(url: str) -> sa.Engine:
-    common = {"pool_size": POOL_SIZE, "max_overflow": -1, "pool_use_lifo": True}
-    if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False},
-                                  **common)
-        sa.event.listen(engine, "connect", _sqlite_connect)
-        sa.event.listen(engine, "begin", _sqlite_begin)
-        return engine
-    args = {} if "connect_timeout=" in url else {"connect_timeout": CONNECT_TIMEOUT_S}
-    # Reads run in autocommit; a write asks for READ COMMITTED and so gets BEGIN ... COMMIT.
-    return sa.create_engine(url, connect_args=args, isolation_level="AUTOCOMMIT", **common)
 
 
 def _sqlite_connect(dbapi_conn, _record) -> None:
@@ -86,23 +85,16 @@ def _sqlite_begin(conn: sa.Connection) -> None:
     conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
 
 
-def dispose(engine: sa.Engine) -> None:
-    """Close the pooled connections of this process (the engine opens new ones when used again)."""
-    engine.dispose()
-
-
 def failure(exc: BaseException) -> tuple[type[StorageError], str] | None:
-    """(error class, human reason) for a database error about the storage, else None (a bug).
-
-    The wording never names the server, user, database or path: the driver's text goes to the log.
-    """
+    """(error class, human reason naming no server, user or path) for a storage error, else None (a bug)."""
     orig = getattr(exc, "orig", exc)
     if isinstance(orig, sqlite3.Error):
         low = str(orig).lower()
-        if not (isinstance(orig, sqlite3.OperationalError) and any(m in low for m in _SQLITE_MARKERS)):
+        found = [why for marker, why in _SQLITE_TROUBLE if marker in low]
+        if not found or not isinstance(orig, sqlite3.OperationalError):
             return None
         # Locked past the busy timeout may succeed later; a full disk will not.
-        return (TransientStorageError if "locked" in low or "busy" in low else StorageError), reason(orig)
+        return (TransientStorageError if _BUSY in found else StorageError), found[0]
     try:
         from psycopg import OperationalError, errors
     except ImportError:
@@ -124,10 +116,3 @@ def writing(conn: sa.Connection) -> sa.Connection:
     if conn.dialect.name == "sqlite":
         return conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
     return conn.execution_options(isolation_level="READ COMMITTED")
-
-
-def snapshot(conn: sa.Connection) -> sa.Connection:
-    """conn set up for one consistent snapshot across reads (SQLite's read transaction; REPEATABLE READ)."""
-    if conn.dialect.name == "sqlite":
-        return conn
-    return conn.execution_options(isolation_level="REPEATABLE READ")

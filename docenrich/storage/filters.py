@@ -8,8 +8,7 @@ from docenrich.storage.tables import document_collections, documents, snippets
 
 
 def _between(table: sa.FromClause, name: str, low, high, inclusive_high: bool) -> list[sa.ColumnElement]:
-    """`name >= low` and `name < high` (`<=` when inclusive_high) for the bounds that are set; a
-    table without that column (vectors has no page) is fine while neither is."""
+    """`name >= low` and `name < high` (`<=` if inclusive_high) for the bounds set (none: no column)."""
     if low is None and high is None:
         return []
     column = table.c[name]
@@ -48,8 +47,3 @@ def snippet_conditions(f: SearchFilter | None, s: sa.FromClause = snippets) -> l
     elif f.excluded:
         where.append(s.c.kind.not_in(f.excluded))
     return where + _between(s, "page", f.page_from, f.page_to, inclusive_high=True)
-
-
-def document_ids_query(f: SearchFilter) -> sa.Select:
-    """A query for the ids of the documents the filter's document conditions allow."""
-    return sa.select(documents.c.id).where(*document_conditions(f))

@@ -1,6 +1,7 @@
 """Database rows back into records, and status fields into column values, for every backend."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping
 from typing import Any
@@ -13,81 +14,54 @@ from docenrich.storage.tables import batches, snippets
 
 MAX_STAGE = 500
 MAX_ERROR = 2000
-UPDATABLE = frozenset(
-    {"state", "stage", "progress", "error", "pages", "title", "producer", "has_text_layer", "metadata", "embedder"}
-)
+_DOCUMENT_FIELDS = [f.name for f in dataclasses.fields(Document)]
+# How update_document's fields become column values (state and embedder are taken as they are).
+_CONVERT = {
+    "progress": lambda v: min(1.0, max(0.0, float(v))),
+    "stage": lambda v: str(v or "")[:MAX_STAGE],
+    "error": lambda v: None if v is None else str(v)[:MAX_ERROR],
+    "pages": int,
+    "title": lambda v: str(v or ""),
+    "producer": lambda v: str(v or ""),
+    "has_text_layer": lambda v: None if v is None else int(bool(v)),
+    "metadata": json_dump,
+}
+UPDATABLE = frozenset({"state", "embedder", *_CONVERT})
 
 
 def row_to_document(row: Mapping[str, Any]) -> Document:
     """A Document from a `documents` row."""
-    htl = row["has_text_layer"]
-    return Document(
-        id=row["id"],
-        sha256=row["sha256"],
-        filename=row["filename"],
-        size=row["size"],
-        state=row["state"],
-        stage=row["stage"],
-        progress=float(row["progress"]),
-        pages=row["pages"],
-        title=row["title"],
-        producer=row["producer"],
-        has_text_layer=None if htl is None else bool(htl),
-        error=row["error"],
-        snippet_count=row["snippet_count"],
-        batches_total=row["batches_total"],
-        batches_done=row["batches_done"],
-        embedder=row["embedder"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        metadata=json_load(row["metadata"], {}),
-        generation=row["generation"],
-        batch_pages=row["batch_pages"],
-    )
+    values = {name: row[name] for name in _DOCUMENT_FIELDS}
+    htl = values["has_text_layer"]
+    values.update(progress=float(values["progress"]), has_text_layer=None if htl is None else bool(htl),
+                  metadata=json_load(values["metadata"], {}))
+    return Document(**values)
 
 
 def row_to_snippet(row: Mapping[str, Any]) -> StoredSnippet:
-    """A StoredSnippet from a row selected with SNIPPET_COLS."""
+    """A StoredSnippet from a row selected with SNIPPET_COLUMNS."""
     bbox = json_load(row["bbox"], None)
-    return StoredSnippet(
-        id=row["id"],
-        document_id=row["document_id"],
-        ordinal=row["ordinal"],
-        page=row["page"],
-        bbox=tuple(bbox) if bbox is not None else None,
-        text=row["text"],
-        kind=row["kind"],
-        meta=json_load(row["meta"], {}),
-        image_path=row["image"],
-        has_vector=bool(row["has_vector"]),
-    )
+    same = {name: row[name] for name in ("id", "document_id", "ordinal", "page", "text", "kind")}
+    return StoredSnippet(**same, bbox=tuple(bbox) if bbox is not None else None, image_path=row["image"],
+                         meta=json_load(row["meta"], {}), has_vector=bool(row["has_vector"]))
 
 
 def column_values(fields: dict[str, Any]) -> dict[str, Any]:
     """update_document's fields validated and converted to column values."""
-    values: dict[str, Any] = {}
-    for key, value in fields.items():
-        if key == "state":
-            if value not in STATES:
-                raise ValueError(f"unknown state {value!r}; expected one of {STATES}")
-            if value == READY and "progress" not in fields:
-                values["progress"] = 1.0
-        elif key == "progress":
-            value = min(1.0, max(0.0, float(value)))
-        elif key == "stage":
-            value = str(value or "")[:MAX_STAGE]
-        elif key == "error":
-            value = None if value is None else str(value)[:MAX_ERROR]
-        elif key == "pages":
-            value = int(value)
-        elif key in ("title", "producer"):
-            value = str(value or "")
-        elif key == "has_text_layer":
-            value = None if value is None else int(bool(value))
-        elif key == "metadata":
-            value = json_dump(value)
-        values[key] = value
+    if "state" in fields and fields["state"] not in STATES:
+        raise ValueError(f"unknown state {fields['state']!r}; expected one of {STATES}")
+    values = {key: _CONVERT[key](value) if key in _CONVERT else value for key, value in fields.items()}
+    if fields.get("state") == READY and "progress" not in fields:
+        values["progress"] = 1.0
     return values
+
+
+def info_columns(info: Any) -> dict[str, Any]:
+    """The columns of a DocumentInfo: pages, title, producer, text layer and metadata."""
+    return column_values({"pages": getattr(info, "page_count", 0) or 0, "title": getattr(info, "title", ""),
+                          "producer": getattr(info, "producer", ""),
+                          "has_text_layer": getattr(info, "has_text_layer", None),
+                          "metadata": getattr(info, "metadata", None)})
 
 
 def positive(value: int | None) -> int | None:
@@ -112,8 +86,7 @@ def text_digest(text: str) -> str:
 
 
 def unchanged(conn: sa.Connection, items: list, digests: dict[int, str] | None) -> list:
-    """The (snippet id, ...) items whose snippet still exists and, when digests are given, still
-    has the text they were computed from (an id whose text changed, or a deleted one, is skipped)."""
+    """The (snippet id, ...) items whose snippet exists and (with digests) has the text they came from."""
     if not items:
         return items
     ids = sorted({int(item[0]) for item in items})

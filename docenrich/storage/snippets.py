@@ -9,11 +9,12 @@ import sqlalchemy as sa
 
 from docenrich.filters import SearchFilter, merged
 from docenrich.records import Snippet, StoredSnippet
-from docenrich.storage.encoding import image_name, json_load
+from docenrich.storage.encoding import image_name, json_load, positive_weights
 from docenrich.storage.engine import CONTENT_LOCK
 from docenrich.storage.filters import snippet_conditions
 from docenrich.storage.rows import row_to_snippet, unchanged
 from docenrich.storage.tables import SNIPPET_COLUMNS, snippets, sparse_postings, vectors
+from docenrich.storage.tables import images as image_table
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,7 @@ ORDINALS_PER_QUERY = 100
 
 
 def around_query(doc_id: str, ordinals: list[int], n: int) -> sa.Select:
-    """snippets_around's query: per ordinal, the n rows before it and the row at it with the n
-    after, each an index range scan over (document_id, ordinal)."""
+    """snippets_around's query: per ordinal, the n rows before and from it, index range scans each."""
     s = snippets
     parts = [sa.select(part.c.id) for o in ordinals for part in (
         sa.select(s.c.id).where(s.c.document_id == doc_id, s.c.ordinal < o).order_by(s.c.ordinal.desc())
@@ -70,7 +70,7 @@ class SnippetsMixin:
                 for sid, name, data in named:
                     if conn.execute(sa.update(snippets).where(snippets.c.id == sid, snippets.c.image.is_(None))
                                     .values(image=name)).rowcount:
-                        self._put_images(conn, {name: data})
+                        self._put(conn, image_table, {name: data})
                         done += 1
         return done
 
@@ -127,23 +127,41 @@ class SnippetsMixin:
 
     def save_sparse(self, items: list[tuple[int, dict[int, float]]], embedder: str,
                     digests: dict[int, str] | None = None) -> None:
-        """Store (snippet_id, {token id: weight}) pairs for `embedder`; ids of deleted snippets are skipped,
-        and so are those whose text no longer has the digest given for it."""
+        """Store (snippet_id, {token: weight}) pairs for `embedder`, skipping snippets deleted or changed."""
         with self._write("the sparse vectors") as conn:
             for sid, weights in unchanged(conn, list(items), digests):
                 # FOR SHARE (PostgreSQL): the snippet cannot be deleted before this commits.
                 if conn.execute(sa.select(snippets.c.id).where(snippets.c.id == int(sid))
                                 .with_for_update(read=True)).first():
-                    self._put_sparse(conn, int(sid), embedder,
-                                     [(int(t), float(w)) for t, w in weights.items() if float(w) > 0])
+                    self._put_sparse(conn, int(sid), embedder, positive_weights(weights))
+
+    def lexical_search(
+        self, query: str, k: int, *, document_id: str | None = None, exclude_kinds: Iterable[str] = (),
+        filter: SearchFilter | None = None,
+    ) -> list[tuple[int, float]]:
+        """Top-k (snippet_id, score) by a lexical ranking, best first, within the filter (in the query).
+
+        It covers each snippet's text and context (heading, document title); identifiers such as
+        R_MAKEVARS_USER or foo.bar() match as a unit, case- and diacritics-insensitively."""
+        conds = snippet_conditions(merged(filter, document_id, exclude_kinds), self._snippet_table)
+        stmt = self._lexical_query(query, conds) if k > 0 else None
+        if stmt is None:
+            return []
+        try:
+            rows = self._all(stmt.limit(int(k)))
+        except sa.exc.OperationalError as exc:
+            # An expression SQLite's FTS5 cannot parse finds nothing rather than failing the search.
+            if "fts5" in str(exc).lower() or "syntax" in str(exc).lower():
+                return []
+            raise
+        return [(int(r["id"]), float(r["score"])) for r in rows]
 
     def sparse_search(
         self, embedder: str, weights: dict[int, float], k: int, *, document_id: str | None = None,
         exclude_kinds: Iterable[str] = (), filter: SearchFilter | None = None,
     ) -> list[tuple[int, float]]:
         """Top-k (snippet_id, score) by the dot product of sparse weights, best first, within the filter."""
-        query = sorted(((int(t), float(w)) for t, w in weights.items() if float(w) > 0), key=lambda x: -x[1])
-        query = query[:MAX_SPARSE_TERMS]
+        query = sorted(positive_weights(weights), key=lambda x: -x[1])[:MAX_SPARSE_TERMS]
         if not query or k <= 0:
             return []
         p = sparse_postings

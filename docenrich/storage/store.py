@@ -1,13 +1,10 @@
-"""SQLStore: the store written once over SQLAlchemy Core; a backend adds only what really differs.
-
-What a backend supplies: where content lives (files beside SQLite, bytea rows in PostgreSQL),
-its lexical index, its dense search, its advisory locks and the order documents were inserted in.
-"""
+"""SQLStore: the store written once over SQLAlchemy Core; a backend adds only what really differs
+(where content lives, its lexical index, its dense search, its advisory locks)."""
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -18,17 +15,21 @@ from docenrich.storage import engine as engines
 from docenrich.storage.batches import BatchesMixin
 from docenrich.storage.collections import CollectionsMixin
 from docenrich.storage.documents import DocumentsMixin
+from docenrich.storage.encoding import IMAGE_NAME, check_doc_id, thumb_key
 from docenrich.storage.migrations import upgrade
 from docenrich.storage.snippets import SnippetsMixin
-from docenrich.storage.tables import snippets
+from docenrich.storage.tables import documents, images, pdfs, snippets, thumbs
 from docenrich.storage.vectors import VectorsMixin
 
 if TYPE_CHECKING:
-    from docenrich.filters import SearchFilter
     from docenrich.storage.base import VectorSearch
 
 log = logging.getLogger(__name__)
 
+
+# What content is called in an error message, by the table PostgreSQL keeps it in.
+CONTENT = {"pdfs": "the uploaded PDF", "images": "a snippet image", "thumbs": "the page thumbnail",
+           "renditions": "the converted document"}
 
 
 @dataclass
@@ -43,30 +44,22 @@ class Garbage:
 
 
 class SQLStore(DocumentsMixin, CollectionsMixin, BatchesMixin, SnippetsMixin, VectorsMixin):
-    """What the service needs from storage (documents, collections, batches, snippets, vectors,
-    export, files) over one engine: the interface callers type against, as `Store`."""
+    """What the service needs from storage, over one engine: the interface callers type against, as `Store`."""
 
     engine: sa.Engine
+    # The dialect's INSERT (with on_conflict_do_nothing / on_conflict_do_update).
+    _insert: Callable[[sa.Table], Any]
 
     def _open(self, engine: sa.Engine, failed: str) -> None:
         """Use `engine` and bring its schema up to date; StorageError (saying `failed`) when it cannot."""
         self.engine = engine
-        self._dialect_insert = sqlite.insert if engine.dialect.name == "sqlite" else postgresql.insert
-        try:
+        self._insert = sqlite.insert if engine.dialect.name == "sqlite" else postgresql.insert
+        with self._failures(failed):
             upgrade(engine, self._create_schema)
-        except sa.exc.DBAPIError as exc:
-            found = engines.failure(exc)
-            if found is None:
-                raise
-            raise found[0](f"{failed}: {found[1]}.") from exc
 
     def close(self) -> None:
-        """Close the pooled connections of this process."""
-        engines.dispose(self.engine)
-
-    def _insert(self, table: sa.Table) -> Any:
-        """The dialect's INSERT (with on_conflict_do_nothing / on_conflict_do_update)."""
-        return self._dialect_insert(table)
+        """Close the pooled connections of this process (new ones are opened when it is used again)."""
+        self.engine.dispose()
 
     @contextlib.contextmanager
     def _write(self, what: str = "the change", lock: int | None = None) -> Iterator[sa.Connection]:
@@ -79,9 +72,11 @@ class SQLStore(DocumentsMixin, CollectionsMixin, BatchesMixin, SnippetsMixin, Ve
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sa.Connection]:
-        """A read transaction: one consistent snapshot across several SELECTs."""
+        """A read transaction: one snapshot across several SELECTs (REPEATABLE READ on PostgreSQL)."""
         with self._failures("The database could not be read"), self.engine.connect() as conn:
-            with engines.snapshot(conn).begin():
+            if conn.dialect.name == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
                 yield conn
 
     @contextlib.contextmanager
@@ -95,64 +90,56 @@ class SQLStore(DocumentsMixin, CollectionsMixin, BatchesMixin, SnippetsMixin, Ve
             raise found[0](f"{prefix}: {found[1]}.") from exc
 
     def _all(self, stmt: sa.Executable) -> list[sa.RowMapping]:
-        """Every row of one query, as mappings."""
         with self._failures("The database could not be read"), self.engine.connect() as conn:
             return list(conn.execute(stmt).mappings())
 
     def _first(self, stmt: sa.Executable) -> sa.RowMapping | None:
-        """The first row of one query, or None."""
         with self._failures("The database could not be read"), self.engine.connect() as conn:
             return conn.execute(stmt).mappings().first()
 
     def _scalar(self, stmt: sa.Executable) -> Any:
-        """The first column of the first row of one query."""
         with self._failures("The database could not be read"), self.engine.connect() as conn:
             return conn.execute(stmt).scalar()
 
-    def _q(self, sql: str, args: Any = None) -> _Rows:
-        """One statement in the driver's own SQL (for diagnostics and tests), committed; its rows."""
-        with self.engine.connect() as conn:
-            result = conn.exec_driver_sql(sql, tuple(args) if args is not None else ())
-            rows = _Rows(result.mappings().all() if result.returns_rows else [])
-            conn.commit()
-        return rows
-
     # ---- what a backend supplies: the public part
-
-    def lexical_search(
-        self, query: str, k: int, *, document_id: str | None = None, exclude_kinds: Iterable[str] = (),
-        filter: SearchFilter | None = None,
-    ) -> list[tuple[int, float]]:
-        """Top-k (snippet_id, score) by a lexical ranking (BM25), best first, higher is better, among the
-        snippets the filter allows (applied in the query, never to a top k).
-
-        The index follows every snippet insert, update and delete; it covers each snippet's text
-        and its context (section heading, document title). Identifiers such as R_MAKEVARS_USER,
-        foo.bar() or --no-same-owner match as a unit, case- and diacritics-insensitively.
-        """
-        raise NotImplementedError
-
-    def pdf_bytes(self, doc_id: str) -> bytes:
-        """A document's PDF; KeyError if the document does not exist."""
-        raise NotImplementedError
-
-    def image_bytes(self, name: str) -> bytes | None:
-        """A stored image by content name, or None if missing or not a plain content name."""
-        raise NotImplementedError
-
-    def thumb_bytes(self, doc_id: str, page: int, width: int | None = None) -> bytes | None:
-        """A cached page rendering (PNG), or None when not rendered yet; ValueError for a bad id or page."""
-        raise NotImplementedError
-
-    def save_thumb(self, doc_id: str, page: int, data: bytes, width: int | None = None) -> object:
-        """Cache a rendered PNG of a page (a file on SQLite, a row on PostgreSQL)."""
-        raise NotImplementedError
 
     def vector_index(self, embedder: str) -> VectorSearch:
         """Dense top-k over one embedder's vectors: an in-memory matrix (SQLite) or SQL (pgvector)."""
         raise NotImplementedError
 
+    # ---- content: PDFs, snippet images, page renderings (files beside SQLite, bytea rows in PostgreSQL)
+
+    def pdf_bytes(self, doc_id: str) -> bytes:
+        """A document's PDF; KeyError if the document (or its content) does not exist."""
+        sha = self._scalar(sa.select(documents.c.sha256).where(documents.c.id == check_doc_id(doc_id)))
+        data = None if sha is None else self._load(pdfs, sha)
+        if data is None:
+            raise KeyError(doc_id)
+        return data
+
+    def image_bytes(self, name: str) -> bytes | None:
+        """A stored image by content name, or None if missing or not a plain content name."""
+        if not isinstance(name, str) or not IMAGE_NAME.fullmatch(name):
+            return None
+        return self._load(images, name)
+
+    def thumb_bytes(self, doc_id: str, page: int, width: int | None = None) -> bytes | None:
+        """A cached page rendering (PNG), or None when not rendered yet; ValueError for a bad id or page."""
+        return self._load(thumbs, *thumb_key(doc_id, page, width))
+
+    def save_thumb(self, doc_id: str, page: int, data: bytes, width: int | None = None) -> object:
+        """Cache a rendered PNG of a page (a file on SQLite, a row on PostgreSQL)."""
+        return self._save(thumbs, bytes(data), *thumb_key(doc_id, page, width))
+
     # ---- what a backend supplies: inside the shared code
+
+    def _load(self, table: sa.Table, *key: Any) -> bytes | None:
+        """Stored content by the primary key of the table PostgreSQL keeps it in, or None."""
+        raise NotImplementedError
+
+    def _save(self, table: sa.Table, data: bytes, doc_id: str, *key: Any) -> object:
+        """Keep or replace a document's own content (page rendering, rendition); not for a deleted one."""
+        raise NotImplementedError
 
     _snippet_table: sa.Table = snippets  # PostgreSQL's has its tsvector column too
 
@@ -162,6 +149,10 @@ class SQLStore(DocumentsMixin, CollectionsMixin, BatchesMixin, SnippetsMixin, Ve
 
     def _lock(self, conn: sa.Connection, key: int) -> None:
         """Take an advisory lock to the end of the transaction (nothing to do where writes are serial)."""
+
+    def _lexical_query(self, query: str, conds: list[sa.ColumnElement]) -> sa.Select | None:
+        """lexical_search's query: (id, score) rows within conds, best first; None for a query of no terms."""
+        raise NotImplementedError
 
     def _insert_order(self) -> sa.ColumnElement:
         """The documents' insertion order, to break ties of created_at."""
@@ -178,31 +169,18 @@ class SQLStore(DocumentsMixin, CollectionsMixin, BatchesMixin, SnippetsMixin, Ve
     def _new_dimension(self, conn: sa.Connection, dim: int) -> None:
         """A vector dimension was registered for the first time (PostgreSQL indexes it)."""
 
+    def _vectors_saved(self, embedders: set[str]) -> None:
+        """After a commit that stored vectors of these embedders (SQLite appends them to its vector files)."""
+
     @contextlib.contextmanager
     def _content(self, pdfs: dict[str, bytes] | None = None,
                  images: dict[str, bytes] | None = None) -> Iterator[Garbage]:
         """Around a write: content written ahead of it (files), and collected after it."""
         yield Garbage()
 
-    def _put_pdf(self, conn: sa.Connection, sha: str, data: bytes) -> None:
-        """Inside the write: make sure the PDF is stored before a row names it."""
-        raise NotImplementedError
-
-    def _put_images(self, conn: sa.Connection, images: dict[str, bytes]) -> None:
-        """Inside the write: make sure the images are stored before a snippet names them."""
+    def _put(self, conn: sa.Connection, table: sa.Table, found: dict[str, bytes]) -> None:
+        """Inside the write: make sure PDFs or images (by key) are stored before a row names them."""
         raise NotImplementedError
 
     def _drop_unused(self, conn: sa.Connection, garbage: Garbage) -> None:
         """Inside the write: remove the stored content no row uses any more (where it is rows)."""
-
-
-class _Rows(list):
-    """Rows of _q, with the cursor methods callers use."""
-
-    def fetchone(self) -> Any:
-        """The first row, or None."""
-        return self[0] if self else None
-
-    def fetchall(self) -> list:
-        """Every row."""
-        return list(self)

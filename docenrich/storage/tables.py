@@ -1,8 +1,7 @@
 """The tables, defined once for every backend (SQLAlchemy Core), and the vector column's type.
 
-A new database is created from these definitions (plus each backend's triggers and indexes) and
-stamped at the newest Alembic revision; an existing one is changed by the revisions in
-storage/migrations, so a change here always comes with a revision that makes it.
+New databases are created from these definitions, existing ones changed by the revisions in
+storage/migrations: a change here always comes with a revision that makes it.
 """
 from __future__ import annotations
 
@@ -22,7 +21,6 @@ class Embedding(TypeDecorator):
     cache_ok = True
 
     def load_dialect_impl(self, dialect):
-        """pgvector's type (any dimension) on PostgreSQL, a plain BLOB elsewhere."""
         if dialect.name == "postgresql":
             from pgvector.sqlalchemy import VECTOR
 
@@ -30,16 +28,12 @@ class Embedding(TypeDecorator):
         return dialect.type_descriptor(sa.LargeBinary())
 
     def process_bind_param(self, value, dialect):
-        """numpy (or float32 bytes) in, the dialect's value out."""
         if value is None:
             return None
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            value = np.frombuffer(value, dtype="<f4")
         vec = np.asarray(value, dtype="<f4").reshape(-1)
         return vec if dialect.name == "postgresql" else vec.tobytes()
 
     def process_result_value(self, value, dialect):
-        """The stored vector as a float32 numpy array."""
         if value is None:
             return None
         if isinstance(value, (bytes, bytearray, memoryview)):
@@ -47,17 +41,16 @@ class Embedding(TypeDecorator):
         return np.asarray(value, dtype=np.float32)
 
 
-def _text(name: str, *args, default: str | None = None, **kw) -> sa.Column:
-    """A TEXT column; NOT NULL when it has a default or is (part of) the primary key."""
-    server_default = None if default is None else sa.text(f"'{default}'")
-    return sa.Column(name, sa.Text, *args, nullable=kw.pop("nullable", default is None and not kw.get("primary_key")),
+def _text(name: str, *args, default: str | int | None = None, kind=sa.Text, **kw) -> sa.Column:
+    """A TEXT (or kind) column; NOT NULL when it has a default or is (part of) the primary key."""
+    server_default = None if default is None else sa.text(f"'{default}'" if kind is sa.Text else str(default))
+    return sa.Column(name, kind, *args, nullable=kw.pop("nullable", default is None and not kw.get("primary_key")),
                      server_default=server_default, **kw)
 
 
-def _int(name: str, *args, default: int | None = None, kind=sa.Integer, **kw) -> sa.Column:
-    """An INTEGER (or kind) column; NOT NULL as a TEXT one."""
-    return sa.Column(name, kind, *args, nullable=kw.pop("nullable", default is None and not kw.get("primary_key")),
-                     server_default=None if default is None else sa.text(str(default)), **kw)
+def _int(name: str, *args, kind=sa.Integer, **kw) -> sa.Column:
+    """An INTEGER (or kind) column, NOT NULL as a TEXT one."""
+    return _text(name, *args, kind=kind, **kw)
 
 
 def _ref(column: str, cascade: bool = True) -> sa.ForeignKey:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 import numpy as np
 import sqlalchemy as sa
@@ -40,8 +41,7 @@ class VectorsMixin:
 
     def save_vectors(self, items: list[tuple[int, np.ndarray]], embedder: str,
                      digests: dict[int, str] | None = None) -> None:
-        """Store (snippet_id, vector) pairs for `embedder`; ids of deleted snippets are skipped, and so are
-        those whose text no longer has the digest given for it (the vector was made from other text)."""
+        """Store (snippet_id, vector) pairs for `embedder`, skipping snippets deleted or changed (digests)."""
         if not embedder:
             raise ValueError("embedder name is required")
         prepared = [(int(sid), as_vector(vec, f"snippet {sid}")) for sid, vec in items]
@@ -51,13 +51,9 @@ class VectorsMixin:
             prepared = unchanged(conn, prepared, digests)
             if not prepared:
                 return
-            self._register_dims(conn, {embedder: {v.shape[0] for _, v in prepared}})
-            added = removed = 0
-            for sid, vec in prepared:
-                a, r = self._put_vector(conn, sid, embedder, int(vec.shape[0]), vec)
-                added, removed = added + a, removed + r
-            if added or removed:
-                self._bump_vectors(conn, removed=bool(removed))
+            self._register_dims(conn, [(embedder, int(v.shape[0])) for _, v in prepared])
+            counts = [self._put_vector(conn, sid, embedder, vec) for sid, vec in prepared]
+            self._bump_vectors(conn, sum(a for a, _ in counts), sum(r for _, r in counts))
             # A document names the embedder of its vectors once every snippet has one from it.
             s, v = snippets, vectors
             lacking = sa.exists().where(s.c.document_id == documents.c.id, ~sa.exists().where(
@@ -65,6 +61,7 @@ class VectorsMixin:
             conn.execute(sa.update(documents).where(
                 documents.c.id.in_(sa.select(s.c.document_id).where(s.c.id.in_([sid for sid, _ in prepared]))),
                 ~lacking).values(embedder=embedder))
+        self._vectors_saved({embedder})
 
     def unindexed_count(self, embedder: str) -> int:
         """Snippets without a vector from `embedder`, from counts the triggers keep (no scan)."""
@@ -72,51 +69,37 @@ class VectorsMixin:
         indexed = sa.select(embedders.c.vector_count).where(embedders.c.name == embedder).scalar_subquery()
         return max(0, int(self._scalar(sa.select(total - sa.func.coalesce(indexed, 0))) or 0))
 
-    def vector_removals(self, embedder: str, after_seq: int) -> tuple[list[int], int] | None:
-        """(snippet ids whose `embedder` vector was removed after after_seq, last seq); None if
-        the log no longer reaches back that far."""
-        with self._read() as conn:
-            removed, last = _removals(conn, embedder, int(after_seq))
-        return None if removed is None else (removed, max(int(after_seq), last))
-
     def delete_vectors(self, embedder: str) -> int:
         """Drop every vector of one embedder (and its registered dimension); returns the count."""
         with self._write("the vectors", lock=CONTENT_LOCK) as conn:
             n = conn.execute(sa.delete(vectors).where(vectors.c.embedder == embedder)).rowcount
             conn.execute(sa.delete(embedders).where(embedders.c.name == embedder))
-            if n:
-                self._bump_vectors(conn, removed=True)
+            self._bump_vectors(conn, removed=n)
         return n
-
-    def vectors_version(self) -> int:
-        """Counter bumped by every change to stored vectors."""
-        return self.vectors_state()[0]
 
     def vectors_state(self) -> tuple[int, int]:
         """(version, epoch): version moves on any vector change, epoch only on removals/replacements."""
         rows = {r["name"]: int(r["value"]) for r in self._all(sa.select(counters.c.name, counters.c.value))}
         return rows["vectors_version"], rows["vectors_epoch"]
 
-    def _load_vectors(self, embedder: str, after_rowid: int = 0) -> tuple:
-        """load_vectors plus pages, kinds and the (version, epoch) of the same snapshot."""
-        with self._read() as conn:
-            return (*_read_rows(conn, embedder, after_rowid), _counters(conn))
-
     def _vector_changes(self, embedder: str, after_rowid: int, after_seq: int | None) -> dict:
         """From one snapshot: vectors added after after_rowid, snippet ids removed after after_seq
         (None when the log does not reach back, or after_seq is None), last seq and counters."""
         with self._read() as conn:
             removed, last_seq = _removals(conn, embedder, after_seq)
-            ids, docs, matrix, max_rowid, pages, kinds = _read_rows(conn, embedder, after_rowid)
-            return {"removed": removed, "last_seq": last_seq, "ids": ids, "docs": docs, "matrix": matrix,
-                    "max_rowid": max_rowid, "state": _counters(conn), "pages": pages, "kinds": kinds}
+            return {**_read_rows(conn, embedder, after_rowid), "removed": removed, "last_seq": last_seq,
+                    "state": _counters(conn)}
 
     def load_vectors(self, embedder: str, after_rowid: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """(snippet_ids int64, document ids, float32 matrix [n, dim], max rowid) for rows after after_rowid."""
-        ids, docs, matrix, max_rowid, _pages, _kinds, _ = self._load_vectors(embedder, after_rowid)
-        return ids, docs, matrix, max_rowid
+        rows = self._vector_changes(embedder, after_rowid, None)
+        return rows["ids"], rows["docs"], rows["matrix"], rows["max_rowid"]
 
-    def _register_dims(self, conn: sa.Connection, dims: dict[str, set[int]]) -> None:
+    def _register_dims(self, conn: sa.Connection, pairs: Iterable[tuple[str, int]]) -> None:
+        """Register the (embedder, dimension) pairs of one call, or DimensionMismatch."""
+        dims: dict[str, set[int]] = {}
+        for name, dim in pairs:
+            dims.setdefault(name, set()).add(int(dim))
         for name, found in dims.items():
             if len(found) > 1:
                 raise DimensionMismatch(
@@ -132,9 +115,9 @@ class VectorsMixin:
                     f"{known}-dimensional vectors under that name; use a distinct embedder name for a "
                     f"different model (or delete_vectors({name!r}) first).")
 
-    def _put_vector(self, conn: sa.Connection, snippet_id: int, embedder: str, dim: int, vec) -> tuple[int, int]:
+    def _put_vector(self, conn: sa.Connection, snippet_id: int, embedder: str,
+                    vec: np.ndarray) -> tuple[int, int]:
         """Insert or replace one vector; returns (added, removed)."""
-        vec = np.frombuffer(vec, dtype="<f4") if isinstance(vec, bytes) else vec
         old = conn.execute(sa.select(vectors.c.id, vectors.c.embedding).where(
             vectors.c.snippet_id == snippet_id, vectors.c.embedder == embedder)).first()
         if old is not None and np.array_equal(old.embedding, vec):
@@ -144,12 +127,15 @@ class VectorsMixin:
             conn.execute(sa.delete(vectors).where(vectors.c.id == old.id))
         added = conn.execute(sa.insert(vectors).from_select(
             ["snippet_id", "document_id", "embedder", "dim", "embedding"],
-            sa.select(snippets.c.id, snippets.c.document_id, sa.literal(embedder), sa.literal(dim),
+            sa.select(snippets.c.id, snippets.c.document_id, sa.literal(embedder), sa.literal(len(vec)),
                       sa.literal(vec, vectors.c.embedding.type)).where(snippets.c.id == snippet_id))).rowcount
         return added, int(old is not None)
 
     @staticmethod
-    def _bump_vectors(conn: sa.Connection, removed: bool) -> None:
+    def _bump_vectors(conn: sa.Connection, added: int = 0, removed: int = 0) -> None:
+        """Move the change counters on: the version for any change, the epoch for removals too."""
+        if not (added or removed):
+            return
         names = ["vectors_version", "vectors_epoch"] if removed else ["vectors_version"]
         conn.execute(sa.update(counters).where(counters.c.name.in_(names)).values(value=counters.c.value + 1))
 
@@ -171,8 +157,8 @@ def _removals(conn: sa.Connection, embedder: str, after_seq: int | None) -> tupl
     return removed, int(last)
 
 
-def _read_rows(conn: sa.Connection, embedder: str, after_rowid: int) -> tuple:
-    """(snippet ids, document ids, matrix, max rowid, pages, kinds) of one embedder's vectors after after_rowid."""
+def _read_rows(conn: sa.Connection, embedder: str, after_rowid: int) -> dict:
+    """Snippet ids, document ids, matrix, max rowid, pages and kinds of one embedder's vectors after after_rowid."""
     v = vectors
     dim = conn.execute(sa.select(embedders.c.dim).where(embedders.c.name == embedder)).scalar() or 0
     where = (v.c.embedder == embedder, v.c.id > after_rowid)
@@ -195,4 +181,5 @@ def _read_rows(conn: sa.Connection, embedder: str, after_rowid: int) -> tuple:
             docs.append(doc)
             kinds.append(kind)
             max_rowid, i = rowid, i + 1
-    return ids[:i], np.array(docs, dtype="U16"), matrix[:i], max_rowid, pages[:i], kinds
+    return {"ids": ids[:i], "docs": np.array(docs, dtype="U16"), "matrix": matrix[:i], "max_rowid": max_rowid,
+            "pages": pages[:i], "kinds": kinds}

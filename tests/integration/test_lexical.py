@@ -8,7 +8,7 @@ import pytest
 
 from docenrich.records import Snippet
 from docenrich.storage.sqlite.store import fts_query
-from tests.storeutil import is_postgres
+from tests.storeutil import is_postgres, run_sql
 
 TEXTS = [
     "Set the environment variable R_MAKEVARS_USER to point at a personal Makevars file.",
@@ -35,7 +35,7 @@ def st(any_store):
 def index_sizes(st) -> tuple[int, int]:
     """(rows in the lexical index, snippets), read from the backend's own tables."""
     if is_postgres(st):
-        row = st._q("SELECT count(*) FILTER (WHERE lex <> ''::tsvector) AS i, count(*) AS s FROM snippets").fetchone()
+        row = run_sql(st, "SELECT count(*) FILTER (WHERE lex <> ''::tsvector) AS i, count(*) AS s FROM snippets")[0]
         return row["i"], row["s"]
     conn = sqlite3.connect(st.db_path)
     try:

@@ -12,13 +12,13 @@ from docenrich.storage import (
     QueueFull,
     SQLiteStore,
     StorageError,
-    VectorIndex,
     open_store,
     schema_head,
 )
 from docenrich.storage.base import TransientStorageError
 from docenrich.storage.postgres import PostgresStore
-from tests.storeutil import make_batch, pdf_bytes
+from docenrich.vectorindex import VectorIndex
+from tests.storeutil import make_batch, pdf_bytes, run_sql
 
 DIM = 384
 
@@ -151,7 +151,7 @@ def test_admission_cap_holds_across_processes(pg):
 def _open(url: str, start, results) -> None:
     start.wait(60)
     st = PostgresStore(url)
-    results.put(st._q("SELECT version_num FROM alembic_version").fetchone()["version_num"])
+    results.put(run_sql(st, "SELECT version_num FROM alembic_version")[0]["version_num"])
     st.close()
 
 
@@ -168,7 +168,7 @@ def test_processes_starting_at_once_migrate_once(empty_pg_url):
 
 
 def test_newer_schema_is_refused(pg):
-    pg._q("UPDATE alembic_version SET version_num = 'ffffffffffff'")
+    run_sql(pg, "UPDATE alembic_version SET version_num = 'ffffffffffff'")
     with pytest.raises(StorageError, match="newer"):
         PostgresStore(pg.database_url)
 
@@ -208,7 +208,7 @@ def test_web_app_serves_files_and_searches_from_postgres(pg, tmp_path):
 
 def test_a_lost_connection_is_a_retryable_storage_error_then_reconnects(pg, pg_server):
     doc, _ = pg.add_document(pdf_bytes("lost"), "lost.pdf")
-    pid = pg._q("SELECT pg_backend_pid() AS pid").fetchone()["pid"]
+    pid = run_sql(pg, "SELECT pg_backend_pid() AS pid")[0]["pid"]
     pg_server.admin(f"SELECT pg_terminate_backend({int(pid)})")
     with pytest.raises(TransientStorageError, match="busy, restarting or unreachable"):
         pg.update_document(doc.id, stage="after the cut")

@@ -6,6 +6,7 @@ import pytest
 
 from docenrich.storage import schema_head
 from tests.helpers import legacy_schema
+from tests.storeutil import run_sql
 
 
 @pytest.mark.parametrize("version", [2, legacy_schema.POSTGRES_VERSION])  # before and after renditions
@@ -27,6 +28,6 @@ def test_a_postgres_database_from_before_alembic_upgrades_in_place(pg_server, em
     st = PostgresStore(empty_pg_url)
     try:
         legacy_schema.kept(st)
-        assert st._q("SELECT version_num FROM alembic_version")[0]["version_num"] == schema_head()
+        assert run_sql(st, "SELECT version_num FROM alembic_version")[0]["version_num"] == schema_head()
     finally:
         st.close()

@@ -158,12 +158,12 @@ def test_save_batch_is_idempotent(st: Store):
     batch = make_batch(doc.id, 0, n=4, image=2)
     first = st.save_batch(doc.id, 0, batch)
     ids_before = [s.id for s in st.snippets(doc.id)]
-    version = st.vectors_version()
+    version = st.vectors_state()[0]
     second = st.save_batch(doc.id, 0, batch)
     assert first.snippet_count == second.snippet_count == 4
     assert [s.id for s in st.snippets(doc.id)] == ids_before
     assert st.embedder_counts() == {"test-model": 4}
-    assert st.vectors_version() == version  # identical vectors: nothing changed
+    assert st.vectors_state()[0] == version  # identical vectors: nothing changed
     assert second.batches_done == 1 and st.done_batches(doc.id) == {0}
     assert len(stored_images(st)) == 1
 
@@ -281,7 +281,7 @@ def test_delete_removes_rows_files_and_vectors(st: Store):
     a_ids = {s.id for s in st.snippets(a.id)}
     a_images = {s.image_path for s in st.snippets(a.id) if s.image_path}
     b_image = next(s.image_path for s in st.snippets(b.id) if s.image_path)
-    version = st.vectors_version()
+    version = st.vectors_state()[0]
 
     assert st.delete_document(a.id) is True
     assert st.delete_document(a.id) is False
@@ -294,7 +294,7 @@ def test_delete_removes_rows_files_and_vectors(st: Store):
     assert b_image in a_images
     assert st.thumb_bytes(a.id, 1) is None and stored_thumbs(st, a.id) == 0
     assert st.embedder_counts() == {"test-model": 5}
-    assert st.vectors_version() > version
+    assert st.vectors_state()[0] > version
 
     idx.refresh()
     assert len(idx) == 5

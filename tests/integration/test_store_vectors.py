@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from docenrich.records import Snippet
-from docenrich.storage import DimensionMismatch, Store, VectorIndex
+from docenrich.storage import DimensionMismatch, Store
+from docenrich.vectorindex import VectorIndex
 from tests.storeutil import DIM, fill, make_batch, pdf_bytes, unit
 
 
@@ -61,13 +62,16 @@ def test_incremental_refresh_appends(st: Store, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(idx, "_reload", no_reload)
     idx.refresh()  # nothing changed: no-op
     calls = {"n": 0}
-    real_load = st._load_vectors
 
-    def counting_load(*a, **k):
-        calls["n"] += 1
-        return real_load(*a, **k)
+    class Counting:  # the index's reads of new rows (the store's own writers read them too)
+        def __getattr__(self, name):
+            return getattr(st, name)
 
-    monkeypatch.setattr(st, "_load_vectors", counting_load)
+        def _vector_changes(self, *a, **k):
+            calls["n"] += 1
+            return st._vector_changes(*a, **k)
+
+    monkeypatch.setattr(idx, "store", Counting())
     idx.refresh()
     assert calls["n"] == 0  # unchanged version: not even a query
     new_docs = fill(st, n_docs=2, per_doc=1100, seed=2)  # forces buffer growth
@@ -143,11 +147,11 @@ def test_reembedding_flow(st: Store):
     idx = VectorIndex(st, "new-model")
     idx.refresh()
     assert len(idx) == 0
-    version = st.vectors_version()
+    version = st.vectors_state()[0]
     rng = np.random.default_rng(0)
     items = [(s.meta["snippet_id"], unit(rng, 24)) for s in todo_new + rest]
     st.save_vectors(items + [(999_999, unit(rng, 24))], "new-model")  # 999_999: no such snippet, skipped
-    assert st.vectors_version() > version
+    assert st.vectors_state()[0] > version
     assert st.snippets_needing_vectors("new-model", 100) == []
     assert st.embedder_counts() == {"new-model": 8, "test-model": 5}
     idx.refresh()

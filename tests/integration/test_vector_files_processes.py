@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from docenrich.storage import SQLiteStore
-from docenrich.storage.vfiles import VectorFiles, vector_dir
+from docenrich.vectorindex.files import VectorFiles, vector_dir
 from tests.storeutil import make_batch, pdf_bytes, unit
 
 ROOT = Path(__file__).resolve().parents[2]

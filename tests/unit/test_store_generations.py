@@ -32,7 +32,8 @@ def test_state_changes_are_compare_and_set_and_a_new_run_has_a_new_generation(tm
 def test_removing_vectors_updates_the_index_without_reloading_it(tmp_path, monkeypatch):
     import numpy as np
 
-    from docenrich.storage import SQLiteStore, VectorIndex
+    from docenrich.storage import SQLiteStore
+    from docenrich.vectorindex import VectorIndex
 
     store = SQLiteStore(tmp_path)
     docs = [doc_with_snippets(store, 300, seed=s) for s in range(3)]

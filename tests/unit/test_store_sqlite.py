@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from docenrich.storage import DB_NAME, StorageError, schema_head
 from docenrich.storage import SQLiteStore as Store
 from docenrich.storage.sqlite import blobs as store_mod
-from tests.storeutil import document_info, files_in, make_batch, pdf_bytes
+from tests.storeutil import document_info, files_in, make_batch, pdf_bytes, run_sql
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ def test_disk_full_while_saving_images_leaves_nothing(st: Store, monkeypatch: py
 
 
 def test_database_full_leaves_no_row_and_no_file(st: Store):
-    pages = st._q("PRAGMA page_count")[0]["page_count"]
+    pages = run_sql(st, "PRAGMA page_count")[0]["page_count"]
 
     def cap(dbapi_conn, _record):  # SQLite's own "disk full", for every connection opened from now on
         dbapi_conn.execute(f"PRAGMA max_page_count = {pages}")
@@ -165,25 +165,24 @@ def test_two_processes_write_at_once(tmp_path: Path):
     assert a0 < b1 and b0 < a1
 
 
-def test_image_file_refuses_traversal(st: Store):
+def test_image_bytes_refuses_traversal(st: Store):
     doc, _ = st.add_document(pdf_bytes("img"), "img.pdf")
     batch = make_batch(doc.id, 0, n=1, image=1)
     st.save_batch(doc.id, 0, batch)
     name = st.snippets(doc.id)[0].image_path
-    path = st.image_file(name)
-    assert path is not None and path.parent == st.data_dir / "images"
-    assert path.read_bytes() == batch[0].image_bytes()[0]
+    assert (st.data_dir / "images" / name).is_file()
+    assert st.image_bytes(name) == batch[0].image_bytes()[0]
     (st.data_dir / "secret").write_text("x")
     bad_names = ("../x", "../secret", "../" + name, name.upper(), name + "/..", "/etc/passwd", "", name[:-4])
     for bad in bad_names + ("a" * 64 + ".exe", None, 42):
-        assert st.image_file(bad) is None, bad
-    assert st.image_file("0" * 64 + ".png") is None  # well-formed but absent
+        assert st.image_bytes(bad) is None, bad
+    assert st.image_bytes("0" * 64 + ".png") is None  # well-formed but absent
 
 
 def test_thumb_and_pdf_paths_validate_ids(st: Store):
     doc, _ = st.add_document(pdf_bytes("thumb"), "t.pdf")
     path = st.thumb_path(doc.id, 3)
-    assert path.parent == st.data_dir / "thumbs" / doc.id and path.parent.is_dir()
+    assert path.parent == st.data_dir / "thumbs" / doc.id and st.thumb_bytes(doc.id, 3) is None
     assert st.thumb_path(doc.id, 3, width=300) != path
     assert st.save_thumb(doc.id, 3, b"png-bytes") == path and path.read_bytes() == b"png-bytes"
     with pytest.raises(ValueError):

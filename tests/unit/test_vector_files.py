@@ -8,8 +8,8 @@ import pytest
 
 from docenrich.filters import SearchFilter
 from docenrich.storage import SQLiteStore
-from docenrich.storage.mapped import MappedIndex, build_graph, compact, sync
-from docenrich.storage.vfiles import VectorFiles, vector_dir
+from docenrich.vectorindex.files import VectorFiles, vector_dir
+from docenrich.vectorindex.mapped import MappedIndex, build_graph, compact, sync
 from tests.storeutil import DIM, fill, unit
 
 MODEL = "test-model"

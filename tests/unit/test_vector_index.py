@@ -10,7 +10,7 @@ def test_index_restricted_to_a_set_of_documents_is_exact(chosen):
     """Small and large document sets (gathered rows, or all rows scored then picked) agree with brute force."""
     import numpy as np
 
-    from docenrich.storage import VectorIndex
+    from docenrich.vectorindex import VectorIndex
 
     rng = np.random.default_rng(chosen)
     matrix = rng.standard_normal((1000, 16)).astype(np.float32)
@@ -20,9 +20,6 @@ def test_index_restricted_to_a_set_of_documents_is_exact(chosen):
     class Source:
         def vectors_state(self):
             return (1, 1)
-
-        def _load_vectors(self, embedder, after_rowid=0):
-            return ids, docs, matrix, 1000, (1, 1)
 
         def _vector_changes(self, embedder, after_rowid, after_seq):
             fresh = after_rowid == 0

@@ -1,8 +1,5 @@
-"""The schema's one Alembic history for SQLite and PostgreSQL, applied when a store opens.
+"""The schema's one Alembic history for SQLite and PostgreSQL, applied when a store opens (docs/storage.md).
 
-A new database is created from storage/tables.py (and its backend's triggers) and stamped at the
-newest revision, as Alembic's cookbook does; a database from before Alembic (SQLite's PRAGMA
-user_version 6, PostgreSQL's schema_version 2 or 3) is stamped at the baseline and upgraded from there.
 Every process opening a store runs `upgrade`; the first one does the work under the database's
 write lock (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory lock), the others then find it done.
 """

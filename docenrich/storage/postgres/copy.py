@@ -2,8 +2,7 @@
 
 A document already in the target is skipped, so an interrupted copy is simply run again; a
 document is never half-copied because its rows, files and vectors commit together. Snippet ids
-are kept, so hits, links and exports name the same snippets after the move. Both ends are the
-same tables (storage/tables.py), read and written through SQLAlchemy.
+are kept, so hits, links and exports name the same snippets after the move.
 """
 from __future__ import annotations
 
@@ -15,8 +14,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import TSVECTOR
 
-from docenrich.storage import renditions as renditions_module
-from docenrich.storage.documents import DOCUMENT_COLUMNS
+from docenrich.storage.documents import by_id
 from docenrich.storage.encoding import json_load
 from docenrich.storage.engine import CONTENT_LOCK
 from docenrich.storage.postgres.index import HNSW_MAX_DIM, hnsw_index_sql
@@ -28,6 +26,7 @@ from docenrich.storage.tables import (
     documents,
     embedders,
     images,
+    pdfs,
     renditions,
     snippets,
     sparse_postings,
@@ -42,7 +41,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _THUMB = re.compile(r"p(\d{5})(?:-w(\d+))?\.png")
-_SNIPPET_COLUMNS = ("id", "document_id", "ordinal", "batch_index", "page", "bbox", "text", "kind", "meta", "image")
 
 
 def pending_documents(source: SQLiteStore, target: PostgresStore) -> tuple[list[str], int]:
@@ -71,13 +69,13 @@ def copy_collections(source: SQLiteStore, target: PostgresStore) -> int:
 def copy_document(source: SQLiteStore, target: PostgresStore, doc_id: str, *, thumbnails: bool = True) -> bool:
     """Copy one document with everything it owns, in one transaction; False if it was already there."""
     with source._read() as src:
-        doc = src.execute(sa.select(*DOCUMENT_COLUMNS).where(documents.c.id == doc_id)).mappings().first()
+        doc = src.execute(by_id(doc_id)).mappings().first()
         if doc is None:
             return False
         links = [dict(r) for r in src.execute(sa.select(document_collections).where(
             document_collections.c.document_id == doc_id)).mappings()]
-        rows = [dict(r) for r in src.execute(sa.select(*(snippets.c[c] for c in _SNIPPET_COLUMNS)).where(
-            snippets.c.document_id == doc_id)).mappings()]
+        rows = [dict(r) for r in src.execute(
+            sa.select(snippets).where(snippets.c.document_id == doc_id)).mappings()]
         vecs = [dict(r) for r in src.execute(sa.select(vectors.c.snippet_id, vectors.c.document_id,
                                                        vectors.c.embedder, vectors.c.dim, vectors.c.embedding)
                                              .where(vectors.c.document_id == doc_id).order_by(vectors.c.id)).mappings()]
@@ -89,25 +87,24 @@ def copy_document(source: SQLiteStore, target: PostgresStore, doc_id: str, *, th
     with target._write("the copied document", lock=CONTENT_LOCK) as conn:
         if conn.execute(sa.select(documents.c.id).where(documents.c.id == doc_id)).first():
             return False
-        target._put_pdf(conn, doc["sha256"], source.pdf_bytes(doc_id))
+        target._put(conn, pdfs, {doc["sha256"]: source.pdf_bytes(doc_id)})
         conn.execute(sa.insert(documents).values(**doc))
         for link in links:
             conn.execute(target._insert(collections).values(name=link["collection"], description="",
                                                             created_at=link["added_at"]).on_conflict_do_nothing())
             conn.execute(sa.insert(document_collections).values(**link))
         _copy_snippets(source, target, conn, rows, doc["title"])
-        target._register_dims(conn, {v["embedder"]: {v["dim"]} for v in vecs})
+        target._register_dims(conn, [(v["embedder"], v["dim"]) for v in vecs])
         for table, items in ((vectors, vecs), (sparse_postings, sparse), (batches, done)):
             if items:
                 conn.execute(sa.insert(table), items)
         # A document of another format is drawn from its PDF rendering: never left behind.
-        rendition = renditions_module.load(source, doc_id)
+        rendition = source._load(renditions, doc_id)
         if rendition is not None:
             conn.execute(sa.insert(renditions).values(document_id=doc_id, data=rendition))
         if thumbnails:
             _copy_thumbs(source, conn, doc_id)
-        if vecs:
-            target._bump_vectors(conn, removed=False)
+        target._bump_vectors(conn, added=len(vecs))
     return True
 
 
@@ -143,7 +140,7 @@ def copy_embedders(source: SQLiteStore, target: PostgresStore) -> dict[str, int]
     """Register the source's embedders (and so their dimensions' HNSW indexes) in the target."""
     dims = {r["name"]: r["dim"] for r in source._all(sa.select(embedders.c.name, embedders.c.dim))}
     with target._write("the embedders", lock=CONTENT_LOCK) as conn:
-        target._register_dims(conn, {name: {dim} for name, dim in dims.items()})
+        target._register_dims(conn, dims.items())
     return dims
 
 

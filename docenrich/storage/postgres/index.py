@@ -34,11 +34,8 @@ EXACT_BELOW = 20000
 
 
 def hnsw_index_sql(dim: int, name: str | None = None) -> str:
-    """DDL of the HNSW index over the vectors of one dimension (cosine distance).
-
-    The column is an untyped `vector`, so the index is over the expression cast to vector(dim)
-    and partial on dim: embedders of different sizes share a table, each size its own index.
-    """
+    """DDL of the HNSW index (cosine) over the vectors of one dimension: the column is an untyped `vector`,
+    so it is over the cast to vector(dim) and partial on dim (embedders of different sizes share the table)."""
     dim = int(dim)
     return (f"CREATE INDEX IF NOT EXISTS {name or f'vectors_hnsw_{dim}'} ON vectors USING hnsw "
             f"((embedding::vector({dim})) vector_cosine_ops) WHERE dim = {dim}")
@@ -59,7 +56,7 @@ class PgVectorIndex:
         self.configured_ef = max(0, min(MAX_EF_SEARCH, int(ef_search)))
         self.exact_below = exact_below
         self._n = 0
-        self._dim = 0
+        self.dim = 0  # 0 while empty
 
     def __len__(self) -> int:
         return self._n
@@ -69,62 +66,53 @@ class PgVectorIndex:
         """hnsw.ef_search for an unfiltered search: as configured, else by the number of vectors."""
         return self.configured_ef or auto_ef_search(self._n)
 
-    @property
-    def dim(self) -> int:
-        """Vector dimension (0 while empty)."""
-        return self._dim
-
     def refresh(self) -> None:
         """Read the embedder's vector count and dimension (one indexed row; nothing is loaded)."""
         row = self.store._first(sa.select(embedders.c.dim, embedders.c.vector_count)
                                 .where(embedders.c.name == self.embedder))
-        self._dim, self._n = (0, 0) if row is None else (int(row["dim"]), max(0, int(row["vector_count"])))
+        self.dim, self._n = (0, 0) if row is None else (int(row["dim"]), max(0, int(row["vector_count"])))
 
     def search(
         self, query: np.ndarray, k: int, document_id: str | None = None, document_ids: Collection[str] | None = None,
         filter: SearchFilter | None = None,
     ) -> list[tuple[int, float]]:
-        """Top-k (snippet_id, cosine similarity) best first, among the rows the filter (and the optional
-        document or set of documents) allows: the filter is part of the SQL, never applied to a top k."""
+        """Top-k (snippet_id, cosine similarity) best first within the filter (in the SQL, never to a top k)."""
         filter = combined(filter, document_id, document_ids)
         if k <= 0 or self._n == 0:
             return []
         q = np.asarray(query, dtype=np.float32).reshape(-1)
-        if q.shape[0] != self._dim:
-            raise ValueError(f"query has {q.shape[0]} dimensions; embedder {self.embedder!r} vectors have {self._dim}")
+        if q.shape[0] != self.dim:
+            raise ValueError(f"query has {q.shape[0]} dimensions; embedder {self.embedder!r} vectors have {self.dim}")
         where = _Where.of(filter)
         if where.conds:
             return self._filtered(q, k, where)
-        if self._dim > HNSW_MAX_DIM:
+        if self.dim > HNSW_MAX_DIM:
             return self._exact(q, k, where)
         # An HNSW scan yields at most ef_search rows: a deeper request widens it (up to pgvector's cap).
-        hits = self._approximate(q, k, where, max(self.ef_search, min(k, MAX_EF_SEARCH)))
-        # Fewer than k rows: another embedder of the same size shares the index; fall back to exact.
-        return hits if len(hits) >= min(k, self._n) else self._exact(q, k, where)
+        return self._approximate(q, k, where, max(self.ef_search, min(k, MAX_EF_SEARCH)), min(k, self._n))
 
     def _filtered(self, q: np.ndarray, k: int, where: _Where) -> list[tuple[int, float]]:
         """Within the filter: exact for small sets, else an over-fetching HNSW scan."""
         if not where.narrow:  # only a few kinds (tables of contents) left out: most rows qualify
-            hits = self._approximate(q, k, where, max(self.ef_search, min(2 * k, MAX_EF_SEARCH)))
-            return hits if len(hits) >= min(k, self._n) else self._exact(q, k, where)
+            ef = max(self.ef_search, min(2 * k, MAX_EF_SEARCH))
+            return self._approximate(q, k, where, ef, min(k, self._n))
         inside = int(self.store._scalar(where.apply(sa.select(sa.func.count()).select_from(vectors)
                                                     .where(vectors.c.embedder == self.embedder))))
         if inside == 0:
             return []
-        if inside < self.exact_below or self._dim > HNSW_MAX_DIM:
+        if inside < self.exact_below or self.dim > HNSW_MAX_DIM:
             return self._exact(q, k, where)
         # Ask for as many rows as the filter is expected to leave k of, within pgvector's cap.
         ef = min(MAX_EF_SEARCH, max(self.ef_search, int(k * self._n / inside * 2)))
-        hits = self._approximate(q, k, where, ef)
-        return hits if len(hits) >= min(k, inside) else self._exact(q, k, where)
+        return self._approximate(q, k, where, ef, min(k, inside))
 
     def _approximate_query(self, where: _Where, q: sa.ColumnElement, limit: int) -> sa.Select:
         """The HNSW query: ORDER BY matches the partial index's expression, and dim is a literal
         so the planner can prove the index's WHERE dim = n."""
-        kind = VECTOR(int(self._dim))
+        kind = VECTOR(int(self.dim))
         distance = sa.cast(vectors.c.embedding, kind).op("<=>", return_type=sa.Float)(sa.cast(q, kind))
         return where.apply(sa.select(vectors.c.snippet_id, distance.label("distance")).where(
-            vectors.c.dim == sa.literal_column(str(int(self._dim))), vectors.c.embedder == self.embedder,
+            vectors.c.dim == sa.literal_column(str(int(self.dim))), vectors.c.embedder == self.embedder,
         )).order_by(distance).limit(limit)
 
     @staticmethod
@@ -134,13 +122,16 @@ class PgVectorIndex:
         for name, value in (("hnsw.ef_search", str(int(ef))), ("enable_sort", "off"), ("enable_seqscan", "off")):
             conn.execute(sa.select(sa.func.set_config(name, value, True)))
 
-    def _approximate(self, q: np.ndarray, k: int, where: _Where, ef: int) -> list[tuple[int, float]]:
-        """HNSW scan of up to ef rows (k when unfiltered), best first, cut to k."""
-        stmt = self._approximate_query(where, sa.literal(q, VECTOR(int(self._dim))), ef if where.conds else k)
+    def _approximate(self, q: np.ndarray, k: int, where: _Where, ef: int,
+                     expect: int) -> list[tuple[int, float]]:
+        """HNSW scan of up to ef rows (k when unfiltered), best first, cut to k; the exact scan when it
+        yields fewer than `expect` (too few left by the filter, or another embedder shares the index)."""
+        stmt = self._approximate_query(where, sa.literal(q, VECTOR(int(self.dim))), ef if where.conds else k)
         with self.store._read() as conn:
             self._use_hnsw(conn, ef)
             rows = conn.execute(stmt).all()
-        return [(int(r.snippet_id), 1.0 - float(r.distance)) for r in rows[:k]]
+        hits = [(int(r.snippet_id), 1.0 - float(r.distance)) for r in rows[:k]]
+        return hits if len(hits) >= expect else self._exact(q, k, where)
 
     def plan(self, query: np.ndarray, k: int = 10) -> str:
         """EXPLAIN of the unfiltered HNSW query as search() runs it (to check the index is used)."""

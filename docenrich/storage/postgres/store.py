@@ -1,9 +1,7 @@
-"""PostgresStore: the PostgreSQL + pgvector backend, everything in one database.
+"""PostgresStore: the PostgreSQL + pgvector backend, everything in one database that several hosts share.
 
-Web processes and workers on several hosts share it: documents, collections, snippets with their
-tsvector, vectors (pgvector, an HNSW index per dimension), sparse postings, and the PDFs, snippet
-images and page thumbnails as bytea. What only PostgreSQL does is here: those bytea rows, the
-tsvector index, the advisory locks and the HNSW indexes; dense search is index.py.
+What only PostgreSQL does is here: content as bytea rows, the tsvector index, the advisory locks
+and the HNSW index per vector size; dense search is index.py.
 
 The lexical words are cut and folded in Python (storage/terms.py), not by a text search
 configuration: identifiers split at "_", ".", "-" exactly as on SQLite, diacritics fold without
@@ -13,20 +11,16 @@ literal (word:position+weight), so its positions let an identifier query match a
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import TSQUERY, TSVECTOR
 
-from docenrich.filters import SearchFilter, merged
-from docenrich.storage.encoding import IMAGE_NAME, check_doc_id
 from docenrich.storage.engine import postgres_engine
-from docenrich.storage.filters import snippet_conditions
 from docenrich.storage.postgres import schema
 from docenrich.storage.postgres.index import HNSW_MAX_DIM, PgVectorIndex, hnsw_index_sql
-from docenrich.storage.store import Garbage, SQLStore
-from docenrich.storage.tables import documents, images, pdfs, snippets, thumbs
+from docenrich.storage.store import CONTENT, Garbage, SQLStore
+from docenrich.storage.tables import documents, images, pdfs, snippets
 from docenrich.storage.terms import fold, query_terms, words
 
 log = logging.getLogger(__name__)
@@ -72,17 +66,6 @@ def ts_query(query: str) -> str:
     return " | ".join(out)
 
 
-def _thumb_key(doc_id: str, page: int, width: int | None) -> tuple[str, int, int]:
-    """(document id, page, width; 0 for the default thumbnail), validated as SQLite's paths are."""
-    check_doc_id(doc_id)
-    page = int(page)
-    if page < 1:
-        raise ValueError(f"page must be >= 1, got {page}")
-    if width is not None and int(width) < 1:
-        raise ValueError(f"width must be >= 1, got {width}")
-    return doc_id, page, 0 if width is None else int(width)
-
-
 class PostgresStore(SQLStore):
     """PostgreSQL with pgvector; one engine (and pool) per database URL and process."""
 
@@ -119,12 +102,11 @@ class PostgresStore(SQLStore):
 
     # ---- content as bytea rows
 
-    def _put_pdf(self, conn: sa.Connection, sha: str, data: bytes) -> None:
-        conn.execute(self._insert(pdfs).values(sha256=sha, data=data).on_conflict_do_nothing())
-
-    def _put_images(self, conn: sa.Connection, found: dict[str, bytes]) -> None:
-        for name, data in found.items():
-            conn.execute(self._insert(images).values(name=name, data=data).on_conflict_do_nothing())
+    def _put(self, conn: sa.Connection, table: sa.Table, found: dict[str, bytes]) -> None:
+        key = table.primary_key.columns[0].name
+        rows = [{key: name, "data": data} for name, data in found.items()]
+        if rows:
+            conn.execute(self._insert(table).on_conflict_do_nothing(), rows)
 
     def _drop_unused(self, conn: sa.Connection, garbage: Garbage) -> None:
         """Delete the images and PDFs no row uses any more (inside a transaction holding CONTENT_LOCK)."""
@@ -135,55 +117,26 @@ class PostgresStore(SQLStore):
             conn.execute(sa.delete(pdfs).where(pdfs.c.sha256.in_(sorted(garbage.pdfs)), ~sa.exists().where(
                 documents.c.sha256 == pdfs.c.sha256)))
 
-    def pdf_bytes(self, doc_id: str) -> bytes:
-        """A document's PDF; KeyError if the document does not exist."""
-        check_doc_id(doc_id)
-        data = self._scalar(sa.select(pdfs.c.data).join(documents, documents.c.sha256 == pdfs.c.sha256)
-                            .where(documents.c.id == doc_id))
-        if data is None:
-            raise KeyError(doc_id)
-        return bytes(data)
-
-    def image_bytes(self, name: str) -> bytes | None:
-        """A stored image by content name, or None if missing or not a plain content name."""
-        if not isinstance(name, str) or not IMAGE_NAME.fullmatch(name):
-            return None
-        data = self._scalar(sa.select(images.c.data).where(images.c.name == name))
+    def _load(self, table: sa.Table, *key: Any) -> bytes | None:
+        where = [column == value for column, value in zip(table.primary_key, key, strict=True)]
+        data = self._scalar(sa.select(table.c.data).where(*where))
         return None if data is None else bytes(data)
 
-    def thumb_bytes(self, doc_id: str, page: int, width: int | None = None) -> bytes | None:
-        """A cached page rendering, or None when not rendered yet."""
-        doc_id, page, width = _thumb_key(doc_id, page, width)
-        data = self._scalar(sa.select(thumbs.c.data).where(
-            thumbs.c.document_id == doc_id, thumbs.c.page == page, thumbs.c.width == width))
-        return None if data is None else bytes(data)
-
-    def save_thumb(self, doc_id: str, page: int, data: bytes, width: int | None = None) -> None:
-        """Cache a rendered PNG of a page (nothing happens if the document is gone)."""
-        doc_id, page, width = _thumb_key(doc_id, page, width)
-        insert = self._insert(thumbs).from_select(
-            ["document_id", "page", "width", "data"],
-            sa.select(documents.c.id, sa.literal(page), sa.literal(width), sa.literal(bytes(data), sa.LargeBinary))
-            .where(documents.c.id == doc_id))
-        with self._write("the page thumbnail") as conn:
-            conn.execute(insert.on_conflict_do_update(index_elements=["document_id", "page", "width"],
+    def _save(self, table: sa.Table, data: bytes, doc_id: str, *key: Any) -> None:
+        names = [c.name for c in table.primary_key]
+        values = sa.select(documents.c.id, *map(sa.literal, key), sa.literal(data, sa.LargeBinary))
+        insert = self._insert(table).from_select([*names, "data"], values.where(documents.c.id == doc_id))
+        with self._write(CONTENT[table.name]) as conn:
+            conn.execute(insert.on_conflict_do_update(index_elements=names,
                                                       set_={"data": insert.excluded.data}))
 
     # ---- lexical search
 
-    def lexical_search(
-        self, query: str, k: int, *, document_id: str | None = None, exclude_kinds: Iterable[str] = (),
-        filter: SearchFilter | None = None,
-    ) -> list[tuple[int, float]]:
-        """Top-k (snippet_id, score) by ts_rank_cd, best first (higher score is better), within the filter."""
+    def _lexical_query(self, query: str, conds: list[sa.ColumnElement]) -> sa.Select | None:
         expr = ts_query(query)
-        if not expr or k <= 0:
-            return []
-        s = PG_SNIPPETS
-        tsq = sa.cast(expr, TSQUERY)
+        if not expr:
+            return None
+        s, tsq = PG_SNIPPETS, sa.cast(expr, TSQUERY)
         score = sa.func.ts_rank_cd(sa.literal_column(f"'{_RANK_WEIGHTS}'::float4[]"), s.c.lex, tsq,
                                    _RANK_NORMALISATION, type_=sa.Float).label("score")
-        stmt = sa.select(s.c.id, score).where(s.c.lex.op("@@")(tsq),
-                                              *snippet_conditions(merged(filter, document_id, exclude_kinds), s))
-        rows = self._all(stmt.order_by(score.desc(), s.c.id).limit(int(k)))
-        return [(int(r["id"]), float(r["score"])) for r in rows]
+        return sa.select(s.c.id, score).where(s.c.lex.op("@@")(tsq), *conds).order_by(score.desc(), s.c.id)

@@ -16,12 +16,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
 from docenrich.storage.base import StorageError, reason
-from docenrich.storage.encoding import IMAGE_NAME, check_doc_id
-from docenrich.storage.store import Garbage
+from docenrich.storage.encoding import IMAGE_NAME, check_doc_id, thumb_key
+from docenrich.storage.store import CONTENT, Garbage
 from docenrich.storage.tables import documents, snippets
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,10 @@ SWEEP_INTERVAL_S = 24 * 3600.0
 
 
 def atomic_write(path: Path, data: bytes, what: str) -> None:
-    """Write data to path via a temp file in the same dir + os.replace; StorageError on failure."""
+    """Write data atomically (temp file beside it, os.replace), making its folder; StorageError on failure."""
     tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -55,19 +57,9 @@ def atomic_write(path: Path, data: bytes, what: str) -> None:
                 os.unlink(tmp)
 
 
-def blob_present(path: Path, size: int) -> bool:
-    """Whether a content file exists with the expected size."""
-    try:
-        return path.stat().st_size == size
-    except OSError:
-        return False
-
-
 def _unlink(path: Path) -> None:
     try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
+        path.unlink(missing_ok=True)
     except OSError as exc:
         log.warning("could not remove %s: %s", path, exc)
 
@@ -92,125 +84,96 @@ class BlobsMixin:
         except OSError as exc:
             raise StorageError(f"Could not create the data directory (DATA_DIR): {reason(exc)}.") from exc
 
-    def _pdf_file(self, sha256: str) -> Path:
-        return self.pdf_dir / f"{sha256}.pdf"
+    def _file(self, table: str, *key: Any) -> Path:
+        """Where content lives that PostgreSQL keeps as a row of `table`, by that row's primary key."""
+        if table == "pdfs":
+            return self.pdf_dir / f"{key[0]}.pdf"
+        if table == "images":
+            return self.image_dir / key[0]
+        if table == "renditions":  # beside the page renderings, so it goes with them
+            return self.thumb_dir / key[0] / "rendition.pdf"
+        doc_id, page, width = key
+        # The doc id is a content hash, so the name identifies the rendered page for good.
+        suffix = f"-w{width}" if width else ""
+        return self.thumb_dir / doc_id / f"p{page:05d}{suffix}.png"
 
     def pdf_path(self, doc_id: str) -> Path:
         """Path of a document's PDF; KeyError if the document does not exist."""
-        check_doc_id(doc_id)
-        sha = self._scalar(sa.select(documents.c.sha256).where(documents.c.id == doc_id))
+        sha = self._scalar(sa.select(documents.c.sha256).where(documents.c.id == check_doc_id(doc_id)))
         if sha is None:
             raise KeyError(doc_id)
-        return self._pdf_file(sha)
-
-    def image_file(self, name: str) -> Path | None:
-        """Path of a stored image by name, or None if missing or not a plain content name."""
-        if not isinstance(name, str) or not IMAGE_NAME.fullmatch(name):
-            return None
-        path = self.image_dir / name
-        return path if path.is_file() else None
+        return self._file("pdfs", sha)
 
     def thumb_path(self, doc_id: str, page: int, width: int | None = None) -> Path:
-        """Cache path of a page thumbnail (its folder is created; the file may not exist)."""
-        check_doc_id(doc_id)
-        page = int(page)
-        if page < 1:
-            raise ValueError(f"page must be >= 1, got {page}")
-        suffix = ""
-        if width is not None:
-            if int(width) < 1:
-                raise ValueError(f"width must be >= 1, got {width}")
-            suffix = f"-w{int(width)}"
-        folder = self.thumb_dir / doc_id
-        try:
-            folder.mkdir(exist_ok=True)
-        except OSError as exc:
-            raise StorageError(f"Could not create the thumbnail folder: {reason(exc)}.") from exc
-        # The doc id is a content hash, so the name identifies the rendered page for good.
-        return folder / f"p{page:05d}{suffix}.png"
+        """Cache path of a page thumbnail (the file may not exist)."""
+        return self._file("thumbs", *thumb_key(doc_id, page, width))
 
-    def save_thumb(self, doc_id: str, page: int, data: bytes, width: int | None = None) -> Path:
-        """Atomically write a rendered PNG thumbnail to its cache path."""
-        path = self.thumb_path(doc_id, page, width)
-        atomic_write(path, data, "the page thumbnail")
+    def _load(self, table: sa.Table, *key: Any) -> bytes | None:
+        try:
+            return self._file(table.name, *key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+
+    def _save(self, table: sa.Table, data: bytes, doc_id: str, *key: Any) -> Path:
+        path = self._file(table.name, doc_id, *key)
+        atomic_write(path, data, CONTENT[table.name])
+        if table.name == "renditions" and self.get_document(doc_id) is None:
+            path.unlink(missing_ok=True)  # deleted meanwhile: its folder was removed before this write
         return path
-
-    def pdf_bytes(self, doc_id: str) -> bytes:
-        """A document's PDF; KeyError if the document (or its file) does not exist."""
-        try:
-            return self.pdf_path(doc_id).read_bytes()
-        except FileNotFoundError:
-            raise KeyError(doc_id) from None
-
-    def image_bytes(self, name: str) -> bytes | None:
-        """A stored image by content name, or None if missing or not a plain content name."""
-        path = self.image_file(name)
-        try:
-            return None if path is None else path.read_bytes()
-        except FileNotFoundError:
-            return None
-
-    def thumb_bytes(self, doc_id: str, page: int, width: int | None = None) -> bytes | None:
-        """A cached page rendering, or None when not rendered yet."""
-        try:
-            return self.thumb_path(doc_id, page, width).read_bytes()
-        except FileNotFoundError:
-            return None
 
     @contextlib.contextmanager
     def _content(self, pdfs: dict[str, bytes] | None = None,
                  images: dict[str, bytes] | None = None) -> Iterator[Garbage]:
         """Write the files a transaction will name before it takes the lock; collect what it left unused."""
-        garbage, new_images, new_pdfs = Garbage(), [], []
+        garbage, new = Garbage(), {"pdfs": [], "images": []}
         ok = False
         try:
-            for sha, data in (pdfs or {}).items():
-                if self._write_missing(self._pdf_file(sha), data, "the uploaded PDF"):
-                    new_pdfs.append(sha)
-            for name, data in (images or {}).items():
-                if self._write_missing(self.image_dir / name, data, "a snippet image"):
-                    new_images.append(name)
+            for kind, found in (("pdfs", pdfs), ("images", images)):
+                for key, data in (found or {}).items():
+                    if self._write_missing(self._file(kind, key), data, CONTENT[kind]):
+                        new[kind].append(key)
             yield garbage
             ok = True
         finally:
             if not ok or garbage.check_new:
                 # Rolled back, or the rows went away meanwhile: only files no row uses are removed.
-                garbage.images.update(new_images)
-                garbage.pdfs.update(new_pdfs)
+                garbage.pdfs.update(new["pdfs"])
+                garbage.images.update(new["images"])
             self._collect(garbage)
 
     @staticmethod
     def _write_missing(path: Path, data: bytes, what: str) -> bool:
-        """Write a content file unless it is there already; whether it was written."""
-        if blob_present(path, len(data)):
-            return False
+        """Write a content file unless it is there already (with its size); whether it was written."""
+        with contextlib.suppress(OSError):
+            if path.stat().st_size == len(data):
+                return False
         atomic_write(path, data, what)
         return True
 
-    def _put_pdf(self, conn: sa.Connection, sha: str, data: bytes) -> None:
-        """Under the write lock: a concurrent delete of the same bytes may have removed the file meanwhile."""
-        self._write_missing(self._pdf_file(sha), data, "the uploaded PDF")
+    def _put(self, conn: sa.Connection, table: sa.Table, found: dict[str, bytes]) -> None:
+        """Under the write lock: a concurrent delete of the same bytes may have removed a file meanwhile."""
+        for key, data in found.items():
+            self._write_missing(self._file(table.name, key), data, CONTENT[table.name])
 
-    def _put_images(self, conn: sa.Connection, images: dict[str, bytes]) -> None:
-        """Under the write lock: make sure each image file exists before a row names it."""
-        for name, data in images.items():
-            self._write_missing(self.image_dir / name, data, "a snippet image")
+    def _unlink_unused(self, images: list[str], pdfs: list[str]) -> int:
+        """Under the write lock: unlink the images and PDFs no row names; how many."""
+        if not images and not pdfs:
+            return 0
+        with self._write("the cleanup") as conn:
+            unused = [self.image_dir / n for n in images if not _image_used(conn, n)]
+            unused += [self._file("pdfs", sha) for sha in pdfs if not _pdf_used(conn, sha)]
+            for path in unused:
+                _unlink(path)
+        return len(unused)
 
     def _collect(self, garbage: Garbage) -> None:
-        """After a commit: unlink the content files no row references any more (under the write lock)."""
-        images = [n for n in garbage.images if n and IMAGE_NAME.fullmatch(n)]
-        if images or garbage.pdfs:
-            try:
-                with self._write("the cleanup") as conn:
-                    for name in images:
-                        if not _image_used(conn, name):
-                            _unlink(self.image_dir / name)
-                    for sha in garbage.pdfs:
-                        if not _pdf_used(conn, sha):
-                            _unlink(self._pdf_file(sha))
-            except (StorageError, sa.exc.DBAPIError) as exc:
-                # Leftover files are harmless (sweep_orphans removes them); don't mask the caller's result.
-                log.warning("could not clean up files: %s", exc)
+        """After a commit: unlink the content files no row references any more."""
+        try:
+            images = [n for n in garbage.images if n and IMAGE_NAME.fullmatch(n)]
+            self._unlink_unused(images, list(garbage.pdfs))
+        except (StorageError, sa.exc.DBAPIError) as exc:
+            # Leftover files are harmless (sweep_orphans removes them); don't mask the caller's result.
+            log.warning("could not clean up files: %s", exc)
         for doc_id in garbage.documents:
             shutil.rmtree(self.thumb_dir / doc_id, ignore_errors=True)
         if garbage.documents:
@@ -234,25 +197,14 @@ class BlobsMixin:
 
     def sweep_orphans(self, min_age: float = ORPHAN_MIN_AGE_S) -> int:
         """Remove unreferenced content files and stale temp files older than min_age s; returns count."""
-        candidates = self._old_files(time.time() - min_age)
-        if not candidates:
-            return 0
-        removed = 0
-        with self._write("the cleanup") as conn:
-            for path in candidates:
-                name = path.name
-                if name.startswith(".") and name.endswith(".part"):
-                    referenced = False
-                elif path.parent == self.image_dir and IMAGE_NAME.fullmatch(name):
-                    referenced = _image_used(conn, name)
-                elif path.parent == self.pdf_dir and _PDF_NAME.fullmatch(name):
-                    referenced = _pdf_used(conn, name[:-4])
-                else:
-                    continue  # not ours; leave it alone
-                if not referenced:
-                    _unlink(path)
-                    removed += 1
-        return removed
+        old = self._old_files(time.time() - min_age)
+        # Anything else in the folders is not ours: it is left alone.
+        temp = [p for p in old if p.name.startswith(".") and p.name.endswith(".part")]
+        for path in temp:
+            _unlink(path)
+        images = [p.name for p in old if p.parent == self.image_dir and IMAGE_NAME.fullmatch(p.name)]
+        pdfs = [p.name[:-4] for p in old if p.parent == self.pdf_dir and _PDF_NAME.fullmatch(p.name)]
+        return len(temp) + self._unlink_unused(images, pdfs)
 
     def _old_files(self, cutoff: float) -> list[Path]:
         """Files in the PDF and image folders last modified before cutoff."""

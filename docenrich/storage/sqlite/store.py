@@ -6,31 +6,24 @@ Layout under the data directory:
     pdfs/<sha256>.pdf           uploaded PDFs, named by content
     images/<sha256>.<ext>       snippet images, named by content (shared between snippets)
     thumbs/<doc_id>/p<N>.png    page thumbnail cache
-    vectors/<embedder>/         memory-mapped vector files every process shares (storage/vfiles.py)
-
-What only SQLite does: content as files (blobs.py), the FTS5 index kept by triggers, new snippet
-ids from a counter that only grows, and dense search over memory-mapped vector files (storage/mapped.py).
+    vectors/<embedder>/         memory-mapped vector files every process shares (vectorindex/files.py)
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from docenrich.filters import SearchFilter, merged
 from docenrich.storage.engine import sqlite_engine
-from docenrich.storage.filters import snippet_conditions
-from docenrich.storage.index import VectorIndex
-from docenrich.storage.mapped import MODES, MappedIndex, sync
 from docenrich.storage.sqlite import schema
 from docenrich.storage.sqlite.blobs import BlobsMixin
 from docenrich.storage.store import SQLStore
 from docenrich.storage.tables import counters, snippets
 from docenrich.storage.terms import query_terms
-from docenrich.storage.vfiles import VectorFiles, vector_dir
+from docenrich.vectorindex import MODES, MappedIndex, VectorIndex, sync
+from docenrich.vectorindex.files import VectorFiles, vector_dir
 
 log = logging.getLogger(__name__)
 
@@ -69,19 +62,7 @@ class SQLiteStore(BlobsMixin, SQLStore):
             return VectorIndex(self, embedder)
         return MappedIndex(self, embedder, self.data_dir, self.vector_mode, self.hnsw_min_rows)
 
-    def save_vectors(self, items, embedder: str, digests: dict[int, str] | None = None) -> None:
-        """Store vectors (SQLStore.save_vectors), then append them to the embedder's vector files."""
-        super().save_vectors(items, embedder, digests)
-        self._sync_vector_files({embedder})
-
-    def save_batch(self, doc_id: str, batch_index: int, snippets: list, generation: int | None = None):
-        """Store a batch (SQLStore.save_batch), then append its vectors to the vector files."""
-        doc = super().save_batch(doc_id, batch_index, snippets, generation)
-        self._sync_vector_files({s.embedding_model for s in snippets
-                                 if s.embedding is not None and s.embedding_model})
-        return doc
-
-    def _sync_vector_files(self, embedders: set[str]) -> None:
+    def _vectors_saved(self, embedders: set[str]) -> None:
         """The writers' side: append what was just committed (the database stays the truth if this fails)."""
         if self.vector_mode == "memory":
             return
@@ -102,25 +83,15 @@ class SQLiteStore(BlobsMixin, SQLStore):
         # Ids are never reused (SQLite's default is max(id) + 1): the counter only grows.
         return {"id": sa.select(counters.c.value + 1).where(counters.c.name == "snippet_id_seq").scalar_subquery()}
 
-    def lexical_search(
-        self, query: str, k: int, *, document_id: str | None = None, exclude_kinds: Iterable[str] = (),
-        filter: SearchFilter | None = None,
-    ) -> list[tuple[int, float]]:
-        """Top-k (snippet_id, score) by BM25, best first (higher score is better), within the filter."""
+    def _lexical_query(self, query: str, conds: list[sa.ColumnElement]) -> sa.Select | None:
         expr = fts_query(query)
-        if not expr or k <= 0:
-            return []
+        if not expr:
+            return None
         fts = sa.table("snippets_fts", sa.column("rowid", sa.Integer))
-        rank = sa.literal_column(f"bm25(snippets_fts, {_BM25_WEIGHTS})").label("rank")
-        stmt = sa.select(fts.c.rowid, rank).where(sa.literal_column("snippets_fts").op("MATCH")(expr))
-        conds = snippet_conditions(merged(filter, document_id, exclude_kinds))
+        rank = sa.literal_column(f"bm25(snippets_fts, {_BM25_WEIGHTS})", sa.Float)
+        # bm25() is lower-is-better; callers expect higher-is-better like the vector scores.
+        stmt = sa.select(fts.c.rowid.label("id"), (-rank).label("score")).where(
+            sa.literal_column("snippets_fts").op("MATCH")(expr))
         if conds:
             stmt = stmt.join(snippets, snippets.c.id == fts.c.rowid).where(*conds)
-        try:
-            rows = self._all(stmt.order_by(rank).limit(int(k)))
-        except sa.exc.OperationalError as exc:
-            if "fts5" in str(exc).lower() or "syntax" in str(exc).lower():
-                return []
-            raise
-        # bm25() is lower-is-better; callers expect higher-is-better like the vector scores.
-        return [(int(r["rowid"]), -float(r["rank"])) for r in rows]
+        return stmt.order_by(rank)

@@ -1,4 +1,4 @@
-"""Dense search over memory-mapped vector files shared by every process of a host (storage/vfiles.py).
+"""Dense search over memory-mapped vector files shared by every process of a host (files.py).
 
 Each web process maps the same files, so their pages are in memory once, and a restarted process
 answers its first search as soon as it has read the manifest. Search is exact (a matrix product
@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from docenrich.filters import SearchFilter, combined
-from docenrich.storage.index import VectorSource, _snippet_mask, allowed_documents
-from docenrich.storage.vfiles import (
+from docenrich.vectorindex.files import (
     COLUMNS,
     COMPACT_SHARE,
     DOCID,
@@ -28,6 +27,7 @@ from docenrich.storage.vfiles import (
     map_column,
     vector_dir,
 )
+from docenrich.vectorindex.memory import VectorSource, allowed_documents, snippet_mask
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +263,7 @@ def _allowed_rows(view: View, f: SearchFilter | None, allowed_docs) -> np.ndarra
     if f is not None and f.by_snippet():
         pages = view.page if rows is None else view.page[rows]
         kinds = view.kind if rows is None else view.kind[rows]
-        keep = _snippet_mask(f, pages, kinds, view.kind_codes)
+        keep = snippet_mask(f, pages, kinds, view.kind_codes)
         rows = np.flatnonzero(keep) if rows is None else rows[keep]
     if view.alive is not None:
         rows = np.flatnonzero(view.alive) if rows is None else rows[view.alive[rows]]

@@ -20,10 +20,6 @@ class VectorSource(Protocol):
         """(version, epoch): version moves on any vector change, epoch only on removals."""
         ...
 
-    def _load_vectors(self, embedder: str, after_rowid: int = 0) -> tuple:
-        """(snippet ids, document ids, matrix, max rowid, pages, kinds, (version, epoch)) from one snapshot."""
-        ...
-
     def filter_document_ids(self, f: SearchFilter) -> set[str]:
         """Ids of the documents a filter's document conditions allow."""
         ...
@@ -79,11 +75,10 @@ class VectorIndex:
                 self._reload()
                 return
             if state[1] == self._state[1]:
-                ids, docs, matrix, max_rowid, pages, kinds, seen = self.store._load_vectors(self.embedder, self._max_rowid)
-                if seen[1] == self._state[1]:
-                    self._apply({"removed": None, "last_seq": self._removal_seq, "ids": ids, "docs": docs,
-                                 "matrix": matrix, "max_rowid": max_rowid, "state": seen, "pages": pages,
-                                 "kinds": kinds})
+                # Nothing removed since: the new rows alone, without reading the removal log.
+                changes = self.store._vector_changes(self.embedder, self._max_rowid, None)
+                if changes["state"][1] == self._state[1]:
+                    self._apply({**changes, "last_seq": self._removal_seq})
                     return
             changes = self.store._vector_changes(self.embedder, self._max_rowid, self._removal_seq)
             if changes["removed"] is None:
@@ -181,7 +176,7 @@ class VectorIndex:
                 return []
             rows = np.flatnonzero(docs[:n] == codes[0]) if len(codes) == 1 else np.flatnonzero(np.isin(docs[:n], codes))
         if filter is not None and filter.by_snippet():
-            keep = _snippet_mask(filter, pages[:n] if rows is None else pages[rows],
+            keep = snippet_mask(filter, pages[:n] if rows is None else pages[rows],
                                  kinds[:n] if rows is None else kinds[rows], kind_codes)
             rows = np.flatnonzero(keep) if rows is None else rows[keep]
         if rows is not None:
@@ -210,7 +205,7 @@ def allowed_documents(store, f: SearchFilter | None) -> Collection[str] | None:
     return store.filter_document_ids(f.document_part())
 
 
-def _snippet_mask(f: SearchFilter, pages: np.ndarray, kinds: np.ndarray, kind_codes: dict[str, int]) -> np.ndarray:
+def snippet_mask(f: SearchFilter, pages: np.ndarray, kinds: np.ndarray, kind_codes: dict[str, int]) -> np.ndarray:
     """Which of these rows the filter's kind and page conditions keep."""
     keep = np.ones(len(pages), dtype=bool)
     if f.kinds is not None:
