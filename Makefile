@@ -76,9 +76,9 @@ office-deps:
 	fi
 
 # Every tier, as CI runs it: tests/unit (no servers), tests/integration (Redis, PostgreSQL, one
-# Celery worker) and tests/system (whole stacks, gunicorn, the browser).
+# Celery worker) and tests/system (whole stacks, gunicorn, the browser); the slowest 25 are listed.
 test: install-test system-test-deps
-	$(VPY) -m pytest $(PYTEST_ARGS)
+	$(VPY) -m pytest --durations=25 $(PYTEST_ARGS)
 
 # The unit tier alone, without its few slow tests (the time-boxed fuzzing): under a minute, no servers.
 test-fast: install-test
