@@ -189,12 +189,14 @@ def plots(rows: list[dict], out_dir: Path) -> None:
 
 def report(rows: list[dict], sizes: list[int], skipped: str) -> str:
     """bench/SCALE.md."""
+    from docenrich.vectorindex.mapped import EF_SEARCH
+
     lines = [
         "# Shared vector files at scale", "",
         f"`make bench-scale` (bench/bench_scale.py): clustered synthetic {DIM}-d unit vectors, {QUERIES} queries, "
         f"k={K}, on this 2-core machine. Sizes: {', '.join(f'{s:,}' for s in sizes)}. {skipped}", "",
         "exact: a float32 scan over the memory-mapped rows (BLAS). hnsw: usearch HNSW graph "
-        "(float16, M=16, ef_construction=128, ef_search=64) mapped with `view=True`, candidates rescored "
+        f"(float16, M=16, ef_construction=128, ef_search={EF_SEARCH}) mapped with `view=True`, candidates rescored "
         "on the float32 rows. Filtered: a filter keeping 1% of the rows (1 document in 100); recall is "
         "against the exact top 10 of the same filter. RSS/PSS: mean per process while 2 or 4 processes map "
         "the same files and each ran 50 searches. First answer: from the process start (interpreter and "

@@ -9,7 +9,7 @@ import pytest
 from docenrich.filters import SearchFilter
 from docenrich.storage import SQLiteStore
 from docenrich.vectorindex.files import VectorFiles, vector_dir
-from docenrich.vectorindex.mapped import MappedIndex, build_graph, compact, sync
+from docenrich.vectorindex.mapped import EF_SEARCH, MappedIndex, build_graph, compact, sync
 from tests.storeutil import DIM, fill, unit
 
 MODEL = "test-model"
@@ -140,6 +140,8 @@ def test_hnsw_graph_then_appended_rows_are_searched_exactly(tmp_path):
     idx = st.vector_index(MODEL)
     idx.refresh()
     assert idx._view.graph_rows == 800 and idx._view.n == 830
+    # A graph restored from its file searches as wide as configured, not at usearch's default.
+    assert idx._view.graph.expansion_search == EF_SEARCH > 64
     gone = {s.id for s in st.snippets(docs[0])} if st.get_document(docs[0]) else set()
     q = unit(np.random.default_rng(14))
     got = [sid for sid, _ in idx.search(q, 50)]
