@@ -70,6 +70,9 @@ class Settings:
     model_backend: str = "auto"
     # Worker.
     max_tasks_per_child: int = 50
+    # What a message of the interactive queue (a search's query embedding or rerank) counts
+    # towards MAX_TASKS_PER_CHILD: a new models child imports its libraries for seconds.
+    interactive_task_cost: float = 0.05
     task_soft_time_limit: int = 1500
     task_time_limit: int = 1800
     # Per task kind, "soft/hard" seconds, each capped by the two above: a page batch needs

@@ -119,3 +119,25 @@ def test_while_a_search_holds_the_worker_its_second_task_waits_for_no_micro_batc
     assert second.shape == (384,) and not big.ready(), "the long embedding was still running"
     vectors = big.get(timeout=600)
     assert vectors.shape == (400, 384) and CONTINUED in worker.log_text()
+
+
+def test_searches_do_not_replace_the_models_child_and_embedding_tasks_do(make_stack):
+    stack = make_stack()
+    worker = stack.worker("budget", "models", MAX_TASKS_PER_CHILD="3")
+    wait_for(lambda: len(worker.child_pids()) == 1, 30, 0.1, "the pool child")
+    child = worker.child_pids()
+
+    def embed(text, queue: str):
+        kwargs = {"with_model": True} if queue == "interactive" else {}
+        return stack.app.send_task("docenrich.get_sentence_embedding", args=[text], kwargs=kwargs,
+                                   queue=queue).get(timeout=120)
+
+    for i in range(30):  # 30 messages at 0.05: 1.5 of the 3 tasks a child runs
+        assert len(embed(f"question number {i}", "interactive")["embedding"]) == 384
+    assert worker.child_pids() == child, "searches' messages replaced the models child"
+    assert embed(["a passage to store"], "models").shape == (1, 384)
+    assert worker.child_pids() == child
+    embed(["another passage"], "models")  # 3.5 tasks' worth: the child leaves
+    wait_for(lambda: worker.child_pids() not in ([], child), 30, 0.1, "a new pool child")
+    # It left as a recycled child does, not as a failed one.
+    assert "exited with" not in worker.log_text()
