@@ -4,9 +4,12 @@ this process (vectors cached by text), stored in a SQLite store, and searched by
 with the query embedded here instead of by a worker. No Redis, worker or web process: the numbers
 match `make eval`'s dense, lexical and hybrid rows up to the worker's batching, not its timings.
 
-    python bench/eval_quick.py --set reference [--env NAME=VALUE] [--variant LABEL:NAME=VALUE,...]
+    python bench/eval_quick.py --set reference [--questions FILE] [--naive] [--env NAME=VALUE]
+                               [--variant LABEL:NAME=VALUE,...]
 
-Each --variant searches the same store again with its settings (search-time settings only).
+Each --variant searches the same store again with its settings (search-time settings only). Tune on
+a development set (--questions bench/eval/reference/dev-questions.jsonl), not on the frozen one.
+--naive adds the 180-word-window baselines of `make eval`.
 """
 from __future__ import annotations
 
@@ -130,6 +133,8 @@ def rankings(store, questions, embed: Embedder, modes=("dense", "lexical", "hybr
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", default="reference", choices=sorted(eval_retrieval.SETS))
+    parser.add_argument("--questions", type=Path, default=None, help="questions file (default: the set's frozen one)")
+    parser.add_argument("--naive", action="store_true", help="also rank the naive 180-word-window baselines")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--variant", action="append", default=[], metavar="LABEL:NAME=VALUE,...")
     args = parser.parse_args(argv)
@@ -140,8 +145,13 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     docs = eval_retrieval.fetch_docs(args.set)
-    questions = eval_retrieval.load_questions(eval_retrieval.SETS[args.set])
+    questions = eval_retrieval.load_questions(args.questions or eval_retrieval.SETS[args.set])
     embed = Embedder()
+    if args.naive:
+        windows = [w for path in docs.values() for w in eval_retrieval.page_windows(path)]
+        naive = eval_retrieval.Naive(windows, embed)
+        report("naive", {m: {q.id: naive.ranking(m, q.question) for q in questions}
+                         for m in ("dense", "lexical", "fused")}, questions)
     with tempfile.TemporaryDirectory() as folder:
         store = build_store(Path(folder), docs, embed)
         embed.save()

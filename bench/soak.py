@@ -33,7 +33,7 @@ log = logging.getLogger("bench.soak")
 
 REPORT = common.ROOT / "bench" / "SOAK.md"
 PLOT = common.ROOT / "bench" / "soak.png"
-UPLOAD_SECONDS = 20
+UPLOAD_SECONDS = 20  # about: the uploads of one pass over the corpus take a whole number of minutes
 SEARCHES_PER_SECOND = 1.0
 DELETE_AFTER = 120  # seconds a document stays after it is ready
 FLAT = 2.0  # % of the mean per 10 minutes
@@ -65,6 +65,8 @@ class Load:
     deletes: int = 0
     live: dict[str, float] = field(default_factory=dict)  # doc id -> when it was seen ready (0: not yet)
     reembed: str = "not run"
+    upload_seconds: float = UPLOAD_SECONDS
+    cycle_minutes: int = 5  # one pass over the corpus PDFs: the period of the load
     rss: list[dict[str, tuple[float, int]]] = field(default_factory=list)  # this minute's 5 s samples
 
 
@@ -102,11 +104,23 @@ def search_loop(web, load: Load, stop: threading.Event) -> None:
             load.errors += status >= 500
 
 
+def soak_pdfs() -> list[Path]:
+    """The corpus PDFs uploaded in turn."""
+    return [p for p in common.corpus_pdfs() if not p.parent.name.startswith(SKIP)]
+
+
+def upload_plan(count: int) -> tuple[float, int]:
+    """(seconds between uploads, minutes per pass over `count` PDFs): about UPLOAD_SECONDS apart, so
+    that a pass, the period of the load, takes a whole number of minutes."""
+    cycle = max(1, round(count * UPLOAD_SECONDS / 60))
+    return cycle * 60 / count, cycle
+
+
 def upload_loop(web, load: Load, stop: threading.Event) -> None:
-    """A corpus PDF every UPLOAD_SECONDS; documents ready for DELETE_AFTER seconds are deleted."""
-    pdfs = [p for p in common.corpus_pdfs() if not p.parent.name.startswith(SKIP)]
+    """The corpus PDFs in turn, one every load.upload_seconds; documents ready for DELETE_AFTER seconds are deleted."""
+    pdfs = soak_pdfs()
     i = 0
-    while not stop.wait(UPLOAD_SECONDS):
+    while not stop.wait(load.upload_seconds):
         try:
             doc = web.upload(pdfs[i % len(pdfs)])
             i += 1
@@ -224,28 +238,29 @@ def _store():
     return _STORE
 
 
-def _points(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
-    """(minutes, values) after the warm-up; a sawtooth series as its median per 5 minutes."""
+def _points(rows: list[dict], key: str, cycle: int = 5) -> tuple[list[float], list[float]]:
+    """(minutes, values) after the warm-up; a sawtooth series as its median per 5 minutes; a search
+    percentile over the searches of each `cycle` minutes (one pass over the corpus) ending there."""
     tail = rows[len(rows) // 3:]
-    pooled = key in POOLED and all("latencies_ms" in r for r in tail)
-    if key not in SAWTOOTH and not pooled:
+    if key in POOLED and all("latencies_ms" in r for r in tail) and len(tail) >= cycle:
+        ends = range(cycle, len(tail) + 1)
+        return ([tail[end - 1]["minute"] for end in ends],
+                [common.percentile(sorted(ms for r in tail[end - cycle:end] for ms in r["latencies_ms"]), POOLED[key])
+                 for end in ends])
+    if key not in SAWTOOTH:
         return [r["minute"] for r in tail], [r[key] for r in tail]
     windows: dict[int, list[dict]] = {}
     for r in tail:
         windows.setdefault((r["minute"] - 1) // 5, []).append(r)
-    if pooled:
-        values = [common.percentile(sorted(ms for r in w for ms in r["latencies_ms"]), POOLED[key])
-                  for w in windows.values()]
-        return [sum(r["minute"] for r in w) / len(w) for w in windows.values()], values
     middle = [sorted(w, key=lambda r: r[key])[len(w) // 2] for w in windows.values()]
     return [sum(r["minute"] for r in w) / len(w) for w in windows.values()], [r[key] for r in middle]
 
 
-def slope(rows: list[dict], key: str) -> tuple[float, float]:
+def slope(rows: list[dict], key: str, cycle: int = 5) -> tuple[float, float]:
     """Least-squares slope after the warm-up: (per 10 minutes, the same in % of the series' mean)."""
     import numpy as np
 
-    x, y = _points(rows, key)
+    x, y = _points(rows, key, cycle)
     if len(x) < 3:
         return 0.0, 0.0
     per10 = float(np.polyfit(np.array(x, float), np.array(y, float), 1)[0]) * 10
@@ -253,11 +268,11 @@ def slope(rows: list[dict], key: str) -> tuple[float, float]:
     return per10, (per10 / mean * 100 if mean else 0.0)
 
 
-def verdict(rows: list[dict], key: str) -> str:
+def verdict(rows: list[dict], key: str, cycle: int = 5) -> str:
     """flat within FLAT %; "falls" below it; "grows" above it. A count that is mostly zero (5xx,
     unfinished documents) is judged by its absolute slope: at most one per 10 minutes."""
-    per10, percent = slope(rows, key)
-    _, values = _points(rows, key)
+    per10, percent = slope(rows, key, cycle)
+    _, values = _points(rows, key, cycle)
     if values and sum(values) / len(values) < 1:
         return "flat" if abs(per10) <= 1 else ("falls" if per10 < 0 else "grows")
     return "flat" if abs(percent) <= FLAT else ("falls" if percent < 0 else "grows")
@@ -287,7 +302,8 @@ def report(rows: list[dict], load: Load, minutes: int, stuck: int, seconds: floa
         "# Soak", "",
         f"Generated by `make soak` (bench/soak.py, SOAK_MINUTES={minutes}) in {seconds / 60:.0f} min on "
         f"{machine_line(machine_info())}.", "",
-        f"Load: a corpus PDF uploaded every {UPLOAD_SECONDS} s ({load.uploads} uploads), "
+        f"Load: the corpus PDFs uploaded in turn, one every {load.upload_seconds:.1f} s ({load.uploads} uploads; a pass "
+        f"over the corpus takes {load.cycle_minutes} min), "
         f"{SEARCHES_PER_SECOND:g} search/s ({load.searches} searches, each a new question), every document "
         f"deleted {DELETE_AFTER} s after it was ready ({load.deletes} deletes), and one `docenrich reembed` at "
         f"half time ({load.reembed}). Embedded default: SQLite, the bundled model, a models worker and a "
@@ -296,15 +312,17 @@ def report(rows: list[dict], load: Load, minutes: int, stuck: int, seconds: floa
         f"{FLAT:g}% of its mean per 10 minutes; a count that is mostly zero, when it is within one per 10 "
         "minutes. RSS and open files are each minute's mean of 5-second samples. The models and docs workers' RSS is a sawtooth (a pool child is replaced every "
         "MAX_TASKS_PER_CHILD tasks and loads its model again; a docs child's follows the PDF it works on): "
-        "their trend, and that of the open files, is read from the median of each 5 minutes. Search percentiles are judged on each 5 "
-        "minutes' searches pooled (a minute's p95 is its third slowest of 60).", "",
+        "their trend, and that of the open files, is read from the median of each 5 minutes. A search's time follows the "
+        "document being embedded meanwhile, so the percentiles rise and fall with each pass over the corpus: their trend is "
+        f"read from the searches of the last {load.cycle_minutes} minutes (one pass) pooled at every minute after the "
+        "warm-up (a minute's own p95 is its third slowest of 60).", "",
         "| series | first | last | slope per 10 min | % of mean | verdict |",
         "|---|---:|---:|---:|---:|---|",
     ]
     for key in SERIES:
-        per10, percent = slope(rows, key)
+        per10, percent = slope(rows, key, load.cycle_minutes)
         lines.append(f"| {key} | {rows[0][key]:.1f} | {rows[-1][key]:.1f} | {per10:+.1f} | {percent:+.1f} | "
-                     f"{verdict(rows, key)} |")
+                     f"{verdict(rows, key, load.cycle_minutes)} |")
     lines += ["", f"Documents not in a terminal state once the load stopped and the queue drained: **{stuck}**. "
               f"5xx answers: **{load.errors}**.", "", *_by_part(rows), "![the series per minute](soak.png)", "",
               "| minute | " + " | ".join(SERIES) + " | rss, all |",
@@ -358,7 +376,8 @@ def main() -> int:
         env.run_workers()
         # Served as `make run` serves it: gunicorn, WEB_WORKERS processes of WEB_THREADS threads.
         web = env.web(gunicorn=True, QUERY_CACHE_SIZE="0")
-        load, stop, rows = Load(), threading.Event(), []
+        upload_seconds, cycle = upload_plan(len(soak_pdfs()))
+        load, stop, rows = Load(upload_seconds=upload_seconds, cycle_minutes=cycle), threading.Event(), []
         threads = [threading.Thread(target=f, args=(web, load, stop), daemon=True) for f in (search_loop, upload_loop)]
         threads.append(threading.Thread(target=process_loop, args=(env, web, load, stop), daemon=True))
         for t in threads:
@@ -376,7 +395,8 @@ def main() -> int:
         ROWS.parent.mkdir(parents=True, exist_ok=True)
         ROWS.write_text(json.dumps({"rows": rows, "stuck": stuck, "seconds": time.monotonic() - started,
                                     "load": {k: getattr(load, k) for k in ("errors", "searches", "uploads", "deletes",
-                                                                          "reembed")}}))
+                                                                          "reembed", "upload_seconds",
+                                                                          "cycle_minutes")}}))
         write(minutes)
     print(REPORT.read_text())
     return 0
