@@ -6,7 +6,7 @@
 
 Groups, in order: extract (figure 1), models (2a/b, 3, 4, 6a), ingest (2c), search (5, 6b),
 postgres (7, 8: pgvector against SQLite's exact search, whole ingest on PostgreSQL), large (9: a
-2,571-page document, pages/s per quarter and the peak RSS of every worker process).
+2,700-page document, pages/s per quarter and the peak RSS of every worker process).
 Everything runs on the bundled all-MiniLM-L6-v2 embedder and a seeded cross-encoder reranker,
 on the CPU, with a private Redis, worker and web app that are stopped at the end.
 """
