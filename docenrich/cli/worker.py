@@ -32,6 +32,12 @@ def worker_argv(role: str, settings, concurrency: int | None, name: str | None, 
     concurrency = concurrency or (1 if role != "docs" else settings.docs_processes)
     if role != "docs" and concurrency != 1:
         raise SystemExit("a model worker runs at concurrency 1: it keeps one model on its device")
+    from docenrich.cli.pool import interactive_cost
+
+    try:
+        interactive_cost(settings.interactive_task_cost)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     log_file = settings.worker_log_file
     if log_file and not os.path.isabs(log_file):
         log_file = str(PROJECT_DIR / log_file)

@@ -3,9 +3,11 @@ do not replace the models child, everything else counts one."""
 from __future__ import annotations
 
 import inspect
+from types import SimpleNamespace
 
 import billiard.pool
 import pytest
+from celery.app.task import Context
 
 from docenrich.cli import pool
 
@@ -31,37 +33,65 @@ def _child_loop(maxtasks, finished_messages) -> tuple[int, bool]:
     return completed, bool(maxtasks) and completed == maxtasks
 
 
+def _finished(queue: str, nesting: int = 0):
+    """The task_postrun signal of one message, as Celery sends it in the pool child."""
+    request = Context(delivery_info={"routing_key": queue}, replaced_task_nesting=nesting)
+    return lambda: pool._charge(task=SimpleNamespace(request=request))
+
+
 def test_billiard_still_asks_the_budget_the_way_it_is_answered():
     source = inspect.getsource(billiard.pool.Worker.workloop)
     assert "while maxtasks is None or (maxtasks and completed < maxtasks):" in source
     assert "return EX_RECYCLE if completed == maxtasks else EX_FAILURE" in source
+    # The budget is set as the loop starts, after billiard's check that the limit is a plain int.
+    call = inspect.getsource(billiard.pool.Worker.__call__)
+    assert call.index("self.on_loop_start(") < call.index("self.workloop(")
 
 
 def test_interactive_messages_cost_a_share_and_continuations_nothing(usage):
-    assert usage.charge("a", "interactive", 0.05) == 0.05
-    assert usage.charge("b", "models", 0.05) == 1.0
-    assert usage.charge("b", "models", 0.05) == 0.0  # the same task, continued in a new message
-    assert usage.charge(None, "docs", 0.05) == 1.0
-    assert usage.spent == pytest.approx(2.05)
+    for finished in (_finished("interactive"), _finished("models"), _finished("models", nesting=1),
+                     _finished("docs"), _finished("interactive", nesting=2)):
+        finished()
+    assert usage.spent == 2050  # thousandths: 0.05 + 1 + 0 + 1 + 0
 
 
 def test_a_child_serving_searches_is_not_replaced_every_few_dozen_messages(usage):
     budget = pool.TaskBudget(50)
-    searches = [lambda i=i: usage.charge(f"q{i}", "interactive", 0.05) for i in range(400)]
-    assert _child_loop(budget, searches) == (400, False)
-    assert usage.spent == pytest.approx(20.0)
+    assert _child_loop(budget, [_finished("interactive")] * 400) == (400, False)
+    assert usage.spent == 20 * pool.MILLI
+    # With those 400, exactly 1,000 interactive messages spend the budget: no float drift ends it early.
+    assert _child_loop(budget, [_finished("interactive")] * 601) == (600, True)
 
 
 def test_the_child_leaves_once_its_weighted_budget_is_spent_and_says_it_recycled(usage):
     budget = pool.TaskBudget(3)
-    work = [lambda: usage.charge("e1", "models", 0.05), lambda: usage.charge("e1", "models", 0.05),
-            *(lambda i=i: usage.charge(f"q{i}", "interactive", 0.5) for i in range(2)),
-            lambda: usage.charge("e2", "models", 0.05), lambda: usage.charge("never", "models", 0.05)]
-    # e1, its continuation (free), two half-cost queries, e2: three tasks' worth after five messages.
-    assert _child_loop(budget, work) == (5, True)
+    work = [_finished("models"), _finished("models", nesting=1), _finished("interactive"), _finished("interactive"),
+            _finished("models"), _finished("models"), _finished("models")]
+    # models, its continuation (free), two searches' messages, then the third task spends the budget.
+    assert _child_loop(budget, work) == (6, True)
 
 
-def test_the_budget_is_the_configured_int_everywhere_else():
-    budget = pool.TaskBudget(50)
-    assert int(budget) == 50 and f"{budget}" == "50" and hash(budget) == hash(50) and budget
-    assert (budget == "50") is False
+def test_a_cost_outside_zero_to_one_is_refused():
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="INTERACTIVE_TASK_COST"):
+            pool.interactive_cost(bad)
+    assert pool.interactive_cost(0.0) == 0.0 and pool.interactive_cost(1.0) == 1.0
+
+
+def test_the_pool_keeps_the_plain_limit_and_the_child_gets_the_budget():
+    worker = pool.BudgetWorker.__new__(pool.BudgetWorker)
+    worker.maxtasks, worker.outq = 50, SimpleNamespace(put=lambda message: None)
+    assert type(worker.maxtasks) is int
+    worker.on_loop_start(pid=1)
+    assert isinstance(worker.maxtasks, pool.TaskBudget) and int(worker.maxtasks) == 50
+
+
+def test_a_worker_with_a_bad_cost_refuses_to_start():
+    from docenrich.cli.worker import worker_argv
+
+    settings = SimpleNamespace(docs_processes=1, interactive_task_cost=2.0, worker_log_file=None,
+                               max_tasks_per_child=50)
+    with pytest.raises(SystemExit, match="between 0 and 1"):
+        worker_argv("models", settings, None, None, [])
+    settings.interactive_task_cost = 0.05
+    assert "--max-tasks-per-child=50" in worker_argv("models", settings, None, None, [])
