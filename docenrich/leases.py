@@ -10,7 +10,9 @@ of one run of a document has one lease, ``stage|owner|task``:
 - an empty owner means the message for the next step (its task id is the third part) is in
   the broker: written only after the message was sent, so after a crash a lease never
   promises a message Redis lost; a message a dead consumer took is noticed in kombu's
-  unacknowledged set and counts as lost.
+  unacknowledged set and counts as lost, and so does one that is in no queue and in no
+  consumer's hands UNACKED_GRACE seconds after the handover (taken off its queue as Redis
+  went down, or consumed by a step that found nothing to do).
 
 A step runs only if it can take the lease; recovery re-queues only batches whose lease is
 free. Duplicate messages (recovery racing the broker's redelivery) then do nothing.
@@ -209,6 +211,15 @@ class Survey:
     alive: set[str]
     orphans: set[str]
     present: set[str] | None
+    in_broker: set[str] | None = None  # read at most once per sweep, only if a handover is old
+
+    def broker_ids(self, client) -> set[str]:
+        """Every task id waiting in a queue or delivered and unacknowledged, read once."""
+        if self.present is not None:
+            return self.present
+        if self.in_broker is None:
+            self.in_broker = _tasks_in_broker(client)
+        return self.in_broker
 
 
 def survey(check_restart: bool = False) -> Survey:
@@ -221,23 +232,52 @@ def survey(check_restart: bool = False) -> Survey:
 
 def free_leases(keys: list[str], seen: Survey | None = None) -> list[str | None]:
     """For each lease key: the value it may be taken from (absent: ""), or None while someone
-    alive, or the broker, holds it. A broker-held message that a consumer took and never
-    claimed for UNACKED_GRACE seconds counts as lost (its consumer died, or Redis lost the claim)."""
+    alive, or the broker, holds it. A broker-held message counts as lost when a consumer took it
+    and never claimed it for UNACKED_GRACE seconds (its consumer died, or Redis lost the claim),
+    or when it has been in no queue and no consumer's hands since that long after the handover."""
     if not keys:
         return []
     client = _client()
     seen = seen or survey()
-    alive, orphans, present = seen.alive, seen.orphans, seen.present
+    values = ["" if raw is None else _text(raw) for raw in client.mget(keys)]
+    parts = [(v.split("|") + ["", ""])[:3] if v else ["", "", ""] for v in values]
+    handed = [i for i, (_stage, owner, task) in enumerate(parts) if values[i] and not owner and task]
+    old = set(_old_handovers(client, [keys[i] for i in handed]))
+    vanished = _vanished({parts[i][2] for i in handed if keys[i] in old}, seen, client)
     out: list[str | None] = []
-    for raw in client.mget(keys):
-        value = "" if raw is None else _text(raw)
-        _stage, owner, task = (value.split("|") + ["", ""])[:3] if value else ("", "", "")
-        lost = not owner and (task in orphans or (present is not None and task not in present))
-        if not value or (owner and owner.rsplit(":", 1)[0] not in alive) or lost:
+    for value, (_stage, owner, task) in zip(values, parts, strict=True):
+        lost = not owner and (task in seen.orphans or task in vanished
+                              or (seen.present is not None and task not in seen.present))
+        if not value or (owner and owner.rsplit(":", 1)[0] not in seen.alive) or lost:
             out.append(value)
         else:
             out.append(None)
     return out
+
+
+def _old_handovers(client, keys: list[str]) -> list[str]:
+    """The broker-held leases handed over at least UNACKED_GRACE seconds ago (their TTL tells)."""
+    if not keys:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.ttl(key)
+    return [k for k, ttl in zip(keys, pipe.execute(), strict=True) if 0 <= ttl <= HANDOFF_TTL - UNACKED_GRACE]
+
+
+def _vanished(tasks: set[str], seen: Survey, client) -> set[str]:
+    """Of these task ids, those in no queue and in no consumer's hands, twice a moment apart:
+    a consumer moves a message from its queue to the unacknowledged set in two commands."""
+    if not tasks:
+        return set()
+    missing = tasks - seen.broker_ids(client)
+    if missing:
+        time.sleep(0.2)
+        missing -= _tasks_in_broker(client)
+    if missing:
+        log.warning("%d handed-over messages are in no queue and with no consumer: %s", len(missing),
+                    ", ".join(sorted(missing)))
+    return missing
 
 
 def _redis_restarted(client) -> bool:
@@ -248,7 +288,7 @@ def _redis_restarted(client) -> bool:
 
 
 def _tasks_in_broker(client) -> set[str]:
-    """Ids of every task waiting in a queue or delivered and unacknowledged (read once per Redis restart)."""
+    """Ids of every task waiting in a queue or delivered and unacknowledged (read at most once per sweep)."""
     found: set[str] = set()
     for queue in ALL_QUEUES:
         for key in queue_keys(queue):

@@ -294,15 +294,15 @@ class Stack:
         )
         client = redis.Redis.from_url(self.redis.url)
         try:
-            dbg = {k: client.get(k) for k in client.keys("docenrich:lease:*")}
-            dbg["staged"] = client.keys("docenrich:staged:*")
-            dbg["unacked"] = unacked_tasks(client)
-            dbg["idx"] = client.zrange("unacked_index", 0, -1, withscores=True)
-            dbg["hb"] = client.zrange("docenrich:heartbeats", 0, -1, withscores=True)
-            dbg["now"] = time.time()
+            seen = {k: client.get(k) for k in client.keys("docenrich:lease:*")}
+            seen["staged"] = client.keys("docenrich:staged:*")
+            seen["unacked"] = unacked_tasks(client)
+            seen["idx"] = client.zrange("unacked_index", 0, -1, withscores=True)
+            seen["hb"] = client.zrange("docenrich:heartbeats", 0, -1, withscores=True)
+            seen["now"] = time.time()
         finally:
             client.close()
-        return f"{states}\nDBG {dbg}\n{logs}"
+        return f"{states}\nin Redis: {seen}\n{logs}"
 
     def close(self) -> None:
         for web in self.webs:
