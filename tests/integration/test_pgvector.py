@@ -108,6 +108,49 @@ def test_hnsw_recall_at_10_against_exact_search(pg):
     wide.store.close()
 
 
+def _index_definition(st: PostgresStore, dim: int = DIM) -> str:
+    return run_sql(st, f"SELECT indexdef FROM pg_indexes WHERE indexname = 'vectors_hnsw_{dim}'")[0]["indexdef"]
+
+
+def test_the_hnsw_index_holds_float16_and_a_filtered_scan_iterates_to_the_sets_top_k(pg):
+    rng = np.random.default_rng(21)
+    vectors = clustered(rng, 3000)
+    doc_ids = fill(pg, vectors, docs=30)  # 100 rows each: one document is 3% of the rows
+    assert pg.vector_features.halfvec and pg.vector_features.iterative, pg.vector_features
+    assert "halfvec(384)" in _index_definition(pg) and "halfvec_cosine_ops" in _index_definition(pg)
+    ids, docs, matrix, _ = pg.load_vectors("m")
+    index = pg.vector_index("m")
+    index.exact_below = 0  # every filtered search walks the graph
+    index.refresh()
+    assert "vectors_hnsw_384" in index.plan(vectors[0])
+    recalls = []
+    for n, q in enumerate(_near(np.random.default_rng(22), vectors[::300], 0.5)):
+        chosen = doc_ids[(7 * n) % len(doc_ids)]
+        keep = docs == chosen
+        want = ids[keep][np.argsort(-(matrix[keep] @ q))[:10]].tolist()
+        got = index.search(q, 10, document_ids={chosen})
+        assert len(got) == 10 and [s for _, s in got] == sorted((s for _, s in got), reverse=True)
+        assert {sid for sid, _ in got} <= set(ids[keep].tolist())
+        recalls.append(len(set(want) & {sid for sid, _ in got}) / 10)
+    assert np.mean(recalls) >= 0.9, recalls
+
+
+def test_an_older_float32_index_is_rebuilt_as_float16_when_the_store_opens(pg):
+    from docenrich.storage.postgres.index import hnsw_index_sql
+
+    fill(pg, clustered(np.random.default_rng(23), 300), docs=3)
+    run_sql(pg, f"DROP INDEX vectors_hnsw_{DIM}")
+    run_sql(pg, hnsw_index_sql(DIM, half=False))
+    run_sql(pg, "UPDATE alembic_version SET version_num = '0003'")
+    assert "halfvec" not in _index_definition(pg)
+    reopened = PostgresStore(pg.database_url)
+    try:
+        assert "halfvec_cosine_ops" in _index_definition(reopened)
+        assert run_sql(reopened, "SELECT version_num FROM alembic_version")[0]["version_num"] == schema_head()
+    finally:
+        reopened.close()
+
+
 def test_scores_are_cosine_similarity_like_the_numpy_index(pg):
     rng = np.random.default_rng(3)
     vectors = clustered(rng, 600)

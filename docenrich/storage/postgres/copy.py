@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import TSVECTOR
 from docenrich.storage.documents import by_id
 from docenrich.storage.encoding import json_load
 from docenrich.storage.engine import CONTENT_LOCK
-from docenrich.storage.postgres.index import HNSW_MAX_DIM, hnsw_index_sql
+from docenrich.storage.postgres.index import hnsw_index_sql
 from docenrich.storage.postgres.store import PG_SNIPPETS, lex_vector
 from docenrich.storage.tables import (
     batches,
@@ -153,8 +153,10 @@ def set_vector_indexes(target: PostgresStore, dims: set[int], present: bool) -> 
     with target.engine.connect() as conn:
         if present:
             conn.exec_driver_sql("SET maintenance_work_mem = '1GB'")
-        for dim in sorted(d for d in dims if d <= HNSW_MAX_DIM):
-            conn.exec_driver_sql(hnsw_index_sql(dim) if present else f"DROP INDEX IF EXISTS vectors_hnsw_{int(dim)}")
+        features = target.vector_features
+        for dim in sorted(d for d in dims if d <= features.max_dim):
+            conn.exec_driver_sql(hnsw_index_sql(dim, half=features.halfvec) if present
+                                 else f"DROP INDEX IF EXISTS vectors_hnsw_{int(dim)}")
         if present:
             conn.exec_driver_sql("RESET maintenance_work_mem")
             conn.exec_driver_sql("ANALYZE vectors")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import sqlalchemy as sa
-from pgvector.sqlalchemy import VECTOR
+from pgvector.sqlalchemy import HALFVEC, VECTOR
 
 from docenrich.filters import SearchFilter, combined
 from docenrich.storage.filters import snippet_conditions
@@ -19,8 +19,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# pgvector 0.6 indexes at most 2000 dimensions with HNSW; larger vectors are searched exactly.
+# pgvector indexes at most 2000 dimensions of `vector` with HNSW, 4000 of `halfvec` (0.7 and newer);
+# larger vectors are searched exactly.
 HNSW_MAX_DIM = 2000
+HALFVEC_MAX_DIM = 4000
 
 DEFAULT_EF_SEARCH = 100
 # With ef_search 0 ("auto") the breadth grows with the index: fixed at 100, recall@10 fell from
@@ -28,17 +30,53 @@ DEFAULT_EF_SEARCH = 100
 AUTO_EF_VECTORS = 2500  # vectors per unit of ef_search
 # pgvector caps hnsw.ef_search at 1000: an index scan never yields more rows than that.
 MAX_EF_SEARCH = 1000
-# Filtered sets this small are searched exactly: pgvector 0.6 has no iterative index scans, so
-# an HNSW scan filtered afterwards may return fewer than k rows of a small document set.
+# Filtered sets this small are searched exactly: scoring 20,000 rows is quicker than walking a graph
+# whose nodes the filter mostly rejects.
 EXACT_BELOW = 20000
+# With iterative index scans (pgvector 0.8), a filtered HNSW scan goes on past ef_search until it has
+# k rows that pass the filter, or has visited this many tuples.
+MAX_SCAN_TUPLES = 100_000
 
 
-def hnsw_index_sql(dim: int, name: str | None = None) -> str:
+@dataclass(frozen=True)
+class VectorFeatures:
+    """What the database's pgvector can do: a half-precision index (0.7) and iterative index scans (0.8)."""
+
+    version: tuple[int, ...] = (0,)
+
+    @classmethod
+    def parse(cls, text: str | None) -> VectorFeatures:
+        """From pg_extension.extversion ("0.8.0"); an unknown version has no optional features."""
+        parts = []
+        for piece in (text or "0").split("."):
+            digits = "".join(ch for ch in piece if ch.isdigit())
+            parts.append(int(digits or 0))
+        return cls(tuple(parts))
+
+    @property
+    def halfvec(self) -> bool:
+        """Whether the HNSW index can hold float16 (half the size of float32 at any dimension)."""
+        return self.version >= (0, 7)
+
+    @property
+    def iterative(self) -> bool:
+        """Whether a filtered index scan can go on until enough rows pass (hnsw.iterative_scan)."""
+        return self.version >= (0, 8)
+
+    @property
+    def max_dim(self) -> int:
+        """The most dimensions an HNSW index takes."""
+        return HALFVEC_MAX_DIM if self.halfvec else HNSW_MAX_DIM
+
+
+def hnsw_index_sql(dim: int, name: str | None = None, half: bool = True) -> str:
     """DDL of the HNSW index (cosine) over the vectors of one dimension: the column is an untyped `vector`,
-    so it is over the cast to vector(dim) and partial on dim (embedders of different sizes share the table)."""
+    so it is over the cast to halfvec(dim) (or vector(dim) on pgvector before 0.7) and partial on dim
+    (embedders of different sizes share the table)."""
     dim = int(dim)
+    kind, ops = ("halfvec", "halfvec_cosine_ops") if half else ("vector", "vector_cosine_ops")
     return (f"CREATE INDEX IF NOT EXISTS {name or f'vectors_hnsw_{dim}'} ON vectors USING hnsw "
-            f"((embedding::vector({dim})) vector_cosine_ops) WHERE dim = {dim}")
+            f"((embedding::{kind}({dim})) {ops}) WHERE dim = {dim}")
 
 
 def auto_ef_search(vectors: int) -> int:
@@ -86,13 +124,18 @@ class PgVectorIndex:
         where = _Where.of(filter)
         if where.conds:
             return self._filtered(q, k, where)
-        if self.dim > HNSW_MAX_DIM:
+        if self.dim > self.features.max_dim:
             return self._exact(q, k, where)
         # An HNSW scan yields at most ef_search rows: a deeper request widens it (up to pgvector's cap).
         return self._approximate(q, k, where, max(self.ef_search, min(k, MAX_EF_SEARCH)), min(k, self._n))
 
+    @property
+    def features(self) -> VectorFeatures:
+        """The store's pgvector features."""
+        return self.store.vector_features
+
     def _filtered(self, q: np.ndarray, k: int, where: _Where) -> list[tuple[int, float]]:
-        """Within the filter: exact for small sets, else an over-fetching HNSW scan."""
+        """Within the filter: exact for small sets, else an HNSW scan that iterates (pgvector 0.8) or over-fetches."""
         if not where.narrow:  # only a few kinds (tables of contents) left out: most rows qualify
             ef = max(self.ef_search, min(2 * k, MAX_EF_SEARCH))
             return self._approximate(q, k, where, ef, min(k, self._n))
@@ -100,36 +143,52 @@ class PgVectorIndex:
                                                     .where(vectors.c.embedder == self.embedder))))
         if inside == 0:
             return []
-        if inside < self.exact_below or self.dim > HNSW_MAX_DIM:
+        if inside < self.exact_below or self.dim > self.features.max_dim:
             return self._exact(q, k, where)
+        if self.features.iterative:
+            # The scan goes on until k rows pass the filter: no guess at how many to ask for.
+            return self._approximate(q, k, where, max(self.ef_search, min(k, MAX_EF_SEARCH)), min(k, inside))
         # Ask for as many rows as the filter is expected to leave k of, within pgvector's cap.
         ef = min(MAX_EF_SEARCH, max(self.ef_search, int(k * self._n / inside * 2)))
         return self._approximate(q, k, where, ef, min(k, inside))
 
-    def _approximate_query(self, where: _Where, q: sa.ColumnElement, limit: int) -> sa.Select:
-        """The HNSW query: ORDER BY matches the partial index's expression, and dim is a literal
-        so the planner can prove the index's WHERE dim = n."""
-        kind = VECTOR(int(self.dim))
-        distance = sa.cast(vectors.c.embedding, kind).op("<=>", return_type=sa.Float)(sa.cast(q, kind))
-        return where.apply(sa.select(vectors.c.snippet_id, distance.label("distance")).where(
-            vectors.c.dim == sa.literal_column(str(int(self.dim))), vectors.c.embedder == self.embedder,
-        )).order_by(distance).limit(limit)
+    def _approximate_query(self, where: _Where, q: np.ndarray | str, limit: int) -> sa.Select:
+        """The HNSW query: ORDER BY matches the partial index's expression (over halfvec where the index
+        is), and dim is a literal so the planner can prove the index's WHERE dim = n. Each row also
+        carries its float32 distance, which ranks the candidates the index found."""
+        dim = int(self.dim)
+        kind = HALFVEC(dim) if self.features.halfvec else VECTOR(dim)
+        query = sa.literal_column(f"'{q}'") if isinstance(q, str) else sa.literal(q, VECTOR(dim))
+        approx = sa.cast(vectors.c.embedding, kind).op("<=>", return_type=sa.Float)(sa.cast(query, kind))
+        exact = vectors.c.embedding.op("<=>", return_type=sa.Float)(sa.cast(query, VECTOR(dim)))
+        return where.apply(sa.select(vectors.c.snippet_id, exact.label("distance")).where(
+            vectors.c.dim == sa.literal_column(str(dim)), vectors.c.embedder == self.embedder,
+        )).order_by(approx).limit(limit)
 
-    @staticmethod
-    def _use_hnsw(conn: sa.Connection, ef: int) -> None:
+    def _use_hnsw(self, conn: sa.Connection, ef: int, iterate: bool = False) -> None:
         """For this transaction only: the search breadth, and no sorted scan of another index (with
-        stale statistics or a small table the planner would rather sort the embedder's rows)."""
-        for name, value in (("hnsw.ef_search", str(int(ef))), ("enable_sort", "off"), ("enable_seqscan", "off")):
+        stale statistics or a small table the planner would rather sort the embedder's rows); a
+        filtered scan iterates where pgvector can (the order is restored from the float32 distances)."""
+        settings = [("hnsw.ef_search", str(int(ef))), ("enable_sort", "off"), ("enable_seqscan", "off")]
+        if iterate and self.features.iterative:
+            settings += [("hnsw.iterative_scan", "relaxed_order"), ("hnsw.max_scan_tuples", str(MAX_SCAN_TUPLES))]
+        for name, value in settings:
             conn.execute(sa.select(sa.func.set_config(name, value, True)))
 
     def _approximate(self, q: np.ndarray, k: int, where: _Where, ef: int,
                      expect: int) -> list[tuple[int, float]]:
-        """HNSW scan of up to ef rows (k when unfiltered), best first, cut to k; the exact scan when it
-        yields fewer than `expect` (too few left by the filter, or another embedder shares the index)."""
-        stmt = self._approximate_query(where, sa.literal(q, VECTOR(int(self.dim))), ef if where.conds else k)
+        """HNSW scan (ef rows wide), its candidates ranked by their float32 distance and cut to k; the
+        exact scan when it yields fewer than `expect` (too few left by the filter, or another embedder
+        shares the index)."""
+        iterate = bool(where.conds) and self.features.iterative
+        # Twice k candidates, so the float32 distances can also fix the index's float16 ones at the cut;
+        # without iterative scans, a filtered scan asks for all ef rows and keeps those that pass.
+        limit = ef if where.conds and not iterate else min(MAX_EF_SEARCH, 2 * k)
+        stmt = self._approximate_query(where, q, limit)
         with self.store._read() as conn:
-            self._use_hnsw(conn, ef)
+            self._use_hnsw(conn, ef, iterate)
             rows = conn.execute(stmt).all()
+        rows = sorted(rows, key=lambda r: float(r.distance))
         hits = [(int(r.snippet_id), 1.0 - float(r.distance)) for r in rows[:k]]
         return hits if len(hits) >= expect else self._exact(q, k, where)
 
@@ -137,7 +196,7 @@ class PgVectorIndex:
         """EXPLAIN of the unfiltered HNSW query as search() runs it (to check the index is used)."""
         self.refresh()
         text = "[" + ",".join(repr(float(x)) for x in np.asarray(query, dtype=np.float32).reshape(-1)) + "]"
-        stmt = self._approximate_query(_Where(), sa.literal_column(f"'{text}'"), k)
+        stmt = self._approximate_query(_Where(), text, k)
         sql = str(stmt.compile(self.store.engine, compile_kwargs={"literal_binds": True}))
         with self.store._read() as conn:
             self._use_hnsw(conn, self.ef_search)

@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import TSQUERY, TSVECTOR
 
 from docenrich.storage.engine import postgres_engine
 from docenrich.storage.postgres import schema
-from docenrich.storage.postgres.index import HNSW_MAX_DIM, PgVectorIndex, hnsw_index_sql
+from docenrich.storage.postgres.index import PgVectorIndex, VectorFeatures, hnsw_index_sql
 from docenrich.storage.store import CONTENT, Garbage, SQLStore
 from docenrich.storage.tables import documents, images, pdfs, snippets
 from docenrich.storage.terms import fold, query_terms, words
@@ -73,7 +73,16 @@ class PostgresStore(SQLStore):
         """Connect, and bring the schema up to date (the vector extension included)."""
         self.database_url = database_url
         self.ef_search = int(ef_search)
+        self._features: VectorFeatures | None = None
         self._open(postgres_engine(database_url), "Could not connect to the database")
+
+    @property
+    def vector_features(self) -> VectorFeatures:
+        """What the database's pgvector can do (read once: the extension does not change under a store)."""
+        if self._features is None:
+            version = self._scalar(sa.text("SELECT extversion FROM pg_extension WHERE extname = 'vector'"))
+            self._features = VectorFeatures.parse(version)
+        return self._features
 
     def vector_index(self, embedder: str) -> PgVectorIndex:
         """Dense search for one embedder, run by the database (no vectors held in this process)."""
@@ -97,8 +106,9 @@ class PostgresStore(SQLStore):
         return {"lex": sa.cast(lex_vector(text, heading, title), TSVECTOR)}
 
     def _new_dimension(self, conn: sa.Connection, dim: int) -> None:
-        if dim <= HNSW_MAX_DIM:
-            conn.exec_driver_sql(hnsw_index_sql(dim))
+        features = self.vector_features
+        if dim <= features.max_dim:
+            conn.exec_driver_sql(hnsw_index_sql(dim, half=features.halfvec))
 
     # ---- content as bytea rows
 
