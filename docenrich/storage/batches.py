@@ -13,7 +13,7 @@ from docenrich.storage.documents import DOCUMENT_COLUMNS, by_id
 from docenrich.storage.encoding import Prepared, json_load, prepare_snippet
 from docenrich.storage.engine import CONTENT_LOCK
 from docenrich.storage.rows import completion, row_to_document
-from docenrich.storage.tables import batches, documents, snippets, vectors
+from docenrich.storage.tables import batches, documents, snippets, sparse_postings, vectors
 from docenrich.storage.tables import images as image_table
 
 if TYPE_CHECKING:
@@ -22,9 +22,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Rows of one multi-row INSERT: well under PostgreSQL's 65,535 parameters at a dozen columns each.
+_ROWS_PER_STATEMENT = 500
+
 
 class BatchesMixin:
     """The batches table, snippet upserts by ordinal, and the ready-when-all-batches-in rule."""
+
+    # Whether the database numbers new snippets itself (then a batch's new snippets go in together).
+    _numbers_snippets = True
 
     def begin_batches(self, doc_id: str, total: int) -> None:
         """Record how many batches a document has (idempotent; a different total restarts it)."""
@@ -124,7 +130,17 @@ class BatchesMixin:
         self._register_dims(conn, [(p.embedder, len(p.vector)) for p in prepared if p.embedder])
         # Upsert by (document_id, ordinal). Snippets missing from a re-save are kept:
         # callers save an empty batch to re-check completion, which must not erase it.
-        counts = [self._upsert_snippet(conn, doc_id, batch_index, p, doc["title"], garbage) for p in prepared]
+        fresh: list[Prepared] = []
+        if self._numbers_snippets and prepared:
+            # New snippets in a few statements, not four round trips each (what bounds a remote database).
+            taken = set(conn.scalars(sa.select(snippets.c.ordinal).where(
+                snippets.c.document_id == doc_id, snippets.c.ordinal.in_([p.ordinal for p in prepared]))))
+            fresh = [p for p in prepared if p.ordinal not in taken]
+        fresh_ordinals = {p.ordinal for p in fresh}
+        counts = [self._upsert_snippet(conn, doc_id, batch_index, p, doc["title"], garbage)
+                  for p in prepared if p.ordinal not in fresh_ordinals]
+        if fresh:
+            counts.append(self._insert_snippets(conn, doc_id, batch_index, fresh, doc["title"]))
         self._drop_unused(conn, garbage)
         count = sa.select(sa.func.count()).where(snippets.c.document_id == doc_id, snippets.c.batch_index == batch_index)
         insert = self._insert(batches).values(document_id=doc_id, batch_index=batch_index,
@@ -135,6 +151,29 @@ class BatchesMixin:
         self._bump_vectors(conn, sum(a for a, _ in counts), sum(r for _, r in counts))
         used = Counter(p.embedder for p in prepared if p.embedder)
         return self._recount(conn, doc_id, total, used.most_common(1)[0][0] if used else None)
+
+    def _insert_snippets(
+        self, conn: sa.Connection, doc_id: str, batch_index: int, fresh: list[Prepared], title: str,
+    ) -> tuple[int, int]:
+        """Insert snippets whose ordinals are new, with their vectors and sparse postings, a chunk of
+        rows per statement; returns (vectors added, 0)."""
+        table, ids = self._snippet_table, {}
+        for start in range(0, len(fresh), _ROWS_PER_STATEMENT):
+            rows = [{**p.columns, "document_id": doc_id, "ordinal": p.ordinal, "batch_index": batch_index,
+                     **self._lex(p.columns["text"], json_load(p.columns["meta"], {}).get("heading"), title)}
+                    for p in fresh[start:start + _ROWS_PER_STATEMENT]]
+            found = conn.execute(sa.insert(table).values(rows).returning(table.c.id, table.c.ordinal))
+            ids.update((int(ordinal), int(sid)) for sid, ordinal in found)
+        with_vectors = [p for p in fresh if p.vector is not None]
+        for start in range(0, len(with_vectors), _ROWS_PER_STATEMENT):
+            conn.execute(sa.insert(vectors).values([
+                {"snippet_id": ids[p.ordinal], "document_id": doc_id, "embedder": p.embedder, "dim": len(p.vector),
+                 "embedding": p.vector} for p in with_vectors[start:start + _ROWS_PER_STATEMENT]]))
+        postings = [{"embedder": p.embedder, "token": t, "snippet_id": ids[p.ordinal], "weight": w}
+                    for p in with_vectors if p.sparse for t, w in p.sparse]
+        if postings:
+            conn.execute(sa.insert(sparse_postings), postings)
+        return len(with_vectors), 0
 
     def _upsert_snippet(
         self, conn: sa.Connection, doc_id: str, batch_index: int, p: Prepared, title: str, garbage: Garbage,

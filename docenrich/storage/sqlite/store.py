@@ -79,6 +79,9 @@ class SQLiteStore(BlobsMixin, SQLStore):
     def _insert_order(self) -> sa.ColumnElement:
         return sa.literal_column("documents.rowid")
 
+    # Snippet ids come from a counter row, one insert at a time (and rows are local: no round trips to save).
+    _numbers_snippets = False
+
     def _new_snippet_id(self) -> dict[str, Any]:
         # Ids are never reused (SQLite's default is max(id) + 1): the counter only grows.
         return {"id": sa.select(counters.c.value + 1).where(counters.c.name == "snippet_id_seq").scalar_subquery()}
