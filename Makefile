@@ -8,7 +8,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast install install-test system-test-deps office-deps flower bench bench-pgvector bench-scale soak eval gpu-check worker web clean-venv lock docs
+.PHONY: run test test-fast install install-test system-test-deps office-deps flower bench bench-pgvector bench-pgvector-1024 bench-scale soak eval gpu-check worker web clean-venv lock docs
 
 run: install office-deps
 	$(VENV)/bin/docenrich run
@@ -98,6 +98,11 @@ soak: install-test system-test-deps
 # hour on 2 cores, most of it building the index): writes bench/PGVECTOR.md.
 bench-pgvector: install-test
 	$(VPY) bench/bench_pgvector.py --sizes 100000,1000000
+
+# The same at 1,024-d (BGE-M3's size) with the float16 index, each size's index built three times
+# (recall after each build; about an hour and a half on 2 cores): writes bench/PGVECTOR-1024.md.
+bench-pgvector-1024: install-test
+	$(VPY) bench/bench_pgvector.py --sizes 100000,1000000 --dim 1024 --builds 3 --out bench/PGVECTOR-1024.md
 
 # The shared memory-mapped vector files at 10,000 and 100,000 1,024-d vectors, exact scan against
 # a usearch HNSW graph (a few minutes on 2 cores): writes bench/SCALE.md and two plots.

@@ -147,7 +147,7 @@ def build_hnsw(url: str, workers: int, notices: list[str]) -> float:
     conn = _connect(url)
     conn.execute(f"DROP INDEX IF EXISTS vectors_hnsw_{DIM}")
     conn.add_notice_handler(lambda diag: notices.append(f"{diag.message_primary} {diag.message_detail or ''}".strip()))
-    conn.execute("SET maintenance_work_mem = '2GB'")
+    conn.execute("SET maintenance_work_mem = '4GB'")
     conn.execute(f"SET max_parallel_maintenance_workers = {int(workers)}")
     t0 = time.perf_counter()
     conn.execute(hnsw_index_sql(DIM))
