@@ -234,7 +234,10 @@ def _append_bytes(path: Path, at: int, data: bytes) -> None:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         os.ftruncate(fd, at)
-        os.pwrite(fd, data, at)
+        view, done = memoryview(data), 0
+        # One write(2) moves at most about 2 GiB on Linux: a rebuild of a million 1,024-d rows is twice that.
+        while done < len(view):
+            done += os.pwrite(fd, view[done:], at + done)
         os.fsync(fd)
     finally:
         os.close(fd)

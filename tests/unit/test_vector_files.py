@@ -157,3 +157,18 @@ def test_unknown_mode_is_refused(tmp_path):
     with pytest.raises(ValueError, match="VECTOR_INDEX"):
         SQLiteStore(tmp_path / "data", vector_mode="annoy", hnsw_min_rows=0)
     assert isinstance(MappedIndex(_store(tmp_path), MODEL, tmp_path / "data"), MappedIndex)
+
+
+def test_an_append_larger_than_one_write_lands_whole(tmp_path, monkeypatch):
+    """write(2) moves at most about 2 GiB at once; short writes are carried on, not dropped."""
+    import os
+
+    from docenrich.vectorindex import files
+
+    real = os.pwrite
+    monkeypatch.setattr(files.os, "pwrite", lambda fd, data, at: real(fd, bytes(data[:1000]), at))
+    path = tmp_path / "1.vec"
+    payload = np.arange(5000, dtype=np.float32).tobytes()  # 20,000 bytes: twenty short writes
+    files._append_bytes(path, 0, b"x" * 10)
+    files._append_bytes(path, 4, payload)
+    assert path.read_bytes() == b"xxxx" + payload
