@@ -129,6 +129,9 @@ class Settings:
     # below: small stores keep every true neighbour), "memory" holds a private copy in each web process.
     vector_index: str = "hnsw"
     vector_index_hnsw_min: int = 100_000
+    # A web process gives its mapped pages of the vector files back (they stay in the page cache) once
+    # it has grown by this many MiB since it last did: its RSS stays bounded at any index size. 0: never.
+    vector_map_budget_mb: int = 128
     # Web.
     web_host: str = "127.0.0.1"
     web_port: int = 5000

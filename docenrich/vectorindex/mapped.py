@@ -28,6 +28,7 @@ from docenrich.vectorindex.files import (
     vector_dir,
 )
 from docenrich.vectorindex.memory import VectorSource, allowed_documents, snippet_mask
+from docenrich.vectorindex.residency import PageBudget
 
 log = logging.getLogger(__name__)
 
@@ -167,12 +168,14 @@ class MappedIndex:
     """Top-k by inner product over one embedder's mapped vector files; exact, or HNSW plus an exact tail."""
 
     def __init__(self, store: VectorSource, embedder: str, data_dir: str | Path, mode: str = "exact",
-                 hnsw_min_rows: int = 100_000):
-        """An index over DATA_DIR/vectors/<embedder>/; call refresh() to map it."""
+                 hnsw_min_rows: int = 100_000, page_budget: int = 0):
+        """An index over DATA_DIR/vectors/<embedder>/; call refresh() to map it. page_budget: bytes a process
+        may grow by through the mapped files before it gives their pages back (0: never)."""
         if mode not in ("exact", "hnsw"):
             raise ValueError(f"VECTOR_INDEX must be one of {', '.join(MODES)} (got {mode!r})")
         self.store, self.embedder, self.mode, self.hnsw_min_rows = store, embedder, mode, hnsw_min_rows
         self.files = VectorFiles(vector_dir(data_dir, embedder), embedder)
+        self.pages = PageBudget(page_budget)
         self._view = EMPTY
         self._refresh_lock = threading.Lock()
 
@@ -252,8 +255,11 @@ class MappedIndex:
         if rows is not None and not len(rows):
             return []
         if view.graph is not None and (rows is None or len(rows) > EXACT_FILTER_ROWS):
-            return _graph_search(view, q, k, rows)
-        return _exact(view, q, k, rows)
+            found = _graph_search(view, q, k, rows)
+        else:
+            found = _exact(view, q, k, rows)
+        self.pages.check(self.files.dir)
+        return found
 
 
 def _allowed_rows(view: View, f: SearchFilter | None, allowed_docs) -> np.ndarray | None:

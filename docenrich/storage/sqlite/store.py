@@ -41,26 +41,29 @@ def fts_query(query: str) -> str:
 class SQLiteStore(BlobsMixin, SQLStore):
     """SQLite + files under one data directory; one engine (and pool) per database and process."""
 
-    def __init__(self, data_dir: str | Path, vector_mode: str | None = None, hnsw_min_rows: int | None = None):
+    def __init__(self, data_dir: str | Path, vector_mode: str | None = None, hnsw_min_rows: int | None = None,
+                 map_budget_mb: int | None = None):
         """Create the directories and bring the schema up to date; vector_mode defaults to VECTOR_INDEX."""
         self._init_blobs(data_dir)
         self.db_path = self.data_dir / DB_NAME
-        if vector_mode is None or hnsw_min_rows is None:
+        if vector_mode is None or hnsw_min_rows is None or map_budget_mb is None:
             from docenrich.config import get_settings
 
             settings = get_settings()
             vector_mode = settings.vector_index if vector_mode is None else vector_mode
             hnsw_min_rows = settings.vector_index_hnsw_min if hnsw_min_rows is None else hnsw_min_rows
+            map_budget_mb = settings.vector_map_budget_mb if map_budget_mb is None else map_budget_mb
         if vector_mode not in MODES:
             raise ValueError(f"VECTOR_INDEX must be one of {', '.join(MODES)} (got {vector_mode!r})")
-        self.vector_mode, self.hnsw_min_rows = vector_mode, hnsw_min_rows
+        self.vector_mode, self.hnsw_min_rows, self.map_budget_mb = vector_mode, hnsw_min_rows, map_budget_mb
         self._open(sqlite_engine(self.db_path), "Could not open the database (in DATA_DIR)")
 
     def vector_index(self, embedder: str) -> MappedIndex | VectorIndex:
         """Dense search for one embedder: over the shared mapped vector files, or (memory) a private numpy matrix."""
         if self.vector_mode == "memory":
             return VectorIndex(self, embedder)
-        return MappedIndex(self, embedder, self.data_dir, self.vector_mode, self.hnsw_min_rows)
+        return MappedIndex(self, embedder, self.data_dir, self.vector_mode, self.hnsw_min_rows,
+                           page_budget=self.map_budget_mb * 2**20)
 
     def _vectors_saved(self, embedders: set[str]) -> None:
         """The writers' side: append what was just committed (the database stays the truth if this fails)."""
