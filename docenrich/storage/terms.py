@@ -1,8 +1,12 @@
 """Query terms for lexical search, the same for every backend: identifiers kept as phrases."""
 from __future__ import annotations
 
+import functools
 import re
+import threading
 import unicodedata
+
+import snowballstemmer
 
 # Query words matched by nearly every snippet: they cost time and add nothing to the ranking.
 STOPWORDS = frozenset(
@@ -17,6 +21,9 @@ _PART = re.compile(r"\w+", re.UNICODE)
 # A word of indexed text: letters and digits only, so "_" splits identifiers like the query side.
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 MAX_TERMS = 32
+# SQLite's porter tokenizer leaves words outside these lengths as they are.
+_STEM_LENGTHS = range(3, 65)
+_stemmers = threading.local()  # a snowball stemmer keeps state while it works: one per thread
 
 
 def query_terms(query: str) -> list[list[str]]:
@@ -48,3 +55,20 @@ def fold(word: str) -> str:
 def words(text: str) -> list[str]:
     """The folded words of a text, in order, as the lexical index stores them."""
     return [fold(w) for w in _WORD.findall(unicodedata.normalize("NFKC", text or ""))]
+
+
+@functools.lru_cache(maxsize=65536)
+def stem(word: str) -> str:
+    """A folded word's Porter stem, as SQLite's porter tokenizer makes it ("vanishes" -> "vanish"),
+    so "computing the roots" finds "Compute the roots" on both backends."""
+    if len(word) not in _STEM_LENGTHS or not word.isascii():
+        return word
+    stemmer = getattr(_stemmers, "porter", None)
+    if stemmer is None:
+        stemmer = _stemmers.porter = snowballstemmer.stemmer("porter")
+    return stemmer.stemWord(word)
+
+
+def stems(text: str) -> list[str]:
+    """The stems of a text's words, in order, as the PostgreSQL lexical index stores them."""
+    return [stem(w) for w in words(text)]

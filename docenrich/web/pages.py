@@ -22,6 +22,7 @@ from docenrich.errors import caused_by
 from docenrich.filters import SNIPPET_KINDS
 from docenrich.search import MODES
 from docenrich.storage import renditions
+from docenrich.storage.terms import fold, stem
 from docenrich.web.auth import csrf_ok, signed_in, token_matches, token_tag
 from docenrich.web.errors import QUEUE_DOWN, QUEUE_ERRORS, ApiError
 from docenrich.web.params import collection_names, search_filter_arg
@@ -43,16 +44,18 @@ def services():
 
 
 def highlight(text: str, query: str) -> Markup:
-    """Escape text, then wrap whole query words in <mark> (each piece is escaped on its own)."""
+    """Escape text, then wrap in <mark> the words sharing a stem with a query word ("computing" marks
+    "Compute", as the lexical index matched it); each piece is escaped on its own."""
     words = {w for w in re.findall(r"\w{2,}", query or "")}
-    words = sorted(words - STOPWORDS if words - STOPWORDS else words, key=len, reverse=True)
-    if not words:
+    words = words - STOPWORDS if words - STOPWORDS else words
+    wanted = {stem(fold(w)) for w in words}
+    if not wanted:
         return escape(text)
-    pattern = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
     out, last = Markup(), 0
-    for m in pattern.finditer(text):
-        out += escape(text[last : m.start()]) + Markup("<mark>%s</mark>") % m.group(0)
-        last = m.end()
+    for m in re.finditer(r"\w{2,}", text):
+        if stem(fold(m.group(0))) in wanted:
+            out += escape(text[last : m.start()]) + Markup("<mark>%s</mark>") % m.group(0)
+            last = m.end()
     return out + escape(text[last:])
 
 

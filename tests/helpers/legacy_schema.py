@@ -372,6 +372,7 @@ def kept(st) -> None:
     assert ids.tolist() == [1] and np.array_equal(matrix[0], VECTOR)
     assert st.lexical_search("LEGACY_SETTING", 3)[0][0] == 1
     assert st.lexical_search("old manual", 3)  # the context (heading, title) is indexed
+    assert st.lexical_search("matter", 3)[0][0] == 2  # indexed again by word stems: "matter" finds "matters"
     index = st.vector_index("old-model")
     index.refresh()
     assert index.search(VECTOR, 1)[0][0] == 1

@@ -69,6 +69,8 @@ def top_text(st, query: str, **kw) -> str | None:
     ("grosenanderung menu", 4),
     ("ПЕРЕМЕННЫХ окружения", 5),
     ("parametre delai", 6),
+    ("extracting archives", 2),  # words match by their stems: "extracting" finds "Extract"
+    ("describing variables", 3),
 ])
 def test_identifiers_and_non_english_text_are_found(st, query, expected):
     add_doc(st, "a", TEXTS)

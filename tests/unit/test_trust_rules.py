@@ -94,3 +94,6 @@ def test_highlight_escapes_before_marking():
 
     out = str(highlight("<script>alert(1)</script> Script & more", "script"))
     assert out == "&lt;<mark>script</mark>&gt;alert(1)&lt;/<mark>script</mark>&gt; <mark>Script</mark> &amp; more"
+    # Words are marked by their stems, as the lexical index matched them.
+    assert str(highlight("Compute the roots of c.", "computing root")) == \
+        "<mark>Compute</mark> the <mark>roots</mark> of c."

@@ -21,7 +21,7 @@ from docenrich.storage.postgres import schema
 from docenrich.storage.postgres.index import PgVectorIndex, VectorFeatures, hnsw_index_sql
 from docenrich.storage.store import CONTENT, Garbage, SQLStore
 from docenrich.storage.tables import documents, images, pdfs, snippets
-from docenrich.storage.terms import fold, query_terms, words
+from docenrich.storage.terms import fold, query_terms, stem, stems, words
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +43,12 @@ def _quote(word: str) -> str:
 
 
 def lex_vector(text: str, heading: str | None, title: str | None) -> str:
-    """A tsvector literal of a snippet: its text's words weighted A, its context's weighted B."""
+    """A tsvector literal of a snippet: its text's word stems weighted A, its context's weighted B."""
     positions: dict[str, list[str]] = {}
     pos = 0
     for weight, part in (("A", text), ("B", f"{heading or ''} {title or ''}")):
         pos += 1  # a gap, so no phrase runs from the text into its context
-        for word in words(part):
+        for word in stems(part):
             pos += 1
             found = positions.setdefault(word[:_MAX_WORD], [])
             if len(found) < _MAX_POSITIONS:
@@ -57,10 +57,10 @@ def lex_vector(text: str, heading: str | None, title: str | None) -> str:
 
 
 def ts_query(query: str) -> str:
-    """A tsquery literal: the query's terms OR-ed, an identifier a phrase (<->) of its folded parts."""
+    """A tsquery literal: the query's terms OR-ed, an identifier a phrase (<->) of its folded, stemmed parts."""
     out = []
     for parts in query_terms(query):
-        folded = [fold(p) for part in parts for p in words(part)]
+        folded = [stem(fold(p)) for part in parts for p in words(part)]
         if folded:
             out.append("(" + " <-> ".join(_quote(p[:_MAX_WORD]) for p in folded) + ")")
     return " | ".join(out)

@@ -10,7 +10,9 @@ import sqlalchemy as sa
 
 from docenrich.storage.tables import BLOB_TABLES, metadata
 
-FTS_TOKENIZER = "unicode61 remove_diacritics 2"
+# porter: words are indexed and matched by their stems ("vanishes" finds "vanish", "computing" finds
+# "Compute"), as PostgreSQL's lexical index does (storage/terms.stem).
+FTS_TOKENIZER = "porter unicode61 remove_diacritics 2"
 # What older docenrich releases read as "a newer schema", so they refuse the database.
 LEGACY_MARK = 7
 
