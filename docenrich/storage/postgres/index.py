@@ -24,6 +24,12 @@ log = logging.getLogger(__name__)
 HNSW_MAX_DIM = 2000
 HALFVEC_MAX_DIM = 4000
 
+# The graph's build settings. pgvector's defaults (m 16, ef_construction 64) made graphs that found
+# 0.938-0.944 of the true top 10 at 1,000,000 clustered 1,024-d vectors whatever the search breadth
+# (bench/PGVECTOR-1024.md): the build, not the search, was the limit.
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 128
+
 DEFAULT_EF_SEARCH = 100
 # With ef_search 0 ("auto") the breadth grows with the index: fixed at 100, recall@10 fell from
 # 1.00 at 100,000 vectors to 0.71-0.89 at 1,000,000, where 400 gave 0.91-0.96 (bench/PGVECTOR.md).
@@ -69,14 +75,16 @@ class VectorFeatures:
         return HALFVEC_MAX_DIM if self.halfvec else HNSW_MAX_DIM
 
 
-def hnsw_index_sql(dim: int, name: str | None = None, half: bool = True) -> str:
+def hnsw_index_sql(dim: int, name: str | None = None, half: bool = True, m: int = HNSW_M,
+                   ef_construction: int = HNSW_EF_CONSTRUCTION) -> str:
     """DDL of the HNSW index (cosine) over the vectors of one dimension: the column is an untyped `vector`,
     so it is over the cast to halfvec(dim) (or vector(dim) on pgvector before 0.7) and partial on dim
     (embedders of different sizes share the table)."""
     dim = int(dim)
     kind, ops = ("halfvec", "halfvec_cosine_ops") if half else ("vector", "vector_cosine_ops")
     return (f"CREATE INDEX IF NOT EXISTS {name or f'vectors_hnsw_{dim}'} ON vectors USING hnsw "
-            f"((embedding::{kind}({dim})) {ops}) WHERE dim = {dim}")
+            f"((embedding::{kind}({dim})) {ops}) WITH (m = {int(m)}, ef_construction = {int(ef_construction)}) "
+            f"WHERE dim = {dim}")
 
 
 def auto_ef_search(vectors: int) -> int:
