@@ -344,10 +344,12 @@ def index_kind(args: argparse.Namespace) -> str:
 
 def markdown(results: list[dict], ingest_res: dict | None, args: argparse.Namespace, note: str) -> str:
     """bench/PGVECTOR.md."""
+    from docenrich.storage.postgres.index import HNSW_EF_CONSTRUCTION, HNSW_M
+
     lines = ["# Dense retrieval: SQLite (exact, numpy in the web process) vs PostgreSQL (pgvector HNSW)", "",
              f"`python bench/bench_pgvector.py --sizes {args.sizes}`: {DIM}-d unit vectors in 1,000 topics of 50 "
-             f"subtopics each, {args.queries} queries near stored vectors, top-{K}, HNSW m=16 ef_construction=64 (pgvector "
-             f"defaults), cosine, {index_kind(args)}; {os.cpu_count()} cores. Latency is one search() call as the web app makes "
+             f"subtopics each, {args.queries} queries near stored vectors, top-{K}, HNSW m={HNSW_M} "
+             f"ef_construction={HNSW_EF_CONSTRUCTION} (the app's build settings), cosine, {index_kind(args)}; {os.cpu_count()} cores. Latency is one search() call as the web app makes "
              "it (PostgreSQL: through the socket, including its set_config statements). The first table's "
              "ef_search is the app's default (`PG_HNSW_EF_SEARCH` unset: 100, or one per 2,500 vectors when more).",
              "",
