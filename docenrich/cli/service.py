@@ -30,7 +30,7 @@ def web_command() -> None:
 
     The same server `docenrich run` starts; SIGHUP to its pid reloads it gracefully.
     """
-    from docenrich.cli.run import ensure_env_secret, web_argv
+    from docenrich.cli.run import ensure_env_secret, web_argv, with_malloc_env
     from docenrich.config import load_settings
 
     settings = load_settings()
@@ -38,7 +38,7 @@ def web_command() -> None:
     os.environ.setdefault("SECRET_KEY", settings.secret_key or ensure_env_secret("SECRET_KEY"))
     argv = web_argv()
     sys.stdout.flush()
-    os.execv(argv[0], argv)  # gunicorn takes this process over: signals reach its master directly
+    os.execve(argv[0], argv, with_malloc_env(dict(os.environ)))  # gunicorn takes this process over: signals reach its master directly
 
 
 @click.command("worker", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

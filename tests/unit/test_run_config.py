@@ -50,3 +50,10 @@ def test_make_run_warns_when_redis_url_has_no_password(tmp_path, capsys):
         start_redis(load_settings(env={"REDIS_URL": url}), service, tmp_path, {})
         assert service.redis is None, "a Redis of its own is started only without REDIS_URL"
         assert ("REDIS_URL has no password" in capsys.readouterr().err) is warned, url
+
+
+def test_the_service_allocator_settings_yield_to_the_environment():
+    from docenrich.cli.run import MALLOC_ENV, with_malloc_env
+
+    assert with_malloc_env({"PATH": "/bin"}) == {"PATH": "/bin", **MALLOC_ENV}
+    assert with_malloc_env({"MALLOC_ARENA_MAX": "8"})["MALLOC_ARENA_MAX"] == "8"
