@@ -330,7 +330,7 @@ def report(rows: list[dict], load: Load, minutes: int, stuck: int, seconds: floa
         f"{SEARCHES_PER_SECOND:g} search/s ({load.searches} searches, each a new question), every document "
         f"deleted {DELETE_AFTER} s after it was ready ({load.deletes} deletes), and one `docenrich reembed` at "
         f"half time ({load.reembed}). Embedded default: SQLite, the bundled model, a models worker and a "
-        "docs worker and gunicorn as `make run` starts them (with its allocator settings, "
+        "docs worker and gunicorn as `make run` starts them (gunicorn with its allocator settings, "
         "`MALLOC_ARENA_MAX=2` and a fixed 128 KiB `MALLOC_MMAP_THRESHOLD_`).", "",
         f"A series is flat when its least-squares slope after the warm-up (the first third) is within "
         f"{FLAT:g}% of its mean per 10 minutes; a count that is mostly zero, when it is within one per 10 "
@@ -397,12 +397,11 @@ def main() -> int:
         write(minutes)
         return 0
     started = time.monotonic()
-    # The allocator settings `make run` gives its processes (the workers and gunicorn inherit them).
-    os.environ.update(with_malloc_env(dict(os.environ)))
     with common.BenchEnv() as env:
         env.run_workers()
         # Served as `make run` serves it: gunicorn, WEB_WORKERS processes of WEB_THREADS threads.
-        web = env.web(gunicorn=True, QUERY_CACHE_SIZE="0")
+        # With the allocator settings `make run` gives gunicorn.
+        web = env.web(gunicorn=True, QUERY_CACHE_SIZE="0", **with_malloc_env({}))
         resident, resident_snippets = add_resident(web)
         clock = time.monotonic()  # the minutes start with the resident document ready
         upload_seconds, cycle = upload_plan(len(soak_pdfs()))
