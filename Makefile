@@ -8,7 +8,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast install install-test system-test-deps office-deps flower bench bench-pgvector bench-pgvector-1024 bench-scale soak eval gpu-check worker web clean-venv lock docs
+.PHONY: run test test-fast install install-test system-test-deps office-deps flower bench bench-pgvector bench-pgvector-1024 bench-scale bench-lexical soak eval gpu-check worker web clean-venv lock docs
 
 run: install office-deps
 	$(VENV)/bin/docenrich run
@@ -109,6 +109,12 @@ bench-pgvector-1024: install-test
 SCALE_SIZES ?= 10000,100000
 bench-scale: install-test
 	$(VPY) bench/bench_scale.py --sizes $(SCALE_SIZES)
+
+# BM25 and learned-sparse retrieval over 10,000 to 1,000,000 snippets of real manual text on the
+# embedded default (about half an hour on 2 cores, most of it loading): writes bench/LEXICAL.md.
+LEXICAL_SIZES ?= 10000,100000,1000000
+bench-lexical: install-test
+	$(VPY) bench/bench_lexical.py --sizes $(LEXICAL_SIZES)
 
 # On a machine with a CUDA GPU: measures the one-model worker there and writes bench/GPU.md.
 # Without one it says so and exits 0.
