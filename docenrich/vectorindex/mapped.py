@@ -28,6 +28,7 @@ from docenrich.vectorindex.files import (
     vector_dir,
 )
 from docenrich.vectorindex.memory import VectorSource, allowed_documents, snippet_mask
+from docenrich.vectorindex.order import insertion_order
 from docenrich.vectorindex.residency import PageBudget
 
 log = logging.getLogger(__name__)
@@ -39,9 +40,11 @@ EXACT_FILTER_ROWS = 50_000
 # A new graph is built once the rows appended since the last one pass this share of it.
 GRAPH_TAIL_SHARE = 0.1
 # The graph's search breadth. At 1,000,000 clustered 1,024-d vectors, 64 found 0.86 of the true
-# top 10, 256 found 0.97 and 512 0.98, each in under 2 ms (bench/SCALE.md): breadth is cheap here.
+# top 10, 256 found 0.97 and 512 0.98 (bench/SCALE.md); a search's time goes to the page faults of
+# the nodes it visits, which the insertion order (order.py) keeps on few pages.
 EF_SEARCH = 512
 _MIN_COMPACT_ROWS = 1000
+_ADD_CHUNK = 100_000  # rows gathered at a time for the graph, in its insertion order
 
 
 def sync(store: VectorSource, files: VectorFiles, background: bool = True) -> Manifest:
@@ -94,7 +97,11 @@ def build_graph(files: VectorFiles, min_rows: int, threads: int = 0) -> Manifest
             return None
         vec = map_column(files.column(m.base, "vec"), np.float32, m.rows, m.dim)
         index = Index(ndim=m.dim, metric="ip", dtype="f16", connectivity=16, expansion_add=128, expansion_search=EF_SEARCH)
-        index.add(np.arange(m.rows, dtype=np.uint64), vec, threads=threads)
+        order = insertion_order(vec, seed=m.base)
+        # Keys stay row positions; only where each node lies in the graph's file follows `order`.
+        for start in range(0, m.rows, _ADD_CHUNK):
+            part = order[start:start + _ADD_CHUNK]
+            index.add(part.astype(np.uint64), np.ascontiguousarray(vec[part]), threads=threads)
         name = f"graph-{m.base}-{m.rows}.usearch"
         index.save(str(files.path(name + f".{os.getpid()}.tmp")))
         os.replace(files.path(name + f".{os.getpid()}.tmp"), files.path(name))
