@@ -126,25 +126,6 @@ def processes(directory: Path, mode: str, count: int, queries_file: Path) -> lis
     return found
 
 
-def warm_memory(size: int) -> dict:
-    """Touch and free `size` bytes of anonymous memory, capped at 70% of what is available; bytes and seconds.
-
-    A virtual machine's host may back guest memory only when the guest first touches it, and each
-    such first touch costs microseconds per page. A load that grows the page cache by gigabytes then
-    slows down as it reaches memory the guest has never used, whatever it writes. Touching that
-    memory first makes the append rate measure the vector files, not the host.
-    """
-    try:
-        avail = next(int(line.split()[1]) * 1024 for line in open("/proc/meminfo") if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration):
-        return {"bytes": 0, "seconds": 0.0}
-    size = int(min(size, 0.7 * avail))
-    t = time.perf_counter()
-    block = np.ones(size // 8, dtype=np.float64)
-    del block
-    return {"bytes": size, "seconds": time.perf_counter() - t}
-
-
 def run_size(n: int, work: Path) -> list[dict]:
     """Every measurement for one size, one row per index choice."""
     from docenrich.vectorindex.files import VectorFiles
@@ -208,7 +189,7 @@ def plots(rows: list[dict], out_dir: Path) -> None:
         plt.close(fig)
 
 
-def report(rows: list[dict], sizes: list[int], skipped: str, warm: dict) -> str:
+def report(rows: list[dict], sizes: list[int], skipped: str) -> str:
     """bench/SCALE.md."""
     from docenrich.config import get_settings
     from docenrich.vectorindex.mapped import EF_SEARCH
@@ -225,11 +206,7 @@ def report(rows: list[dict], sizes: list[int], skipped: str, warm: dict) -> str:
         "latencies include the page faults that follow). RSS/PSS: mean per process while 2 or 4 processes map "
         "the same files and each ran 50 searches. First answer: from the process start (interpreter and "
         "imports included) to its first result, median of 4. Ingest: rows appended per second in the "
-        "first and last 10% of the load (batches of 1,000, fsync'd, manifest switched). "
-        + (f"Before the loads, {warm['bytes'] / 2**30:.1f} GiB of anonymous memory were touched and freed in "
-           f"{warm['seconds']:.1f} s, so that the page cache the load grows lands on memory the virtual "
-           "machine's host already backs (`warm_memory`; `--cold` skips it)." if warm["bytes"] else
-           "Memory was not touched before the loads (`--cold`)."), "",
+        "first and last 10% of the load (batches of 1,000, fsync'd, manifest switched).", "",
         "| vectors | index | p50 ms | p95 ms | filtered p50 | filtered p95 | recall@10 | filtered recall@10 "
         "| build s | first answer s | RSS/PSS MiB (2 procs) | RSS/PSS MiB (4 procs) | ingest first/last 10% rows/s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -251,17 +228,15 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "SCALE.md"))
     ap.add_argument("--skipped", default="1,000,000 is not run by default: at 1,024-d it is a 4 GiB "
                     "float32 file plus an HNSW build of tens of minutes on 2 cores.")
-    ap.add_argument("--cold", action="store_true", help="do not touch memory before the load (see warm_memory)")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     rows: list[dict] = []
-    warm = {"bytes": 0, "seconds": 0.0} if args.cold else warm_memory(int(2.5 * max(sizes) * DIM * 4))
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         for n in sizes:
             rows += run_size(n, Path(tmp))
     out = Path(args.out)
     plots(rows, out.parent)
-    out.write_text(report(rows, sizes, args.skipped, warm))
+    out.write_text(report(rows, sizes, args.skipped))
     sys.stdout.write(f"wrote {out}\n")
 
 

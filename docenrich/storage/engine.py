@@ -51,6 +51,8 @@ def sqlite_engine(path: Path) -> sa.Engine:
 
 def postgres_engine(url: str) -> sa.Engine:
     """The engine of a PostgreSQL URL (postgresql:// or postgres://), through psycopg 3."""
+    # Its dumper must be registered before the first connection copies psycopg's adapters.
+    from docenrich.storage.postgres import binvec  # noqa: F401
     scheme, rest = url.split("://", 1)
     return _engine(f"postgresql+psycopg://{rest}" if scheme in ("postgresql", "postgres") else url)
 

@@ -22,16 +22,20 @@ class Embedding(TypeDecorator):
 
     def load_dialect_impl(self, dialect):
         if dialect.name == "postgresql":
-            from pgvector.sqlalchemy import VECTOR
+            from docenrich.storage.postgres.binvec import VectorColumn
 
-            return dialect.type_descriptor(VECTOR())
+            return dialect.type_descriptor(VectorColumn())
         return dialect.type_descriptor(sa.LargeBinary())
 
     def process_bind_param(self, value, dialect):
         if value is None:
             return None
         vec = np.asarray(value, dtype="<f4").reshape(-1)
-        return vec if dialect.name == "postgresql" else vec.tobytes()
+        if dialect.name == "postgresql":
+            from docenrich.storage.postgres.binvec import BinaryVector
+
+            return BinaryVector(vec)
+        return vec.tobytes()
 
     def process_result_value(self, value, dialect):
         if value is None:

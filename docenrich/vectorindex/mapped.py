@@ -276,7 +276,13 @@ def _allowed_rows(view: View, f: SearchFilter | None, allowed_docs) -> np.ndarra
         codes = [view.doc_codes[d] for d in allowed_docs if d in view.doc_codes]
         if not codes:
             return np.empty(0, dtype=np.int64)
-        rows = np.flatnonzero(view.doc == codes[0]) if len(codes) == 1 else np.flatnonzero(np.isin(view.doc, codes))
+        if len(codes) == 1:
+            rows = np.flatnonzero(view.doc == codes[0])
+        else:
+            # A lookup table indexed by code: one pass over the column, where isin sorts.
+            wanted = np.zeros(max(len(view.doc_codes), max(codes) + 1), dtype=bool)
+            wanted[codes] = True
+            rows = np.flatnonzero(wanted[view.doc])
     if f is not None and f.by_snippet():
         pages = view.page if rows is None else view.page[rows]
         kinds = view.kind if rows is None else view.kind[rows]
