@@ -199,7 +199,8 @@ def report(rows: list[dict], sizes: list[int], skipped: str) -> str:
         f"`make bench-scale` (bench/bench_scale.py): clustered synthetic {DIM}-d unit vectors, {QUERIES} queries, "
         f"k={K}, on this 2-core machine. Sizes: {', '.join(f'{s:,}' for s in sizes)}. {skipped}", "",
         "exact: a float32 scan over the memory-mapped rows (BLAS). hnsw: usearch HNSW graph "
-        f"(float16, M=16, ef_construction=128, ef_search={EF_SEARCH}) mapped with `view=True`, candidates rescored "
+        f"(float16, M=16, ef_construction=128, ef_search={EF_SEARCH}; a random fifth of the rows added first, "
+        "the rest grouped by cluster, vectorindex/order.py) mapped with `view=True`, candidates rescored "
         "on the float32 rows. Filtered: a filter keeping 1% of the rows (1 document in 100); recall is "
         "against the exact top 10 of the same filter. Each process gives its mapped pages back (they stay in "
         f"the page cache) once it has grown by VECTOR_MAP_BUDGET_MB ({get_settings().vector_map_budget_mb} MiB; "
