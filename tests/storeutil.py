@@ -130,3 +130,30 @@ def doc_with_snippets(store, n: int, embedder: str = "test-model", seed: int = 0
                                 embedding=v / np.linalg.norm(v), embedding_model=embedder))
     store.save_batch(doc.id, batch, snippets)
     return doc
+
+
+class ManifestSource:
+    """What MappedIndex asks of a store, answered from the vector files' manifest (no database)."""
+
+    def __init__(self, files):
+        self.files = files
+
+    def vectors_state(self):
+        return tuple(self.files.manifest().state)
+
+    def filter_document_ids(self, f):
+        return set(f.document_ids or ())
+
+
+def write_vector_files(directory: Path, rows: np.ndarray, first_id: int = 1, embedder: str = "m"):
+    """Vector files holding `rows` (100 per document), published as one generation; the VectorFiles."""
+    from docenrich.vectorindex.files import Manifest, VectorFiles
+
+    n, dim = rows.shape
+    files = VectorFiles(directory, embedder)
+    changes = {"removed": [], "last_seq": 0, "ids": np.arange(n, dtype=np.int64) + first_id,
+               "docs": np.array([f"{i // 100:016x}" for i in range(n)]), "matrix": rows, "max_rowid": n,
+               "state": (n, 0), "pages": np.ones(n, dtype=np.int32), "kinds": ["text"] * n}
+    with files.locked():
+        files.publish(files.append(Manifest(embedder=embedder, dim=dim), changes, {}))
+    return files

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from docenrich.vectorindex import order
-from docenrich.vectorindex.files import Manifest, VectorFiles
 from docenrich.vectorindex.mapped import MappedIndex, build_graph
+from tests.storeutil import ManifestSource, write_vector_files
 
 
 def _clustered(n: int, clusters: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -42,14 +42,9 @@ def test_a_graph_built_in_that_order_keeps_row_positions_as_keys(tmp_path):
     """Every row searched for finds itself: the graph's keys are row positions, whatever the insertion order."""
     n, dim = 25_000, 32
     x, _ = _clustered(n, 50, dim, seed=4)
-    files = VectorFiles(tmp_path / "vectors" / "m", "m")
-    changes = {"removed": [], "last_seq": 0, "ids": np.arange(n, dtype=np.int64) + 1000,
-               "docs": np.array([f"{i // 100:016x}" for i in range(n)]), "matrix": x, "max_rowid": n,
-               "state": (n, 0), "pages": np.ones(n, dtype=np.int32), "kinds": ["text"] * n}
-    with files.locked():
-        files.publish(files.append(Manifest(embedder="m", dim=dim), changes, {}))
+    files = write_vector_files(tmp_path / "vectors" / "m", x, first_id=1000)
     assert build_graph(files, 0) is not None
-    index = MappedIndex(_FileSource(files), "m", tmp_path, "hnsw", 0, page_budget=0)
+    index = MappedIndex(ManifestSource(files), "m", tmp_path, "hnsw", 0, page_budget=0)
     index.files = files
     index.refresh()
     assert index._view.graph_rows == n
@@ -58,15 +53,3 @@ def test_a_graph_built_in_that_order_keeps_row_positions_as_keys(tmp_path):
         best = index.search(x[row], 1)
         assert best[0][0] == row + 1000 and abs(best[0][1] - 1.0) < 1e-4
 
-
-class _FileSource:
-    """What MappedIndex asks of a store, answered from the manifest."""
-
-    def __init__(self, files: VectorFiles):
-        self.files = files
-
-    def vectors_state(self):
-        return tuple(self.files.manifest().state)
-
-    def filter_document_ids(self, f):
-        return set(f.document_ids or ())

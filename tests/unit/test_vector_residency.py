@@ -4,41 +4,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from docenrich.vectorindex.files import Manifest, VectorFiles
 from docenrich.vectorindex.mapped import MappedIndex
 from docenrich.vectorindex.residency import PageBudget, mapped_ranges, release, resident_bytes
+from tests.storeutil import ManifestSource, write_vector_files
 
 pytestmark = pytest.mark.skipif(not resident_bytes(), reason="needs /proc/self/statm")
 
 DIM, ROWS, MIB = 1024, 20_000, 2**20  # 80 MiB of float32 rows
 
 
-class _Source:
-    """What MappedIndex asks of a store, answered from the manifest."""
-
-    def __init__(self, files: VectorFiles):
-        self.files = files
-
-    def vectors_state(self):
-        return tuple(self.files.manifest().state)
-
-    def filter_document_ids(self, f):
-        return set(f.document_ids or ())
-
-
 def _index(tmp_path, budget: int) -> tuple[MappedIndex, np.ndarray]:
     rng = np.random.default_rng(3)
     rows = rng.standard_normal((ROWS, DIM)).astype(np.float32)
     rows /= np.linalg.norm(rows, axis=1, keepdims=True)
-    files = VectorFiles(tmp_path / "vectors" / "m", "m")
-    if files.manifest() is None:
-        changes = {"removed": [], "last_seq": 0, "ids": np.arange(ROWS, dtype=np.int64) + 1,
-                   "docs": np.array([f"{i // 100:016x}" for i in range(ROWS)]), "matrix": rows,
-                   "max_rowid": ROWS, "state": (ROWS, 0), "pages": np.ones(ROWS, dtype=np.int32),
-                   "kinds": ["text"] * ROWS}
-        with files.locked():
-            files.publish(files.append(Manifest(embedder="m", dim=DIM), changes, {}))
-    index = MappedIndex(_Source(files), "m", tmp_path, "exact", page_budget=budget)
+    files = write_vector_files(tmp_path / "vectors" / "m", rows)
+    index = MappedIndex(ManifestSource(files), "m", tmp_path, "exact", page_budget=budget)
     index.files = files
     index.refresh()
     return index, rows
