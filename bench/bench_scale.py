@@ -38,19 +38,6 @@ K = 10
 MODES = ("exact", "hnsw")
 
 
-class FileSource:
-    """What MappedIndex asks of a store, answered from the manifest (no database in this benchmark)."""
-
-    def __init__(self, files):
-        self.files = files
-
-    def vectors_state(self):
-        return tuple(self.files.manifest().state)
-
-    def filter_document_ids(self, f):
-        return set(f.document_ids or ())
-
-
 def load(directory: Path, vectors: np.ndarray) -> dict:
     """Append the vectors batch by batch as writers do; the rates of the first and last 10%."""
     from docenrich.vectorindex.files import Manifest, VectorFiles
@@ -79,11 +66,11 @@ def load(directory: Path, vectors: np.ndarray) -> dict:
 def searcher(directory: Path, mode: str):
     """A MappedIndex over the files, as a web process opens it (with its VECTOR_MAP_BUDGET_MB)."""
     from docenrich.config import get_settings
-    from docenrich.vectorindex.files import VectorFiles
+    from docenrich.vectorindex.files import ManifestSource, VectorFiles
     from docenrich.vectorindex.mapped import MappedIndex
 
     files = VectorFiles(directory, EMBEDDER)
-    index = MappedIndex(FileSource(files), EMBEDDER, directory.parent, mode, 0,
+    index = MappedIndex(ManifestSource(files), EMBEDDER, directory.parent, mode, 0,
                         page_budget=get_settings().vector_map_budget_mb * 2**20)
     index.files = files  # the benchmark's own directory, not the slug a data directory would use
     return index

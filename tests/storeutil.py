@@ -132,19 +132,6 @@ def doc_with_snippets(store, n: int, embedder: str = "test-model", seed: int = 0
     return doc
 
 
-class ManifestSource:
-    """What MappedIndex asks of a store, answered from the vector files' manifest (no database)."""
-
-    def __init__(self, files):
-        self.files = files
-
-    def vectors_state(self):
-        return tuple(self.files.manifest().state)
-
-    def filter_document_ids(self, f):
-        return set(f.document_ids or ())
-
-
 def write_vector_files(directory: Path, rows: np.ndarray, first_id: int = 1, embedder: str = "m"):
     """Vector files holding `rows` (100 per document), published as one generation; the VectorFiles."""
     from docenrich.vectorindex.files import Manifest, VectorFiles

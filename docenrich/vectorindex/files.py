@@ -216,6 +216,23 @@ class VectorFiles:
                 p.unlink()
 
 
+class ManifestSource:
+    """The part of a store MappedIndex asks, answered from the files' own manifest: for tools and
+    benchmarks that search vector files without a database."""
+
+    def __init__(self, files: VectorFiles):
+        """Answer for these files."""
+        self.files = files
+
+    def vectors_state(self) -> tuple[int, int]:
+        """The database counters the current generation was written from."""
+        return tuple(self.files.manifest().state)
+
+    def filter_document_ids(self, f) -> set[str]:
+        """The documents a filter names (the files know no collections)."""
+        return set(f.document_ids or ())
+
+
 def _new_columns(changes: dict, doc_codes: dict[str, int], kind_codes: dict[str, int]) -> dict[str, np.ndarray]:
     """The per-row columns of new rows, adding unseen documents and kinds to the code tables."""
     n = len(changes["ids"])

@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 from docenrich.vectorindex import order
+from docenrich.vectorindex.files import ManifestSource
 from docenrich.vectorindex.mapped import MappedIndex, build_graph
-from tests.storeutil import ManifestSource, write_vector_files
+from tests.storeutil import write_vector_files
 
 
 def _clustered(n: int, clusters: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

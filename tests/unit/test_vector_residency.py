@@ -4,9 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from docenrich.vectorindex.files import ManifestSource
 from docenrich.vectorindex.mapped import MappedIndex
 from docenrich.vectorindex.residency import PageBudget, mapped_ranges, release, resident_bytes
-from tests.storeutil import ManifestSource, write_vector_files
+from tests.storeutil import write_vector_files
 
 pytestmark = pytest.mark.skipif(not resident_bytes(), reason="needs /proc/self/statm")
 
