@@ -132,6 +132,9 @@ class Settings:
     # A web process gives its mapped pages of the vector files back (they stay in the page cache) once
     # it has grown by this many MiB since it last did: its RSS stays bounded at any index size. 0: never.
     vector_map_budget_mb: int = 128
+    # Lexical search on SQLite (docs/vector-index.md): from this many snippets on, BM25 is scored over
+    # the shared word index (memory-mapped postings); below it FTS5 answers. Negative: always FTS5.
+    lexical_index_min: int = 50_000
     # Web.
     web_host: str = "127.0.0.1"
     web_port: int = 5000

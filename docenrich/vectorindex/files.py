@@ -127,7 +127,7 @@ class VectorFiles:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path("manifest.json"))
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
 
     def append(self, m: Manifest, changes: dict, doc_codes: dict[str, int]) -> Manifest:
         """Under the lock: mask the removed snippets, append the new rows; the next manifest (not yet published)."""
@@ -141,13 +141,13 @@ class VectorFiles:
         kind_codes = {k: i for i, k in enumerate(kinds)}
         docs_before = len(doc_codes)
         n_new = len(changes["ids"])
-        cols = _new_columns(changes, doc_codes, kind_codes)
+        cols = new_columns(changes, doc_codes, kind_codes)
         kinds = list(kind_codes)
         new_docs = list(doc_codes)[docs_before:]
         if n_new:
             self._write_rows(m.base, m.rows, np.ascontiguousarray(changes["matrix"], dtype=np.float32), cols)
         if new_docs or n_new:
-            _append_bytes(self.column(m.base, "docids"), m.docs * DOCID.itemsize,
+            append_bytes(self.column(m.base, "docids"), m.docs * DOCID.itemsize,
                           np.asarray(new_docs, dtype=DOCID).tobytes())
         gen = m.generation + 1
         if len(deleted) != m.deleted:
@@ -158,9 +158,9 @@ class VectorFiles:
 
     def _write_rows(self, base: int, at: int, matrix: np.ndarray, cols: dict[str, np.ndarray]) -> None:
         """Append rows after the first `at` (cutting off whatever a crashed writer left there)."""
-        _append_bytes(self.column(base, "vec"), at * matrix.shape[1] * 4, matrix.tobytes())
+        append_bytes(self.column(base, "vec"), at * matrix.shape[1] * 4, matrix.tobytes())
         for name, dtype in COLUMNS:
-            _append_bytes(self.column(base, name), at * np.dtype(dtype).itemsize,
+            append_bytes(self.column(base, name), at * np.dtype(dtype).itemsize,
                           np.asarray(cols[name], dtype=dtype).tobytes())
 
     def doc_codes(self, m: Manifest) -> dict[str, int]:
@@ -198,7 +198,7 @@ class VectorFiles:
                 self._write_rows(base, at, rows, chunk)
                 at += len(rows)
         # Document codes stay as they were: the kept rows still name them.
-        _append_bytes(self.column(base, "docids"), 0, self.column(m.base, "docids").read_bytes()[:m.docs * 16])
+        append_bytes(self.column(base, "docids"), 0, self.column(m.base, "docids").read_bytes()[:m.docs * 16])
         log.info("vector files %r compacted: %d -> %d rows", self.embedder, m.rows, at)
         return replace(m, base=base, generation=m.generation + 1, rows=at, deleted=0, deleted_gen=0,
                        graph=None, graph_rows=0)
@@ -233,7 +233,7 @@ class ManifestSource:
         return set(f.document_ids or ())
 
 
-def _new_columns(changes: dict, doc_codes: dict[str, int], kind_codes: dict[str, int]) -> dict[str, np.ndarray]:
+def new_columns(changes: dict, doc_codes: dict[str, int], kind_codes: dict[str, int]) -> dict[str, np.ndarray]:
     """The per-row columns of new rows, adding unseen documents and kinds to the code tables."""
     n = len(changes["ids"])
     return {
@@ -246,7 +246,7 @@ def _new_columns(changes: dict, doc_codes: dict[str, int], kind_codes: dict[str,
     }
 
 
-def _append_bytes(path: Path, at: int, data: bytes) -> None:
+def append_bytes(path: Path, at: int, data: bytes) -> None:
     """Write data at byte `at`, dropping anything after it, and flush it to disk."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -273,7 +273,7 @@ def map_column(path: Path, dtype, rows: int, dim: int | None = None) -> np.ndarr
     return _read_column(path, dtype, rows, dim)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

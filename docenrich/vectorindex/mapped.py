@@ -258,7 +258,7 @@ class MappedIndex:
         q = np.asarray(query, dtype=np.float32).reshape(-1)
         if q.shape[0] != view.dim:
             raise ValueError(f"query has {q.shape[0]} dimensions; embedder {self.embedder!r} vectors have {view.dim}")
-        rows = _allowed_rows(view, filter, allowed_docs)
+        rows = allowed_rows(view, filter, allowed_docs)
         if rows is not None and not len(rows):
             return []
         if view.graph is not None and (rows is None or len(rows) > EXACT_FILTER_ROWS):
@@ -269,7 +269,7 @@ class MappedIndex:
         return found
 
 
-def _allowed_rows(view: View, f: SearchFilter | None, allowed_docs) -> np.ndarray | None:
+def allowed_rows(view: View, f: SearchFilter | None, allowed_docs) -> np.ndarray | None:
     """Positions the filter and the deletion mask allow (None: every row)."""
     n, rows = view.n, None
     if allowed_docs is not None:

@@ -169,6 +169,6 @@ def test_an_append_larger_than_one_write_lands_whole(tmp_path, monkeypatch):
     monkeypatch.setattr(files.os, "pwrite", lambda fd, data, at: real(fd, bytes(data[:1000]), at))
     path = tmp_path / "1.vec"
     payload = np.arange(5000, dtype=np.float32).tobytes()  # 20,000 bytes: twenty short writes
-    files._append_bytes(path, 0, b"x" * 10)
-    files._append_bytes(path, 4, payload)
+    files.append_bytes(path, 0, b"x" * 10)
+    files.append_bytes(path, 4, payload)
     assert path.read_bytes() == b"xxxx" + payload

@@ -23,6 +23,15 @@ def _context(row: str) -> str:
             f" || ' ' || coalesce((SELECT title FROM documents d WHERE d.id = {row}.document_id), ''))")
 
 
+# Snippets whose text, context or document changed in place (a batch saved again): the word index
+# (textindex/) indexes them again. Ids only grow, so new snippets need no log.
+CHANGE_LOG = [
+    "CREATE TABLE IF NOT EXISTS text_changes (seq INTEGER PRIMARY KEY, snippet_id INTEGER NOT NULL)",
+    """CREATE TRIGGER IF NOT EXISTS snippets_text_changed AFTER UPDATE OF text, meta, document_id ON snippets
+        WHEN old.text IS NOT new.text OR old.meta IS NOT new.meta OR old.document_id IS NOT new.document_id BEGIN
+        INSERT INTO text_changes(snippet_id) VALUES (new.id); END""",
+]
+
 # Triggers keep the FTS5 index (text, and context as a second column), the counts and the
 # removal log in step with the rows, in the same transaction as every insert, update and delete.
 STATEMENTS = [
@@ -48,6 +57,7 @@ STATEMENTS = [
     # Snippet ids are never reused: new snippets take the next value of a counter that only grows.
     """CREATE TRIGGER snippets_id_seq AFTER INSERT ON snippets BEGIN
         UPDATE counters SET value = max(value, new.id) WHERE name = 'snippet_id_seq'; END""",
+    *CHANGE_LOG,
     f"PRAGMA user_version = {LEGACY_MARK}",
 ]
 

@@ -7,21 +7,26 @@ Layout under the data directory:
     images/<sha256>.<ext>       snippet images, named by content (shared between snippets)
     thumbs/<doc_id>/p<N>.png    page thumbnail cache
     vectors/<embedder>/         memory-mapped vector files every process shares (vectorindex/files.py)
+    lexical/words/              the memory-mapped BM25 word index every process shares (textindex/files.py)
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 
+from docenrich.filters import SearchFilter, merged
 from docenrich.storage.engine import sqlite_engine
 from docenrich.storage.sqlite import schema
 from docenrich.storage.sqlite.blobs import BlobsMixin
 from docenrich.storage.store import SQLStore
 from docenrich.storage.tables import counters, snippets
 from docenrich.storage.terms import query_terms
+from docenrich.textindex import WordIndex
 from docenrich.vectorindex import MODES, MappedIndex, VectorIndex, sync
 from docenrich.vectorindex.files import VectorFiles, vector_dir
 
@@ -42,17 +47,20 @@ class SQLiteStore(BlobsMixin, SQLStore):
     """SQLite + files under one data directory; one engine (and pool) per database and process."""
 
     def __init__(self, data_dir: str | Path, vector_mode: str | None = None, hnsw_min_rows: int | None = None,
-                 map_budget_mb: int | None = None):
-        """Create the directories and bring the schema up to date; vector_mode defaults to VECTOR_INDEX."""
+                 map_budget_mb: int | None = None, lexical_min_rows: int | None = None):
+        """Create the directories and bring the schema up to date; vector_mode defaults to VECTOR_INDEX,
+        lexical_min_rows (below it FTS5 answers lexical search; negative: always) to LEXICAL_INDEX_MIN."""
         self._init_blobs(data_dir)
         self.db_path = self.data_dir / DB_NAME
-        if vector_mode is None or hnsw_min_rows is None or map_budget_mb is None:
+        if None in (vector_mode, hnsw_min_rows, map_budget_mb, lexical_min_rows):
             from docenrich.config import get_settings
 
             settings = get_settings()
             vector_mode = settings.vector_index if vector_mode is None else vector_mode
             hnsw_min_rows = settings.vector_index_hnsw_min if hnsw_min_rows is None else hnsw_min_rows
             map_budget_mb = settings.vector_map_budget_mb if map_budget_mb is None else map_budget_mb
+            lexical_min_rows = settings.lexical_index_min if lexical_min_rows is None else lexical_min_rows
+        self.words = WordIndex(self, self.data_dir, lexical_min_rows) if lexical_min_rows >= 0 else None
         if vector_mode not in MODES:
             raise ValueError(f"VECTOR_INDEX must be one of {', '.join(MODES)} (got {vector_mode!r})")
         self.vector_mode, self.hnsw_min_rows, self.map_budget_mb = vector_mode, hnsw_min_rows, map_budget_mb
@@ -88,6 +96,56 @@ class SQLiteStore(BlobsMixin, SQLStore):
     def _new_snippet_id(self) -> dict[str, Any]:
         # Ids are never reused (SQLite's default is max(id) + 1): the counter only grows.
         return {"id": sa.select(counters.c.value + 1).where(counters.c.name == "snippet_id_seq").scalar_subquery()}
+
+    def lexical_search(
+        self, query: str, k: int, *, document_id: str | None = None, exclude_kinds: Iterable[str] = (),
+        filter: SearchFilter | None = None,
+    ) -> list[tuple[int, float]]:
+        """Top-k by BM25: from the shared word index at scale, from FTS5 below LEXICAL_INDEX_MIN snippets."""
+        if self.words is not None and k > 0 and self.words.refresh():
+            return self.words.search(query, k, merged(filter, document_id, exclude_kinds))
+        return super().lexical_search(query, k, document_id=document_id, exclude_kinds=exclude_kinds, filter=filter)
+
+    def text_index_state(self) -> tuple[int, int, int]:
+        """(highest snippet id ever given, snippets now, last in-place change): the word index is
+        fresh while they stand."""
+        with self._read() as conn:
+            rows = dict(conn.execute(sa.select(counters.c.name, counters.c.value).where(
+                counters.c.name.in_(["snippet_id_seq", "snippets_total"]))).all())
+            changed = conn.exec_driver_sql("SELECT coalesce(max(seq), 0) FROM text_changes").scalar()
+        return int(rows.get("snippet_id_seq", 0)), int(rows.get("snippets_total", 0)), int(changed)
+
+    def text_changed_ids(self, after_seq: int, upto_seq: int) -> np.ndarray:
+        """Ids of the snippets changed in place with after_seq < seq <= upto_seq."""
+        rows = self._all(sa.text("SELECT DISTINCT snippet_id FROM text_changes WHERE seq > :a AND seq <= :b")
+                         .bindparams(a=int(after_seq), b=int(upto_seq)))
+        return np.asarray([r["snippet_id"] for r in rows], dtype=np.int64)
+
+    def text_rows(self, after_id: int, upto_id: int, limit: int, only: np.ndarray | None = None) -> dict:
+        """Up to `limit` snippets with after_id < id <= upto_id (and among `only`), in id order: the
+        word index's new rows, with the text and context FTS5 indexed."""
+        s = snippets
+        fts = sa.table("snippets_fts", sa.column("rowid", sa.Integer), sa.column("text"), sa.column("context"))
+        stmt = sa.select(s.c.id, s.c.document_id, s.c.page, s.c.kind, fts.c.text, fts.c.context).join(
+            fts, fts.c.rowid == s.c.id).where(s.c.id > int(after_id), s.c.id <= int(upto_id))
+        if only is not None:
+            stmt = stmt.where(s.c.id.in_([int(i) for i in only]))
+        rows = self._all(stmt.order_by(s.c.id).limit(int(limit)))
+        return {"ids": np.asarray([r["id"] for r in rows], dtype=np.int64),
+                "docs": np.asarray([r["document_id"] for r in rows], dtype="U16"),
+                "pages": np.asarray([r["page"] for r in rows], dtype=np.int32),
+                "kinds": [r["kind"] for r in rows],
+                "texts": [(r["text"] or "", r["context"] or "") for r in rows]}
+
+    def text_present_ids(self, max_id: int, indexed_alive: int) -> np.ndarray | None:
+        """The ids up to max_id still present, when fewer are than the index holds alive (else None)."""
+        with self._read() as conn:
+            present = conn.execute(sa.select(sa.func.count()).select_from(snippets)
+                                   .where(snippets.c.id <= int(max_id))).scalar()
+            if int(present) == indexed_alive:
+                return None
+            ids = conn.execute(sa.select(snippets.c.id).where(snippets.c.id <= int(max_id)).order_by(snippets.c.id))
+            return np.fromiter((r[0] for r in ids), dtype=np.int64)
 
     def _lexical_query(self, query: str, conds: list[sa.ColumnElement]) -> sa.Select | None:
         expr = fts_query(query)

@@ -1,0 +1,167 @@
+"""BM25 search over the word index every process of a host maps (files.py), filters inside the search.
+
+A store below `min_rows` snippets, or whose index is being built, answers from FTS5 instead (the
+caller's fallback): the index serves the scale where FTS5's OR queries score every matching row.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from docenrich.filters import SearchFilter
+from docenrich.storage.terms import fold, query_terms, stem
+from docenrich.textindex.files import (
+    WordFiles,
+    WordManifest,
+    needs_optimize,
+    optimize,
+    sync,
+    words_dir,
+)
+from docenrich.textindex.postings import (
+    PhraseHits,
+    Segment,
+    bm25_scores,
+    has_phrase,
+    index_words,
+    term_key,
+    top_k,
+)
+from docenrich.vectorindex.files import COLUMNS, map_column
+from docenrich.vectorindex.mapped import allowed_rows
+from docenrich.vectorindex.memory import allowed_documents
+
+log = logging.getLogger(__name__)
+
+# A search that finds more snippets than this not yet indexed hands the catch-up to a background
+# thread and is answered by FTS5 meanwhile (a million rows take minutes to index).
+FOREGROUND_ROWS = 50_000
+
+
+@dataclass(frozen=True)
+class WordView:
+    """One mapped generation (the fields allowed_rows reads, and the segments)."""
+
+    generation: int
+    base: int
+    n: int
+    alive_rows: int
+    ids: np.ndarray
+    doc: np.ndarray
+    page: np.ndarray
+    kind: np.ndarray
+    alive: np.ndarray | None
+    doc_codes: dict[str, int]
+    kind_codes: dict[str, int]
+    segments: tuple[Segment, ...]
+
+
+class WordIndex:
+    """Top-k BM25 over the word index files of one data directory."""
+
+    def __init__(self, store, data_dir: str | Path, min_rows: int = 50_000):
+        """An index over DATA_DIR/lexical/words/; it answers once the store has min_rows snippets."""
+        self.store, self.min_rows = store, min_rows
+        self.files = WordFiles(words_dir(data_dir))
+        self._view: WordView | None = None
+        self._lock = threading.Lock()
+        self._busy = threading.Event()  # a background sync or optimisation is running
+
+    def refresh(self) -> bool:
+        """Catch up with the snippets table; whether the index can answer now."""
+        state = self.store.text_index_state()
+        if state[1] < self.min_rows:
+            return False
+        with self._lock:
+            m = self.files.manifest()
+            if m is None or tuple(m.state) != state:
+                if state[0] - (m.max_id if m else 0) > FOREGROUND_ROWS:
+                    self._background(lambda: sync(self.store, self.files))
+                    return False
+                m = sync(self.store, self.files)
+            if self._view is None or self._view.generation != m.generation or self._view.base != m.base:
+                self._view = self._map(m)
+            if needs_optimize(m):
+                self._background(lambda: optimize(self.files))
+        return True
+
+    def _background(self, work) -> None:
+        if self._busy.is_set():
+            return
+        self._busy.set()
+
+        def guarded() -> None:
+            try:
+                work()
+            except Exception:  # the published files stay as they were
+                log.exception("word index background job failed")
+            finally:
+                self._busy.clear()
+
+        threading.Thread(target=guarded, name="word-index", daemon=True).start()
+
+    def _map(self, m: WordManifest) -> WordView:
+        col = {name: map_column(self.files.column(m.base, name), dtype, m.rows) for name, dtype in COLUMNS}
+        alive = None
+        if m.deleted:
+            alive = np.ones(m.rows, dtype=bool)
+            alive[self.files.deleted_positions(m)] = False
+        segments = tuple(self.files.map_segment(m.base, e) for e in m.segments)
+        return WordView(m.generation, m.base, m.rows, m.rows - m.deleted, col["ids"], col["doc"], col["page"],
+                        col["kind"], alive, self.files.doc_codes(m), {k: i for i, k in enumerate(m.kinds)}, segments)
+
+    def search(self, query: str, k: int, filter: SearchFilter | None = None) -> list[tuple[int, float]]:
+        """Top-k (snippet_id, BM25 score) among the rows the filter allows, best first."""
+        view = self._view
+        if view is None or k <= 0 or not view.n:
+            return []
+        phrases = [[term_key(stem(fold(part))) for part in parts] for parts in query_terms(query)]
+        rows = allowed_rows(view, filter, allowed_documents(self.store, filter))
+        if rows is not None and not len(rows):
+            return []
+        allowed = None
+        if rows is not None:
+            allowed = np.zeros(view.n, dtype=bool)
+            allowed[rows] = True
+        cand, scores, multi = bm25_scores(view.segments, phrases, view.n, view.alive_rows, view.alive)
+        best, best_scores = self._verified_top(view, cand, scores, multi, k, allowed)
+        return [(int(view.ids[r]), float(s)) for r, s in zip(best.tolist(), best_scores.tolist(), strict=True)]
+
+    def _verified_top(self, view: WordView, cand: np.ndarray, scores: np.ndarray, multi: list[PhraseHits],
+                      k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The top k once the best candidates' identifier phrases are checked against their text: a
+        row whose parts are not side by side loses that phrase's score (checking can only lower a
+        score, so the pool widens until no unchecked row could still make the top k)."""
+        pool = 2 * k
+        while True:
+            best, best_scores = top_k(cand, scores, pool, allowed)
+            if not multi or not len(best):
+                return best[:k], best_scores[:k]
+            checked = best_scores - self._phrase_losses(view, best, multi)
+            # A row left with nothing once its loose parts are discounted does not match at all.
+            order = np.lexsort((best, -checked))
+            order = order[checked[order] > 1e-9][:k]
+            if len(best) < pool or (len(order) == k and checked[order[-1]] >= best_scores[-1]):
+                return best[order], checked[order]
+            pool *= 4
+
+    def _phrase_losses(self, view: WordView, rows: np.ndarray, multi: list[PhraseHits]) -> np.ndarray:
+        """What each row loses for the multi-part phrases whose parts it holds apart."""
+        loss = np.zeros(len(rows))
+        hits = [(p, np.searchsorted(p.rows, rows)) for p in multi]
+        hits = [(p, np.minimum(pos, len(p.rows) - 1)) for p, pos in hits]
+        need = {int(r) for p, pos in hits for r, q in zip(rows, pos, strict=True) if p.rows[q] == r}
+        if not need:
+            return loss
+        texts = self.store.text_rows(0, 2**62, len(need), np.asarray(sorted(int(view.ids[r]) for r in need)))
+        words = {int(i): ([term_key(w) for w in index_words(t)], [term_key(w) for w in index_words(c)])
+                 for i, (t, c) in zip(texts["ids"].tolist(), texts["texts"], strict=True)}
+        for p, pos in hits:
+            for j, (r, q) in enumerate(zip(rows.tolist(), pos.tolist(), strict=True)):
+                if p.rows[q] == r and not any(has_phrase(w, p.parts) for w in words.get(int(view.ids[r]), ((), ()))):
+                    loss[j] += p.weights[q]
+        return loss
