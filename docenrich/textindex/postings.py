@@ -185,6 +185,8 @@ def bm25_scores(segments: Sequence[Segment], phrases: Sequence[Sequence[int]], n
             common = scored[0][0]
             for r, _ in scored[1:]:
                 common = np.intersect1d(common, r, assume_unique=True)
+            if not len(common):
+                continue
             # Each part's rows are ascending and unique, so the kept ones line up with `common`.
             best = np.maximum.reduce([w[np.isin(r, common, assume_unique=True)] for r, w in scored])
             scored = [(common, best)]
