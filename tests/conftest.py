@@ -112,6 +112,22 @@ def any_store(request, tmp_path):
     store.close()
 
 
+@pytest.fixture(params=["sqlite", "sqlite-postings", "postgres"])
+def lexical_store(request, tmp_path):
+    """A store of each backend, and SQLite with its shared postings indexes answering at any size
+    (they answer from LEXICAL_INDEX_MIN snippets on by default)."""
+    if request.param == "postgres":
+        from docenrich.storage.postgres import PostgresStore
+
+        store = PostgresStore(request.getfixturevalue("pg_url"))
+    else:
+        from docenrich.storage import SQLiteStore
+
+        store = SQLiteStore(tmp_path / "data", lexical_min_rows=0 if request.param == "sqlite-postings" else None)
+    yield store
+    store.close()
+
+
 @pytest.fixture(scope="session")
 def bundled_model() -> str:
     path = bundled_model_path()

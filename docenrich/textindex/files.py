@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from docenrich.textindex.postings import Segment, Triples, bm25_triples, compacted
+from docenrich.textindex.postings import Segment, Triples, compacted
 from docenrich.vectorindex.files import (
     COLUMNS,
     DOCID,
@@ -34,6 +34,7 @@ from docenrich.vectorindex.files import (
     fsync_dir,
     map_column,
     new_columns,
+    vector_dir,
 )
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,7 @@ class WordManifest:
     segments: list[list] = field(default_factory=list)  # [name, first row, end row, terms, postings]
     total_len: int = 0
     max_id: int = 0
-    state: tuple[int, int, int] = (0, 0, 0)  # text_index_state() the generation was written from
-    change_seq: int = 0  # the last in-place change indexed
+    state: tuple[int, ...] = (0, 0, 0)  # the source's state the generation was written from
     deleted: int = 0
     deleted_gen: int = 0
     format: int = FORMAT
@@ -74,12 +74,17 @@ def words_dir(data_dir: str | Path) -> Path:
     return Path(data_dir) / "lexical" / "words"
 
 
+def sparse_dir(data_dir: str | Path, embedder: str) -> Path:
+    """Where one embedder's learned-sparse index lives."""
+    return Path(data_dir) / "lexical" / ("sparse-" + vector_dir(data_dir, embedder).name)
+
+
 class WordFiles(VectorFiles):
-    """The word index's directory: the vector files' locking, publishing and column helpers, its own manifest."""
+    """A postings index's directory: the vector files' locking, publishing and column helpers, its own manifest."""
 
     def __init__(self, directory: str | Path):
         """Files under `directory` (created on first write)."""
-        super().__init__(directory, "words")
+        super().__init__(directory, "postings")
 
     def manifest(self) -> WordManifest | None:  # type: ignore[override]
         """The current manifest, or None when there is none (or it cannot be read)."""
@@ -141,26 +146,26 @@ class WordFiles(VectorFiles):
                 p.unlink()
 
 
-def sync(store, files: WordFiles) -> WordManifest:
-    """Bring the word index up to the snippets table: append the new rows as a segment, mask the removed."""
+def sync(source, files: WordFiles) -> WordManifest:
+    """Bring an index up to its source (sources.py): append new and changed rows as one segment,
+    mask the rows of changed and removed snippets."""
     with files.locked():
         m = files.manifest()
         if m is None or not _intact(files, m):
             m = _fresh(files, m)
-        state = store.text_index_state()
+        state = source.state()
         if m.state == state:
             return m
-        seq, _, changes = state
         gen = m.generation + 1
-        changed = store.text_changed_ids(m.change_seq, changes) if changes > m.change_seq else _NONE
-        # A snippet changed in place: its old row is masked and it is indexed again as a new row.
-        stale = _positions(files, m, changed[changed <= m.max_id])
-        m = _append(store, files, m, seq, gen, changed[changed <= m.max_id])
-        m = _mask_removed(store, files, m, gen, stale)
+        plan = source.plan(m.state, state, m.max_id)
+        # A snippet changed in place: its old row is masked, and it is indexed again as a new row.
+        stale = _positions(files, m, np.union1d(plan.again, plan.drop))
+        m = _append(source, files, m, plan, gen)
+        m = _mask_removed(source, files, m, gen, stale, plan.check_removed)
         if len(m.segments) > MAX_SEGMENTS:
             m = _merge(files, m, 1, gen)
-        # The counters read first: whatever moved since is picked up by the next sync.
-        m = replace(m, generation=gen, state=state, change_seq=changes)
+        # The state read first: whatever moved since is picked up by the next sync.
+        m = replace(m, generation=gen, state=state)
         files.publish(m)
         files.collect(m)
         return m
@@ -200,33 +205,31 @@ def _fresh(files: WordFiles, old: WordManifest | None) -> WordManifest:
     return WordManifest(base=base, generation=(old.generation if old else 0))
 
 
-def _append(store, files: WordFiles, m: WordManifest, seq: int, gen: int, again: np.ndarray) -> WordManifest:
-    """Index the snippets with ids in (m.max_id, seq], then those of `again`, as one new segment."""
+def _append(source, files: WordFiles, m: WordManifest, plan, gen: int) -> WordManifest:
+    """Index the plan's range of new ids, then its ids to index again, as one new segment."""
     codes = files.doc_codes(m) if m.docs else {}
     parts, total_len, start, max_id = [], m.total_len, m.rows, m.max_id
-    pending = [(m.max_id, seq, None)]
-    for first in range(0, len(again), _READ_CHUNK):
-        pending.append((0, m.max_id, again[first:first + _READ_CHUNK]))
+    pending = [(m.max_id, plan.upto, None)] if plan.upto is not None else []
+    pending += [(0, None, plan.again[i:i + _READ_CHUNK]) for i in range(0, len(plan.again), _READ_CHUNK)]
     while pending:
         after, upto, only = pending[0]
-        rows = store.text_rows(after, upto, _READ_CHUNK, only)
-        if not len(rows["ids"]):
+        rows = source.rows(after, upto, _READ_CHUNK, only)
+        if only is not None or not len(rows["ids"]):
             pending.pop(0)
-            continue
-        if only is None:
+        else:
             pending[0] = (int(rows["ids"][-1]), upto, None)
             max_id = int(rows["ids"][-1])
-        else:
-            pending.pop(0)
-        # Impacts are normalised by the mean row length of the index so far (these rows' own at first).
-        triples, length = bm25_triples(rows["texts"], m.rows, total_len / m.rows if m.rows else None)
+        if not len(rows["ids"]):
+            continue
+        # BM25 impacts are normalised by the mean row length of the index so far (these rows' own at first).
+        triples, length = source.triples(rows, m.rows, total_len / m.rows if m.rows else None)
         parts.append(triples)
         total_len += length
         m = files.append_rows(m, rows, codes)
     if m.rows > start:
         entry = files.write_segment(m.base, f"s{gen}", Segment.build(Triples.concat(parts)))
         m = replace(m, segments=[*m.segments, [entry[0], start, m.rows, *entry[1:]]])
-    return replace(m, total_len=total_len, max_id=max_id)
+    return replace(m, total_len=total_len, max_id=max(max_id, int(plan.again.max()) if len(plan.again) else 0))
 
 
 def _positions(files: WordFiles, m: WordManifest, ids: np.ndarray) -> np.ndarray:
@@ -236,13 +239,13 @@ def _positions(files: WordFiles, m: WordManifest, ids: np.ndarray) -> np.ndarray
     return np.flatnonzero(np.isin(map_column(files.column(m.base, "ids"), np.int64, m.rows), ids))
 
 
-def _mask_removed(store, files: WordFiles, m: WordManifest, gen: int, stale: np.ndarray) -> WordManifest:
-    """Mask the stale rows and those whose snippets were deleted (found by a count, listed only when
-    it differs from the rows the index holds alive)."""
+def _mask_removed(source, files: WordFiles, m: WordManifest, gen: int, stale: np.ndarray,
+                  check: bool) -> WordManifest:
+    """Mask the stale rows and, when the source says snippets may be gone, the rows of those that are."""
     masked = np.union1d(files.deleted_positions(m), stale).astype(np.int64)
     alive = np.ones(m.rows, dtype=bool)
     alive[masked] = False
-    present = store.text_present_ids(m.max_id, int(alive.sum()))
+    present = source.present(m.max_id, int(alive.sum())) if check and m.rows else None
     if present is not None:
         ids = map_column(files.column(m.base, "ids"), np.int64, m.rows)
         masked = np.union1d(masked, np.flatnonzero(alive & ~np.isin(ids, present))).astype(np.int64)

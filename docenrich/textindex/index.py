@@ -1,7 +1,8 @@
-"""BM25 search over the word index every process of a host maps (files.py), filters inside the search.
+"""Search over the postings indexes every process of a host maps (files.py), filters inside the search:
+BM25 over the words (WordIndex), and the dot product of learned-sparse weights (SparseIndex).
 
-A store below `min_rows` snippets, or whose index is being built, answers from FTS5 instead (the
-caller's fallback): the index serves the scale where FTS5's OR queries score every matching row.
+A store below `min_rows` snippets, or whose index is being built, answers from SQL instead (the
+caller's fallback): the indexes serve the scale where an OR query scores every matching row.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from docenrich.textindex.files import (
     WordManifest,
     needs_optimize,
     optimize,
+    sparse_dir,
     sync,
     words_dir,
 )
@@ -30,7 +32,9 @@ from docenrich.textindex.postings import (
     index_words,
     term_key,
     top_k,
+    weighted_scores,
 )
+from docenrich.textindex.sources import SparseSource, WordSource
 from docenrich.vectorindex.files import COLUMNS, map_column
 from docenrich.vectorindex.mapped import allowed_rows
 from docenrich.vectorindex.memory import allowed_documents
@@ -60,34 +64,38 @@ class WordView:
     segments: tuple[Segment, ...]
 
 
-class WordIndex:
-    """Top-k BM25 over the word index files of one data directory."""
+class PostingsIndex:
+    """A postings index of one data directory, mapped: refresh() keeps it in step with its source."""
 
-    def __init__(self, store, data_dir: str | Path, min_rows: int = 50_000):
-        """An index over DATA_DIR/lexical/words/; it answers once the store has min_rows snippets."""
-        self.store, self.min_rows = store, min_rows
-        self.files = WordFiles(words_dir(data_dir))
+    def __init__(self, store, source, directory: Path, min_rows: int = 50_000):
+        """An index of `source` in `directory`; it answers once the store has min_rows snippets."""
+        self.store, self.source, self.min_rows = store, source, min_rows
+        self.files = WordFiles(directory)
         self._view: WordView | None = None
         self._lock = threading.Lock()
         self._busy = threading.Event()  # a background sync or optimisation is running
 
     def refresh(self) -> bool:
-        """Catch up with the snippets table; whether the index can answer now."""
-        state = self.store.text_index_state()
-        if state[1] < self.min_rows:
+        """Catch up with the source; whether the index can answer now."""
+        if self.store.text_index_state()[1] < self.min_rows:
             return False
+        state = self.source.state()
         with self._lock:
             m = self.files.manifest()
             if m is None or tuple(m.state) != state:
-                if state[0] - (m.max_id if m else 0) > FOREGROUND_ROWS:
-                    self._background(lambda: sync(self.store, self.files))
+                if self._behind(m, state) > FOREGROUND_ROWS:
+                    self._background(lambda: sync(self.source, self.files))
                     return False
-                m = sync(self.store, self.files)
+                m = sync(self.source, self.files)
             if self._view is None or self._view.generation != m.generation or self._view.base != m.base:
                 self._view = self._map(m)
             if needs_optimize(m):
                 self._background(lambda: optimize(self.files))
         return True
+
+    def _behind(self, m: WordManifest | None, state: tuple) -> int:
+        """About how many rows a sync would index (a change counter's distance)."""
+        return state[0] - (m.state[0] if m else 0)
 
     def _background(self, work) -> None:
         if self._busy.is_set():
@@ -114,19 +122,53 @@ class WordIndex:
         return WordView(m.generation, m.base, m.rows, m.rows - m.deleted, col["ids"], col["doc"], col["page"],
                         col["kind"], alive, self.files.doc_codes(m), {k: i for i, k in enumerate(m.kinds)}, segments)
 
+    def _allowed(self, view: WordView, filter: SearchFilter | None) -> np.ndarray | None:
+        """The rows the filter and the mask allow, as a mask over all rows (None: every row)."""
+        rows = allowed_rows(view, filter, allowed_documents(self.store, filter))
+        if rows is None:
+            return None
+        allowed = np.zeros(view.n, dtype=bool)
+        allowed[rows] = True
+        return allowed
+
+
+class SparseIndex(PostingsIndex):
+    """Top-k by the dot product of learned-sparse weights over one embedder's postings index."""
+
+    def __init__(self, store, embedder: str, data_dir: str | Path, min_rows: int = 50_000):
+        """The index of `embedder`'s sparse postings under DATA_DIR/lexical/."""
+        super().__init__(store, SparseSource(store, embedder), sparse_dir(data_dir, embedder), min_rows)
+
+    def search(self, weights: list[tuple[int, float]], k: int,
+               filter: SearchFilter | None = None) -> list[tuple[int, float]]:
+        """Top-k (snippet_id, score) among the rows the filter allows, best first."""
+        view = self._view
+        if view is None or k <= 0 or not view.n or not weights:
+            return []
+        allowed = self._allowed(view, filter)
+        if allowed is not None and not allowed.any():
+            return []
+        cand, scores = weighted_scores(view.segments, weights, view.n)
+        best, best_scores = top_k(cand, scores, k, allowed)
+        return [(int(view.ids[r]), float(s)) for r, s in zip(best.tolist(), best_scores.tolist(), strict=True)]
+
+
+class WordIndex(PostingsIndex):
+    """Top-k BM25 over the word index of one data directory."""
+
+    def __init__(self, store, data_dir: str | Path, min_rows: int = 50_000):
+        """The index under DATA_DIR/lexical/words/."""
+        super().__init__(store, WordSource(store), words_dir(data_dir), min_rows)
+
     def search(self, query: str, k: int, filter: SearchFilter | None = None) -> list[tuple[int, float]]:
         """Top-k (snippet_id, BM25 score) among the rows the filter allows, best first."""
         view = self._view
         if view is None or k <= 0 or not view.n:
             return []
         phrases = [[term_key(stem(fold(part))) for part in parts] for parts in query_terms(query)]
-        rows = allowed_rows(view, filter, allowed_documents(self.store, filter))
-        if rows is not None and not len(rows):
+        allowed = self._allowed(view, filter)
+        if allowed is not None and not allowed.any():
             return []
-        allowed = None
-        if rows is not None:
-            allowed = np.zeros(view.n, dtype=bool)
-            allowed[rows] = True
         cand, scores, multi = bm25_scores(view.segments, phrases, view.n, view.alive_rows, view.alive)
         best, best_scores = self._verified_top(view, cand, scores, multi, k, allowed)
         return [(int(view.ids[r]), float(s)) for r, s in zip(best.tolist(), best_scores.tolist(), strict=True)]

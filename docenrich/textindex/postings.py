@@ -89,15 +89,10 @@ def bm25_triples(texts: Iterable[tuple[str, str]], start: int, avgdl: float | No
     return Triples(np.asarray(kk, dtype=np.uint64), (rows + start).astype(np.uint32), imp.astype(np.float32)), total
 
 
-def sparse_triples(rows: Iterable[tuple[int, dict[int, float]]]) -> Triples:
-    """Sparse triples from (row position, {token: weight}) pairs."""
-    kk, rr, ww = [], [], []
-    for row, weights in rows:
-        for token, weight in weights.items():
-            kk.append(token_key(token))
-            rr.append(row)
-            ww.append(weight)
-    return Triples(np.asarray(kk, dtype=np.uint64), np.asarray(rr, dtype=np.uint32), np.asarray(ww, dtype=np.float32))
+def sparse_triples(tokens: np.ndarray, weights: np.ndarray, rows: np.ndarray) -> Triples:
+    """Sparse triples from flat postings: token ids, their weights, and each one's row position."""
+    return Triples(np.asarray(tokens, dtype=np.int64).astype(np.uint64), np.asarray(rows, dtype=np.uint32),
+                   np.asarray(weights, dtype=np.float32))
 
 
 @dataclass

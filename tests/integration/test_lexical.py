@@ -26,19 +26,10 @@ def snip(doc_id: str, i: int, text: str, kind: str = "text", heading: str | None
                    meta={"heading": heading} if heading else {})
 
 
-@pytest.fixture(params=["sqlite", "sqlite-words", "postgres"])
-def st(request, tmp_path):
+@pytest.fixture
+def st(lexical_store):
     """Each test runs on SQLite (FTS5, and the shared word index it uses at scale) and on PostgreSQL (tsvector)."""
-    if request.param == "postgres":
-        from docenrich.storage.postgres import PostgresStore
-
-        store = PostgresStore(request.getfixturevalue("pg_url"))
-    else:
-        from docenrich.storage import SQLiteStore
-
-        store = SQLiteStore(tmp_path / "data", lexical_min_rows=0 if request.param == "sqlite-words" else None)
-    yield store
-    store.close()
+    return lexical_store
 
 
 def index_sizes(st) -> tuple[int, int]:

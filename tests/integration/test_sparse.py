@@ -33,8 +33,8 @@ def test_one_pass_gives_dense_vectors_and_lexical_weights(m3, bge_m3_checkpoint)
     np.testing.assert_allclose(dense, m3.encode(texts), atol=1e-5)
 
 
-def test_store_keeps_sparse_postings_in_step(any_store):
-    st = any_store
+def test_store_keeps_sparse_postings_in_step(lexical_store):
+    st = lexical_store
     doc, _ = st.add_document(b"%PDF-1.4\n% sparse\n%%EOF\n", "s.pdf")
     st.begin_batches(doc.id, 1)
 

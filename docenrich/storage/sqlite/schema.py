@@ -23,9 +23,12 @@ def _context(row: str) -> str:
             f" || ' ' || coalesce((SELECT title FROM documents d WHERE d.id = {row}.document_id), ''))")
 
 
-# Snippets whose text, context or document changed in place (a batch saved again): the word index
-# (textindex/) indexes them again. Ids only grow, so new snippets need no log.
+# Snippets whose text, context or document changed in place (a batch saved again), and snippets
+# whose sparse postings were written: the postings indexes (textindex/) index them again. Snippet
+# ids only grow, so new snippets need no log of their own.
 CHANGE_LOG = [
+    "CREATE TABLE IF NOT EXISTS sparse_changes (seq INTEGER PRIMARY KEY, embedder TEXT NOT NULL, "
+    "snippet_id INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS text_changes (seq INTEGER PRIMARY KEY, snippet_id INTEGER NOT NULL)",
     """CREATE TRIGGER IF NOT EXISTS snippets_text_changed AFTER UPDATE OF text, meta, document_id ON snippets
         WHEN old.text IS NOT new.text OR old.meta IS NOT new.meta OR old.document_id IS NOT new.document_id BEGIN

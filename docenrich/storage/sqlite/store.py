@@ -20,13 +20,15 @@ import numpy as np
 import sqlalchemy as sa
 
 from docenrich.filters import SearchFilter, merged
+from docenrich.storage.encoding import positive_weights
 from docenrich.storage.engine import sqlite_engine
+from docenrich.storage.snippets import MAX_SPARSE_TERMS
 from docenrich.storage.sqlite import schema
 from docenrich.storage.sqlite.blobs import BlobsMixin
 from docenrich.storage.store import SQLStore
 from docenrich.storage.tables import counters, snippets
 from docenrich.storage.terms import query_terms
-from docenrich.textindex import WordIndex
+from docenrich.textindex import SparseIndex, WordIndex
 from docenrich.vectorindex import MODES, MappedIndex, VectorIndex, sync
 from docenrich.vectorindex.files import VectorFiles, vector_dir
 
@@ -35,6 +37,12 @@ log = logging.getLogger(__name__)
 DB_NAME = "docenrich.sqlite3"
 # Weight of the text and context columns in bm25(): the heading and title count half.
 _BM25_WEIGHTS = "1.0, 0.5"
+
+
+def _sparse_answer(ids, docs, pages, kinds, tokens, weights, row_of) -> dict:
+    return {"ids": np.asarray(ids, dtype=np.int64), "docs": np.asarray(docs, dtype="U16"),
+            "pages": np.asarray(pages, dtype=np.int32), "kinds": list(kinds), "tokens": tokens, "weights": weights,
+            "row_of": row_of}
 
 
 def fts_query(query: str) -> str:
@@ -60,7 +68,9 @@ class SQLiteStore(BlobsMixin, SQLStore):
             hnsw_min_rows = settings.vector_index_hnsw_min if hnsw_min_rows is None else hnsw_min_rows
             map_budget_mb = settings.vector_map_budget_mb if map_budget_mb is None else map_budget_mb
             lexical_min_rows = settings.lexical_index_min if lexical_min_rows is None else lexical_min_rows
+        self.lexical_min_rows = lexical_min_rows
         self.words = WordIndex(self, self.data_dir, lexical_min_rows) if lexical_min_rows >= 0 else None
+        self._sparse: dict[str, SparseIndex] = {}
         if vector_mode not in MODES:
             raise ValueError(f"VECTOR_INDEX must be one of {', '.join(MODES)} (got {vector_mode!r})")
         self.vector_mode, self.hnsw_min_rows, self.map_budget_mb = vector_mode, hnsw_min_rows, map_budget_mb
@@ -105,6 +115,62 @@ class SQLiteStore(BlobsMixin, SQLStore):
         if self.words is not None and k > 0 and self.words.refresh():
             return self.words.search(query, k, merged(filter, document_id, exclude_kinds))
         return super().lexical_search(query, k, document_id=document_id, exclude_kinds=exclude_kinds, filter=filter)
+
+    def sparse_search(
+        self, embedder: str, weights: dict[int, float], k: int, *, document_id: str | None = None,
+        exclude_kinds: Iterable[str] = (), filter: SearchFilter | None = None,
+    ) -> list[tuple[int, float]]:
+        """Top-k by sparse dot product: from the embedder's shared postings index at scale, else from SQL."""
+        if self.lexical_min_rows >= 0 and k > 0:
+            index = self._sparse.get(embedder)
+            if index is None:
+                index = self._sparse.setdefault(embedder, SparseIndex(self, embedder, self.data_dir,
+                                                                      self.lexical_min_rows))
+            if index.refresh():
+                query = sorted(positive_weights(weights), key=lambda x: -x[1])[:MAX_SPARSE_TERMS]
+                return index.search(query, k, merged(filter, document_id, exclude_kinds))
+        return super().sparse_search(embedder, weights, k, document_id=document_id, exclude_kinds=exclude_kinds,
+                                     filter=filter)
+
+    def _put_sparse(self, conn: sa.Connection, sid: int, embedder: str, weights: list[tuple[int, float]]) -> None:
+        super()._put_sparse(conn, sid, embedder, weights)
+        conn.exec_driver_sql("INSERT INTO sparse_changes(embedder, snippet_id) VALUES (?, ?)", (embedder, sid))
+
+    def sparse_index_state(self, embedder: str) -> tuple[int, int, int]:
+        """(last sparse change, snippets ever removed, last in-place change) for a sparse index."""
+        seq, total, changed = self.text_index_state()
+        last = self._scalar(sa.text("SELECT coalesce(max(seq), 0) FROM sparse_changes"))
+        # Snippet ids come from a counter one at a time: the ids given minus the snippets left are the removed.
+        return int(last or 0), seq - total, changed
+
+    def sparse_changed_ids(self, embedder: str, after_seq: int, upto_seq: int) -> np.ndarray:
+        """Ids of the snippets whose sparse postings from `embedder` were written with after_seq < seq <= upto_seq."""
+        rows = self._all(sa.text("SELECT DISTINCT snippet_id FROM sparse_changes WHERE seq > :a AND seq <= :b "
+                                 "AND embedder = :e").bindparams(a=int(after_seq), b=int(upto_seq), e=embedder))
+        return np.asarray(sorted(r["snippet_id"] for r in rows), dtype=np.int64)
+
+    def sparse_rows(self, embedder: str, ids: np.ndarray) -> dict:
+        """The snippets of `ids` (ascending) that have postings from `embedder`, in id order, with their
+        postings flat: token, weight and the row (0-based within this answer) of each."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if not len(ids):
+            return _sparse_answer([], [], [], [], np.empty(0, np.int64), np.empty(0, np.float32), np.empty(0, np.int64))
+        with self._read() as conn:
+            # A range read (the snippet_id index) rather than thousands of bound ids; others are dropped below.
+            result = conn.exec_driver_sql(
+                "SELECT s.id, s.document_id, s.page, s.kind, p.token, p.weight FROM sparse_postings p "
+                "JOIN snippets s ON s.id = p.snippet_id WHERE p.embedder = ? AND p.snippet_id BETWEEN ? AND ? "
+                "ORDER BY p.snippet_id", (embedder, int(ids[0]), int(ids[-1]))).all()
+        got = np.fromiter((r[0] for r in result), dtype=np.int64, count=len(result))
+        keep = np.isin(got, ids)
+        rows = [r for r, k in zip(result, keep.tolist(), strict=True) if k]
+        got = got[keep]
+        first = np.flatnonzero(np.r_[True, got[1:] != got[:-1]]) if len(got) else np.empty(0, np.int64)
+        heads = [rows[i] for i in first.tolist()]
+        return _sparse_answer([r[0] for r in heads], [r[1] for r in heads], [r[2] for r in heads],
+                              [r[3] for r in heads], np.fromiter((r[4] for r in rows), np.int64, len(rows)),
+                              np.fromiter((r[5] for r in rows), np.float32, len(rows)),
+                              np.cumsum(np.r_[False, got[1:] != got[:-1]]) if len(got) else np.empty(0, np.int64))
 
     def text_index_state(self) -> tuple[int, int, int]:
         """(highest snippet id ever given, snippets now, last in-place change): the word index is

@@ -211,3 +211,37 @@ def test_below_the_threshold_fts5_answers(tmp_path):
     assert not store.words.refresh() and store.words.files.manifest() is None
     assert store.lexical_search("snippets", 3) == fts5(store, "snippets", 3)
     store.close()
+
+
+def add_sparse_doc(st, tag: str, rng: np.random.Generator, n: int) -> str:
+    """A document of n snippets with random BGE-M3-like weights over 60 tokens."""
+    doc, _ = st.add_document(pdf_bytes(tag), f"{tag}.pdf")
+    st.begin_batches(doc.id, 1)
+    snippets = []
+    for i in range(n):
+        tokens = rng.choice(60, rng.integers(3, 12), replace=False)
+        snippets.append(Snippet(text=f"{tag} {i}", page=i % 5 + 1, bbox=(0.0, 0.0, 1.0, 1.0), document_id=doc.id,
+                                ordinal=i, embedding=np.full(4, 0.5, np.float32), embedding_model="m3",
+                                sparse={int(t): float(w) for t, w in zip(tokens, rng.uniform(0.01, 0.4, len(tokens)),
+                                                                         strict=True)}))
+    st.save_batch(doc.id, 0, snippets)
+    return doc.id
+
+
+def sql_sparse(st, weights: dict, k: int, **kw) -> list[tuple[int, float]]:
+    return super(SQLiteStore, st).sparse_search("m3", weights, k, **kw)
+
+
+def test_sparse_scores_are_the_sql_dot_product_with_filters_inside(st):
+    rng = np.random.default_rng(5)
+    ids = [add_sparse_doc(st, f"s{d}", rng, 10) for d in range(100)]
+    query = {int(t): float(w) for t, w in zip(rng.choice(60, 8, replace=False), rng.uniform(0.1, 1, 8), strict=True)}
+    for f in (None, SearchFilter(document_ids=(ids[17],)), SearchFilter(page_from=2, page_to=2)):
+        ours, ref = st.sparse_search("m3", query, 10, filter=f), sql_sparse(st, query, 10, filter=f)
+        assert ours and [s for _, s in ours] == pytest.approx([s for _, s in ref], rel=1e-5)
+    assert st._sparse["m3"].files.manifest().rows == 1000
+    assert st.delete_document(ids[17])
+    assert st.sparse_search("m3", query, 10, filter=SearchFilter(document_ids=(ids[17],))) == []
+    again = st.sparse_search("m3", query, 10)
+    assert [s for _, s in again] == pytest.approx([s for _, s in sql_sparse(st, query, 10)], rel=1e-5)
+    assert st.sparse_search("other", query, 10) == []
