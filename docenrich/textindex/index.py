@@ -38,6 +38,7 @@ from docenrich.textindex.sources import SparseSource, WordSource
 from docenrich.vectorindex.files import COLUMNS, map_column
 from docenrich.vectorindex.mapped import allowed_rows
 from docenrich.vectorindex.memory import allowed_documents
+from docenrich.vectorindex.residency import PageBudget
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,12 @@ class WordView:
 class PostingsIndex:
     """A postings index of one data directory, mapped: refresh() keeps it in step with its source."""
 
-    def __init__(self, store, source, directory: Path, min_rows: int = 50_000):
-        """An index of `source` in `directory`; it answers once the store has min_rows snippets."""
+    def __init__(self, store, source, directory: Path, min_rows: int = 50_000, page_budget: int = 0):
+        """An index of `source` in `directory`; it answers once the store has min_rows snippets.
+        page_budget: bytes the process may grow by through mapped files before it gives their pages back."""
         self.store, self.source, self.min_rows = store, source, min_rows
         self.files = WordFiles(directory)
+        self.pages = PageBudget(page_budget)
         self._view: WordView | None = None
         self._lock = threading.Lock()
         self._busy = threading.Event()  # a background sync or optimisation is running
@@ -135,9 +138,9 @@ class PostingsIndex:
 class SparseIndex(PostingsIndex):
     """Top-k by the dot product of learned-sparse weights over one embedder's postings index."""
 
-    def __init__(self, store, embedder: str, data_dir: str | Path, min_rows: int = 50_000):
+    def __init__(self, store, embedder: str, data_dir: str | Path, min_rows: int = 50_000, page_budget: int = 0):
         """The index of `embedder`'s sparse postings under DATA_DIR/lexical/."""
-        super().__init__(store, SparseSource(store, embedder), sparse_dir(data_dir, embedder), min_rows)
+        super().__init__(store, SparseSource(store, embedder), sparse_dir(data_dir, embedder), min_rows, page_budget)
 
     def search(self, weights: list[tuple[int, float]], k: int,
                filter: SearchFilter | None = None) -> list[tuple[int, float]]:
@@ -150,15 +153,16 @@ class SparseIndex(PostingsIndex):
             return []
         cand, scores = weighted_scores(view.segments, weights, view.n)
         best, best_scores = top_k(cand, scores, k, allowed)
+        self.pages.check(self.files.dir.parent)
         return [(int(view.ids[r]), float(s)) for r, s in zip(best.tolist(), best_scores.tolist(), strict=True)]
 
 
 class WordIndex(PostingsIndex):
     """Top-k BM25 over the word index of one data directory."""
 
-    def __init__(self, store, data_dir: str | Path, min_rows: int = 50_000):
+    def __init__(self, store, data_dir: str | Path, min_rows: int = 50_000, page_budget: int = 0):
         """The index under DATA_DIR/lexical/words/."""
-        super().__init__(store, WordSource(store), words_dir(data_dir), min_rows)
+        super().__init__(store, WordSource(store), words_dir(data_dir), min_rows, page_budget)
 
     def search(self, query: str, k: int, filter: SearchFilter | None = None) -> list[tuple[int, float]]:
         """Top-k (snippet_id, BM25 score) among the rows the filter allows, best first."""
@@ -171,6 +175,7 @@ class WordIndex(PostingsIndex):
             return []
         cand, scores, multi = bm25_scores(view.segments, phrases, view.n, view.alive_rows, view.alive)
         best, best_scores = self._verified_top(view, cand, scores, multi, k, allowed)
+        self.pages.check(self.files.dir.parent)
         return [(int(view.ids[r]), float(s)) for r, s in zip(best.tolist(), best_scores.tolist(), strict=True)]
 
     def _verified_top(self, view: WordView, cand: np.ndarray, scores: np.ndarray, multi: list[PhraseHits],

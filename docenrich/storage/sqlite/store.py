@@ -69,7 +69,8 @@ class SQLiteStore(BlobsMixin, SQLStore):
             map_budget_mb = settings.vector_map_budget_mb if map_budget_mb is None else map_budget_mb
             lexical_min_rows = settings.lexical_index_min if lexical_min_rows is None else lexical_min_rows
         self.lexical_min_rows = lexical_min_rows
-        self.words = WordIndex(self, self.data_dir, lexical_min_rows) if lexical_min_rows >= 0 else None
+        self.words = (WordIndex(self, self.data_dir, lexical_min_rows, map_budget_mb * 2**20)
+                      if lexical_min_rows >= 0 else None)
         self._sparse: dict[str, SparseIndex] = {}
         if vector_mode not in MODES:
             raise ValueError(f"VECTOR_INDEX must be one of {', '.join(MODES)} (got {vector_mode!r})")
@@ -124,8 +125,8 @@ class SQLiteStore(BlobsMixin, SQLStore):
         if self.lexical_min_rows >= 0 and k > 0:
             index = self._sparse.get(embedder)
             if index is None:
-                index = self._sparse.setdefault(embedder, SparseIndex(self, embedder, self.data_dir,
-                                                                      self.lexical_min_rows))
+                index = self._sparse.setdefault(embedder, SparseIndex(
+                    self, embedder, self.data_dir, self.lexical_min_rows, self.map_budget_mb * 2**20))
             if index.refresh():
                 query = sorted(positive_weights(weights), key=lambda x: -x[1])[:MAX_SPARSE_TERMS]
                 return index.search(query, k, merged(filter, document_id, exclude_kinds))
