@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from docenrich.filters import SearchFilter
+from docenrich.storage.base import StorageError
 from docenrich.storage.terms import fold, query_terms, stem
 from docenrich.textindex.files import (
     WordFiles,
@@ -95,6 +96,19 @@ class PostingsIndex:
             if needs_optimize(m):
                 self._background(lambda: optimize(self.files))
         return True
+
+    def catch_up(self) -> None:
+        """The writers' side: index what was just committed, when the index is in use and not far behind
+        (a first build is left to a search's background thread); failures leave it to the readers."""
+        try:
+            if self.store.text_index_state()[1] < self.min_rows:
+                return
+            state = self.source.state()
+            m = self.files.manifest()
+            if m is not None and tuple(m.state) != state and self._behind(m, state) <= FOREGROUND_ROWS:
+                sync(self.source, self.files)
+        except (OSError, StorageError) as exc:
+            log.warning("postings index %s not updated: %s", self.files.dir.name, exc)
 
     def _behind(self, m: WordManifest | None, state: tuple) -> int:
         """About how many rows a sync would index (a change counter's distance)."""

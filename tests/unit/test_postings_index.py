@@ -245,3 +245,12 @@ def test_sparse_scores_are_the_sql_dot_product_with_filters_inside(st):
     again = st.sparse_search("m3", query, 10)
     assert [s for _, s in again] == pytest.approx([s for _, s in sql_sparse(st, query, 10)], rel=1e-5)
     assert st.sparse_search("other", query, 10) == []
+
+
+def test_writers_keep_an_index_in_use_current(st):
+    add_doc(st, "a", ["first archive"])
+    assert st.words.refresh()
+    gen = st.words.files.manifest().generation
+    add_doc(st, "b", ["second archive"])  # a docs worker's save: it appends before any search
+    m = st.words.files.manifest()
+    assert m.generation > gen and m.rows == 2

@@ -86,6 +86,11 @@ class SQLiteStore(BlobsMixin, SQLStore):
 
     def _vectors_saved(self, embedders: set[str]) -> None:
         """The writers' side: append what was just committed (the database stays the truth if this fails)."""
+        if self.words is not None:
+            # The postings indexes too, once the store is large enough for them, so searches find them current.
+            self.words.catch_up()
+            for name in embedders:
+                self._sparse_index(name).catch_up()
         if self.vector_mode == "memory":
             return
         for name in embedders:
@@ -123,15 +128,19 @@ class SQLiteStore(BlobsMixin, SQLStore):
     ) -> list[tuple[int, float]]:
         """Top-k by sparse dot product: from the embedder's shared postings index at scale, else from SQL."""
         if self.lexical_min_rows >= 0 and k > 0:
-            index = self._sparse.get(embedder)
-            if index is None:
-                index = self._sparse.setdefault(embedder, SparseIndex(
-                    self, embedder, self.data_dir, self.lexical_min_rows, self.map_budget_mb * 2**20))
+            index = self._sparse_index(embedder)
             if index.refresh():
                 query = sorted(positive_weights(weights), key=lambda x: -x[1])[:MAX_SPARSE_TERMS]
                 return index.search(query, k, merged(filter, document_id, exclude_kinds))
         return super().sparse_search(embedder, weights, k, document_id=document_id, exclude_kinds=exclude_kinds,
                                      filter=filter)
+
+    def _sparse_index(self, embedder: str) -> SparseIndex:
+        index = self._sparse.get(embedder)
+        if index is None:
+            index = self._sparse.setdefault(embedder, SparseIndex(
+                self, embedder, self.data_dir, self.lexical_min_rows, self.map_budget_mb * 2**20))
+        return index
 
     def _put_sparse(self, conn: sa.Connection, sid: int, embedder: str, weights: list[tuple[int, float]]) -> None:
         super()._put_sparse(conn, sid, embedder, weights)
