@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,12 +28,12 @@ from docenrich.textindex.files import (
 )
 from docenrich.textindex.postings import (
     PhraseHits,
+    Scores,
     Segment,
     bm25_scores,
     has_phrase,
     index_words,
     term_key,
-    top_k,
     weighted_scores,
 )
 from docenrich.textindex.sources import SparseSource, WordSource
@@ -81,9 +82,9 @@ class PostingsIndex:
 
     def refresh(self) -> bool:
         """Catch up with the source; whether the index can answer now."""
-        if self.store.text_index_state()[1] < self.min_rows:
-            return False
         state = self.source.state()
+        if self.source.snippets(state) < self.min_rows:
+            return False
         with self._lock:
             m = self.files.manifest()
             if m is None or tuple(m.state) != state:
@@ -101,9 +102,9 @@ class PostingsIndex:
         """The writers' side: index what was just committed, when the index is in use and not far behind
         (a first build is left to a search's background thread); failures leave it to the readers."""
         try:
-            if self.store.text_index_state()[1] < self.min_rows:
-                return
             state = self.source.state()
+            if self.source.snippets(state) < self.min_rows:
+                return
             m = self.files.manifest()
             if m is not None and tuple(m.state) != state and self._behind(m, state) <= FOREGROUND_ROWS:
                 sync(self.source, self.files)
@@ -165,8 +166,11 @@ class SparseIndex(PostingsIndex):
         allowed = self._allowed(view, filter)
         if allowed is not None and not allowed.any():
             return []
-        cand, scores = weighted_scores(view.segments, weights, view.n)
-        best, best_scores = top_k(cand, scores, k, allowed)
+        sums = weighted_scores(view.segments, weights, view.n)
+        try:
+            best, best_scores = sums.top(k, allowed)
+        finally:
+            sums.release()
         self.pages.check(self.files.dir.parent)
         return [(int(view.ids[r]), float(s)) for r, s in zip(best.tolist(), best_scores.tolist(), strict=True)]
 
@@ -183,26 +187,32 @@ class WordIndex(PostingsIndex):
         view = self._view
         if view is None or k <= 0 or not view.n:
             return []
-        phrases = [[term_key(stem(fold(part))) for part in parts] for parts in query_terms(query)]
+        # Terms that stem alike ("plot", "plots") are one phrase counted twice, as FTS5 scores them.
+        counts = Counter(tuple(stem(fold(part)) for part in parts) for parts in query_terms(query))
+        words = [list(w) for w in counts]
+        phrases = [[term_key(w) for w in parts] for parts in words]
         allowed = self._allowed(view, filter)
         if allowed is not None and not allowed.any():
             return []
-        cand, scores, multi = bm25_scores(view.segments, phrases, view.n, view.alive_rows, view.alive)
-        best, best_scores = self._verified_top(view, cand, scores, multi, k, allowed)
+        sums, multi = bm25_scores(view.segments, phrases, view.n, view.alive_rows, view.alive, list(counts.values()))
+        try:
+            best, best_scores = self._verified_top(view, sums, multi, words, k, allowed)
+        finally:
+            sums.release()
         self.pages.check(self.files.dir.parent)
         return [(int(view.ids[r]), float(s)) for r, s in zip(best.tolist(), best_scores.tolist(), strict=True)]
 
-    def _verified_top(self, view: WordView, cand: np.ndarray, scores: np.ndarray, multi: list[PhraseHits],
+    def _verified_top(self, view: WordView, sums: Scores, multi: list[PhraseHits], words: list[list[str]],
                       k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """The top k once the best candidates' identifier phrases are checked against their text: a
         row whose parts are not side by side loses that phrase's score (checking can only lower a
         score, so the pool widens until no unchecked row could still make the top k)."""
         pool = 2 * k
         while True:
-            best, best_scores = top_k(cand, scores, pool, allowed)
+            best, best_scores = sums.top(pool, allowed)
             if not multi or not len(best):
                 return best[:k], best_scores[:k]
-            checked = best_scores - self._phrase_losses(view, best, multi)
+            checked = best_scores - self._phrase_losses(view, best, multi, words)
             # A row left with nothing once its loose parts are discounted does not match at all.
             order = np.lexsort((best, -checked))
             order = order[checked[order] > 1e-9][:k]
@@ -210,7 +220,8 @@ class WordIndex(PostingsIndex):
                 return best[order], checked[order]
             pool *= 4
 
-    def _phrase_losses(self, view: WordView, rows: np.ndarray, multi: list[PhraseHits]) -> np.ndarray:
+    def _phrase_losses(self, view: WordView, rows: np.ndarray, multi: list[PhraseHits],
+                       words: list[list[str]]) -> np.ndarray:
         """What each row loses for the multi-part phrases whose parts it holds apart."""
         loss = np.zeros(len(rows))
         hits = [(p, np.searchsorted(p.rows, rows)) for p in multi]
@@ -219,10 +230,15 @@ class WordIndex(PostingsIndex):
         if not need:
             return loss
         texts = self.store.text_rows(0, 2**62, len(need), np.asarray(sorted(int(view.ids[r]) for r in need)))
-        words = {int(i): ([term_key(w) for w in index_words(t)], [term_key(w) for w in index_words(c)])
-                 for i, (t, c) in zip(texts["ids"].tolist(), texts["texts"], strict=True)}
+        texts_by_id = {int(i): tc for i, tc in zip(texts["ids"].tolist(), texts["texts"], strict=True)}
         for p, pos in hits:
+            parts = words[p.phrase]
             for j, (r, q) in enumerate(zip(rows.tolist(), pos.tolist(), strict=True)):
-                if p.rows[q] == r and not any(has_phrase(w, p.parts) for w in words.get(int(view.ids[r]), ((), ()))):
+                if p.rows[q] == r and not _holds(texts_by_id.get(int(view.ids[r]), ("", "")), parts):
                     loss[j] += p.weights[q]
         return loss
+
+
+def _holds(text_context: tuple[str, str], parts: list[str]) -> bool:
+    """Whether the text or the context holds the stemmed parts side by side."""
+    return any(has_phrase(index_words(t), parts) for t in text_context if t)

@@ -8,9 +8,12 @@ one bincount, so its cost follows the postings of its terms, not the number of r
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
+import sys
+import threading
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -22,8 +25,6 @@ from docenrich.storage.terms import stem
 
 K1, B = 1.2, 0.75  # FTS5's bm25() constants
 CONTEXT_WEIGHT = 0.5  # as _BM25_WEIGHTS gives the context column on SQLite
-# Past this many postings per row of the index, a dense bincount over every row beats sorting them.
-_DENSE_SHARE = 0.125
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 
 
@@ -40,9 +41,18 @@ def token_key(token: int) -> int:
 def index_words(text: str) -> list[str]:
     """The stemmed words of a text as the index stores them: folded (lower case, no diacritics) as
     terms.words() folds them, the whole text at once, then Porter-stemmed as FTS5's tokenizer does."""
-    decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text or "").lower())
-    folded = unicodedata.normalize("NFC", "".join(ch for ch in decomposed if not unicodedata.combining(ch)))
+    text = text or ""
+    if text.isascii():  # nothing to normalise or fold but case: most manuals' text
+        return [stem(w) for w in _WORD.findall(text.lower())]
+    decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text).lower())
+    folded = unicodedata.normalize("NFC", decomposed.translate(_combining()))
     return [stem(w) for w in _WORD.findall(folded)]
+
+
+@functools.cache
+def _combining() -> dict[int, None]:
+    """A str.translate table that drops every combining mark (what terms.fold drops, at C speed)."""
+    return {cp: None for cp in range(sys.maxunicode + 1) if unicodedata.combining(chr(cp))}
 
 
 @dataclass
@@ -155,82 +165,116 @@ def idf(n_rows: int, df: int) -> float:
 class PhraseHits:
     """The rows where every part of a multi-part phrase occurs, and what the phrase added to each."""
 
-    parts: tuple[int, ...]
+    phrase: int  # its position in the query's phrases
     rows: np.ndarray
     weights: np.ndarray
 
 
+class Scores:
+    """Per-row sums of one query, in the calling thread's accumulator (a float32 per row, kept between
+    queries: a fresh array of a million rows costs more in page faults than the sums themselves)."""
+
+    _local = threading.local()
+
+    def __init__(self, n_rows: int):
+        """An accumulator of n_rows zeros (call release() when done)."""
+        acc = getattr(self._local, "acc", None)
+        if acc is None or len(acc) < n_rows:
+            acc = self._local.acc = np.zeros(max(n_rows, 1), dtype=np.float32)
+        self.acc = acc[:n_rows]
+
+    def add(self, rows: np.ndarray, weights: np.ndarray) -> None:
+        """Add weights to rows (each row at most once per call)."""
+        self.acc[rows] += weights
+
+    def top(self, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The k best (rows, scores) with a score above zero among the allowed rows, best first
+        (ties: lower row first)."""
+        acc = self.acc
+        if allowed is not None:
+            np.multiply(acc, allowed, out=acc)
+        cand = _above_bound(acc, k)
+        scores = acc[cand]
+        if k < len(cand):
+            part = np.argpartition(-scores, k - 1)[:k]
+            cand, scores = cand[part], scores[part]
+        order = np.lexsort((cand, -scores))
+        return cand[order], scores[order].astype(np.float64)
+
+    def release(self) -> None:
+        """Zero the accumulator for the thread's next query."""
+        self.acc.fill(0)
+
+
+def _above_bound(acc: np.ndarray, k: int) -> np.ndarray:
+    """The rows that can be in the top k: from a sample, a bound that about 8k rows pass (all rows
+    above zero when few are)."""
+    stride = max(1, len(acc) // 4096)
+    sample = acc[::stride]
+    positive = sample[sample > 0]
+    if len(positive) * stride > 64 * k:
+        rank = max(1, 8 * k // stride)
+        bound = np.partition(positive, len(positive) - rank)[len(positive) - rank]
+        cand = np.flatnonzero(acc >= bound)
+        if len(cand) >= k:
+            return cand
+    return np.flatnonzero(acc > 0)
+
+
 def bm25_scores(segments: Sequence[Segment], phrases: Sequence[Sequence[int]], n_rows: int, alive: int,
-                alive_mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[PhraseHits]]:
-    """(rows, scores) of the rows matching any phrase, and the hits of the multi-part phrases.
+                alive_mask: np.ndarray | None = None,
+                counts: Sequence[int] | None = None) -> tuple[Scores, list[PhraseHits]]:
+    """The BM25 sums of the rows matching any phrase (a phrase given `counts[i]` times counts that
+    often, as in FTS5), and the hits of the multi-part phrases.
 
     A phrase of several parts (an identifier such as R_MAKEVARS_USER) counts only in rows that hold
     all of them, with its best part's score there: FTS5 scores a phrase as one term, at least as
     rare as its rarest part. Whether the parts stand side by side the caller checks (the postings
     keep no positions)."""
-    rows_parts, weight_parts, multi = [], [], []
-    for phrase in phrases:
+    sums, multi = Scores(n_rows), []
+    for i, phrase in enumerate(phrases):
         got = [gather(segments, key) for key in phrase]
         if any(not len(r) for r, _ in got):
             continue
+        times = np.float32(counts[i] if counts else 1)
         # Document frequencies count live rows only, as FTS5's do once a row is deleted.
         dfs = [len(r) if alive_mask is None else int(np.count_nonzero(alive_mask[r])) for r, _ in got]
-        scored = [(r, imp * np.float32(idf(alive, df))) for (r, imp), df in zip(got, dfs, strict=True)]
+        scored = [(r, imp * np.float32(idf(alive, df)) * times) for (r, imp), df in zip(got, dfs, strict=True)]
         if len(scored) > 1:
             common = scored[0][0]
             for r, _ in scored[1:]:
-                common = np.intersect1d(common, r, assume_unique=True)
+                common = _intersect(common, r)
             if not len(common):
                 continue
-            # Each part's rows are ascending and unique, so the kept ones line up with `common`.
-            best = np.maximum.reduce([w[np.isin(r, common, assume_unique=True)] for r, w in scored])
+            best = np.maximum.reduce([w[np.searchsorted(r, common)] for r, w in scored])
             scored = [(common, best)]
-            multi.append(PhraseHits(tuple(phrase), common.astype(np.int64), best))
-        rows_parts.append(scored[0][0])
-        weight_parts.append(scored[0][1])
-    return (*_summed(rows_parts, weight_parts, n_rows), multi)
+            multi.append(PhraseHits(i, common.astype(np.int64), best))
+        sums.add(*scored[0])
+    return sums, multi
 
 
-def has_phrase(keys: Sequence[int], parts: Sequence[int]) -> bool:
-    """Whether the term keys hold the parts side by side, in order."""
+def _intersect(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The common values of two ascending arrays of unique values."""
+    if len(a) > len(b):
+        a, b = b, a
+    if not len(a):
+        return a
+    pos = np.minimum(np.searchsorted(b, a), len(b) - 1)
+    return a[b[pos] == a]
+
+
+def has_phrase(keys: Sequence, parts: Sequence) -> bool:
+    """Whether the sequence of terms holds the parts side by side, in order."""
     n = len(parts)
     first = parts[0]
     return any(keys[i] == first and tuple(keys[i:i + n]) == tuple(parts) for i in range(len(keys) - n + 1))
 
 
-def weighted_scores(segments: Sequence[Segment], query: Sequence[tuple[int, float]],
-                    n_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, scores) of the dot product of sparse query weights with the stored ones."""
-    rows_parts, weight_parts = [], []
+def weighted_scores(segments: Sequence[Segment], query: Sequence[tuple[int, float]], n_rows: int) -> Scores:
+    """The dot products of sparse query weights with the stored ones."""
+    sums = Scores(n_rows)
     for key, weight in query:
         r, imp = gather(segments, token_key(key))
         if len(r):
-            rows_parts.append(r)
-            weight_parts.append(imp * np.float32(weight))
-    return _summed(rows_parts, weight_parts, n_rows)
-
-
-def _summed(rows_parts: list[np.ndarray], weight_parts: list[np.ndarray], n_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row sums of the postings' weights, for the rows that have any."""
-    if not rows_parts:
-        return np.empty(0, np.int64), np.empty(0, np.float64)
-    rows = np.concatenate(rows_parts)
-    weights = np.concatenate(weight_parts).astype(np.float64)
-    if len(rows) > _DENSE_SHARE * n_rows:
-        total = np.bincount(rows, weights=weights, minlength=n_rows)
-        cand = np.flatnonzero(total > 0)  # every impact and weight is positive
-        return cand, total[cand]
-    cand, inverse = np.unique(rows, return_inverse=True)
-    return cand.astype(np.int64), np.bincount(inverse, weights=weights, minlength=len(cand))
-
-
-def top_k(cand: np.ndarray, scores: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """The k best (rows, scores) among the candidates the mask allows, best first (ties: lower row first)."""
-    if allowed is not None:
-        keep = allowed[cand]
-        cand, scores = cand[keep], scores[keep]
-    if k < len(cand):
-        part = np.argpartition(-scores, k - 1)[:k]
-        cand, scores = cand[part], scores[part]
-    order = np.lexsort((cand, -scores))
-    return cand[order], scores[order]
+            sums.add(r, imp * np.float32(weight))
+    return sums

@@ -36,6 +36,11 @@ class WordSource:
         """(highest snippet id, snippets now, last in-place change)."""
         return self.store.text_index_state()
 
+    @staticmethod
+    def snippets(state: tuple) -> int:
+        """How many snippets the store holds, by a state."""
+        return state[1]
+
     def plan(self, old: tuple, new: tuple, max_id: int) -> Plan:
         """New ids by range; snippets changed in place (a batch saved again) indexed anew."""
         changed = self.store.text_changed_ids(old[2], new[2]) if new[2] > old[2] else _NONE
@@ -61,9 +66,14 @@ class SparseSource:
         """Postings of this embedder in this SQLite store."""
         self.store, self.embedder = store, embedder
 
-    def state(self) -> tuple[int, int, int]:
-        """(last sparse change, snippets ever removed, last in-place change)."""
+    def state(self) -> tuple[int, int, int, int]:
+        """(last sparse change, snippets ever removed, last in-place change, snippets now)."""
         return self.store.sparse_index_state(self.embedder)
+
+    @staticmethod
+    def snippets(state: tuple) -> int:
+        """How many snippets the store holds, by a state."""
+        return state[3]
 
     def plan(self, old: tuple, new: tuple, max_id: int) -> Plan:
         """Snippets whose postings were written since, indexed anew; those whose text changed, masked

@@ -14,6 +14,7 @@ from docenrich.storage.sqlite.store import fts_query
 from docenrich.textindex import files as word_files
 from docenrich.textindex import index as word_index
 from docenrich.textindex.postings import (
+    Scores,
     Segment,
     Triples,
     bm25_scores,
@@ -21,7 +22,6 @@ from docenrich.textindex.postings import (
     compacted,
     has_phrase,
     term_key,
-    top_k,
 )
 from tests.storeutil import pdf_bytes
 
@@ -81,19 +81,35 @@ def test_a_phrase_counts_only_where_all_its_parts_are():
     t, _ = bm25_triples([("r makevars user", ""), ("makevars only", ""), ("user r", "")], 0)
     seg = Segment.build(t)
     phrase = [term_key(w) for w in ("r", "makevar", "user")]
-    rows, _, multi = bm25_scores([seg], [phrase], 3, 3)
-    assert rows.tolist() == [0] and multi[0].rows.tolist() == [0] and multi[0].parts == tuple(phrase)
-    rows, _, multi = bm25_scores([seg], [[term_key("makevar")]], 3, 3)
-    assert rows.tolist() == [0, 1] and multi == []
+    sums, multi = bm25_scores([seg], [phrase], 3, 3)
+    assert sums.top(5, None)[0].tolist() == [0] and multi[0].rows.tolist() == [0] and multi[0].phrase == 0
+    sums.release()
+    sums, multi = bm25_scores([seg], [[term_key("makevar")]], 3, 3)
+    assert sorted(sums.top(5, None)[0].tolist()) == [0, 1] and multi == []
+    sums.release()
     assert has_phrase([1, 2, 3, 4], [2, 3]) and not has_phrase([2, 1, 3], [2, 3]) and not has_phrase([2], [2, 3])
 
 
-def test_top_k_takes_the_best_allowed_rows_best_first():
-    cand, scores = np.arange(6), np.array([1.0, 5.0, 3.0, 5.0, 4.0, 2.0])
-    rows, got = top_k(cand, scores, 3, None)
+def test_top_takes_the_best_allowed_rows_best_first_and_release_zeroes():
+    sums = Scores(6)
+    sums.add(np.arange(6), np.array([1.0, 5.0, 3.0, 5.0, 4.0, 2.0], np.float32))
+    rows, got = sums.top(3, None)
     assert rows.tolist() == [1, 3, 4] and got.tolist() == [5.0, 5.0, 4.0]
-    allowed = np.array([True, False, True, False, False, True])
-    assert top_k(cand, scores, 2, allowed)[0].tolist() == [2, 5]
+    assert sums.top(2, np.array([True, False, True, False, False, True]))[0].tolist() == [2, 5]
+    sums.release()
+    assert not Scores(6).acc.any()
+
+
+def test_top_of_many_rows_is_the_exact_top_k():
+    rng = np.random.default_rng(2)
+    scores = rng.random(200_000).astype(np.float32)
+    scores[rng.random(200_000) < 0.3] = 0  # rows no term matched
+    sums = Scores(len(scores))
+    sums.add(np.arange(len(scores)), scores)
+    for k in (1, 10, 50):
+        rows, got = sums.top(k, None)
+        assert rows.tolist() == np.argsort(-scores, kind="stable")[:k].tolist()
+    sums.release()
 
 
 def test_scores_are_fts5_bm25_for_words(st):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -28,9 +28,11 @@ from docenrich.storage.sqlite.blobs import BlobsMixin
 from docenrich.storage.store import SQLStore
 from docenrich.storage.tables import counters, snippets
 from docenrich.storage.terms import query_terms
-from docenrich.textindex import SparseIndex, WordIndex
 from docenrich.vectorindex import MODES, MappedIndex, VectorIndex, sync
 from docenrich.vectorindex.files import VectorFiles, vector_dir
+
+if TYPE_CHECKING:
+    from docenrich.textindex import SparseIndex
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,10 @@ class SQLiteStore(BlobsMixin, SQLStore):
             map_budget_mb = settings.vector_map_budget_mb if map_budget_mb is None else map_budget_mb
             lexical_min_rows = settings.lexical_index_min if lexical_min_rows is None else lexical_min_rows
         self.lexical_min_rows = lexical_min_rows
+        from docenrich.textindex import (
+            WordIndex,  # here: textindex itself imports the storage package
+        )
+
         self.words = (WordIndex(self, self.data_dir, lexical_min_rows, map_budget_mb * 2**20)
                       if lexical_min_rows >= 0 else None)
         self._sparse: dict[str, SparseIndex] = {}
@@ -138,6 +144,8 @@ class SQLiteStore(BlobsMixin, SQLStore):
     def _sparse_index(self, embedder: str) -> SparseIndex:
         index = self._sparse.get(embedder)
         if index is None:
+            from docenrich.textindex import SparseIndex
+
             index = self._sparse.setdefault(embedder, SparseIndex(
                 self, embedder, self.data_dir, self.lexical_min_rows, self.map_budget_mb * 2**20))
         return index
@@ -146,12 +154,12 @@ class SQLiteStore(BlobsMixin, SQLStore):
         super()._put_sparse(conn, sid, embedder, weights)
         conn.exec_driver_sql("INSERT INTO sparse_changes(embedder, snippet_id) VALUES (?, ?)", (embedder, sid))
 
-    def sparse_index_state(self, embedder: str) -> tuple[int, int, int]:
-        """(last sparse change, snippets ever removed, last in-place change) for a sparse index."""
+    def sparse_index_state(self, embedder: str) -> tuple[int, int, int, int]:
+        """(last sparse change, snippets ever removed, last in-place change, snippets now) for a sparse index."""
         seq, total, changed = self.text_index_state()
         last = self._scalar(sa.text("SELECT coalesce(max(seq), 0) FROM sparse_changes"))
         # Snippet ids come from a counter one at a time: the ids given minus the snippets left are the removed.
-        return int(last or 0), seq - total, changed
+        return int(last or 0), seq - total, changed, total
 
     def sparse_changed_ids(self, embedder: str, after_seq: int, upto_seq: int) -> np.ndarray:
         """Ids of the snippets whose sparse postings from `embedder` were written with after_seq < seq <= upto_seq."""
