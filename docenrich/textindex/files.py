@@ -146,10 +146,13 @@ class WordFiles(VectorFiles):
                 p.unlink()
 
 
-def sync(source, files: WordFiles) -> WordManifest:
+def sync(source, files: WordFiles, blocking: bool = True) -> WordManifest | None:
     """Bring an index up to its source (sources.py): append new and changed rows as one segment,
-    mask the rows of changed and removed snippets."""
-    with files.locked():
+    mask the rows of changed and removed snippets. None when not blocking and another writer holds
+    the lock (an optimisation can hold it for a while)."""
+    with files.locked(blocking=blocking) as got:
+        if not got:
+            return None
         m = files.manifest()
         if m is None or not _intact(files, m):
             m = _fresh(files, m)

@@ -76,6 +76,7 @@ class PostingsIndex:
         self.store, self.source, self.min_rows = store, source, min_rows
         self.files = WordFiles(directory)
         self.pages = PageBudget(page_budget)
+        self.background = True  # False: catch-ups and optimisations run in the caller's thread (tests, tools)
         self._view: WordView | None = None
         self._lock = threading.Lock()
         self._busy = threading.Event()  # a background sync or optimisation is running
@@ -91,9 +92,16 @@ class PostingsIndex:
                 if self._behind(m, state) > FOREGROUND_ROWS:
                     self._background(lambda: sync(self.source, self.files))
                     return False
-                m = sync(self.source, self.files)
+                m = sync(self.source, self.files, blocking=False)
+                if m is None:
+                    # Another writer holds the files (an optimisation takes a while): SQL answers meanwhile,
+                    # rather than a generation that may still show deleted snippets.
+                    return False
             if self._view is None or self._view.generation != m.generation or self._view.base != m.base:
-                self._view = self._map(m)
+                view = self._map(m)
+                if view is None:
+                    return False
+                self._view = view
             if needs_optimize(m):
                 self._background(lambda: optimize(self.files))
         return True
@@ -107,7 +115,7 @@ class PostingsIndex:
                 return
             m = self.files.manifest()
             if m is not None and tuple(m.state) != state and self._behind(m, state) <= FOREGROUND_ROWS:
-                sync(self.source, self.files)
+                sync(self.source, self.files, blocking=False)  # busy: the next save or search catches up
         except (OSError, StorageError) as exc:
             log.warning("postings index %s not updated: %s", self.files.dir.name, exc)
 
@@ -116,6 +124,9 @@ class PostingsIndex:
         return state[0] - (m.state[0] if m else 0)
 
     def _background(self, work) -> None:
+        if not self.background:
+            work()
+            return
         if self._busy.is_set():
             return
         self._busy.set()
@@ -130,7 +141,18 @@ class PostingsIndex:
 
         threading.Thread(target=guarded, name="word-index", daemon=True).start()
 
-    def _map(self, m: WordManifest) -> WordView:
+    def _map(self, m: WordManifest) -> WordView | None:
+        """Map a generation; files collected under us mean a newer one is published: map that (None: give up)."""
+        for _ in range(3):
+            try:
+                return self._map_once(m)
+            except FileNotFoundError:
+                m = self.files.manifest()
+                if m is None:
+                    return None
+        return None
+
+    def _map_once(self, m: WordManifest) -> WordView:
         col = {name: map_column(self.files.column(m.base, name), dtype, m.rows) for name, dtype in COLUMNS}
         alive = None
         if m.deleted:

@@ -58,7 +58,9 @@ def wait_idle(index, timeout: float = 30.0) -> None:
 
 @pytest.fixture
 def st(tmp_path):
+    """A store whose postings indexes answer at any size, their background jobs run inline (deterministic)."""
     store = SQLiteStore(tmp_path / "data", lexical_min_rows=0)
+    store.words.background = False
     yield store
     store.close()
 
@@ -144,7 +146,7 @@ def test_new_changed_and_deleted_snippets_are_followed(st):
     assert st.delete_document(b)
     assert st.lexical_search("XDG_CONFIG_HOME", 5) == []
     assert st.lexical_search("XDG_CONFIG_HOME", 5, filter=SearchFilter(document_ids=(b,))) == []
-    assert st.words._view.alive_rows == 2
+    assert st.words.refresh() and st.words._view.alive_rows == 2
 
 
 def test_a_filter_keeping_one_percent_gets_that_sets_true_top_k(st):
@@ -161,7 +163,7 @@ def test_a_filter_keeping_one_percent_gets_that_sets_true_top_k(st):
     assert all(3 <= st.get_snippet(i).page <= 4 and st.get_snippet(i).kind == "text" for i, _ in ours)
 
 
-def test_segments_merge_and_compact_without_changing_answers(st):
+def test_segments_merge_and_compact_without_changing_answers(st, monkeypatch):
     rng = np.random.default_rng(11)
     ids = []
     for d in range(word_files.MAX_SEGMENTS + 3):  # a sync per document: one segment each, then merges
@@ -169,18 +171,19 @@ def test_segments_merge_and_compact_without_changing_answers(st):
         assert st.words.refresh()
     m = st.words.files.manifest()
     assert len(m.segments) <= word_files.MAX_SEGMENTS and m.rows == 15 * len(ids)
+    monkeypatch.setattr(word_index, "needs_optimize", lambda m: False)  # hold the compaction back
     for doc_id in ids[:4]:
         st.delete_document(doc_id)
     assert st.words.refresh()
-    assert word_files.needs_optimize(st.words.files.manifest())
-    after_delete = st.lexical_search("vector plot", 30)
-    assert after_delete and all(st.get_snippet(i) is not None for i, _ in after_delete)
-    wait_idle(st.words)  # the refresh that saw the deletions started the optimisation aside
-    compacted_m = st.words.files.manifest()
-    assert compacted_m.deleted == 0 and len(compacted_m.segments) == 1
+    masked = st.words.files.manifest()
+    assert masked.deleted == 60 and word_files.needs_optimize(masked)
+    before = st.lexical_search("vector plot", 30)
+    assert before and all(st.get_snippet(i) is not None for i, _ in before)
+    compacted_m = word_files.optimize(st.words.files)
+    assert compacted_m.base > masked.base and compacted_m.deleted == 0 and len(compacted_m.segments) == 1
     assert compacted_m.rows == 15 * (len(ids) - 4)
-    assert st.words.refresh()
-    assert st.lexical_search("vector plot", 30) == after_delete
+    assert st.words.refresh() and st.words._view.base == compacted_m.base
+    assert st.lexical_search("vector plot", 30) == before
 
 
 def test_two_processes_share_one_generation(tmp_path):
@@ -214,6 +217,7 @@ def test_a_crash_mid_append_leaves_a_readable_index(st):
 
 def test_far_behind_the_index_catches_up_aside_and_fts5_answers_meanwhile(st, monkeypatch):
     monkeypatch.setattr(word_index, "FOREGROUND_ROWS", 5)
+    st.words.background = True
     add_doc(st, "a", texts(np.random.default_rng(1), 12))
     assert not st.words.refresh()  # handed to a background thread
     assert st.lexical_search("archive", 3) == fts5(st, "archive", 3)

@@ -146,8 +146,9 @@ class SQLiteStore(BlobsMixin, SQLStore):
         if index is None:
             from docenrich.textindex import SparseIndex
 
-            index = self._sparse.setdefault(embedder, SparseIndex(
-                self, embedder, self.data_dir, self.lexical_min_rows, self.map_budget_mb * 2**20))
+            index = SparseIndex(self, embedder, self.data_dir, self.lexical_min_rows, self.map_budget_mb * 2**20)
+            index.background = self.words.background if self.words is not None else True
+            index = self._sparse.setdefault(embedder, index)
         return index
 
     def _put_sparse(self, conn: sa.Connection, sid: int, embedder: str, weights: list[tuple[int, float]]) -> None:
