@@ -188,7 +188,7 @@ class SparseIndex(PostingsIndex):
         allowed = self._allowed(view, filter)
         if allowed is not None and not allowed.any():
             return []
-        sums = weighted_scores(view.segments, weights, view.n)
+        sums = weighted_scores(view.segments, weights, view.n, k, allowed)
         try:
             best, best_scores = sums.top(k, allowed)
         finally:

@@ -270,11 +270,52 @@ def has_phrase(keys: Sequence, parts: Sequence) -> bool:
     return any(keys[i] == first and tuple(keys[i:i + n]) == tuple(parts) for i in range(len(keys) - n + 1))
 
 
-def weighted_scores(segments: Sequence[Segment], query: Sequence[tuple[int, float]], n_rows: int) -> Scores:
-    """The dot products of sparse query weights with the stored ones."""
+def weighted_scores(segments: Sequence[Segment], query: Sequence[tuple[int, float]], n_rows: int, k: int,
+                    allowed: np.ndarray | None = None) -> Scores:
+    """The dot products of sparse query weights with the stored ones, exact for every row that can be
+    in the top k among the allowed rows (others may lack the commonest terms' small shares).
+
+    Learned-sparse queries carry tokens found in nearly every row ("the", "of") with small weights:
+    summing their postings would cost most of a query. The rarer terms are summed first; then, while
+    the commonest left could still lift a row into the top k, the one that could lift it most is
+    summed too; the rest are added only to the rows within reach of the top k (MaxScore)."""
     sums = Scores(n_rows)
-    for key, weight in query:
-        r, imp = gather(segments, token_key(key))
-        if len(r):
-            sums.add(r, imp * np.float32(weight))
+    terms = []
+    for token, weight in query:
+        rows, imp = gather(segments, token_key(token))
+        if len(rows):
+            terms.append((rows, imp * np.float32(weight)))
+    terms.sort(key=lambda t: len(t[0]))
+    done = 0
+    while terms and (done + len(terms[0][0]) <= n_rows // 2 or not done):
+        rows, weights = terms.pop(0)
+        sums.add(rows, weights)
+        done += len(rows)
+    if allowed is not None:
+        np.multiply(sums.acc, allowed, out=sums.acc)
+    bounds = [float(w.max()) for _, w in terms]
+    while terms:
+        reach = _kth(sums.acc, k) - sum(bounds)
+        if reach > 0:
+            within = np.flatnonzero(sums.acc >= reach)
+            if len(within) <= n_rows // 8:
+                for rows, weights in terms:
+                    pos = np.minimum(np.searchsorted(rows, within), len(rows) - 1)
+                    hit = rows[pos] == within
+                    sums.acc[within[hit]] += weights[pos[hit]]
+                break
+        i = int(np.argmax(bounds))
+        sums.add(*terms.pop(i))
+        bounds.pop(i)
+        if allowed is not None:
+            np.multiply(sums.acc, allowed, out=sums.acc)
     return sums
+
+
+def _kth(acc: np.ndarray, k: int) -> float:
+    """The k-th largest value (0 when fewer than k are above zero)."""
+    cand = _above_bound(acc, k)
+    if len(cand) < k:
+        return 0.0
+    values = acc[cand]
+    return float(np.partition(values, len(values) - k)[len(values) - k])

@@ -21,7 +21,9 @@ from docenrich.textindex.postings import (
     bm25_triples,
     compacted,
     has_phrase,
+    sparse_triples,
     term_key,
+    weighted_scores,
 )
 from tests.storeutil import pdf_bytes
 
@@ -274,3 +276,32 @@ def test_writers_keep_an_index_in_use_current(st):
     add_doc(st, "b", ["second archive"])  # a docs worker's save: it appends before any search
     m = st.words.files.manifest()
     assert m.generation > gen and m.rows == 2
+
+
+def test_sparse_pruning_keeps_the_exact_top_k():
+    rng = np.random.default_rng(9)
+    n = 20_000
+    # Three tokens in nearly every row with small weights (as "the", "of"), thirty rarer ones.
+    rows, tokens, weights = [], [], []
+    for t in range(33):
+        share = 0.95 if t < 3 else rng.uniform(0.001, 0.05)
+        r = np.flatnonzero(rng.random(n) < share)
+        rows.append(r)
+        tokens.append(np.full(len(r), t))
+        weights.append(rng.uniform(0.01, 0.05 if t < 3 else 0.4, len(r)))
+    seg = Segment.build(sparse_triples(np.concatenate(tokens), np.concatenate(weights), np.concatenate(rows)))
+    query = [(int(t), float(w)) for t, w in zip(range(33), rng.uniform(0.2, 1.0, 33), strict=True)]
+    dense = np.zeros(n)
+    for t, w in query:
+        r, imp = seg.postings(t)
+        dense[r] += imp * np.float32(w)
+    allowed = rng.random(n) < 0.3
+    for mask in (None, allowed):
+        for k in (1, 10, 50):
+            sums = weighted_scores([seg], query, n, k, mask)
+            got_rows, got = sums.top(k, mask)
+            sums.release()
+            ref = np.where(mask, dense, 0) if mask is not None else dense
+            want = np.argsort(-ref, kind="stable")[:k]
+            assert got_rows.tolist() == want.tolist()
+            assert got == pytest.approx(ref[want], rel=1e-5)
